@@ -1,0 +1,60 @@
+# Keras .h5 -> ONNX -> PyTorch, proven equal. `make help` lists the targets.
+# Artifacts are real file targets with their true prerequisites: rerunning with nothing changed rebuilds nothing.
+
+MODEL  ?= data/models/pretrainedResnet.h5## the Keras model to convert
+MIRROR ?= ../shared## offline mirror folder (layout as ../shared); used before any download
+OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
+DATA   ?= data## fetched model and CIFAR-10 test set
+
+PY    := .venv/bin/python
+STEM  := $(basename $(notdir $(MODEL)))
+DIR   := $(OUT)/$(STEM)
+ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
+TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
+
+.PHONY: help install fetch onnx torch verify evaluate all test clean
+.DEFAULT_GOAL := help
+
+help: ## list the targets and variables
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+	@echo; echo "Variables:"; grep -E '^[A-Z]+ +\?=' $(MAKEFILE_LIST) | sed 's/ *?= */ = /; s/##/\t# /'
+
+install: .venv/.installed ## create .venv with the pinned stack (idempotent)
+.venv/.installed: requirements.lock pyproject.toml
+	test -x $(PY) || python3.11 -m venv .venv
+	$(PY) -m pip install --quiet --upgrade pip==25.3
+	$(PY) -m pip install --quiet -r requirements.lock
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+fetch: ## put the model and test set under $(DATA), SHA-256 checked (mirror first)
+	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
+
+# The default model comes from `make fetch`; a user's own MODEL must already exist.
+$(DATA)/models/%.h5 $(TEST_SET):
+	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
+
+onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outputs)
+$(DIR)/model.onnx: $(MODEL) $(TEST_SET) pipeline/keras_worker.py pipeline/onnx_export.py pipeline/checkset.py
+	$(PY) -m pipeline onnx $(ARGS)
+
+torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export) + model_fx.py
+$(DIR)/model.pt2: $(DIR)/model.onnx pipeline/torch_export.py pipeline/fx_passes.py
+	$(PY) -m pipeline torch $(ARGS)
+
+verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, hand-written model
+$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(TEST_SET) pipeline/verify.py pipeline/backends.py pipeline/compare.py pipeline/resnet8.py pipeline/tolerances.py
+	$(PY) -m pipeline verify $(ARGS)
+
+evaluate: $(DIR)/evaluate.json ## stage 4: CIFAR-10 accuracy of model.pt2, gated at 0.85
+$(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) pipeline/evaluate.py pipeline/tolerances.py
+	$(PY) -m pipeline evaluate $(ARGS)
+
+all: fetch verify evaluate ## everything, then a summary table
+	@$(PY) -m pipeline report $(ARGS)
+
+test: ## run the test suite (real-model tests read the mirror at MIRROR)
+	PIPELINE_MIRROR=$(MIRROR) $(PY) -m pytest
+
+clean: ## remove the generated artifacts (keeps .venv and data)
+	rm -rf $(OUT)/*/

@@ -1,0 +1,43 @@
+"""The inputs every backend is compared on: the test images and seeded random batches.
+
+Numpy only: the TensorFlow worker and the torch side both import this, and must build the same inputs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Random inputs exercise batch-size-dependent code paths (batch 1 and an odd size) and the whole
+# input range, which real images do not cover evenly.
+RANDOM_BATCH_SIZES = (1, 7, 256)
+RANDOM_SEED = 20261126
+PIXEL_MAX = 255.0  # the model takes raw pixel values 0..255 (../shared/NOTES.md)
+# Batch size for running real images through a backend: large enough to be fast, and the size
+# MLPerf Tiny's own evaluation uses.
+TEST_BATCH_SIZE = 256
+
+
+def random_batches(input_shape: tuple[int, ...], sizes=RANDOM_BATCH_SIZES, seed: int = RANDOM_SEED) -> dict[str, np.ndarray]:
+    """Seeded uniform float32 inputs over 0..255, one batch per size, keyed `random_<size>`.
+
+    Args:
+        input_shape: one sample's shape, without the batch dimension (e.g. (32, 32, 3)).
+        sizes: the batch sizes.
+        seed: numpy seed; the same seed gives the same batches in every process.
+    """
+    rng = np.random.default_rng(seed)
+    return {
+        f"random_{size}": rng.uniform(0.0, PIXEL_MAX, size=(size, *input_shape)).astype(np.float32)
+        for size in sizes
+    }
+
+
+def batch_size_of(set_name: str) -> int:
+    """The batch size a check set is run at: its own size for `random_<n>`, else TEST_BATCH_SIZE."""
+    return int(set_name.split("_", 1)[1]) if set_name.startswith("random_") else TEST_BATCH_SIZE
+
+
+def batches(array: np.ndarray, batch_size: int):
+    """Consecutive slices of `array` of at most `batch_size` rows."""
+    for start in range(0, len(array), batch_size):
+        yield array[start : start + batch_size]

@@ -1,0 +1,160 @@
+"""`python -m pipeline {fetch,onnx,torch,verify,evaluate,all}`: argv, printing and exit codes live here.
+
+Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors are one line on stderr;
+`--debug` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from pipeline import paths as P
+from pipeline.errors import BadInput, PipelineError
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def _model_paths(args) -> P.ModelPaths:
+    return P.ModelPaths.for_model(args.model, args.out)
+
+
+def _data_or_none(data: Path) -> Path | None:
+    """The data folder if it holds a test set; None (random inputs only) if the default is absent."""
+    from pipeline import cifar
+
+    try:
+        cifar.locate(data)
+        return data
+    except BadInput:
+        if data != P.DEFAULT_DATA:
+            raise
+        _say(f"note: no CIFAR-10 test set under {data}; comparing on random inputs only (run `make fetch`)")
+        return None
+
+
+def cmd_fetch(args) -> int:
+    from pipeline import fetch
+
+    result = fetch.run(args.data, args.mirror, allow_download=not args.offline)
+    for name, source in result.sources.items():
+        _say(f"fetch: {name:40s} {source}")
+    return 0
+
+
+def cmd_onnx(args) -> int:
+    from pipeline import onnx_export
+
+    started = time.perf_counter()
+    result = onnx_export.run(args.model, args.out, _data_or_none(args.data), onnx_export.OnnxOptions(opset=args.opset))
+    _say(f"onnx: wrote {result.onnx} and {result.reference.name} (Keras {result.keras_version}, input {result.input_shape}); "
+         f"onnxruntime vs Keras max |Δprob| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
+         f"[{time.perf_counter() - started:.1f} s]")
+    return 0
+
+
+def cmd_torch(args) -> int:
+    from pipeline import torch_export
+
+    started = time.perf_counter()
+    onnx_path = args.onnx or _model_paths(args).onnx
+    result = torch_export.run(onnx_path, _model_paths(args).dir)
+    _say(f"torch: wrote {result.pt2} and {result.fx_code.name} ({result.reshapes_made_static} reshape(s) made static); "
+         f"model.pt2 vs onnxruntime max |Δprob| {result.validation.max_abs_diff:.2e} [{time.perf_counter() - started:.1f} s]")
+    return 0
+
+
+def cmd_verify(args) -> int:
+    from pipeline import report, verify
+    from pipeline.backends import Artifacts
+
+    paths = _model_paths(args)
+    if args.onnx is not None or args.torch is not None:
+        artifacts = Artifacts(args.model, args.onnx, args.torch)  # someone else's conversion: only what is named
+    else:
+        artifacts = Artifacts(args.model, paths.onnx, paths.pt2)
+    started = time.perf_counter()
+    result = verify.run(artifacts, _data_or_none(args.data), paths.dir)
+    print(report.verify_table(result.as_dict()))
+    report.write_report(paths.dir, args.model)
+    _say(f"verify: wrote {paths.verify_json} [{time.perf_counter() - started:.1f} s]")
+    result.raise_if_failed()
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from pipeline import evaluate, report
+
+    paths = _model_paths(args)
+    started = time.perf_counter()
+    onnx_path = args.onnx or (paths.onnx if paths.onnx.is_file() else None)
+    result = evaluate.run(args.torch or paths.pt2, args.data, paths.dir, onnx=onnx_path)
+    print(report.evaluate_table(result.as_dict()))
+    report.write_report(paths.dir, args.model)
+    _say(f"evaluate: wrote {paths.evaluate_json} and {paths.confusion_png.name} [{time.perf_counter() - started:.1f} s]")
+    result.raise_if_failed()
+    return 0
+
+
+def cmd_report(args) -> int:
+    from pipeline import report
+
+    report.write_report(_model_paths(args).dir, args.model)
+    print(report.summary(_model_paths(args).dir))
+    return 0
+
+
+def cmd_all(args) -> int:
+    for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_verify, cmd_evaluate, cmd_report):
+        step(args)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--model", type=Path, default=P.DEFAULT_MODEL, help="Keras .h5 model (default: %(default)s)")
+    common.add_argument("--data", type=Path, default=P.DEFAULT_DATA,
+                        help="folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (default: %(default)s)")
+    common.add_argument("--out", type=Path, default=P.DEFAULT_OUT, help="artifacts root; files go to OUT/<model stem>/ (default: %(default)s)")
+    common.add_argument("--debug", action="store_true", help="show tracebacks")
+    mirror = argparse.ArgumentParser(add_help=False)
+    mirror.add_argument("--mirror", type=Path, default=P.DEFAULT_MIRROR,
+                        help="offline mirror folder laid out like ../shared, used before any download (default: %(default)s)")
+    mirror.add_argument("--offline", action="store_true", help="never download; fail if a file is not in the mirror")
+    onnx_opt = argparse.ArgumentParser(add_help=False)
+    onnx_opt.add_argument("--onnx", type=Path, help="an ONNX file to use instead of OUT/<stem>/model.onnx")
+    torch_opt = argparse.ArgumentParser(add_help=False)
+    torch_opt.add_argument("--torch", type=Path, help="a .pt2 file to use instead of OUT/<stem>/model.pt2")
+    opset = argparse.ArgumentParser(add_help=False)
+    opset.add_argument("--opset", type=int, default=15, help="ONNX opset (default: %(default)s; 14–16 are tested by both converters)")
+
+    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,report,all}")
+    sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
+    sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)
+    sub.add_parser("torch", parents=[common, onnx_opt], help="model.onnx → model.pt2 + model_fx.py").set_defaults(func=cmd_torch)
+    sub.add_parser("verify", parents=[common, onnx_opt, torch_opt],
+                   help="compare Keras, onnxruntime, the FX graph, model.pt2 and the hand-written model").set_defaults(func=cmd_verify)
+    sub.add_parser("evaluate", parents=[common, onnx_opt, torch_opt], help="CIFAR-10 accuracy of model.pt2, gated").set_defaults(func=cmd_evaluate)
+    sub.add_parser("report", parents=[common], help="rewrite report.md and print the summary").set_defaults(func=cmd_report)
+    sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt],
+                   help="fetch, onnx, torch, verify, evaluate, then the summary").set_defaults(func=cmd_all)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PipelineError as exc:
+        if args.debug:
+            raise
+        _say(f"error: {exc}")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _say("interrupted; artifacts already on disk are intact")
+        return 130

@@ -1,0 +1,143 @@
+"""Stage 4: top-1 accuracy of the converted model (`model.pt2`) on CIFAR-10, gated.
+
+Also per-class accuracy, a confusion matrix (PNG), accuracy on MLPerf Tiny's 200-image subset, and
+Keras's and ONNX Runtime's accuracy side by side: equality with Keras is the point.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import backends, cifar
+from pipeline.atomic import atomic_path, write_text
+from pipeline.backends import KerasReference
+from pipeline.errors import BadInput, CheckFailed
+from pipeline.fetch import sha256_of
+from pipeline.paths import ModelPaths
+from pipeline.tolerances import ACCURACY_GATE
+
+
+@dataclass(frozen=True)
+class EvaluateOptions:
+    # Multiplies the pixels before the model sees them. The model takes raw 0..255; anything but 1.0
+    # scores it on wrongly normalised inputs (the tests use 1/255 to show the gate catches that).
+    input_scale: float = 1.0
+    gate: float = ACCURACY_GATE
+
+
+@dataclass
+class EvaluateResult:
+    accuracy: float  # top-1 fraction
+    correct: int
+    total: int
+    subset_accuracy: float | None
+    subset_correct: int | None
+    subset_total: int | None
+    per_class_accuracy: dict[str, float]
+    confusion: list[list[int]]  # rows: true class, columns: predicted
+    gate: float
+    input_scale: float
+    side_by_side: dict[str, dict] = field(default_factory=dict)  # backend -> {accuracy, correct, total}
+
+    @property
+    def passed(self) -> bool:
+        return self.accuracy >= self.gate
+
+    def as_dict(self) -> dict:
+        return asdict(self) | {"passed": self.passed}
+
+    def raise_if_failed(self) -> None:
+        if not self.passed:
+            raise CheckFailed(f"accuracy {self.accuracy:.4f} ({self.correct}/{self.total}) is below the gate {self.gate}")
+
+
+def predictions(predict, images: np.ndarray, desc: str, progress: bool) -> np.ndarray:
+    """argmax class of every image, run in batches of 256 with a progress bar."""
+    from tqdm import tqdm
+
+    from pipeline import checkset
+
+    preds = []
+    with tqdm(total=len(images), desc=desc, unit="img", disable=not progress, leave=False) as bar:
+        for batch in checkset.batches(images, checkset.TEST_BATCH_SIZE):
+            preds.append(predict(batch.astype(np.float32)).probs.argmax(axis=1))
+            bar.update(len(batch))
+    result = np.concatenate(preds)
+    if len(result) != len(images):
+        raise RuntimeError(f"{desc}: scored {len(result)} images of {len(images)}")
+    return result
+
+
+def _accuracy(pred: np.ndarray, labels: np.ndarray) -> dict:
+    correct = int((pred == labels).sum())
+    return {"accuracy": correct / len(labels), "correct": correct, "total": len(labels)}
+
+
+def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
+        options: EvaluateOptions = EvaluateOptions(), progress: bool = True) -> EvaluateResult:
+    """Score `pt2` on the CIFAR-10 test set under `data`; write `evaluate.json` and `confusion.png`.
+
+    Keras's accuracy comes from the onnx stage's reference file in `out_dir` when it was made on the
+    same test set; ONNX Runtime's is computed when `onnx` is given.
+    """
+    if not Path(pt2).is_file():
+        raise BadInput(f"{pt2} does not exist; run `make torch` first")
+    test = cifar.load(data)
+    images = test.images.astype(np.float32) * np.float32(options.input_scale)
+    pred = predictions(backends.load("torch", backends.Artifacts(pt2=pt2)), images, "evaluate torch", progress)
+    if pred.max() >= len(test.class_names):
+        raise BadInput(f"{pt2} predicts class {pred.max()}: it is not a {len(test.class_names)}-class CIFAR-10 model")
+    paths = ModelPaths(Path(out_dir))
+    scored = _accuracy(pred, test.labels)
+    confusion = np.zeros((len(test.class_names),) * 2, dtype=np.int64)
+    np.add.at(confusion, (test.labels, pred), 1)
+    per_class = {name: float(confusion[i, i] / confusion[i].sum()) for i, name in enumerate(test.class_names)}
+    subset = test.perf_subset
+    sub = _accuracy(pred[subset], test.labels[subset]) if subset is not None else {"accuracy": None, "correct": None, "total": None}
+    side = {"torch": scored}
+    if paths.keras_reference.is_file():
+        reference = KerasReference(paths.keras_reference)
+        if "test" in reference.set_names() and reference.data_sha256 == sha256_of(test.source):
+            side["keras"] = _accuracy(reference.outputs()["test"].probs.argmax(1), test.labels)
+    if onnx is not None:
+        ort = backends.load("onnxruntime", backends.Artifacts(onnx=onnx))
+        side["onnxruntime"] = _accuracy(predictions(ort, test.images, "evaluate onnxruntime", progress), test.labels)
+    result = EvaluateResult(
+        scored["accuracy"], scored["correct"], scored["total"],
+        sub["accuracy"], sub["correct"], sub["total"],
+        per_class, confusion.tolist(), options.gate, options.input_scale, side,
+    )
+    write_text(paths.evaluate_json, json.dumps(result.as_dict(), indent=2) + "\n")
+    plot_confusion(confusion, test.class_names, paths.confusion_png, f"model.pt2 — top-1 {scored['accuracy']:.2%}")
+    return result
+
+
+def plot_confusion(confusion: np.ndarray, names, path: Path, title: str) -> None:
+    """Row-normalised confusion matrix with counts in each cell."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    for i in range(len(names)):
+        for j in range(len(names)):
+            ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+

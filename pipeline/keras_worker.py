@@ -1,0 +1,151 @@
+"""The TensorFlow side, run only as its own process: `python -m pipeline.keras_worker ...`.
+
+Importing TensorFlow and then onnx2torch or torchvision in one process segfaults (../shared/NOTES.md),
+so nothing here may import torch, and the rest of the package talks to this module only through files
+and the exit code. It does two jobs in one process (TensorFlow takes seconds to import):
+
+- `--onnx PATH`: load the Keras model (compile=False) and convert it with tf2onnx (explicit input
+  signature, dynamic batch), run the full `onnx.checker`, write the file;
+- `--reference PATH`: Keras's probabilities (and pre-softmax logits where the last layer is a Dense
+  with softmax inside it) on the check set, as a plain .npz.
+
+Errors end with exit code 2 and one line on stderr prefixed `pipeline-error: `.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import warnings
+
+import numpy as np
+
+# Keras 3 warns on every call that a legacy model's input is named; the warning says nothing useful.
+warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+
+from pipeline import checkset  # noqa: E402  (numpy only)
+from pipeline.atomic import atomic_path  # noqa: E402
+
+INPUT_NAME = "input"
+ERROR_PREFIX = "pipeline-error: "
+
+
+def load_keras_model(path: Path):
+    import keras
+
+    return keras.models.load_model(str(path), compile=False)
+
+
+def input_shape_of(model) -> tuple[int, ...]:
+    """One sample's input shape (no batch dimension); every dimension must be known."""
+    if len(model.inputs) != 1:
+        raise ValueError(f"the model has {len(model.inputs)} inputs; only single-input models are supported")
+    shape = tuple(model.inputs[0].shape[1:])
+    if any(dim is None for dim in shape):
+        raise ValueError(f"the model's input shape {shape} has unknown dimensions; give it a fixed input shape")
+    return tuple(int(dim) for dim in shape)
+
+
+def convert(model, onnx_path: Path, opset: int) -> dict:
+    """tf2onnx conversion with a dynamic batch dimension, full checker, written atomically."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = (tf.TensorSpec((None, *input_shape_of(model)), tf.float32, name=INPUT_NAME),)
+    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    onnx.checker.check_model(proto, full_check=True)
+    with atomic_path(onnx_path) as tmp:
+        onnx.save(proto, str(tmp))
+    return {"onnx_inputs": [i.name for i in proto.graph.input], "onnx_outputs": [o.name for o in proto.graph.output]}
+
+
+def outputs_model(model):
+    """(model giving [probs, features], kernel, bias) when the last layer is a Dense with softmax inside
+    it — the pre-softmax logits are then features @ kernel + bias — else (model, None, None)."""
+    import keras
+
+    last = model.layers[-1]
+    activation = getattr(getattr(last, "activation", None), "__name__", "")
+    if not isinstance(last, keras.layers.Dense) or activation != "softmax":
+        return model, None, None
+    return keras.Model(model.inputs, [model.outputs[0], last.input]), last.kernel, last.bias
+
+
+def predict(outputs, inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
+    """Keras outputs of `inputs` run in batches of `batch_size`: `probs`, and `logits` when available."""
+    import tensorflow as tf
+
+    model, kernel, bias = outputs
+    result = model.predict(inputs, batch_size=batch_size, verbose=0)
+    if kernel is None:
+        return {"probs": np.asarray(result)}
+    probs, features = result
+    return {"probs": probs, "logits": np.asarray(tf.matmul(features, kernel) + bias)}
+
+
+def reference(model, model_sha256: str, reference_path: Path, data: Path | None) -> dict:
+    """Write Keras's outputs on the check set: the test images (if the input is 32×32×3) and random batches."""
+    from tqdm import tqdm
+
+    from pipeline import cifar
+    from pipeline.fetch import sha256_of
+
+    shape = input_shape_of(model)
+    arrays: dict[str, np.ndarray] = {}
+    sets: dict[str, np.ndarray] = dict(checkset.random_batches(shape))
+    for name, inputs in sets.items():
+        arrays[f"{name}/inputs"] = inputs
+    # Recorded whenever data is given, so a later stage knows which test set this reference saw.
+    data_sha256 = sha256_of(cifar.locate(data)) if data is not None else ""
+    if data is not None and shape == (32, 32, 3):
+        sets["test"] = cifar.load(data).images.astype(np.float32)
+    outputs = outputs_model(model)
+    for name, inputs in tqdm(sets.items(), desc="keras reference", file=sys.stderr):
+        for key, value in predict(outputs, inputs, checkset.batch_size_of(name)).items():
+            arrays[f"{name}/{key}"] = value
+    arrays["data_sha256"] = np.array(data_sha256)
+    arrays["model_sha256"] = np.array(model_sha256)
+    with atomic_path(reference_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return {"sets": sorted(sets), "data_sha256": data_sha256}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipeline.keras_worker", description=__doc__)
+    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--onnx", type=Path)
+    parser.add_argument("--opset", type=int, default=15)
+    parser.add_argument("--reference", type=Path)
+    parser.add_argument("--data", type=Path)
+    parser.add_argument("--result", type=Path, required=True, help="JSON summary written here")
+    args = parser.parse_args(argv)
+    try:
+        model = load_keras_model(args.model)
+        import keras
+
+        result = {"keras_version": keras.__version__, "input_shape": list(input_shape_of(model))}
+        if args.onnx:
+            result.update(convert(model, args.onnx, args.opset))
+        if args.reference:
+            from pipeline.fetch import sha256_of
+
+            result.update(reference(model, sha256_of(args.model), args.reference, args.data))
+    except Exception as exc:  # noqa: BLE001 — one line for the parent process, whatever failed
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"{ERROR_PREFIX}{type(exc).__name__}: {message[:2000]}", file=sys.stderr)
+        if os.environ.get("PIPELINE_DEBUG"):
+            raise
+        return 2
+    args.result.write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

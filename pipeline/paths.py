@@ -1,0 +1,56 @@
+"""Where every file lives. Paths are declared here once and passed down as arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MIRROR = Path("../shared")
+DEFAULT_DATA = Path("data")
+DEFAULT_OUT = Path("artifacts")
+# `make fetch` puts the model here, under the data folder, as the mirror lays it out.
+DEFAULT_MODEL = DEFAULT_DATA / "models" / "pretrainedResnet.h5"
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """The artifacts of one model: `<out>/<model file stem>/...`."""
+
+    dir: Path
+
+    @classmethod
+    def for_model(cls, model: Path, out: Path) -> "ModelPaths":
+        return cls(Path(out) / Path(model).stem)
+
+    @property
+    def onnx(self) -> Path:
+        return self.dir / "model.onnx"
+
+    @property
+    def keras_reference(self) -> Path:
+        """Keras's outputs on the check set, written by the onnx stage (plain .npz, no pickle)."""
+        return self.dir / "keras_reference.npz"
+
+    @property
+    def pt2(self) -> Path:
+        return self.dir / "model.pt2"
+
+    @property
+    def fx_code(self) -> Path:
+        return self.dir / "model_fx.py"
+
+    @property
+    def verify_json(self) -> Path:
+        return self.dir / "verify.json"
+
+    @property
+    def evaluate_json(self) -> Path:
+        return self.dir / "evaluate.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.dir / "report.md"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.dir / "confusion.png"

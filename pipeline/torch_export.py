@@ -1,0 +1,113 @@
+"""Stage 2: `model.onnx` → onnx2torch `GraphModule` → portable `model.pt2` (torch.export) + `model_fx.py`.
+
+`model.pt2` holds no pickled code: `torch.export.load` rebuilds it without onnx2torch in the process.
+onnx2torch's Reshape blocks `torch.export`; `fx_passes.static_reshapes` fixes that first. The saved
+program is then loaded back and checked against ONNX Runtime before the stage returns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline import backends, checkset
+from pipeline.atomic import atomic_path, write_text
+from pipeline.compare import PairResult, compare
+from pipeline.errors import BadInput, CheckFailed
+from pipeline.paths import ModelPaths
+
+# Largest batch the exported program accepts; torch.export needs a bound for its symbolic batch.
+MAX_BATCH = 1 << 16
+
+
+@dataclass
+class TorchResult:
+    pt2: Path
+    fx_code: Path
+    reshapes_made_static: int
+    validation: PairResult  # model.pt2 against onnxruntime
+
+
+def input_shape(onnx_path: Path) -> tuple[int, ...]:
+    """One sample's input shape from the ONNX graph (the batch dimension is dropped)."""
+    import onnx
+
+    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
+    shape = tuple(d.dim_value for d in dims[1:])
+    if not shape or any(d <= 0 for d in shape):
+        raise BadInput(f"{onnx_path}: input shape {shape} is not fully known; convert with a fixed input shape")
+    return shape
+
+
+def convert(onnx_path: Path):
+    """onnx2torch's GraphModule with static reshapes, in eval mode, and the number made static."""
+    import onnx2torch
+
+    from pipeline.fx_passes import static_reshapes
+
+    gm = onnx2torch.convert(str(onnx_path)).eval()
+    return gm, static_reshapes(gm, input_shape(onnx_path))
+
+
+def export(gm, sample_shape: tuple[int, ...]):
+    """`torch.export` with a dynamic batch dimension."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = torch.zeros((2, *sample_shape), dtype=torch.float32)
+    with torch.no_grad():
+        return torch.export.export(gm, (example,), dynamic_shapes=({0: batch},))
+
+
+def load_pt2(path: Path):
+    """Load a `.pt2` as a callable module; runs no pickled code and needs no onnx2torch."""
+    import torch
+
+    try:
+        return torch.export.load(str(path)).module()
+    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+        raise BadInput(f"{path} is not a loadable torch.export program ({exc}); rerun `make torch`") from exc
+
+
+def run(onnx_path: Path, out_dir: Path) -> TorchResult:
+    """Convert `onnx_path` and write `model.pt2` and `model_fx.py` into `out_dir`.
+
+    Raises:
+        BadInput: the ONNX file is missing or cannot be converted.
+        CheckFailed: the reloaded `model.pt2` disagrees with ONNX Runtime beyond `ATOL_PROB`.
+    """
+    import torch
+
+    if not Path(onnx_path).is_file():
+        raise BadInput(f"{onnx_path} does not exist; run `make onnx` first")
+    paths = ModelPaths(Path(out_dir))
+    gm, n_static = convert(onnx_path)
+    shape = input_shape(onnx_path)
+    program = export(gm, shape)
+    with atomic_path(paths.pt2) as tmp:
+        torch.export.save(program, str(tmp))
+    write_text(paths.fx_code, _fx_source(gm, onnx_path))
+    validation = validate(paths.pt2, onnx_path, shape)
+    return TorchResult(paths.pt2, paths.fx_code, n_static, validation)
+
+
+def validate(pt2: Path, onnx_path: Path, sample_shape: tuple[int, ...]) -> PairResult:
+    """Reloaded `model.pt2` against ONNX Runtime on the random check batches; CheckFailed on a breach."""
+    sets = checkset.random_batches(sample_shape)
+    artifacts = backends.Artifacts(onnx=onnx_path, pt2=pt2)
+    result = compare("torch", backends.run_sets(backends.load("torch", artifacts), sets),
+                     "onnxruntime", backends.run_sets(backends.load("onnxruntime", artifacts), sets))
+    if not result.passed:
+        raise CheckFailed(f"{pt2} disagrees with {onnx_path}: max |Δprob| {result.max_abs_diff:.3g} (tolerance {result.atol:g})")
+    return result
+
+
+def _fx_source(gm, onnx_path: Path) -> str:
+    header = (
+        f'"""The forward() of the GraphModule onnx2torch made from {Path(onnx_path).name}, after static reshapes.\n\n'
+        "For reading only: the submodules it calls (convolutions, onnx2torch operations) live in model.pt2.\n"
+        '"""\n\nimport torch\n\n\n'
+    )
+    return header + f"def forward{gm.code.split('def forward', 1)[1]}"
