@@ -22,7 +22,6 @@ help: ## list the targets and variables
 install: .venv/.installed ## create .venv with the pinned stack (idempotent)
 .venv/.installed: requirements.lock pyproject.toml
 	test -x $(PY) || python3.11 -m venv .venv
-	$(PY) -m pip install --quiet --upgrade pip==25.3
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
@@ -30,8 +29,10 @@ install: .venv/.installed ## create .venv with the pinned stack (idempotent)
 fetch: ## put the model and test set under $(DATA), SHA-256 checked (mirror first)
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
 
-# The default model comes from `make fetch`; a user's own MODEL must already exist.
-$(DATA)/models/%.h5 $(TEST_SET):
+# The default model and the test set come from `make fetch`; a user's own MODEL must already exist.
+$(DATA)/models/%.h5:
+	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
+$(TEST_SET):
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
 
 onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outputs)

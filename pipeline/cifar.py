@@ -11,6 +11,7 @@ Images come back as NHWC uint8 (N, 32, 32, 3), the model's own layout; labels as
 
 from __future__ import annotations
 
+import codecs
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,6 +105,8 @@ class _ArrayOnlyUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(1))[0],
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        # Python 3 pickles of bytes (protocol 2) rebuild them with codecs.encode(str, 'latin1'): a pure function.
+        ("_codecs", "encode"): codecs.encode,
     }
 
     def find_class(self, module: str, name: str):

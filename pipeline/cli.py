@@ -49,6 +49,7 @@ def cmd_fetch(args) -> int:
 def cmd_onnx(args) -> int:
     from pipeline import onnx_export
 
+    onnx_export.check_model_file(args.model)  # before the data: the model is the first thing to be wrong
     started = time.perf_counter()
     result = onnx_export.run(args.model, args.out, _data_or_none(args.data), onnx_export.OnnxOptions(opset=args.opset))
     _say(f"onnx: wrote {result.onnx} and {result.reference.name} (Keras {result.keras_version}, input {result.input_shape}); "
@@ -71,7 +72,9 @@ def cmd_torch(args) -> int:
 def cmd_verify(args) -> int:
     from pipeline import report, verify
     from pipeline.backends import Artifacts
+    from pipeline.onnx_export import check_model_file
 
+    check_model_file(args.model)
     paths = _model_paths(args)
     if args.onnx is not None or args.torch is not None:
         artifacts = Artifacts(args.model, args.onnx, args.torch)  # someone else's conversion: only what is named

@@ -1,0 +1,77 @@
+"""Session fixtures: one synthetic model converted once, and the real model through the whole CLI once."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+import helpers
+
+
+def _need_real_data() -> None:
+    if not (helpers.REAL_MODEL.is_file() and (helpers.REAL_DATA / "cifar-10-batches-bin" / "test_batch.bin").is_file()):
+        message = f"real model/data not found under the mirror {helpers.MIRROR} (set PIPELINE_MIRROR)"
+        if helpers.REQUIRE_DATA:
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """64 random CIFAR-shaped images in the binary format, plus a 10-image 'perf subset'."""
+    import numpy as np
+
+    folder = tmp_path_factory.mktemp("tiny_data")
+    images, labels = helpers.synthetic_test_set()
+    helpers.write_cifar_bin(folder, images, labels)
+    np.save(folder / "perf_samples_idxs.npy", np.arange(0, 64, 7))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory) -> Path:
+    return helpers.build_tiny_model(tmp_path_factory.mktemp("tiny_model") / "tiny.h5")
+
+
+@pytest.fixture(scope="session")
+def tiny_converted(tiny_model, tiny_data, tmp_path_factory):
+    """The tiny model through the onnx and torch stages: (model, out root, ModelPaths, onnx result, torch result)."""
+    from pipeline import onnx_export, torch_export
+    from pipeline.paths import ModelPaths
+
+    out = tmp_path_factory.mktemp("tiny_out")
+    onnx_result = onnx_export.run(tiny_model, out, tiny_data)
+    paths = ModelPaths.for_model(tiny_model, out)
+    torch_result = torch_export.run(paths.onnx, paths.dir)
+    return tiny_model, out, paths, onnx_result, torch_result
+
+
+@pytest.fixture(scope="session")
+def real_paths():
+    """(model, data folder) of the real ResNet8 in the mirror; fails in CI if absent."""
+    _need_real_data()
+    return helpers.REAL_MODEL, helpers.REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def real_run(real_paths, tmp_path_factory):
+    """`python -m pipeline all` on the real model, fetching from the mirror into a fresh data folder."""
+    from pipeline.paths import ModelPaths
+
+    work = tmp_path_factory.mktemp("real")
+    data, out = work / "data", work / "artifacts"
+    completed = helpers.run_cli("all", "--mirror", str(helpers.MIRROR), "--data", str(data), "--out", str(out),
+                                "--model", str(data / "models" / "pretrainedResnet.h5"))
+    return completed, ModelPaths(out / "pretrainedResnet"), data
+
+
+@pytest.fixture
+def real_reference_copy(real_run, tmp_path) -> Path:
+    """A fresh artifacts folder for the real model holding only the Keras reference (saves recomputing it)."""
+    _, paths, _ = real_run
+    target = tmp_path / "pretrainedResnet"
+    target.mkdir()
+    shutil.copy(paths.keras_reference, target / paths.keras_reference.name)
+    return target

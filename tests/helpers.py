@@ -1,0 +1,102 @@
+"""Shared builders for the tests: synthetic Keras models (built in a TensorFlow subprocess) and data."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+# CI sets PIPELINE_REQUIRE_DATA=1: a missing mirror is then a failure, never a skip.
+REQUIRE_DATA = os.environ.get("PIPELINE_REQUIRE_DATA") == "1"
+MIRROR = (ROOT / os.environ.get("PIPELINE_MIRROR", "../shared")).resolve()
+REAL_MODEL = MIRROR / "models" / "pretrainedResnet.h5"
+REAL_DATA = MIRROR / "data"
+
+# A small CIFAR-shaped classifier with every trap of the real one: stride-2 'same' conv, BatchNorm
+# with non-trivial statistics, a Flatten-Reshape, and softmax inside the last Dense.
+TINY_MODEL_SCRIPT = """
+import sys, numpy as np, keras
+keras.utils.set_random_seed(0)
+inputs = keras.Input((32, 32, 3))
+x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
+x = keras.layers.BatchNormalization()(x)
+x = keras.layers.Activation("relu")(x)
+x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(x)
+x = keras.layers.AveragePooling2D(8)(x)
+x = keras.layers.Flatten()(x)
+outputs = keras.layers.Dense(10, activation="softmax")(x)
+model = keras.Model(inputs, outputs)
+rng = np.random.default_rng(0)
+bn = model.layers[2]
+bn.set_weights([rng.uniform(0.5, 1.5, 8), rng.normal(0, 0.1, 8), rng.normal(0, 20, 8), rng.uniform(100, 400, 8)])
+model.layers[1].set_weights([w * 0.02 if w.ndim > 1 else w for w in model.layers[1].get_weights()])
+model.save(sys.argv[1])
+"""
+
+
+def run_tf_script(script: str, *args: str) -> None:
+    """Run a TensorFlow snippet in its own process (TF and torch must not share one)."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], check=True, env=env, capture_output=True)
+
+
+def build_tiny_model(path: Path) -> Path:
+    run_tf_script(TINY_MODEL_SCRIPT, str(path))
+    return path
+
+
+def write_cifar_bin(folder: Path, images: np.ndarray, labels: np.ndarray) -> Path:
+    """Write a CIFAR-10 binary batch (label byte + planar RGB) into folder/cifar-10-batches-bin/."""
+    target = folder / "cifar-10-batches-bin" / "test_batch.bin"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    planar = images.transpose(0, 3, 1, 2).reshape(len(images), -1)
+    np.concatenate([labels.astype(np.uint8)[:, None], planar], axis=1).astype(np.uint8).tofile(target)
+    return target
+
+
+def synthetic_test_set(n: int = 64, seed: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` in a subprocess, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True)
+
+
+def perturb_onnx_kernel(onnx_in: Path, onnx_out: Path, keras_kernel: np.ndarray, delta: float = 2e-2) -> str:
+    """Add `delta` to one element of the ONNX initializer holding `keras_kernel`; return its name.
+
+    The initializer is found by value (Keras (kh, kw, in, out) is ONNX (out, in, kh, kw)), not by
+    name: tf2onnx renames layers.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    proto = onnx.load(str(onnx_in))
+    wanted = keras_kernel.transpose(3, 2, 0, 1) if keras_kernel.ndim == 4 else keras_kernel
+    for index, init in enumerate(proto.graph.initializer):
+        value = numpy_helper.to_array(init)
+        if value.shape == wanted.shape and np.array_equal(value, wanted):
+            changed = value.copy()
+            changed.flat[len(changed.flat) // 2] += delta
+            proto.graph.initializer[index].CopyFrom(numpy_helper.from_array(changed, init.name))
+            onnx.save(proto, str(onnx_out))
+            return init.name
+    raise AssertionError("no initializer holds that kernel")
+
+
+def h5_tensor(path: Path, suffix: str) -> np.ndarray:
+    """The one weight tensor in a Keras .h5 whose dataset path ends with `suffix` (e.g. "conv2d_4/kernel"; a ":0" is ignored)."""
+    import h5py
+
+    found = []
+    with h5py.File(path, "r") as handle:
+        handle["model_weights"].visititems(lambda n, o: found.append(o[()]) if n.split(":")[0].endswith(suffix) else None)
+    assert len(found) == 1, f"{suffix}: {len(found)} matches"
+    return found[0]

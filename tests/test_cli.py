@@ -1,0 +1,57 @@
+import json
+
+import pytest
+
+import helpers
+
+SUBCOMMANDS = ["fetch", "onnx", "torch", "verify", "evaluate", "report", "all"]
+
+
+@pytest.mark.parametrize("command", SUBCOMMANDS)
+def test_help(command):
+    completed = helpers.run_cli(command, "--help")
+    assert completed.returncode == 0 and "--model" in completed.stdout and "--out" in completed.stdout
+
+
+def test_unknown_command_is_usage_error():
+    assert helpers.run_cli("frobnicate").returncode == 2
+
+
+@pytest.mark.parametrize("command", ["onnx", "verify"])
+def test_missing_model_exits_2_with_one_line(command, tmp_path):
+    completed = helpers.run_cli(command, "--model", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "out"),
+                                "--data", str(tmp_path))
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "missing.h5" in lines[0]
+    assert "Traceback" not in completed.stderr
+
+
+def test_missing_data_folder_exits_2(tmp_path):
+    completed = helpers.run_cli("evaluate", "--data", str(tmp_path / "nowhere"), "--torch", str(tmp_path / "x.pt2"),
+                                "--out", str(tmp_path))
+    assert completed.returncode == 2 and "error:" in completed.stderr
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_all_prints_summary(real_run):
+    completed, paths, _ = real_run
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert "verify     PASSED" in completed.stdout and "evaluate   PASSED" in completed.stdout
+    assert "| onnxruntime | keras |" in paths.report_md.read_text()
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_verify_explicit_artifacts_exit_1_on_broken_conversion(real_run, real_reference_copy):
+    _, paths, data = real_run
+    model = data / "models" / "pretrainedResnet.h5"
+    broken = real_reference_copy / "broken.onnx"
+    helpers.perturb_onnx_kernel(paths.onnx, broken, helpers.h5_tensor(model, "conv2d_7/kernel"))
+    completed = helpers.run_cli("verify", "--model", str(model), "--onnx", str(broken), "--data", str(data),
+                                "--out", str(real_reference_copy.parent))
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    assert "verification failed" in completed.stderr.splitlines()[-1]
+    saved = json.loads((real_reference_copy / "verify.json").read_text())
+    assert not saved["passed"] and "torch" not in saved["backends"]
