@@ -65,7 +65,7 @@ def run_sets(predict: Predict, sets: dict[str, np.ndarray], progress=None) -> di
         logits = [p.logits for p in parts]
         results[name] = Outputs(
             np.concatenate([p.probs for p in parts]),
-            None if any(l is None for l in logits) else np.concatenate(logits),
+            None if any(item is None for item in logits) else np.concatenate(logits),
         )
     return results
 

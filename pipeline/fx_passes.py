@@ -55,7 +55,7 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     small, large = (_output_shapes(gm, sample_shape, b) for b in _PROBE_BATCHES)
     for node in reshapes:
         shape_small, shape_large = list(small[node.name]), list(large[node.name])
-        varying = [i for i, (a, b) in enumerate(zip(shape_small, shape_large)) if a != b]
+        varying = [i for i, (a, b) in enumerate(zip(shape_small, shape_large, strict=True)) if a != b]
         if varying == [0] and (shape_small[0], shape_large[0]) == _PROBE_BATCHES:
             target = (-1, *shape_small[1:])
         elif not varying:

@@ -166,9 +166,11 @@ def config_from_keras(model_config: dict) -> tuple[ResNet8Config, dict[str, str]
         raise NotApplicable(f"BatchNorm layers use different epsilons {sorted(epsilons)}")
     widths = tuple(int(convs[i]["config"]["filters"]) for i in (0, 3, 6))
     config = ResNet8Config(num_classes=int(dense["units"]), widths=widths, bn_eps=float(epsilons.pop()))
-    names = {role: layer["config"]["name"] for role, layer in zip(CONV_ROLES, convs)}
-    names |= {role: layer["config"]["name"] for role, layer in zip(BN_ROLES, bns)}
-    names |= {role: layer["config"]["name"] for role, layer in zip(DENSE_ROLES, denses)}
+    names = {
+        role: layer["config"]["name"]
+        for roles, found in ((CONV_ROLES, convs), (BN_ROLES, bns), (DENSE_ROLES, denses))
+        for role, layer in zip(roles, found, strict=True)
+    }
     return config, names
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 
 from pipeline import backends, checkset
 from pipeline.atomic import atomic_path, write_text
