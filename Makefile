@@ -7,6 +7,8 @@ OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
 DATA   ?= data## fetched model and CIFAR-10 test set
 
 PY    := .venv/bin/python
+# The interpreter that creates .venv: Python 3.11, the version the pinned stack installs on.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
 STEM  := $(basename $(notdir $(MODEL)))
 DIR   := $(OUT)/$(STEM)
 ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
@@ -21,7 +23,7 @@ help: ## list the targets and variables
 
 install: .venv/.installed ## create .venv with the pinned stack (idempotent)
 .venv/.installed: requirements.lock pyproject.toml
-	test -x $(PY) || python3.11 -m venv .venv
+	test -x $(PY) || $(PYTHON) -m venv .venv
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
