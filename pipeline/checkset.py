@@ -41,3 +41,16 @@ def batches(array: np.ndarray, batch_size: int):
     """Consecutive slices of `array` of at most `batch_size` rows."""
     for start in range(0, len(array), batch_size):
         yield array[start : start + batch_size]
+
+
+# Layer-by-layer comparison keeps every layer's output of every backend in memory (~1 MB an image for
+# ResNet8, ~110 MB on disk for 107 images), so it runs on the first test images plus 7 random inputs.
+LAYER_TEST_IMAGES = 100
+
+
+def layer_inputs(input_shape: tuple[int, ...], test_images: np.ndarray | None) -> np.ndarray:
+    """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and 7 seeded random ones."""
+    random = random_batches(input_shape, sizes=(7,))["random_7"]
+    if test_images is None:
+        return random
+    return np.concatenate([test_images[:LAYER_TEST_IMAGES].astype(np.float32), random])

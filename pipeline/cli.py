@@ -82,7 +82,12 @@ def cmd_verify(args) -> int:
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2)
     started = time.perf_counter()
     result = verify.run(artifacts, _data_or_none(args.data), paths.dir)
-    print(report.verify_table(result.as_dict()))
+    summary = result.as_dict()
+    print(report.verify_table(summary))
+    if summary["layers"]:
+        print()
+        print(report.layers_table(summary["layers"]))
+        report.plot_layers(summary["layers"], paths.layers_png)
     report.write_report(paths.dir, args.model)
     _say(f"verify: wrote {paths.verify_json} [{time.perf_counter() - started:.1f} s]")
     result.raise_if_failed()

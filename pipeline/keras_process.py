@@ -16,7 +16,7 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_worker(model: Path, *, onnx: Path | None = None, opset: int = 15, reference: Path | None = None,
-               data: Path | None = None) -> dict:
+               layers: Path | None = None, data: Path | None = None) -> dict:
     """Convert and/or compute Keras references in a TensorFlow subprocess; return its JSON summary.
 
     Raises:
@@ -30,6 +30,8 @@ def run_worker(model: Path, *, onnx: Path | None = None, opset: int = 15, refere
             command += ["--onnx", str(onnx), "--opset", str(opset)]
         if reference is not None:
             command += ["--reference", str(reference)]
+        if layers is not None:
+            command += ["--layers", str(layers)]
         if data is not None:
             command += ["--data", str(data)]
         env = dict(os.environ)

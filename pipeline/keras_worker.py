@@ -117,12 +117,37 @@ def reference(model, model_sha256: str, reference_path: Path, data: Path | None)
     return {"sets": sorted(sets), "data_sha256": data_sha256}
 
 
+def layer_outputs(model, model_sha256: str, layers_path: Path, data: Path | None) -> dict:
+    """Write every layer's output on the layer check set (`checkset.layer_inputs`), keyed `layer/<name>`."""
+    import keras
+
+    from pipeline import cifar
+    from pipeline.fetch import sha256_of
+
+    shape = input_shape_of(model)
+    test_images = cifar.load(data).images if data is not None and shape == (32, 32, 3) else None
+    inputs = checkset.layer_inputs(shape, test_images)
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    outputs = probe.predict(inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    arrays = {f"layer/{layer.name}": np.asarray(out) for layer, out in zip(layers, outputs, strict=True)}
+    arrays["inputs"] = inputs
+    arrays["model_sha256"] = np.array(model_sha256)
+    arrays["data_sha256"] = np.array(sha256_of(cifar.locate(data)) if data is not None else "")
+    with atomic_path(layers_path) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)
+    return {"layers": [layer.name for layer in layers]}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.keras_worker", description=__doc__)
     parser.add_argument("--model", type=Path, required=True)
     parser.add_argument("--onnx", type=Path)
     parser.add_argument("--opset", type=int, default=15)
     parser.add_argument("--reference", type=Path)
+    parser.add_argument("--layers", type=Path, help="write every layer's output on the layer check set here")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--result", type=Path, required=True, help="JSON summary written here")
     args = parser.parse_args(argv)
@@ -133,10 +158,12 @@ def main(argv=None) -> int:
         result = {"keras_version": keras.__version__, "input_shape": list(input_shape_of(model))}
         if args.onnx:
             result.update(convert(model, args.onnx, args.opset))
-        if args.reference:
-            from pipeline.fetch import sha256_of
+        from pipeline.fetch import sha256_of
 
+        if args.reference:
             result.update(reference(model, sha256_of(args.model), args.reference, args.data))
+        if args.layers:
+            result.update(layer_outputs(model, sha256_of(args.model), args.layers, args.data))
     except Exception as exc:  # noqa: BLE001 — one line for the parent process, whatever failed
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{ERROR_PREFIX}{type(exc).__name__}: {message[:2000]}", file=sys.stderr)

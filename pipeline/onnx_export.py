@@ -54,7 +54,8 @@ def run(model: Path, out: Path, data: Path | None, options: OnnxOptions = OnnxOp
     """
     check_model_file(model)
     paths = ModelPaths.for_model(model, out)
-    summary = run_worker(model, onnx=paths.onnx, opset=options.opset, reference=paths.keras_reference, data=data)
+    summary = run_worker(model, onnx=paths.onnx, opset=options.opset, reference=paths.keras_reference,
+                         layers=paths.keras_layers, data=data)
     validation = validate(paths.onnx, paths.keras_reference)
     return OnnxResult(paths.onnx, paths.keras_reference, summary["keras_version"], tuple(summary["input_shape"]), validation)
 

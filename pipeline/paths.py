@@ -32,6 +32,15 @@ class ModelPaths:
         return self.dir / "keras_reference.npz"
 
     @property
+    def keras_layers(self) -> Path:
+        """Every Keras layer's output on the layer check set, written by the onnx stage (plain .npz)."""
+        return self.dir / "keras_layers.npz"
+
+    @property
+    def layers_png(self) -> Path:
+        return self.dir / "layers.png"
+
+    @property
     def pt2(self) -> Path:
         return self.dir / "model.pt2"
 

@@ -28,6 +28,73 @@ def verify_table(verify: dict) -> str:
     return "\n".join(lines)
 
 
+def layers_table(layers: dict) -> str:
+    """Per Keras layer: max |Δ| against Keras in each backend, the tolerance, ✓/✗ (Markdown)."""
+    backends = layers["backends"]
+    lines = [f"| # | Keras layer | class | {' | '.join(f'max abs Δ {b}' for b in backends)} | tolerance | |",
+             "|---|---|---|" + "---|" * len(backends) + "---|---|"]
+    for index, row in enumerate(layers["layers"], 1):
+        diffs = {d["backend"]: d for d in row["diffs"]}
+        cells = [f"{diffs[b]['max_abs_diff']:.2e}" if b in diffs else "—" for b in backends]
+        tolerance = f"{row['diffs'][0]['tolerance']:.1e}" if row["diffs"] else "—"
+        mark = ("✓" if row["passed"] else "✗") if row["diffs"] else "·"
+        name = row["keras_layer"]
+        if row["shared_with"] and not row["compared"]:
+            name += f" (shares point with {', '.join(row['shared_with'])})"
+        lines.append(f"| {index} | {name} | {row['keras_class']} | {' | '.join(cells)} | {tolerance} | {mark} |")
+    lines.append(f"\nTolerance per layer: {layers['atol']:g} + {layers['rtol']:g} · max|Keras output|; "
+                 f"{layers['images']} images (test + random). ·: no comparison point of its own.")
+    if layers.get("manual_note"):
+        lines.append(f"Hand-written model: {layers['manual_note']}.")
+    divergence = layers["first_divergence"]
+    if divergence:
+        lines.append(f"**First divergence: `{divergence['keras_layer']}` in {divergence['backend']}** — max |Δ| "
+                     f"{divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g} "
+                     f"(ONNX node `{divergence['onnx_node']}`, FX node `{divergence['fx_node']}`).")
+    else:
+        lines.append("Every layer within tolerance.")
+    return "\n".join(lines)
+
+
+def plot_layers(layers: dict, path: Path) -> None:
+    """Per-layer error relative to the layer's scale, log scale, one line per backend pair."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from pipeline.atomic import atomic_path
+
+    rows = [row for row in layers["layers"] if row["diffs"]]
+    names = [row["keras_layer"] for row in rows]
+    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(rows)), 4.8))
+    floor = 1e-12
+    for backend in layers["backends"]:
+        xs, ys = [], []
+        for i, row in enumerate(rows):
+            diff = next((d for d in row["diffs"] if d["backend"] == backend), None)
+            if diff is not None:
+                xs.append(i)
+                ys.append(max(min(diff["max_abs_diff"], 1e6) / max(diff["scale"], floor), floor))
+        ax.plot(xs, ys, marker="o", markersize=3, label=f"{backend} vs keras")
+    limit = [(layers["atol"] + layers["rtol"] * r["diffs"][0]["scale"]) / max(r["diffs"][0]["scale"], floor) for r in rows]
+    ax.plot(range(len(rows)), limit, "k--", linewidth=1, label="tolerance")
+    divergence = layers["first_divergence"]
+    if divergence and divergence["keras_layer"] in names:
+        ax.axvline(names.index(divergence["keras_layer"]), color="red", alpha=0.4, label=f"first divergence: {divergence['keras_layer']}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("max |Δ| / max |Keras output|")
+    ax.set_title("Layer-by-layer error against Keras")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+
+
+
 def evaluate_table(evaluate: dict) -> str:
     """Accuracy of model.pt2 and, side by side, of the other backends (Markdown)."""
     lines = ["| backend | top-1 | correct / total |", "|---|---|---|"]
@@ -55,6 +122,8 @@ def write_report(out_dir: Path, model: Path | None = None) -> Path:
     verify = _load(paths.verify_json)
     if verify:
         sections += ["## Equality across backends (`verify.json`)\n", verify_table(verify), ""]
+        if verify.get("layers"):
+            sections += ["## Layer by layer against Keras\n", layers_table(verify["layers"]), "", "![per-layer error](layers.png)", ""]
     evaluate = _load(paths.evaluate_json)
     if evaluate:
         sections += ["## Accuracy on the CIFAR-10 test set (`evaluate.json`)\n", evaluate_table(evaluate), "",

@@ -9,7 +9,6 @@ asymmetric 'same' padding for stride 2, shortcuts without BatchNorm, and the sof
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipeline.errors import BadInput, NotApplicable
+from pipeline.keras_graph import read_model_config
 
 
 @dataclass(frozen=True)
@@ -133,18 +133,6 @@ class MappedTensor:
     torch_shape: tuple[int, ...]
 
 
-def read_model_config(path: Path) -> dict:
-    """The `model_config` JSON stored in a Keras .h5 (read with h5py; nothing is deserialized)."""
-    try:
-        with h5py.File(path, "r") as handle:
-            raw = handle.attrs.get("model_config")
-    except OSError as exc:
-        raise BadInput(f"{path} is not a readable HDF5 file ({exc})") from exc
-    if raw is None:
-        raise BadInput(f"{path} has no model_config (a weights-only file?)")
-    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-
-
 def _layers(config: dict) -> list[dict]:
     return config.get("config", {}).get("layers", [])
 
@@ -223,3 +211,32 @@ def from_h5(path: Path) -> tuple[ResNet8, list[MappedTensor]]:
         raise BadInput(f"{path}: unmatched tensors — in the file but not mapped: {sorted(unused)}; in the model but not loaded: {missing}")
     model.load_state_dict(loaded, strict=False)
     return model.eval(), table
+
+
+def layer_modules(model_config: dict) -> dict[str, str]:
+    """{Keras layer name: our submodule whose output equals that layer's output}; "" is the whole model.
+
+    Layers without a submodule of their own here (Add, pooling, Flatten) are absent: the hand-written
+    model joins the layer-by-layer comparison only where it has the same tensor.
+    """
+    from pipeline.keras_graph import layers
+
+    _, names = config_from_keras(model_config)
+    graph = layers(model_config)
+
+    def consumer(name: str, class_name: str) -> str | None:
+        found = [layer.name for layer in graph if name in layer.inbound and layer.class_name == class_name]
+        return found[0] if len(found) == 1 else None
+
+    modules = {keras: role for role, keras in names.items() if role != "fc"}
+    for owner in ("stem", "stack1.a", "stack2.a", "stack3.a"):  # ConvBN modules with the ReLU inside
+        activation = consumer(names[f"{owner}.bn"], "Activation")
+        if activation:
+            modules[activation] = owner
+    for stack in ("stack1", "stack2", "stack3"):  # relu(shortcut + b): the stack's own output
+        add = consumer(names[f"{stack}.b.bn"], "Add")
+        activation = consumer(add, "Activation") if add else None
+        if activation:
+            modules[activation] = stack
+    modules[names["fc"]] = ""  # Dense with softmax inside = the model's output
+    return modules

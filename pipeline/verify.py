@@ -16,9 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import backends, cifar
+from pipeline import backends, cifar, layers
 from pipeline.atomic import write_text
 from pipeline.backends import Artifacts, KerasReference, Outputs
+from pipeline.layers import KerasLayers, LayerReport
 from pipeline.compare import PairResult, compare
 from pipeline.errors import BadInput, CheckFailed, NotApplicable
 from pipeline.fetch import sha256_of
@@ -34,10 +35,15 @@ class VerifyResult:
     not_applicable: dict[str, str] = field(default_factory=dict)  # backend -> why it was left out
     test_images: int = 0
     random_images: int = 0
+    layers: LayerReport | None = None  # layer by layer, where an ONNX file is given
+
+    @property
+    def outputs_passed(self) -> bool:
+        return all(pair.passed for pair in self.pairs)
 
     @property
     def passed(self) -> bool:
-        return all(pair.passed for pair in self.pairs)
+        return self.outputs_passed and (self.layers is None or self.layers.passed)
 
     def as_dict(self) -> dict:
         return {
@@ -48,6 +54,9 @@ class VerifyResult:
             "test_images": self.test_images,
             "random_images": self.random_images,
             "pairs": [pair.as_dict() for pair in self.pairs],
+            "outputs_passed": self.outputs_passed,
+            "first_divergence": self.layers.first_divergence if self.layers else None,
+            "layers": self.layers.as_dict() if self.layers else None,
         }
 
     def raise_if_failed(self) -> None:
@@ -56,20 +65,35 @@ class VerifyResult:
             f"{p.a} vs {p.b}: max |Δprob| {p.max_abs_diff:.3g} (tolerance {p.atol:g}), {p.argmax_disagreements} argmax disagreements"
             for p in self.pairs if not p.passed
         ]
+        divergence = self.layers.first_divergence if self.layers else None
+        if divergence:
+            failures.insert(0, f"first divergent layer: {divergence['keras_layer']} in {divergence['backend']} "
+                               f"(max |Δ| {divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g})")
         if failures:
             raise CheckFailed("verification failed — " + "; ".join(failures))
 
 
-def keras_reference(model: Path, out_dir: Path, data: Path | None) -> KerasReference:
-    """Keras's outputs for `model`: the stored file if it was made from this model and data, else recomputed."""
-    path = ModelPaths(Path(out_dir)).keras_reference
-    if path.is_file():
-        reference = KerasReference(path)
-        data_matches = data is None or reference.data_sha256 == sha256_of(cifar.locate(data))
-        if reference.model_sha256 == sha256_of(model) and data_matches:
-            return reference
-    run_worker(model, reference=path, data=data)
-    return KerasReference(path)
+def keras_outputs(model: Path, out_dir: Path, data: Path | None, with_layers: bool) -> tuple[KerasReference, KerasLayers | None]:
+    """Keras's outputs (and per-layer outputs if asked) for `model`: the stored files if they were made
+    from this model and data, else recomputed — both in one TensorFlow process."""
+    paths = ModelPaths(Path(out_dir))
+    model_sha, data_sha = sha256_of(model), (sha256_of(cifar.locate(data)) if data is not None else None)
+
+    def load_if_fresh(path: Path, kind):
+        if not path.is_file():
+            return None
+        loaded = kind(path)
+        fresh = loaded.model_sha256 == model_sha and (data_sha is None or loaded.data_sha256 == data_sha)
+        return loaded if fresh else None
+
+    reference = load_if_fresh(paths.keras_reference, KerasReference)
+    keras_layers = load_if_fresh(paths.keras_layers, KerasLayers) if with_layers else None
+    if reference is None or (with_layers and keras_layers is None):
+        run_worker(model, reference=paths.keras_reference if reference is None else None,
+                   layers=paths.keras_layers if with_layers and keras_layers is None else None, data=data)
+        reference = reference or KerasReference(paths.keras_reference)
+        keras_layers = (keras_layers or KerasLayers(paths.keras_layers)) if with_layers else None
+    return reference, keras_layers
 
 
 def check_sets(reference: KerasReference, data: Path | None) -> dict[str, np.ndarray]:
@@ -85,7 +109,7 @@ def check_sets(reference: KerasReference, data: Path | None) -> dict[str, np.nda
     return sets
 
 
-def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool = True) -> VerifyResult:
+def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool = True, manual_model=None) -> VerifyResult:
     """Compare every available backend pair and write `verify.json` into `out_dir`.
 
     Args:
@@ -93,6 +117,8 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
         data: the CIFAR-10 folder, or None to compare on random inputs only.
         out_dir: where `verify.json` (and the Keras reference, if recomputed) go.
         progress: show a progress bar per backend.
+        manual_model: a hand-written model to use in the layer-by-layer comparison instead of the one
+            built from the .h5 (the tests pass a deliberately broken one).
 
     Returns:
         The result; the caller decides how to report and calls `raise_if_failed`.
@@ -105,7 +131,8 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
         path = getattr(artifacts, name)
         if path is not None and not Path(path).is_file():
             raise BadInput(f"{path} does not exist; run the stage that makes it or fix the path")
-    reference = keras_reference(Path(artifacts.model), out_dir, data)
+    with_layers = artifacts.onnx is not None
+    reference, keras_layers = keras_outputs(Path(artifacts.model), out_dir, data, with_layers)
     sets = check_sets(reference, data)
     outputs: dict[str, dict[str, Outputs]] = {"keras": reference.outputs()}
     not_applicable = {}
@@ -120,10 +147,15 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
             outputs[name] = backends.run_sets(predict, sets, bar)
     names = list(outputs)
     pairs = [compare(b, outputs[b], a, outputs[a]) for a, b in itertools.combinations(names, 2)]
+    layer_report = None
+    if keras_layers is not None:
+        layer_report = layers.run(Path(artifacts.model), Path(artifacts.onnx), keras_layers.outputs, keras_layers.inputs,
+                                  manual_model=manual_model)
     result = VerifyResult(
         pairs, names, not_applicable,
         test_images=len(sets.get("test", ())),
         random_images=sum(len(v) for k, v in sets.items() if k != "test"),
+        layers=layer_report,
     )
     write_text(ModelPaths(Path(out_dir)).verify_json, json.dumps(result.as_dict(), indent=2) + "\n")
     return result

@@ -39,7 +39,10 @@ def test_all_prints_summary(real_run):
     completed, paths, _ = real_run
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "verify     PASSED" in completed.stdout and "evaluate   PASSED" in completed.stdout
-    assert "| onnxruntime | keras |" in paths.report_md.read_text()
+    report = paths.report_md.read_text()
+    assert "| onnxruntime | keras |" in report and "Every layer within tolerance." in report
+    assert "| 29 | dense | Dense |" in completed.stdout  # the per-layer table, printed
+    assert paths.layers_png.is_file()
 
 
 @pytest.mark.real_data
@@ -55,3 +58,6 @@ def test_verify_explicit_artifacts_exit_1_on_broken_conversion(real_run, real_re
     assert "verification failed" in completed.stderr.splitlines()[-1]
     saved = json.loads((real_reference_copy / "verify.json").read_text())
     assert not saved["passed"] and "torch" not in saved["backends"]
+    assert saved["first_divergence"]["keras_layer"] == "conv2d_7"
+    assert "First divergence: `conv2d_7`" in completed.stdout
+    assert (real_reference_copy / "layers.png").read_bytes()[:4] == b"\x89PNG"

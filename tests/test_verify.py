@@ -29,7 +29,8 @@ def test_tiny_weight_changed_by_2e_2_fails(tiny_converted, tiny_data, tmp_path):
     assert not result.passed
     failing = {(p.a, p.b) for p in result.pairs if not p.passed}
     assert failing == {("onnxruntime", "keras"), ("fx", "keras")}
-    with pytest.raises(CheckFailed, match="onnxruntime vs keras"):
+    assert result.layers.first_divergence["keras_layer"] == "conv2d_1"
+    with pytest.raises(CheckFailed, match="first divergent layer: conv2d_1 in onnxruntime.*onnxruntime vs keras"):
         result.raise_if_failed()
 
 
@@ -44,6 +45,8 @@ def test_real_verify_json(real_run):
     for pair in saved["pairs"]:
         assert pair["max_abs_diff"] <= ATOL_PROB and pair["argmax_disagreements"] == 0
         assert pair["test_images"] == 10_000
+    assert saved["first_divergence"] is None and saved["layers"]["passed"]
+    assert len(saved["layers"]["layers"]) == 29 and saved["layers"]["backends"] == ["onnxruntime", "fx", "manual"]
 
 
 @pytest.mark.real_data
@@ -56,6 +59,6 @@ def test_real_conv2d_4_weight_changed_by_2e_2_fails(real_run, real_reference_cop
     broken = real_reference_copy / "broken.onnx"
     helpers.perturb_onnx_kernel(paths.onnx, broken, helpers.h5_tensor(model, "conv2d_4/kernel"))
     result = verify.run(Artifacts(model, broken), data, real_reference_copy, progress=False)
-    assert not result.passed
+    assert not result.passed and result.layers.first_divergence["keras_layer"] == "conv2d_4"
     worst = max(p.max_abs_diff for p in result.pairs if p.a == "onnxruntime" and p.b == "keras")
     assert ATOL_PROB < worst < 0.05

@@ -1,0 +1,94 @@
+"""The Keras model's layer graph as the .h5 stores it (`model_config`), read with h5py — no Keras.
+
+Layers are reported by these names: they are what the user's file calls them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+
+from pipeline.errors import BadInput
+
+
+@dataclass(frozen=True)
+class KerasLayer:
+    name: str
+    class_name: str
+    config: dict
+    inbound: tuple[str, ...]  # names of the layers whose outputs this one takes, in order
+
+    @property
+    def activation(self) -> str | None:
+        """The activation inside the layer (Conv2D/Dense 'activation', or the Activation layer's own)."""
+        value = self.config.get("activation")
+        return value if isinstance(value, str) else None
+
+
+def read_model_config(path: Path) -> dict:
+    """The `model_config` JSON stored in a Keras .h5 (read with h5py; nothing is deserialized)."""
+    try:
+        with h5py.File(path, "r") as handle:
+            raw = handle.attrs.get("model_config")
+    except OSError as exc:
+        raise BadInput(f"{path} is not a readable HDF5 file ({exc})") from exc
+    if raw is None:
+        raise BadInput(f"{path} has no model_config (a weights-only file?)")
+    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+
+
+def _inbound_names(nodes) -> list[str]:
+    """Layer names referenced by `inbound_nodes`, in Keras 2 ([[name, i, j, kw]]) or Keras 3 (keras_history) form."""
+    names: list[str] = []
+
+    def walk(item):
+        if isinstance(item, dict):
+            history = item.get("config", {}).get("keras_history") if item.get("class_name") == "__keras_tensor__" else None
+            if history:
+                names.append(history[0])
+                return
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, list):
+            if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int):
+                names.append(item[0])  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
+                return
+            for value in item:
+                walk(value)
+
+    walk(nodes)
+    return names
+
+
+def layers(model_config: dict) -> list[KerasLayer]:
+    """Every layer in config order (topological for models Keras writes); Sequential layers chain."""
+    raw = model_config.get("config", {})
+    entries = raw.get("layers", []) if isinstance(raw, dict) else raw
+    result: list[KerasLayer] = []
+    sequential = model_config.get("class_name") == "Sequential"
+    for index, entry in enumerate(entries):
+        config = entry.get("config", {})
+        if sequential:
+            inbound = (result[-1].name,) if result else ()
+        else:
+            inbound = tuple(_inbound_names(entry.get("inbound_nodes", [])))
+        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound))
+    return result
+
+
+def weights(path: Path) -> dict[str, dict[str, "np.ndarray"]]:  # noqa: F821
+    """{layer name: {weight name ('kernel', 'bias', 'gamma', ...): array}} read with h5py."""
+    found: dict[str, dict] = {}
+    with h5py.File(path, "r") as handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                layer, leaf = name.split("/")[0], name.rsplit("/", 1)[-1].split(":")[0]
+                found.setdefault(layer, {})[leaf] = obj[()]
+
+        root.visititems(visit)
+    return found

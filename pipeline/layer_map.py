@@ -1,0 +1,254 @@
+"""Map each Keras layer to the tensor that holds its output in the ONNX graph and the FX graph.
+
+Names cannot be trusted (Keras 3 and tf2onnx rename layers), so the map follows the graph: starting
+from the tensors of a layer's inputs, it walks forward through layout-only ops (Transpose, Pad, ...)
+to the first op of the kind that layer becomes (`OP_SPECS`), and extends through what the converter
+splits off (a bias or BatchNorm `Add` with a constant, the activation inside a Conv or Dense). Where
+two candidate ops fit (branches of a residual block), the one whose weights are closest to the Keras
+layer's — compared as sorted values, so a perturbed or permuted kernel still finds its layer — wins.
+
+A layer the converter folded into its neighbour (BatchNorm into Conv) or dropped has no op of its own:
+it is mapped to its input's tensor and *shares* that comparison point with it. Each shared point is
+compared once, at the last layer that has it, and the report says which layers share it.
+
+Layouts: Keras is NHWC; the ONNX graph is NCHW after its first Transpose. Each tensor's layout is
+tracked through the Transposes the walk passes, so comparisons know when to permute.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.keras_graph import KerasLayer
+
+KERAS, CHANNELS_FIRST = "keras", "channels_first"
+# Ops that move or reshape data without computing: the walk passes through them.
+LAYOUT_OPS = frozenset({"Transpose", "Identity", "Pad", "Cast", "Squeeze", "Unsqueeze", "Dropout"})
+ACTIVATION_OPS = {
+    "relu": {"Relu"}, "sigmoid": {"Sigmoid"}, "tanh": {"Tanh"}, "softmax": {"Softmax"}, "elu": {"Elu"},
+    "selu": {"Selu"}, "softplus": {"Softplus"}, "relu6": {"Clip"}, "hard_sigmoid": {"HardSigmoid"},
+    "swish": {"Mul"}, "silu": {"Mul"}, "gelu": {"Gelu", "Mul"}, "leaky_relu": {"LeakyRelu"}, "linear": set(),
+}
+_TO_CHANNELS_FIRST = ((0, 3, 1, 2), (0, 2, 1), (0, 4, 1, 2, 3))
+_TO_KERAS = ((0, 2, 3, 1), (0, 2, 1), (0, 2, 3, 4, 1))
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """How a Keras layer class shows up in ONNX."""
+
+    ops: frozenset[str]  # the op that starts it; empty: the layer computes nothing (Dropout, InputLayer)
+    weight: str | None = None  # Keras weight that tells branches apart
+    bias_add: bool = False  # an Add with a constant may follow (bias, BatchNorm's shift)
+    inner_activation: bool = False  # the config's `activation` is applied inside the layer
+
+
+OP_SPECS: dict[str, OpSpec] = {}
+
+
+def register(*class_names: str, **spec):
+    """Register the ONNX appearance of Keras layer classes (a registry, one place to extend)."""
+    for name in class_names:
+        OP_SPECS[name] = OpSpec(**{**spec, "ops": frozenset(spec.get("ops", ()))})
+
+
+register("Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "Conv2DTranspose", ops={"Conv", "ConvTranspose"}, weight="kernel",
+         bias_add=True, inner_activation=True)
+register("Dense", ops={"MatMul", "Gemm"}, weight="kernel", bias_add=True, inner_activation=True)
+register("BatchNormalization", ops={"Mul", "BatchNormalization"}, bias_add=True)
+register("Add", ops={"Add", "Sum"})
+register("Subtract", ops={"Sub"})
+register("Multiply", ops={"Mul"})
+register("Concatenate", ops={"Concat"})
+register("AveragePooling1D", "AveragePooling2D", ops={"AveragePool"})
+register("MaxPooling1D", "MaxPooling2D", ops={"MaxPool"})
+register("GlobalAveragePooling1D", "GlobalAveragePooling2D", ops={"GlobalAveragePool", "ReduceMean"})
+register("GlobalMaxPooling1D", "GlobalMaxPooling2D", ops={"GlobalMaxPool", "ReduceMax"})
+register("Flatten", "Reshape", ops={"Reshape", "Flatten"})
+register("ReLU", ops={"Relu", "Clip"})
+register("InputLayer", "Dropout", "SpatialDropout2D", "GaussianNoise", ops=())
+
+
+@dataclass
+class LayerPoint:
+    """Where one Keras layer's output is found in the ONNX graph."""
+
+    layer: KerasLayer
+    tensor: str | None  # ONNX tensor name; None if the walk could not reach the layer
+    layout: str = KERAS
+    onnx_node: str | None = None  # the node producing `tensor`
+    own_op: bool = True  # False: folded or missing; the layer shares its input's tensor
+    note: str = ""
+    shared_with: list[str] = field(default_factory=list)  # other layers whose output is this same tensor
+    compared: bool = False  # mapped, and the last of the layers sharing its tensor: its row is compared
+
+
+class OnnxGraph:
+    """Producers, consumers and constants of an ONNX graph, for walking it."""
+
+    def __init__(self, proto):
+        from onnx import numpy_helper
+
+        self.proto = proto
+        self.nodes = list(proto.graph.node)
+        self.order = {id(n): i for i, n in enumerate(self.nodes)}
+        self.initializers = {init.name: init for init in proto.graph.initializer}
+        self._numpy_helper = numpy_helper
+        self.constants = set(self.initializers)
+        for node in self.nodes:
+            if node.op_type == "Constant":
+                self.constants.update(node.output)
+        # Shape plumbing (Shape → Slice → Concat → Reshape's shape input) depends on no data value:
+        # like a constant, it is not where a layer's data comes from. tf2onnx leaves it in some runs.
+        self.shape_tensors: set[str] = set()
+        for node in self.nodes:
+            if node.op_type == "Shape" or all(name in self.constants or name in self.shape_tensors for name in node.input if name):
+                self.shape_tensors.update(node.output)
+        self.producer = {out: node for node in self.nodes for out in node.output}
+        self.consumers: dict[str, list] = defaultdict(list)
+        for node in self.nodes:
+            for name in node.input:
+                self.consumers[name].append(node)
+
+    def dynamic_inputs(self, node) -> list[str]:
+        """The inputs that carry data (not constants, not shape plumbing)."""
+        return [name for name in node.input if name and name not in self.constants and name not in self.shape_tensors]
+
+    def constant_value(self, name: str) -> np.ndarray | None:
+        if name in self.initializers:
+            return self._numpy_helper.to_array(self.initializers[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            return self._numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def reachable(self, tensor: str, layout: str) -> dict[str, str]:
+        """Tensors reached from `tensor` through layout-only ops, with their layouts."""
+        found, todo = {tensor: layout}, [tensor]
+        while todo:
+            current = todo.pop()
+            for node in self.consumers.get(current, ()):
+                if node.op_type not in LAYOUT_OPS or len(node.output) != 1:
+                    continue
+                out_layout = found[current]
+                if node.op_type == "Transpose":
+                    perm = tuple(next(a.ints for a in node.attribute if a.name == "perm"))
+                    out_layout = CHANNELS_FIRST if perm in _TO_CHANNELS_FIRST else KERAS if perm in _TO_KERAS else out_layout
+                if node.output[0] not in found:
+                    found[node.output[0]] = out_layout
+                    todo.append(node.output[0])
+        return found
+
+
+def _weight_distance(keras_weight: np.ndarray | None, onnx_weight: np.ndarray | None) -> float:
+    """Distance of two weight tensors as sorted values: blind to layout and to a permuted kernel."""
+    if keras_weight is None or onnx_weight is None or keras_weight.size != onnx_weight.size:
+        return float("inf")
+    a, b = np.sort(keras_weight.ravel()), np.sort(onnx_weight.ravel())
+    return float(np.linalg.norm(a - b) / (np.linalg.norm(a) + 1e-12))
+
+
+def _follow(graph: OnnxGraph, tensor: str, layout: str, ops: set[str], need_constant: bool):
+    """The single consumer of `tensor` (through layout ops) whose op is in `ops`; with a constant input if asked."""
+    for candidate, candidate_layout in graph.reachable(tensor, layout).items():
+        consumers = graph.consumers.get(candidate, [])
+        if len(consumers) != 1 or consumers[0].op_type not in ops:
+            continue
+        node = consumers[0]
+        has_constant = any(name in graph.constants for name in node.input)
+        if need_constant == has_constant and len(graph.dynamic_inputs(node)) == 1:
+            return node, candidate_layout
+    return None, layout
+
+
+def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.ndarray]]) -> list[LayerPoint]:
+    """Find every Keras layer's output tensor in the ONNX graph (see the module docstring)."""
+    graph = OnnxGraph(proto)
+    points: dict[str, LayerPoint] = {}
+    claimed: set[int] = set()
+    graph_input = proto.graph.input[0].name
+    for layer in layers:
+        spec = OP_SPECS.get(layer.class_name)
+        if layer.class_name == "InputLayer" or not layer.inbound:
+            points[layer.name] = LayerPoint(layer, graph_input, KERAS, None)
+            continue
+        inbound = [points.get(name) for name in layer.inbound]
+        if any(p is None or p.tensor is None for p in inbound):
+            points[layer.name] = LayerPoint(layer, None, note="an input of this layer could not be mapped")
+            continue
+        ops = set(spec.ops) if spec else set()
+        if layer.class_name == "Activation":
+            ops = ACTIVATION_OPS.get(layer.activation or "", {"?"})
+        if spec is None and layer.class_name != "Activation":
+            points[layer.name] = LayerPoint(layer, None, note=f"no ONNX mapping for Keras {layer.class_name} layers yet")
+            continue
+        if not ops:  # computes nothing: shares its input's tensor
+            first = inbound[0]
+            points[layer.name] = LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False,
+                                            note=f"{layer.class_name} computes nothing at inference")
+            continue
+        reach = [graph.reachable(p.tensor, p.layout) for p in inbound]
+        candidates = []
+        for node in graph.nodes:
+            if node.op_type not in ops or id(node) in claimed:
+                continue
+            dynamic = graph.dynamic_inputs(node)
+            if not dynamic or not all(any(t in r for t in dynamic) for r in reach):
+                continue
+            if not all(any(t in r for r in reach) for t in dynamic):
+                continue
+            candidates.append(node)
+        if not candidates:
+            first = inbound[0]
+            points[layer.name] = LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False,
+                                            note=f"no {'/'.join(sorted(ops))} op of its own after {first.layer.name}: folded or missing")
+            continue
+        if spec is not None and spec.weight and len(candidates) > 1:
+            keras_weight = weights.get(layer.name, {}).get(spec.weight)
+            candidates.sort(key=lambda n: _weight_distance(
+                keras_weight, next((graph.constant_value(i) for i in n.input if i in graph.constants), None)))
+        node = candidates[0]
+        claimed.add(id(node))
+        layout = next((r[t] for t in graph.dynamic_inputs(node) for r in reach if t in r), KERAS)
+        if node.op_type in {"Reshape", "Flatten", "MatMul", "Gemm"}:
+            layout = KERAS  # tf2onnx transposes back to Keras order before a Reshape; MatMul works on rank 2
+        tensor = node.output[0]
+        if spec is not None and spec.bias_add:
+            follower, _ = _follow(graph, tensor, layout, {"Add"}, need_constant=True)
+            if follower is not None:
+                claimed.add(id(follower))
+                node, tensor = follower, follower.output[0]
+        if spec is not None and spec.inner_activation and (layer.activation or "linear") != "linear":
+            follower, layout_after = _follow(graph, tensor, layout, ACTIVATION_OPS.get(layer.activation, {"?"}), need_constant=False)
+            if follower is not None:
+                claimed.add(id(follower))
+                node, tensor, layout = follower, follower.output[0], layout_after
+        points[layer.name] = LayerPoint(layer, tensor, layout, node.name)
+    result = [points[layer.name] for layer in layers]
+    by_tensor: dict[str, list[LayerPoint]] = defaultdict(list)
+    for point in result:
+        if point.tensor is not None and point.layer.class_name != "InputLayer":
+            by_tensor[point.tensor].append(point)
+    for group in by_tensor.values():  # each group is in topological order
+        names = [p.layer.name for p in group]
+        for point in group:
+            point.shared_with = [n for n in names if n != point.layer.name]
+        group[-1].compared = True
+    return result
+
+
+def to_keras_layout(value: np.ndarray, layout: str) -> np.ndarray:
+    """A backend tensor in Keras's (channels-last) layout."""
+    if layout != CHANNELS_FIRST or value.ndim < 3:
+        return value
+    return np.moveaxis(value, 1, -1)
+
+
+def load_onnx(path: Path):
+    import onnx
+
+    return onnx.load(str(path))
