@@ -1,4 +1,9 @@
-"""Compare two backends' outputs: max abs diff, max rel diff, argmax disagreements, images compared."""
+"""Compare two backends' outputs: max abs diff, max rel diff, argmax disagreements, images compared.
+
+A classifier's outputs are probabilities: they must agree to ATOL_PROB and on every argmax. Other
+models' outputs (an autoencoder's reconstruction, say) have their own scale: they must agree to
+LAYER_ATOL + LAYER_RTOL · max|reference|, the rule every intermediate layer is held to.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.backends import Outputs
-from pipeline.tolerances import ATOL_PROB, REL_DIFF_FLOOR
+from pipeline.tolerances import ATOL_PROB, LAYER_ATOL, LAYER_RTOL, REL_DIFF_FLOOR
 
 
 @dataclass
@@ -16,21 +21,27 @@ class PairResult:
     b: str
     max_abs_diff: float  # probabilities
     max_rel_diff: float  # |a - b| / max(|b|, REL_DIFF_FLOOR), probabilities
-    argmax_disagreements: int
+    argmax_disagreements: int  # counted for every model, gated for classifiers only
     images: int  # all images compared (test + random)
     test_images: int
     logits_max_abs_diff: float | None  # where both backends have logits
-    atol: float = ATOL_PROB
+    tolerance: float  # on max_abs_diff
+    classifier: bool
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.atol and self.argmax_disagreements == 0
+        return self.max_abs_diff <= self.tolerance and (self.argmax_disagreements == 0 or not self.classifier)
 
     def as_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
 
 
-def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs], atol: float = ATOL_PROB) -> PairResult:
+def output_tolerance(classifier: bool, reference_scale: float) -> float:
+    """The bound on max |Δ| of a model's outputs (see the module docstring)."""
+    return ATOL_PROB if classifier else LAYER_ATOL + LAYER_RTOL * reference_scale
+
+
+def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs], classifier: bool = True) -> PairResult:
     """Compare backends `a` and `b` over the check sets both have (`b` is taken as the reference scale)."""
     names = sorted(set(a_out) & set(b_out))
     if not names:
@@ -54,5 +65,6 @@ def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs]
         images=len(pa),
         test_images=len(a_out["test"].probs) if "test" in names else 0,
         logits_max_abs_diff=logits_diff,
-        atol=atol,
+        tolerance=output_tolerance(classifier, float(np.abs(pb).max())),
+        classifier=classifier,
     )

@@ -92,3 +92,9 @@ def weights(path: Path) -> dict[str, dict[str, "np.ndarray"]]:  # noqa: F821
 
         root.visititems(visit)
     return found
+
+
+def is_classifier(graph: list[KerasLayer]) -> bool:
+    """Whether the model's output is class probabilities: its last layer ends in a softmax."""
+    last = graph[-1] if graph else None
+    return last is not None and (last.activation == "softmax" or last.class_name == "Softmax")

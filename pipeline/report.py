@@ -12,16 +12,18 @@ from pipeline.paths import ModelPaths
 def verify_table(verify: dict) -> str:
     """Per backend pair: max diffs, argmax disagreements, images, pass/fail (Markdown)."""
     lines = [
-        f"| a | b | max abs Δprob | max rel Δprob | max abs Δlogit | argmax disagreements | images | ≤ {verify['atol_prob']:g} |",
-        "|---|---|---|---|---|---|---|---|",
+        "| a | b | max abs Δ | max rel Δ | max abs Δlogit | argmax disagreements | images | tolerance | |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for p in verify["pairs"]:
         logit = "—" if p["logits_max_abs_diff"] is None else f"{p['logits_max_abs_diff']:.2e}"
         lines.append(
             f"| {p['a']} | {p['b']} | {p['max_abs_diff']:.2e} | {p['max_rel_diff']:.2e} | {logit} | "
-            f"{p['argmax_disagreements']} | {p['images']:,} | {'✓' if p['passed'] else '✗'} |"
+            f"{p['argmax_disagreements']} | {p['images']:,} | {p['tolerance']:.1e} | {'✓' if p['passed'] else '✗'} |"
         )
     lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random (batch sizes 1, 7, 256).")
+    lines.append("Outputs are class probabilities: max |Δ| ≤ 1e-5 and no argmax may differ." if verify.get("classifier") else
+                 "Outputs are not probabilities: max |Δ| ≤ 1e-6 + 1e-5 · max|reference|; argmax not gated.")
     for name, why in verify.get("not_applicable", {}).items():
         lines.append(f"Backend `{name}` not compared: {why}.")
     lines.append(f"Verification {'PASSED' if verify['passed'] else 'FAILED'}.")
@@ -43,7 +45,7 @@ def layers_table(layers: dict) -> str:
             name += f" (shares point with {', '.join(row['shared_with'])})"
         lines.append(f"| {index} | {name} | {row['keras_class']} | {' | '.join(cells)} | {tolerance} | {mark} |")
     lines.append(f"\nTolerance per layer: {layers['atol']:g} + {layers['rtol']:g} · max|Keras output|; "
-                 f"{layers['images']} images (test + random). ·: no comparison point of its own.")
+                 f"{layers['images']} images. ·: no comparison point of its own.")
     if layers.get("manual_note"):
         lines.append(f"Hand-written model: {layers['manual_note']}.")
     divergence = layers["first_divergence"]

@@ -3,8 +3,10 @@
 Backends: `keras` (reference, from the onnx stage's file or recomputed in a TensorFlow process),
 `onnxruntime` (model.onnx), `fx` (onnx2torch's GraphModule as converted), `torch` (model.pt2) and
 `manual` (the hand-written ResNet8, where it applies). Check set: all test images (for 32×32×3 models)
-and seeded random inputs over 0..255 at batch sizes 1, 7 and 256. A pair passes when its max
-|Δprob| ≤ ATOL_PROB and no argmax disagrees; verification passes when every pair does.
+and seeded random inputs over 0..255 at batch sizes 1, 7 and 256. For a classifier a pair passes when
+its max |Δprob| ≤ ATOL_PROB and no argmax disagrees (other models: see `compare.output_tolerance`).
+Where an ONNX file is given, every layer is compared too (`layers`). Verification passes when every
+pair and every layer does.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import backends, cifar, layers
+from pipeline import backends, cifar, keras_graph, layers
 from pipeline.atomic import write_text
 from pipeline.backends import Artifacts, KerasReference, Outputs
 from pipeline.layers import KerasLayers, LayerReport
@@ -49,6 +51,7 @@ class VerifyResult:
         return {
             "passed": self.passed,
             "atol_prob": ATOL_PROB,
+            "classifier": bool(self.pairs and self.pairs[0].classifier),
             "backends": self.backends,
             "not_applicable": self.not_applicable,
             "test_images": self.test_images,
@@ -62,7 +65,7 @@ class VerifyResult:
     def raise_if_failed(self) -> None:
         """One CheckFailed listing every failing pair."""
         failures = [
-            f"{p.a} vs {p.b}: max |Δprob| {p.max_abs_diff:.3g} (tolerance {p.atol:g}), {p.argmax_disagreements} argmax disagreements"
+            f"{p.a} vs {p.b}: max |Δ| {p.max_abs_diff:.3g} (tolerance {p.tolerance:.3g}), {p.argmax_disagreements} argmax disagreements"
             for p in self.pairs if not p.passed
         ]
         divergence = self.layers.first_divergence if self.layers else None
@@ -146,7 +149,8 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
         with tqdm(total=total, desc=f"verify {name}", unit="img", disable=not progress, leave=False) as bar:
             outputs[name] = backends.run_sets(predict, sets, bar)
     names = list(outputs)
-    pairs = [compare(b, outputs[b], a, outputs[a]) for a, b in itertools.combinations(names, 2)]
+    classifier = keras_graph.is_classifier(keras_graph.layers(keras_graph.read_model_config(artifacts.model)))
+    pairs = [compare(b, outputs[b], a, outputs[a], classifier) for a, b in itertools.combinations(names, 2)]
     layer_report = None
     if keras_layers is not None:
         layer_report = layers.run(Path(artifacts.model), Path(artifacts.onnx), keras_layers.outputs, keras_layers.inputs,

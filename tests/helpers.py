@@ -16,6 +16,7 @@ REQUIRE_DATA = os.environ.get("PIPELINE_REQUIRE_DATA") == "1"
 MIRROR = (ROOT / os.environ.get("PIPELINE_MIRROR", "../shared")).resolve()
 REAL_MODEL = MIRROR / "models" / "pretrainedResnet.h5"
 REAL_DATA = MIRROR / "data"
+REAL_AD01 = MIRROR / "models" / "ad01.h5"  # MLPerf Tiny's Dense autoencoder: a second, different model
 
 # A small CIFAR-shaped classifier with every trap of the real one: stride-2 'same' conv, BatchNorm
 # with non-trivial statistics, a Flatten-Reshape, and softmax inside the last Dense.

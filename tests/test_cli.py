@@ -61,3 +61,19 @@ def test_verify_explicit_artifacts_exit_1_on_broken_conversion(real_run, real_re
     assert saved["first_divergence"]["keras_layer"] == "conv2d_7"
     assert "First divergence: `conv2d_7`" in completed.stdout
     assert (real_reference_copy / "layers.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_other_model_onnx_torch_verify(real_paths, tmp_path):
+    """ad01 (Dense autoencoder, input 640, no softmax): converts and verifies layer by layer; no ResNet8 here."""
+    model, out = helpers.REAL_AD01, tmp_path / "out"
+    assert model.is_file(), f"{model} missing from the mirror"
+    for command in ("onnx", "torch", "verify"):
+        completed = helpers.run_cli(command, "--model", str(model), "--data", str(real_paths[1]), "--out", str(out))
+        assert completed.returncode == 0, (command, completed.stderr[-2000:])
+    saved = json.loads((out / "ad01" / "verify.json").read_text())
+    assert saved["passed"] and not saved["classifier"] and saved["test_images"] == 0
+    assert "manual" in saved["not_applicable"] and saved["layers"]["manual_note"]
+    compared = [row for row in saved["layers"]["layers"] if row["diffs"]]
+    assert len(compared) == 28 and all(row["passed"] for row in compared)

@@ -56,3 +56,16 @@ def test_logits_reported_where_both_have_them():
 def test_shape_mismatch_is_an_error():
     with pytest.raises(ValueError, match="output shape"):
         compare("a", {"t": Outputs(_probs(3))}, "b", {"t": Outputs(_probs(4))})
+
+
+def test_non_classifier_outputs_use_the_scale_rule():
+    from pipeline.tolerances import LAYER_ATOL, LAYER_RTOL
+
+    reference = np.full((3, 640), 1000.0)
+    close = reference + 1000.0 * LAYER_RTOL * 0.5  # within 1e-5 of the scale, far beyond 1e-5 absolute
+    far = reference + 1000.0 * LAYER_RTOL * 2
+    ok = compare("a", {"t": Outputs(close)}, "b", {"t": Outputs(reference)}, classifier=False)
+    bad = compare("a", {"t": Outputs(far)}, "b", {"t": Outputs(reference)}, classifier=False)
+    assert ok.tolerance == pytest.approx(LAYER_ATOL + LAYER_RTOL * 1000.0)
+    assert ok.passed and not bad.passed
+    assert not compare("a", {"t": Outputs(close)}, "b", {"t": Outputs(reference)}, classifier=True).passed
