@@ -14,7 +14,7 @@ DIR   := $(OUT)/$(STEM)
 ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
 
-.PHONY: help install fetch onnx torch verify evaluate all test clean
+.PHONY: help install fetch onnx torch verify evaluate bench all test clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets and variables
@@ -41,17 +41,21 @@ onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outpu
 $(DIR)/model.onnx: $(MODEL) $(TEST_SET) pipeline/keras_worker.py pipeline/onnx_export.py pipeline/checkset.py
 	$(PY) -m pipeline onnx $(ARGS)
 
-torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export) + model_fx.py
-$(DIR)/model.pt2: $(DIR)/model.onnx pipeline/torch_export.py pipeline/fx_passes.py
+torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_fx.py
+$(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx pipeline/torch_export.py pipeline/fx_passes.py pipeline/fx_optimize.py
 	$(PY) -m pipeline torch $(ARGS)
 
 verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, hand-written model
-$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(TEST_SET) pipeline/verify.py pipeline/backends.py pipeline/compare.py pipeline/resnet8.py pipeline/tolerances.py
+$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) pipeline/verify.py pipeline/backends.py pipeline/compare.py pipeline/resnet8.py pipeline/tolerances.py
 	$(PY) -m pipeline verify $(ARGS)
 
 evaluate: $(DIR)/evaluate.json ## stage 4: CIFAR-10 accuracy of model.pt2, gated at 0.85
 $(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) pipeline/evaluate.py pipeline/tolerances.py
 	$(PY) -m pipeline evaluate $(ARGS)
+
+bench: $(DIR)/bench.json ## images/s of Keras, onnxruntime, onnx2torch, model.pt2, model_opt.pt2 (eager, compiled)
+$(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) pipeline/bench.py
+	$(PY) -m pipeline bench $(ARGS)
 
 all: fetch verify evaluate ## everything, then a summary table
 	@$(PY) -m pipeline report $(ARGS)

@@ -30,6 +30,7 @@ class Artifacts:
     model: Path | None = None  # the Keras .h5
     onnx: Path | None = None
     pt2: Path | None = None
+    pt2_opt: Path | None = None  # the optimized program
 
 
 Predict = Callable[[np.ndarray], Outputs]
@@ -125,6 +126,14 @@ def torch_backend(artifacts: Artifacts) -> Predict:
     from pipeline.torch_export import load_pt2
 
     return _torch_predict(load_pt2(artifacts.pt2), returns_logits=False)
+
+
+@register("torch_opt", needs="pt2_opt")
+def torch_opt_backend(artifacts: Artifacts) -> Predict:
+    """`model_opt.pt2` (BatchNorm folded, native ops) loaded with `torch.export.load`."""
+    from pipeline.torch_export import load_pt2
+
+    return _torch_predict(load_pt2(artifacts.pt2_opt), returns_logits=False)
 
 
 @register("manual", needs="model")

@@ -7,6 +7,7 @@ Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors ar
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -64,8 +65,12 @@ def cmd_torch(args) -> int:
     started = time.perf_counter()
     onnx_path = args.onnx or _model_paths(args).onnx
     result = torch_export.run(onnx_path, _model_paths(args).dir)
+    opt = result.optimizations
     _say(f"torch: wrote {result.pt2} and {result.fx_code.name} ({result.reshapes_made_static} reshape(s) made static); "
-         f"model.pt2 vs onnxruntime max |Δprob| {result.validation.max_abs_diff:.2e} [{time.perf_counter() - started:.1f} s]")
+         f"model.pt2 vs onnxruntime max |Δ| {result.validation.max_abs_diff:.2e}")
+    _say(f"torch: wrote {result.pt2_opt.name} ({opt.batchnorms_folded} BatchNorm(s) folded, {opt.native_ops} wrapper(s) made native, "
+         f"{opt.linears_folded} Linear(s)); vs onnxruntime max |Δ| {result.validation_opt.max_abs_diff:.2e} "
+         f"[{time.perf_counter() - started:.1f} s]")
     return 0
 
 
@@ -79,7 +84,7 @@ def cmd_verify(args) -> int:
     if args.onnx is not None or args.torch is not None:
         artifacts = Artifacts(args.model, args.onnx, args.torch)  # someone else's conversion: only what is named
     else:
-        artifacts = Artifacts(args.model, paths.onnx, paths.pt2)
+        artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None)
     started = time.perf_counter()
     result = verify.run(artifacts, _data_or_none(args.data), paths.dir)
     summary = result.as_dict()
@@ -100,11 +105,26 @@ def cmd_evaluate(args) -> int:
     paths = _model_paths(args)
     started = time.perf_counter()
     onnx_path = args.onnx or (paths.onnx if paths.onnx.is_file() else None)
-    result = evaluate.run(args.torch or paths.pt2, args.data, paths.dir, onnx=onnx_path)
+    options = evaluate.EvaluateOptions(device=args.device, allow_tf32=args.allow_tf32)
+    result = evaluate.run(args.torch or paths.pt2, args.data, paths.dir, onnx=onnx_path, options=options)
     print(report.evaluate_table(result.as_dict()))
     report.write_report(paths.dir, args.model)
     _say(f"evaluate: wrote {paths.evaluate_json} and {paths.confusion_png.name} [{time.perf_counter() - started:.1f} s]")
     result.raise_if_failed()
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from pipeline import bench
+
+    options = bench.BenchOptions(
+        batch_sizes=tuple(int(s) for s in args.batch_sizes.split(",")), images=args.images, repeats=args.repeats,
+        threads=args.threads, device=args.device, allow_tf32=args.allow_tf32, with_keras=not args.no_keras,
+    )
+    started = time.perf_counter()
+    result = bench.run(args.model, _model_paths(args).dir, args.data, options)
+    print(bench.table(result))
+    _say(f"bench: wrote {_model_paths(args).bench_json} and bench.png [{time.perf_counter() - started:.1f} s]")
     return 0
 
 
@@ -141,15 +161,28 @@ def build_parser() -> argparse.ArgumentParser:
     opset.add_argument("--opset", type=int, default=15, help="ONNX opset (default: %(default)s; 14–16 are tested by both converters)")
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,report,all}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,bench,report,all}")
     sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
     sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)
     sub.add_parser("torch", parents=[common, onnx_opt], help="model.onnx → model.pt2 + model_fx.py").set_defaults(func=cmd_torch)
     sub.add_parser("verify", parents=[common, onnx_opt, torch_opt],
                    help="compare Keras, onnxruntime, the FX graph, model.pt2 and the hand-written model").set_defaults(func=cmd_verify)
-    sub.add_parser("evaluate", parents=[common, onnx_opt, torch_opt], help="CIFAR-10 accuracy of model.pt2, gated").set_defaults(func=cmd_evaluate)
+    device_opt = argparse.ArgumentParser(add_help=False)
+    device_opt.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default: %(default)s)")
+    device_opt.add_argument("--allow-tf32", action="store_true",
+                            help="on CUDA, let fp32 convolutions run in TF32 (faster; flipped 3–4 ResNet8 predictions)")
+    sub.add_parser("evaluate", parents=[common, onnx_opt, torch_opt, device_opt],
+                   help="CIFAR-10 accuracy of model.pt2, gated").set_defaults(func=cmd_evaluate)
+    bench_parser = sub.add_parser("bench", parents=[common, device_opt],
+                                  help="images/s of every backend at batch sizes 1, 32, 256 (bench.json, bench.png)")
+    bench_parser.add_argument("--batch-sizes", default="1,32,256", help="comma-separated (default: %(default)s)")
+    bench_parser.add_argument("--images", type=int, default=10_000, help="test images per pass (default: %(default)s)")
+    bench_parser.add_argument("--repeats", type=int, default=3, help="passes per figure, best kept (default: %(default)s)")
+    bench_parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every backend (default: %(default)s)")
+    bench_parser.add_argument("--no-keras", action="store_true", help="leave out Keras (no TensorFlow process)")
+    bench_parser.set_defaults(func=cmd_bench)
     sub.add_parser("report", parents=[common], help="rewrite report.md and print the summary").set_defaults(func=cmd_report)
-    sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt],
+    sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt, device_opt],
                    help="fetch, onnx, torch, verify, evaluate, then the summary").set_defaults(func=cmd_all)
     return parser
 

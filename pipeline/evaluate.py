@@ -27,6 +27,8 @@ class EvaluateOptions:
     # scores it on wrongly normalised inputs (the tests use 1/255 to show the gate catches that).
     input_scale: float = 1.0
     gate: float = ACCURACY_GATE
+    device: str = "cpu"  # "cuda" runs model.pt2 on the GPU (TF32 off unless allow_tf32)
+    allow_tf32: bool = False
 
 
 @dataclass
@@ -72,6 +74,25 @@ def predictions(predict, images: np.ndarray, desc: str, progress: bool) -> np.nd
     return result
 
 
+def _torch_on(pt2: Path, options: EvaluateOptions):
+    """model.pt2 as a backend on the chosen device (see `pipeline.device`)."""
+    if options.device == "cpu":
+        return backends.load("torch", backends.Artifacts(pt2=pt2))
+    import torch
+
+    from pipeline import device as devices
+    from pipeline.torch_export import load_pt2
+
+    target = devices.select(options.device, options.allow_tf32)
+    module = load_pt2(pt2).to(target)
+
+    def predict(batch: np.ndarray) -> backends.Outputs:
+        with torch.inference_mode():
+            return backends.Outputs(module(torch.from_numpy(batch).to(target)).cpu().numpy())
+
+    return predict
+
+
 def _accuracy(pred: np.ndarray, labels: np.ndarray) -> dict:
     correct = int((pred == labels).sum())
     return {"accuracy": correct / len(labels), "correct": correct, "total": len(labels)}
@@ -88,7 +109,7 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
         raise BadInput(f"{pt2} does not exist; run `make torch` first")
     test = cifar.load(data)
     images = test.images.astype(np.float32) * np.float32(options.input_scale)
-    pred = predictions(backends.load("torch", backends.Artifacts(pt2=pt2)), images, "evaluate torch", progress)
+    pred = predictions(_torch_on(pt2, options), images, "evaluate torch", progress)
     if pred.max() >= len(test.class_names):
         raise BadInput(f"{pt2} predicts class {pred.max()}: it is not a {len(test.class_names)}-class CIFAR-10 model")
     paths = ModelPaths(Path(out_dir))

@@ -16,8 +16,8 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 
 def run_worker(model: Path, *, onnx: Path | None = None, opset: int = 15, reference: Path | None = None,
-               layers: Path | None = None, data: Path | None = None) -> dict:
-    """Convert and/or compute Keras references in a TensorFlow subprocess; return its JSON summary.
+               layers: Path | None = None, data: Path | None = None, bench: dict | None = None) -> dict:
+    """Convert, compute Keras references and/or time Keras in a TensorFlow subprocess; return its JSON summary.
 
     Raises:
         BadInput: the worker reported a problem with the model or data (its one-line message).
@@ -34,6 +34,9 @@ def run_worker(model: Path, *, onnx: Path | None = None, opset: int = 15, refere
             command += ["--layers", str(layers)]
         if data is not None:
             command += ["--data", str(data)]
+        if bench is not None:  # {"sizes": [..], "images": n, "repeats": r, "threads": t}
+            command += ["--bench-sizes", ",".join(map(str, bench["sizes"])), "--bench-images", str(bench["images"]),
+                        "--bench-repeats", str(bench["repeats"]), "--threads", str(bench["threads"])]
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
         completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True)

@@ -141,6 +141,25 @@ def layer_outputs(model, model_sha256: str, layers_path: Path, data: Path | None
     return {"layers": [layer.name for layer in layers]}
 
 
+def bench(model, data: Path, sizes: list[int], images: int, repeats: int) -> dict:
+    """Keras `predict` images/s on the first `images` test images: best of `repeats` after a warm-up."""
+    import time
+
+    from pipeline import cifar
+
+    inputs = cifar.load(data).images[:images].astype(np.float32)
+    speeds = {}
+    for size in sizes:
+        model.predict(inputs, batch_size=size, verbose=0)
+        best = float("inf")
+        for _ in range(repeats):
+            started = time.perf_counter()
+            model.predict(inputs, batch_size=size, verbose=0)
+            best = min(best, time.perf_counter() - started)
+        speeds[str(size)] = len(inputs) / best
+    return {"bench": speeds}
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline.keras_worker", description=__doc__)
     parser.add_argument("--model", type=Path, required=True)
@@ -150,8 +169,17 @@ def main(argv=None) -> int:
     parser.add_argument("--layers", type=Path, help="write every layer's output on the layer check set here")
     parser.add_argument("--data", type=Path)
     parser.add_argument("--result", type=Path, required=True, help="JSON summary written here")
+    parser.add_argument("--bench-sizes", help="time `predict` at these batch sizes (comma-separated)")
+    parser.add_argument("--bench-images", type=int, default=10_000)
+    parser.add_argument("--bench-repeats", type=int, default=3)
+    parser.add_argument("--threads", type=int, help="TensorFlow intra-op threads (set before anything runs)")
     args = parser.parse_args(argv)
     try:
+        if args.threads:
+            import tensorflow as tf
+
+            tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
         model = load_keras_model(args.model)
         import keras
 
@@ -164,6 +192,9 @@ def main(argv=None) -> int:
             result.update(reference(model, sha256_of(args.model), args.reference, args.data))
         if args.layers:
             result.update(layer_outputs(model, sha256_of(args.model), args.layers, args.data))
+        if args.bench_sizes:
+            sizes = [int(size) for size in args.bench_sizes.split(",")]
+            result.update(bench(model, args.data, sizes, args.bench_images, args.bench_repeats))
     except Exception as exc:  # noqa: BLE001 — one line for the parent process, whatever failed
         message = " ".join(str(exc).split()) or type(exc).__name__
         print(f"{ERROR_PREFIX}{type(exc).__name__}: {message[:2000]}", file=sys.stderr)

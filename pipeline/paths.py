@@ -45,6 +45,23 @@ class ModelPaths:
         return self.dir / "model.pt2"
 
     @property
+    def pt2_opt(self) -> Path:
+        """The optimized program (`fx_optimize`), same interface as model.pt2."""
+        return self.dir / "model_opt.pt2"
+
+    @property
+    def fx_opt_code(self) -> Path:
+        return self.dir / "model_opt_fx.py"
+
+    @property
+    def bench_json(self) -> Path:
+        return self.dir / "bench.json"
+
+    @property
+    def bench_png(self) -> Path:
+        return self.dir / "bench.png"
+
+    @property
     def fx_code(self) -> Path:
         return self.dir / "model_fx.py"
 

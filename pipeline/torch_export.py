@@ -1,4 +1,6 @@
-"""Stage 2: `model.onnx` → onnx2torch `GraphModule` → portable `model.pt2` (torch.export) + `model_fx.py`.
+"""Stage 2: `model.onnx` → onnx2torch `GraphModule` → portable `model.pt2` (torch.export) + `model_fx.py`,
+and the optimized `model_opt.pt2` + `model_opt_fx.py` (`fx_optimize`: BatchNorm folded into the convs,
+onnx2torch's wrappers replaced by torch functions, MatMul+Add as Linear).
 
 `model.pt2` holds no pickled code: `torch.export.load` rebuilds it without onnx2torch in the process.
 onnx2torch's Reshape blocks `torch.export`; `fx_passes.static_reshapes` fixes that first. The saved
@@ -15,6 +17,7 @@ from pipeline import backends, checkset
 from pipeline.atomic import atomic_path, write_text
 from pipeline.compare import PairResult, compare
 from pipeline.errors import BadInput, CheckFailed
+from pipeline.fx_optimize import OptimizeReport
 from pipeline.paths import ModelPaths
 
 # Largest batch the exported program accepts; torch.export needs a bound for its symbolic batch.
@@ -27,6 +30,9 @@ class TorchResult:
     fx_code: Path
     reshapes_made_static: int
     validation: PairResult  # model.pt2 against onnxruntime
+    pt2_opt: Path
+    optimizations: OptimizeReport
+    validation_opt: PairResult  # model_opt.pt2 against onnxruntime
 
 
 def input_shape(onnx_path: Path) -> tuple[int, ...]:
@@ -71,13 +77,15 @@ def load_pt2(path: Path):
 
 
 def run(onnx_path: Path, out_dir: Path) -> TorchResult:
-    """Convert `onnx_path` and write `model.pt2` and `model_fx.py` into `out_dir`.
+    """Convert `onnx_path`; write `model.pt2`, `model_fx.py`, `model_opt.pt2`, `model_opt_fx.py` into `out_dir`.
 
     Raises:
         BadInput: the ONNX file is missing or cannot be converted.
-        CheckFailed: the reloaded `model.pt2` disagrees with ONNX Runtime beyond `ATOL_PROB`.
+        CheckFailed: a reloaded `.pt2` disagrees with ONNX Runtime beyond the output tolerance.
     """
     import torch
+
+    from pipeline import fx_optimize
 
     if not Path(onnx_path).is_file():
         raise BadInput(f"{onnx_path} does not exist; run `make onnx` first")
@@ -89,11 +97,16 @@ def run(onnx_path: Path, out_dir: Path) -> TorchResult:
         torch.export.save(program, str(tmp))
     write_text(paths.fx_code, _fx_source(gm, onnx_path))
     validation = validate(paths.pt2, onnx_path, shape)
-    return TorchResult(paths.pt2, paths.fx_code, n_static, validation)
+    optimized, report = fx_optimize.optimize(gm, shape)
+    with atomic_path(paths.pt2_opt) as tmp:
+        torch.export.save(export(optimized, shape), str(tmp))
+    write_text(paths.fx_opt_code, _fx_source(optimized, onnx_path, "after fx_optimize"))
+    validation_opt = validate(paths.pt2_opt, onnx_path, shape)
+    return TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
 
 
 def validate(pt2: Path, onnx_path: Path, sample_shape: tuple[int, ...]) -> PairResult:
-    """Reloaded `model.pt2` against ONNX Runtime on the random check batches; CheckFailed on a breach."""
+    """A reloaded `.pt2` against ONNX Runtime on the random check batches; CheckFailed on a breach."""
     sets = checkset.random_batches(sample_shape)
     artifacts = backends.Artifacts(onnx=onnx_path, pt2=pt2)
     ort = backends.load("onnxruntime", artifacts)
@@ -113,9 +126,9 @@ def ends_in_softmax(onnx_path: Path) -> bool:
     return producer is not None and producer.op_type == "Softmax"
 
 
-def _fx_source(gm, onnx_path: Path) -> str:
+def _fx_source(gm, onnx_path: Path, after: str = "after static reshapes") -> str:
     header = (
-        f'"""The forward() of the GraphModule onnx2torch made from {Path(onnx_path).name}, after static reshapes.\n\n'
+        f'"""The forward() of the GraphModule onnx2torch made from {Path(onnx_path).name}, {after}.\n\n'
         "For reading only: the submodules it calls (convolutions, onnx2torch operations) live in model.pt2.\n"
         '"""\n\nimport torch\n\n\n'
     )
