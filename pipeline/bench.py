@@ -3,7 +3,7 @@
 Backends: Keras/TF `predict` (in its own process, TensorFlow pinned to the same thread count), ONNX
 Runtime, onnx2torch's GraphModule as converted (eager), `model.pt2` (eager), `model_opt.pt2` (eager) and
 `model_opt.pt2` under `torch.compile` (inductor, freezing on). Each figure is the best of `repeats`
-passes over the images after a warm-up pass. Also measured in the same run: this machine's sgemm
+passes over the images after a warm-up, the backends' passes interleaved (`time_backends`). Also measured in the same run: this machine's sgemm
 GFLOP/s (torch.mm), and — from the ONNX graph, not typed in — the model's FLOPs per image, so each
 backend's effective GFLOP/s can be read against the machine's peak.
 """
@@ -96,16 +96,25 @@ def _seconds(call) -> float:
 WARMUP_IMAGES = 1024  # enough for allocators, oneDNN primitive caches and thread pools to settle
 
 
-def time_backend(run_batch, images: np.ndarray, batch_size: int, repeats: int) -> float:
-    """Best images/s over `repeats` passes of `images` in batches of `batch_size`, after a warm-up."""
+def time_backends(runners: dict, images: np.ndarray, batch_size: int, repeats: int) -> dict[str, float]:
+    """Best images/s of each runner over `repeats` passes of `images` in batches of `batch_size`.
+
+    Passes are interleaved (A, B, C, A, B, C, ...) after one warm-up each, so a slow spell of this
+    shared machine hits every backend alike instead of one backend's whole measurement.
+    """
     batches = list(checkset.batches(images, batch_size))
 
-    def one_pass(chosen):
+    def one_pass(run_batch, chosen):
         for batch in chosen:
             run_batch(batch)
 
-    one_pass(batches[: max(1, WARMUP_IMAGES // batch_size)])
-    return len(images) / min(_seconds(lambda: one_pass(batches)) for _ in range(repeats))
+    for run_batch in runners.values():
+        one_pass(run_batch, batches[: max(1, WARMUP_IMAGES // batch_size)])
+    best = {name: float("inf") for name in runners}
+    for _ in range(repeats):
+        for name, run_batch in runners.items():
+            best[name] = min(best[name], _seconds(lambda r=run_batch: one_pass(r, batches)))
+    return {name: len(images) / seconds for name, seconds in best.items()}
 
 
 def _torch_runner(module, device):
@@ -184,9 +193,11 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     runners = {"onnxruntime": onnxruntime_runner(paths.onnx, options.threads)}
     torch_side, result.notes = torch_runners(paths, paths.onnx, device, images)
     runners.update(torch_side)
-    jobs = [(name, size) for name in runners for size in options.batch_sizes]
-    for name, size in tqdm(jobs, desc="bench", disable=not progress):
-        _record(result, name, size, time_backend(runners[name], images, size, options.repeats))
+    speeds = {size: time_backends(runners, images, size, options.repeats)
+              for size in tqdm(options.batch_sizes, desc="bench (batch sizes)", disable=not progress)}
+    for name in runners:
+        for size in options.batch_sizes:
+            _record(result, name, size, speeds[size][name])
     if options.with_keras:
         keras = run_worker(model, data=data, bench={"sizes": list(options.batch_sizes), "images": options.images,
                                                      "repeats": options.repeats, "threads": options.threads})
