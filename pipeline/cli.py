@@ -7,11 +7,13 @@ Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors ar
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from pathlib import Path
 
+from pipeline import manifest
 from pipeline import paths as P
 from pipeline.errors import BadInput, PipelineError
 
@@ -38,6 +40,12 @@ def _data_or_none(data: Path) -> Path | None:
         return None
 
 
+def _test_file(data: Path | None) -> Path | None:
+    from pipeline import cifar
+
+    return cifar.locate(data) if data is not None else None
+
+
 def cmd_fetch(args) -> int:
     from pipeline import fetch
 
@@ -50,9 +58,15 @@ def cmd_fetch(args) -> int:
 def cmd_onnx(args) -> int:
     from pipeline import onnx_export
 
-    onnx_export.check_model_file(args.model)  # before the data: the model is the first thing to be wrong
+    onnx_export.check_model_file(args.model, args.allow_unsafe_code)  # before the data: the model is the first thing to be wrong
     started = time.perf_counter()
-    result = onnx_export.run(args.model, args.out, _data_or_none(args.data), onnx_export.OnnxOptions(opset=args.opset))
+    options = onnx_export.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code)
+    data = _data_or_none(args.data)
+    wall = time.time()
+    result = onnx_export.run(args.model, args.out, data, options)
+    paths = _model_paths(args)
+    manifest.record(paths.dir, "onnx", args.model, [paths.onnx, paths.keras_reference, paths.keras_layers], wall,
+                    data_file=_test_file(data), opset=args.opset)
     _say(f"onnx: wrote {result.onnx} and {result.reference.name} (Keras {result.keras_version}, input {result.input_shape}); "
          f"onnxruntime vs Keras max |Δprob| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
          f"[{time.perf_counter() - started:.1f} s]")
@@ -64,7 +78,11 @@ def cmd_torch(args) -> int:
 
     started = time.perf_counter()
     onnx_path = args.onnx or _model_paths(args).onnx
+    if args.onnx is None:
+        manifest.require_same_model(_model_paths(args).dir, args.model)
+    wall = time.time()
     result = torch_export.run(onnx_path, _model_paths(args).dir)
+    manifest.record(result.pt2.parent, "torch", None, [result.pt2, result.fx_code, result.pt2_opt], wall)
     opt = result.optimizations
     _say(f"torch: wrote {result.pt2} and {result.fx_code.name} ({result.reshapes_made_static} reshape(s) made static); "
          f"model.pt2 vs onnxruntime max |Δ| {result.validation.max_abs_diff:.2e}")
@@ -79,14 +97,15 @@ def cmd_verify(args) -> int:
     from pipeline.backends import Artifacts
     from pipeline.onnx_export import check_model_file
 
-    check_model_file(args.model)
+    check_model_file(args.model, args.allow_unsafe_code)
     paths = _model_paths(args)
     if args.onnx is not None or args.torch is not None:
         artifacts = Artifacts(args.model, args.onnx, args.torch)  # someone else's conversion: only what is named
     else:
+        manifest.require_same_model(paths.dir, args.model)
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None)
-    started = time.perf_counter()
-    result = verify.run(artifacts, _data_or_none(args.data), paths.dir)
+    started, wall = time.perf_counter(), time.time()
+    result = verify.run(artifacts, _data_or_none(args.data), paths.dir, allow_unsafe_code=args.allow_unsafe_code)
     summary = result.as_dict()
     print(report.verify_table(summary))
     if summary["layers"]:
@@ -94,6 +113,7 @@ def cmd_verify(args) -> int:
         print(report.layers_table(summary["layers"]))
         report.plot_layers(summary["layers"], paths.layers_png)
     report.write_report(paths.dir, args.model)
+    manifest.record(paths.dir, "verify", None, [paths.verify_json], wall, passed=result.passed)
     _say(f"verify: wrote {paths.verify_json} [{time.perf_counter() - started:.1f} s]")
     result.raise_if_failed()
     return 0
@@ -105,10 +125,24 @@ def cmd_evaluate(args) -> int:
     paths = _model_paths(args)
     started = time.perf_counter()
     onnx_path = args.onnx or (paths.onnx if paths.onnx.is_file() else None)
+    pt2 = args.torch or paths.pt2
+    if args.torch is None:
+        manifest.require_same_model(paths.dir, args.model)
+    wall = time.time()
+    if not Path(pt2).is_file():
+        raise BadInput(f"{pt2} does not exist; run `make torch` first")
+    why_not = evaluate.applicability(pt2)
+    if why_not:
+        from pipeline.atomic import write_text
+
+        write_text(paths.evaluate_json, json.dumps({"applies": False, "reason": why_not, "passed": True}) + "\n")
+        _say(f"evaluate: does not apply — {why_not}; nothing to gate")
+        return 0
     options = evaluate.EvaluateOptions(device=args.device, allow_tf32=args.allow_tf32)
-    result = evaluate.run(args.torch or paths.pt2, args.data, paths.dir, onnx=onnx_path, options=options)
+    result = evaluate.run(pt2, args.data, paths.dir, onnx=onnx_path, options=options)
     print(report.evaluate_table(result.as_dict()))
     report.write_report(paths.dir, args.model)
+    manifest.record(paths.dir, "evaluate", None, [paths.evaluate_json, paths.confusion_png], wall, passed=result.passed)
     _say(f"evaluate: wrote {paths.evaluate_json} and {paths.confusion_png.name} [{time.perf_counter() - started:.1f} s]")
     result.raise_if_failed()
     return 0
@@ -149,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (default: %(default)s)")
     common.add_argument("--out", type=Path, default=P.DEFAULT_OUT, help="artifacts root; files go to OUT/<model stem>/ (default: %(default)s)")
     common.add_argument("--debug", action="store_true", help="show tracebacks")
+    common.add_argument("--allow-unsafe-code", action="store_true",
+                        help="let Keras load Lambda layers, which runs Python code from the model file (only for files you trust)")
     mirror = argparse.ArgumentParser(add_help=False)
     mirror.add_argument("--mirror", type=Path, default=P.DEFAULT_MIRROR,
                         help="offline mirror folder laid out like ../shared, used before any download (default: %(default)s)")

@@ -98,6 +98,27 @@ def _accuracy(pred: np.ndarray, labels: np.ndarray) -> dict:
     return {"accuracy": correct / len(labels), "correct": correct, "total": len(labels)}
 
 
+CIFAR10_INPUT = (32, 32, 3)
+
+
+def applicability(pt2: Path) -> str | None:
+    """None if `pt2` takes 32×32×3 images and gives 10 class scores (the CIFAR-10 gate applies); else why not."""
+    import torch
+
+    try:
+        program = torch.export.load(str(pt2))
+    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+        raise BadInput(f"{pt2} is not a loadable torch.export program ({exc}); rerun `make torch`") from exc
+    placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
+    output = next(n for n in program.graph.nodes if n.op == "output").args[0][0]
+    shape_in = tuple(placeholders[0].meta["val"].shape[1:]) if placeholders else ()
+    shape_out = tuple(output.meta["val"].shape[1:]) if hasattr(output, "meta") and "val" in output.meta else ()
+    if tuple(int(d) for d in shape_in) != CIFAR10_INPUT or tuple(int(d) for d in shape_out) != (10,):
+        return (f"the CIFAR-10 accuracy gate is for 32×32×3 inputs and 10 classes; this model takes "
+                f"{tuple(int(d) for d in shape_in)} and gives {tuple(int(d) for d in shape_out)}")
+    return None
+
+
 def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
         options: EvaluateOptions = EvaluateOptions(), progress: bool = True) -> EvaluateResult:
     """Score `pt2` on the CIFAR-10 test set under `data`; write `evaluate.json` and `confusion.png`.

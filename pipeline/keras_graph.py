@@ -5,13 +5,11 @@ Layers are reported by these names: they are what the user's file calls them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
 
-from pipeline.errors import BadInput
 
 
 @dataclass(frozen=True)
@@ -29,15 +27,10 @@ class KerasLayer:
 
 
 def read_model_config(path: Path) -> dict:
-    """The `model_config` JSON stored in a Keras .h5 (read with h5py; nothing is deserialized)."""
-    try:
-        with h5py.File(path, "r") as handle:
-            raw = handle.attrs.get("model_config")
-    except OSError as exc:
-        raise BadInput(f"{path} is not a readable HDF5 file ({exc})") from exc
-    if raw is None:
-        raise BadInput(f"{path} has no model_config (a weights-only file?)")
-    return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
+    """The model's config JSON, read without Keras (see `model_check.read_config`)."""
+    from pipeline.model_check import read_config
+
+    return read_config(path)
 
 
 def _inbound_names(nodes) -> list[str]:

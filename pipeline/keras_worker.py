@@ -35,10 +35,11 @@ INPUT_NAME = "input"
 ERROR_PREFIX = "pipeline-error: "
 
 
-def load_keras_model(path: Path):
+def load_keras_model(path: Path, allow_unsafe_code: bool = False):
+    """Keras's own loader, in safe mode unless the user opted in (the caller has checked the file first)."""
     import keras
 
-    return keras.models.load_model(str(path), compile=False)
+    return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code)
 
 
 def input_shape_of(model) -> tuple[int, ...]:
@@ -173,6 +174,7 @@ def main(argv=None) -> int:
     parser.add_argument("--bench-images", type=int, default=10_000)
     parser.add_argument("--bench-repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, help="TensorFlow intra-op threads (set before anything runs)")
+    parser.add_argument("--allow-unsafe-code", action="store_true", help="let Keras deserialize Lambda layers (runs their code)")
     args = parser.parse_args(argv)
     try:
         if args.threads:
@@ -180,7 +182,10 @@ def main(argv=None) -> int:
 
             tf.config.threading.set_intra_op_parallelism_threads(args.threads)
             tf.config.threading.set_inter_op_parallelism_threads(1)
-        model = load_keras_model(args.model)
+        from pipeline.model_check import check
+
+        check(args.model, args.allow_unsafe_code)  # again here: this process is the one that would run the code
+        model = load_keras_model(args.model, args.allow_unsafe_code)
         import keras
 
         result = {"keras_version": keras.__version__, "input_shape": list(input_shape_of(model))}

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline import backends, keras_graph
+from pipeline import backends, keras_graph, model_check
 from pipeline.compare import PairResult, compare
-from pipeline.errors import BadInput, CheckFailed
+from pipeline.errors import CheckFailed
 from pipeline.keras_process import run_worker
 from pipeline.paths import ModelPaths
 
@@ -22,6 +22,7 @@ DEFAULT_OPSET = 15
 @dataclass(frozen=True)
 class OnnxOptions:
     opset: int = DEFAULT_OPSET
+    allow_unsafe_code: bool = False  # let Keras deserialize Lambda layers (runs code from the file)
 
 
 @dataclass
@@ -33,10 +34,9 @@ class OnnxResult:
     validation: PairResult  # onnxruntime against Keras on the check set
 
 
-def check_model_file(model: Path) -> None:
-    """Fail early, with what to do, if the model path cannot be a Keras model file."""
-    if not Path(model).is_file():
-        raise BadInput(f"model file {model} does not exist; run `make fetch` or pass --model PATH/TO/model.h5")
+def check_model_file(model: Path, allow_unsafe_code: bool = False) -> None:
+    """Fail early, with what to do, if `model` is not a Keras model that is safe to load (`model_check`)."""
+    model_check.check(model, allow_unsafe_code)
 
 
 def run(model: Path, out: Path, data: Path | None, options: OnnxOptions = OnnxOptions()) -> OnnxResult:
@@ -52,10 +52,10 @@ def run(model: Path, out: Path, data: Path | None, options: OnnxOptions = OnnxOp
         BadInput: the model or data cannot be used.
         CheckFailed: ONNX Runtime disagrees with Keras beyond `ATOL_PROB`.
     """
-    check_model_file(model)
+    check_model_file(model, options.allow_unsafe_code)
     paths = ModelPaths.for_model(model, out)
     summary = run_worker(model, onnx=paths.onnx, opset=options.opset, reference=paths.keras_reference,
-                         layers=paths.keras_layers, data=data)
+                         layers=paths.keras_layers, data=data, allow_unsafe_code=options.allow_unsafe_code)
     classifier = keras_graph.is_classifier(keras_graph.layers(keras_graph.read_model_config(model)))
     validation = validate(paths.onnx, paths.keras_reference, classifier)
     return OnnxResult(paths.onnx, paths.keras_reference, summary["keras_version"], tuple(summary["input_shape"]), validation)

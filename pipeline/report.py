@@ -127,7 +127,9 @@ def write_report(out_dir: Path, model: Path | None = None) -> Path:
         if verify.get("layers"):
             sections += ["## Layer by layer against Keras\n", layers_table(verify["layers"]), "", "![per-layer error](layers.png)", ""]
     evaluate = _load(paths.evaluate_json)
-    if evaluate:
+    if evaluate and evaluate.get("applies") is False:
+        sections += ["## Accuracy\n", f"Not evaluated: {evaluate['reason']}.", ""]
+    elif evaluate:
         sections += ["## Accuracy on the CIFAR-10 test set (`evaluate.json`)\n", evaluate_table(evaluate), "",
                      "![confusion matrix](confusion.png)", ""]
     write_text(paths.report_md, "\n".join(sections))
@@ -145,7 +147,9 @@ def summary(out_dir: Path) -> str:
                                f"worst max |Δprob| {worst['max_abs_diff']:.2e} ({worst['a']} vs {worst['b']}), "
                                f"{sum(p['argmax_disagreements'] for p in verify['pairs'])} argmax disagreements, "
                                f"{verify['test_images']:,} test + {verify['random_images']} random images"))
-    if evaluate:
+    if evaluate and evaluate.get("applies") is False:
+        rows.append(("evaluate", f"does not apply — {evaluate['reason']}"))
+    elif evaluate:
         sub = "" if evaluate["subset_accuracy"] is None else f", subset {evaluate['subset_accuracy']:.3f}"
         others = ", ".join(f"{k} {v['correct']:,}" for k, v in evaluate["side_by_side"].items() if k != "torch")
         rows.append(("evaluate", f"{'PASSED' if evaluate['passed'] else 'FAILED'} — model.pt2 top-1 "

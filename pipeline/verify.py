@@ -76,7 +76,8 @@ class VerifyResult:
             raise CheckFailed("verification failed — " + "; ".join(failures))
 
 
-def keras_outputs(model: Path, out_dir: Path, data: Path | None, with_layers: bool) -> tuple[KerasReference, KerasLayers | None]:
+def keras_outputs(model: Path, out_dir: Path, data: Path | None, with_layers: bool,
+                  allow_unsafe_code: bool = False) -> tuple[KerasReference, KerasLayers | None]:
     """Keras's outputs (and per-layer outputs if asked) for `model`: the stored files if they were made
     from this model and data, else recomputed — both in one TensorFlow process."""
     paths = ModelPaths(Path(out_dir))
@@ -93,7 +94,8 @@ def keras_outputs(model: Path, out_dir: Path, data: Path | None, with_layers: bo
     keras_layers = load_if_fresh(paths.keras_layers, KerasLayers) if with_layers else None
     if reference is None or (with_layers and keras_layers is None):
         run_worker(model, reference=paths.keras_reference if reference is None else None,
-                   layers=paths.keras_layers if with_layers and keras_layers is None else None, data=data)
+                   layers=paths.keras_layers if with_layers and keras_layers is None else None, data=data,
+                   allow_unsafe_code=allow_unsafe_code)
         reference = reference or KerasReference(paths.keras_reference)
         keras_layers = (keras_layers or KerasLayers(paths.keras_layers)) if with_layers else None
     return reference, keras_layers
@@ -112,7 +114,8 @@ def check_sets(reference: KerasReference, data: Path | None) -> dict[str, np.nda
     return sets
 
 
-def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool = True, manual_model=None) -> VerifyResult:
+def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool = True, manual_model=None,
+        allow_unsafe_code: bool = False) -> VerifyResult:
     """Compare every available backend pair and write `verify.json` into `out_dir`.
 
     Args:
@@ -122,6 +125,7 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
         progress: show a progress bar per backend.
         manual_model: a hand-written model to use in the layer-by-layer comparison instead of the one
             built from the .h5 (the tests pass a deliberately broken one).
+        allow_unsafe_code: let Keras deserialize Lambda layers if it must recompute its outputs.
 
     Returns:
         The result; the caller decides how to report and calls `raise_if_failed`.
@@ -135,7 +139,7 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
         if path is not None and not Path(path).is_file():
             raise BadInput(f"{path} does not exist; run the stage that makes it or fix the path")
     with_layers = artifacts.onnx is not None
-    reference, keras_layers = keras_outputs(Path(artifacts.model), out_dir, data, with_layers)
+    reference, keras_layers = keras_outputs(Path(artifacts.model), out_dir, data, with_layers, allow_unsafe_code)
     sets = check_sets(reference, data)
     outputs: dict[str, dict[str, Outputs]] = {"keras": reference.outputs()}
     not_applicable = {}

@@ -66,14 +66,44 @@ def test_verify_explicit_artifacts_exit_1_on_broken_conversion(real_run, real_re
 @pytest.mark.real_data
 @pytest.mark.slow
 def test_other_model_onnx_torch_verify(real_paths, tmp_path):
-    """ad01 (Dense autoencoder, input 640, no softmax): converts and verifies layer by layer; no ResNet8 here."""
+    """ad01 (Dense autoencoder, input 640, no softmax): converts and verifies layer by layer; evaluate says why it does not apply."""
     model, out = helpers.REAL_AD01, tmp_path / "out"
     assert model.is_file(), f"{model} missing from the mirror"
-    for command in ("onnx", "torch", "verify"):
+    for command in ("onnx", "torch", "verify", "evaluate"):
         completed = helpers.run_cli(command, "--model", str(model), "--data", str(real_paths[1]), "--out", str(out))
         assert completed.returncode == 0, (command, completed.stderr[-2000:])
+    assert "does not apply" in completed.stderr  # evaluate: the CIFAR-10 gate is for 32×32×3, 10 classes
+    assert json.loads((out / "ad01" / "evaluate.json").read_text())["applies"] is False
     saved = json.loads((out / "ad01" / "verify.json").read_text())
     assert saved["passed"] and not saved["classifier"] and saved["test_images"] == 0
     assert "manual" in saved["not_applicable"] and saved["layers"]["manual_note"]
     compared = [row for row in saved["layers"]["layers"] if row["diffs"]]
     assert len(compared) == 28 and all(row["passed"] for row in compared)
+
+
+@pytest.mark.real_data
+def test_manifest_records_provenance(real_run):
+    from pipeline.fetch import sha256_of
+
+    _, paths, data = real_run
+    manifest = json.loads((paths.dir / "manifest.json").read_text())
+    assert manifest["model"]["sha256"] == sha256_of(data / "models" / "pretrainedResnet.h5")
+    assert manifest["data"]["sha256"] == sha256_of(data / "cifar-10-batches-bin" / "test_batch.bin")
+    assert {"tensorflow", "keras", "tf2onnx", "onnx", "onnxruntime", "onnx2torch", "torch", "python"} <= set(manifest["versions"])
+    assert manifest["stages"]["onnx"]["opset"] == 15
+    assert manifest["stages"]["onnx"]["artifacts"]["model.onnx"] == sha256_of(paths.onnx)
+    assert manifest["stages"]["torch"]["artifacts"]["model_opt.pt2"] == sha256_of(paths.pt2_opt)
+    assert set(manifest["stages"]) == {"onnx", "torch", "verify", "evaluate"}
+
+
+@pytest.mark.real_data
+def test_stage_refuses_artifacts_of_another_model(real_run, tmp_path):
+    import shutil
+
+    _, paths, data = real_run
+    impostor = tmp_path / "pretrainedResnet.h5"  # same file name, different model: same artifacts folder
+    shutil.copy(helpers.REAL_AD01, impostor)
+    before = paths.pt2.read_bytes()
+    completed = helpers.run_cli("torch", "--model", str(impostor), "--data", str(data), "--out", str(paths.dir.parent))
+    assert completed.returncode == 2 and "different model" in completed.stderr
+    assert paths.pt2.read_bytes() == before

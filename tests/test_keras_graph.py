@@ -31,5 +31,5 @@ def test_weights_only_file_is_bad_input(tmp_path):
 
     with h5py.File(tmp_path / "weights.h5", "w") as handle:
         handle.create_dataset("dense/kernel:0", data=[1.0])
-    with pytest.raises(BadInput, match="no model_config"):
+    with pytest.raises(BadInput, match="no model config"):
         keras_graph.read_model_config(tmp_path / "weights.h5")
