@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import checkset
-from pipeline.atomic import atomic_path, write_text
+from pipeline.atomic import write_text
 from pipeline.errors import BadInput
 from pipeline.paths import ModelPaths
 
@@ -243,10 +243,9 @@ def table(result: BenchResult) -> str:
 
 def plot(result: BenchResult, path: Path) -> None:
     """Grouped bars: images/s per backend at each batch size."""
-    import matplotlib
+    from pipeline import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     sizes = sorted({r["batch_size"] for r in result.results})
     backends = list(dict.fromkeys(r["backend"] for r in result.results))
@@ -261,7 +260,4 @@ def plot(result: BenchResult, path: Path) -> None:
     ax.set_title(f"ResNet8 inference, {m['threads']} threads, {m['device']} ({m['cpu'][:40]})")
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    figures.save(fig, path, dpi=110)

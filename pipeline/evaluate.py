@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline import backends, cifar
-from pipeline.atomic import atomic_path, write_text
+from pipeline.atomic import write_text
 from pipeline.backends import KerasReference
 from pipeline.errors import BadInput, CheckFailed
 from pipeline.fetch import sha256_of
@@ -160,10 +160,9 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
 
 def plot_confusion(confusion: np.ndarray, names, path: Path, title: str) -> None:
     """Row-normalised confusion matrix with counts in each cell."""
-    import matplotlib
+    from pipeline import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = figures.pyplot()
 
     rates = confusion / np.maximum(confusion.sum(axis=1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(7.5, 6.5))
@@ -178,8 +177,5 @@ def plot_confusion(confusion: np.ndarray, names, path: Path, title: str) -> None
             ax.text(j, i, str(confusion[i, j]), ha="center", va="center", fontsize=7,
                     color="white" if rates[i, j] > 0.5 else "black")
     fig.colorbar(image, ax=ax, fraction=0.046, label="fraction of true class")
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    figures.save(fig, path, dpi=120)
 

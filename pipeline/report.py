@@ -60,12 +60,9 @@ def layers_table(layers: dict) -> str:
 
 def plot_layers(layers: dict, path: Path) -> None:
     """Per-layer error relative to the layer's scale, log scale, one line per backend pair."""
-    import matplotlib
+    from pipeline import figures
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from pipeline.atomic import atomic_path
+    plt = figures.pyplot()
 
     rows = [row for row in layers["layers"] if row["diffs"]]
     names = [row["keras_layer"] for row in rows]
@@ -90,10 +87,7 @@ def plot_layers(layers: dict, path: Path) -> None:
     ax.set_title("Layer-by-layer error against Keras")
     ax.legend(fontsize=8)
     ax.grid(True, which="major", alpha=0.3)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
-    plt.close(fig)
+    figures.save(fig, path, dpi=110)
 
 
 
