@@ -85,20 +85,34 @@ def _torch_predict(module, returns_logits: bool) -> Predict:
     return predict
 
 
+def onnxruntime_session(proto, extra_outputs: list[str] = ()):
+    """An ONNX Runtime CPU session of `proto` that also returns the tensors named in `extra_outputs`.
+
+    `proto` is not changed: the outputs are added to a copy.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    proto = onnx.ModelProto.FromString(proto.SerializeToString())
+    existing = {o.name for o in proto.graph.output}
+    for name in extra_outputs:
+        if name not in existing:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
 @register("onnxruntime", needs="onnx")
 def onnxruntime_backend(artifacts: Artifacts) -> Predict:
     """`model.onnx` under ONNX Runtime; the input of a final Softmax is added as a second output."""
     import onnx
-    import onnxruntime as ort
 
     proto = onnx.load(str(artifacts.onnx))
     output = proto.graph.output[0].name
     producer = next((n for n in proto.graph.node if output in n.output), None)
     fetch = [output]
     if producer is not None and producer.op_type == "Softmax":
-        proto.graph.output.append(onnx.helper.make_tensor_value_info(producer.input[0], onnx.TensorProto.FLOAT, None))
         fetch.append(producer.input[0])
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(proto, fetch[1:])
     input_name = session.get_inputs()[0].name
 
     def predict(batch: np.ndarray) -> Outputs:

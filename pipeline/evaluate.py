@@ -103,12 +103,9 @@ CIFAR10_INPUT = (32, 32, 3)
 
 def applicability(pt2: Path) -> str | None:
     """None if `pt2` takes 32×32×3 images and gives 10 class scores (the CIFAR-10 gate applies); else why not."""
-    import torch
+    from pipeline.torch_export import load_program
 
-    try:
-        program = torch.export.load(str(pt2))
-    except (RuntimeError, ValueError, OSError, KeyError) as exc:
-        raise BadInput(f"{pt2} is not a loadable torch.export program ({exc}); rerun `make torch`") from exc
+    program = load_program(pt2)
     placeholders = [n for n in program.graph.nodes if n.op == "placeholder" and n.name in program.graph_signature.user_inputs]
     output = next(n for n in program.graph.nodes if n.op == "output").args[0][0]
     shape_in = tuple(placeholders[0].meta["val"].shape[1:]) if placeholders else ()

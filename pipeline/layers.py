@@ -86,15 +86,9 @@ class KerasLayers:
 
 
 def _onnxruntime_tensors(proto, names: list[str], inputs: np.ndarray) -> dict[str, np.ndarray]:
-    import onnx
-    import onnxruntime as ort
+    from pipeline.backends import onnxruntime_session
 
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())
-    existing = {o.name for o in proto.graph.output}
-    for name in names:
-        if name not in existing:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
-    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    session = onnxruntime_session(proto, names)
     input_name = session.get_inputs()[0].name
     parts = [session.run(names, {input_name: batch}) for batch in checkset.batches(inputs, checkset.TEST_BATCH_SIZE)]
     return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}

@@ -66,14 +66,19 @@ def export(gm, sample_shape: tuple[int, ...]):
         return torch.export.export(gm, (example,), dynamic_shapes=({0: batch},))
 
 
-def load_pt2(path: Path):
-    """Load a `.pt2` as a callable module; runs no pickled code and needs no onnx2torch."""
+def load_program(path: Path):
+    """Load a `.pt2` as an ExportedProgram; runs no pickled code and needs no onnx2torch."""
     import torch
 
     try:
-        return torch.export.load(str(path)).module()
+        return torch.export.load(str(path))
     except (RuntimeError, ValueError, OSError, KeyError) as exc:
         raise BadInput(f"{path} is not a loadable torch.export program ({exc}); rerun `make torch`") from exc
+
+
+def load_pt2(path: Path):
+    """Load a `.pt2` as a callable module (see `load_program`)."""
+    return load_program(path).module()
 
 
 def run(onnx_path: Path, out_dir: Path) -> TorchResult:
