@@ -38,7 +38,7 @@ $(TEST_SET):
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
 
 onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outputs)
-$(DIR)/model.onnx: $(MODEL) $(TEST_SET) pipeline/keras_worker.py pipeline/onnx_export.py pipeline/checkset.py
+$(DIR)/model.onnx: $(MODEL) $(TEST_SET) pipeline/keras_worker.py pipeline/onnx_export.py pipeline/onnx_fixes.py pipeline/checkset.py
 	$(PY) -m pipeline onnx $(ARGS)
 
 torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_fx.py
@@ -46,7 +46,7 @@ $(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx pipeline/torch_export
 	$(PY) -m pipeline torch $(ARGS)
 
 verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, hand-written model
-$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) pipeline/verify.py pipeline/backends.py pipeline/compare.py pipeline/resnet8.py pipeline/tolerances.py
+$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) pipeline/verify.py pipeline/backends.py pipeline/compare.py pipeline/resnet8.py pipeline/tolerances.py pipeline/layer_map.py pipeline/layers.py
 	$(PY) -m pipeline verify $(ARGS)
 
 evaluate: $(DIR)/evaluate.json ## stage 4: CIFAR-10 accuracy of model.pt2, gated at 0.85

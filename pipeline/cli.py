@@ -46,6 +46,16 @@ def _test_file(data: Path | None) -> Path | None:
     return cifar.locate(data) if data is not None else None
 
 
+def _layer_names(model: Path) -> list[str]:
+    """The Keras model's layer names, to name layers in errors; none if the model file is not readable."""
+    from pipeline import keras_graph
+
+    try:
+        return [layer.name for layer in keras_graph.layers(keras_graph.read_model_config(model))]
+    except BadInput:
+        return []
+
+
 def cmd_fetch(args) -> int:
     from pipeline import fetch
 
@@ -67,7 +77,7 @@ def cmd_onnx(args) -> int:
     paths = _model_paths(args)
     manifest.record(paths.dir, "onnx", args.model, [paths.onnx, paths.keras_reference, paths.keras_layers], wall,
                     data_file=_test_file(data), opset=args.opset)
-    _say(f"onnx: wrote {result.onnx} and {result.reference.name} (Keras {result.keras_version}, input {result.input_shape}); "
+    _say(f"onnx: wrote {result.onnx} and {result.reference.name} (loaded with {result.keras_version}, input {result.input_shape}); "
          f"onnxruntime vs Keras max |Δprob| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
          f"[{time.perf_counter() - started:.1f} s]")
     return 0
@@ -81,7 +91,7 @@ def cmd_torch(args) -> int:
     if args.onnx is None:
         manifest.require_same_model(_model_paths(args).dir, args.model)
     wall = time.time()
-    result = torch_export.run(onnx_path, _model_paths(args).dir)
+    result = torch_export.run(onnx_path, _model_paths(args).dir, _layer_names(args.model))
     manifest.record(result.pt2.parent, "torch", None, [result.pt2, result.fx_code, result.pt2_opt], wall)
     opt = result.optimizations
     _say(f"torch: wrote {result.pt2} and {result.fx_code.name} ({result.reshapes_made_static} reshape(s) made static); "
@@ -226,6 +236,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.command != "fetch":  # every other stage writes into OUT/<stem>/
+            from pipeline import atomic
+
+            folder = _model_paths(args).dir
+            atomic.require_writable(folder)
+            for path in atomic.sweep(folder):
+                _say(f"note: removed {path.name}, left by an interrupted run")
         return args.func(args)
     except PipelineError as exc:
         if args.debug:

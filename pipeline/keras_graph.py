@@ -72,9 +72,52 @@ def layers(model_config: dict) -> list[KerasLayer]:
     return result
 
 
+# A `.keras` file stores a layer's weights as vars/0, vars/1, ... in creation order, without names.
+_VAR_NAMES = {
+    "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+_DEFAULT_VAR_NAMES = ("kernel", "bias")
+
+
+def _keras_weight_paths(graph: list[KerasLayer]) -> dict[str, KerasLayer]:
+    """{path in a .keras weights file: layer}. Keras 3 files a layer under its class in snake case,
+    numbered in layer order (conv2d, conv2d_1, ...), not under its name (keras/src/saving/saving_lib.py)."""
+    import re
+
+    used: dict[str, int] = {}
+    by_path = {}
+    for layer in graph:
+        snake = re.sub(r"\W+", "", layer.class_name)
+        snake = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", snake)
+        snake = re.sub("([a-z])([A-Z])", r"\1_\2", snake).lower()
+        used[snake] = used.get(snake, -1) + 1
+        by_path[snake if used[snake] == 0 else f"{snake}_{used[snake]}"] = layer
+    return by_path
+
+
 def weights(path: Path) -> dict[str, dict[str, "np.ndarray"]]:  # noqa: F821
-    """{layer name: {weight name ('kernel', 'bias', 'gamma', ...): array}} read with h5py."""
+    """{layer name: {weight name ('kernel', 'bias', 'gamma', ...): array}}, read with h5py from a legacy
+    .h5 or from the `model.weights.h5` inside a `.keras` zip."""
+    import io
+    import zipfile
+
     found: dict[str, dict] = {}
+    if zipfile.is_zipfile(path):
+        by_path = _keras_weight_paths(layers(read_model_config(path)))
+        with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as handle:
+            root = handle["layers"] if "layers" in handle else handle
+
+            def visit_keras(name, obj):
+                parts = name.split("/")
+                if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in by_path:
+                    layer, index = by_path[parts[0]], int(parts[2])
+                    names = _VAR_NAMES.get(layer.class_name, _DEFAULT_VAR_NAMES)
+                    found.setdefault(layer.name, {})[names[index] if index < len(names) else f"var_{index}"] = obj[()]
+
+            root.visititems(visit_keras)
+        return found
     with h5py.File(path, "r") as handle:
         root = handle["model_weights"] if "model_weights" in handle else handle
 

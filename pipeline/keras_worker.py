@@ -30,16 +30,46 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 
 from pipeline import checkset  # noqa: E402  (numpy only)
 from pipeline.atomic import atomic_path  # noqa: E402
+from pipeline.errors import BadInput  # noqa: E402
 
 INPUT_NAME = "input"
 ERROR_PREFIX = "pipeline-error: "
 
 
 def load_keras_model(path: Path, allow_unsafe_code: bool = False):
-    """Keras's own loader, in safe mode unless the user opted in (the caller has checked the file first)."""
+    """Keras 3's loader, in safe mode unless the user opted in; for a legacy .h5 that Keras 3 cannot
+    deserialize (Keras 2 configs, e.g. a DepthwiseConv2D with a `groups` key), tf-keras — the Keras 2
+    API — instead. The caller has run `model_check.check` first: tf-keras runs a Lambda's code on
+    load, so nothing reaches it that the safety check has not seen."""
+    import zipfile
+
     import keras
 
-    return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code)
+    try:
+        return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code)
+    except Exception as keras3_error:  # noqa: BLE001 — any deserialization failure; tried again below
+        if zipfile.is_zipfile(path):
+            raise  # a .keras file is Keras 3's own format: tf-keras would not do better
+        try:
+            import tf_keras
+        except ImportError:
+            raise ValueError(f"Keras 3 cannot load this legacy .h5 ({keras3_error}); install tf-keras "
+                             "(pip install tf-keras, the Keras 2 API) to load Keras 2 files") from keras3_error
+        try:
+            return tf_keras.models.load_model(str(path), compile=False)
+        except Exception as keras2_error:  # noqa: BLE001
+            raise ValueError(f"neither Keras 3 ({keras3_error}) nor tf-keras ({keras2_error}) can load it") from keras2_error
+
+
+def keras_api(model):
+    """The Keras package a loaded model belongs to: `keras` (Keras 3) or `tf_keras` (the fallback)."""
+    if type(model).__module__.startswith("tf_keras"):
+        import tf_keras
+
+        return tf_keras
+    import keras
+
+    return keras
 
 
 def input_shape_of(model) -> tuple[int, ...]:
@@ -53,24 +83,35 @@ def input_shape_of(model) -> tuple[int, ...]:
 
 
 def convert(model, onnx_path: Path, opset: int) -> dict:
-    """tf2onnx conversion with a dynamic batch dimension, full checker, written atomically."""
+    """tf2onnx conversion with a dynamic batch dimension, non-ONNX ops rewritten or named
+    (`onnx_fixes`), full checker, written atomically."""
     import onnx
     import tensorflow as tf
     import tf2onnx
 
+    from pipeline import onnx_fixes
+
+    keras = keras_api(model)
+    if isinstance(model, keras.Sequential):
+        # tf2onnx looks outputs up by `output_names`, which a Keras 3 Sequential lacks; the same graph as a
+        # functional model has them.
+        model = keras.Model(model.inputs, model.outputs)
     spec = (tf.TensorSpec((None, *input_shape_of(model)), tf.float32, name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    rewrites = onnx_fixes.rewrite(proto)
+    onnx_fixes.check_ops(proto, opset, [layer.name for layer in model.layers])
+    onnx_fixes.canonical_names(proto)  # after the check: its message quotes the names tf2onnx gave
     onnx.checker.check_model(proto, full_check=True)
     with atomic_path(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
-    return {"onnx_inputs": [i.name for i in proto.graph.input], "onnx_outputs": [o.name for o in proto.graph.output]}
+    return {"onnx_inputs": [i.name for i in proto.graph.input], "onnx_outputs": [o.name for o in proto.graph.output],
+            "onnx_rewrites": {name: count for name, count in rewrites.items() if count}}
 
 
 def outputs_model(model):
     """(model giving [probs, features], kernel, bias) when the last layer is a Dense with softmax inside
     it — the pre-softmax logits are then features @ kernel + bias — else (model, None, None)."""
-    import keras
-
+    keras = keras_api(model)
     last = model.layers[-1]
     activation = getattr(getattr(last, "activation", None), "__name__", "")
     if not isinstance(last, keras.layers.Dense) or activation != "softmax":
@@ -120,11 +161,10 @@ def reference(model, model_sha256: str, reference_path: Path, data: Path | None)
 
 def layer_outputs(model, model_sha256: str, layers_path: Path, data: Path | None) -> dict:
     """Write every layer's output on the layer check set (`checkset.layer_inputs`), keyed `layer/<name>`."""
-    import keras
-
     from pipeline import cifar
     from pipeline.fetch import sha256_of
 
+    keras = keras_api(model)
     shape = input_shape_of(model)
     test_images = cifar.load(data).images if data is not None and shape == (32, 32, 3) else None
     inputs = checkset.layer_inputs(shape, test_images)
@@ -186,9 +226,7 @@ def main(argv=None) -> int:
 
         check(args.model, args.allow_unsafe_code)  # again here: this process is the one that would run the code
         model = load_keras_model(args.model, args.allow_unsafe_code)
-        import keras
-
-        result = {"keras_version": keras.__version__, "input_shape": list(input_shape_of(model))}
+        result = {"keras_version": f"{keras_api(model).__name__} {keras_api(model).__version__}", "input_shape": list(input_shape_of(model))}
         if args.onnx:
             result.update(convert(model, args.onnx, args.opset))
         from pipeline.fetch import sha256_of
@@ -202,7 +240,8 @@ def main(argv=None) -> int:
             result.update(bench(model, args.data, sizes, args.bench_images, args.bench_repeats))
     except Exception as exc:  # noqa: BLE001 — one line for the parent process, whatever failed
         message = " ".join(str(exc).split()) or type(exc).__name__
-        print(f"{ERROR_PREFIX}{type(exc).__name__}: {message[:2000]}", file=sys.stderr)
+        kind = "" if isinstance(exc, BadInput) else f"{type(exc).__name__}: "  # our own messages stand alone
+        print(f"{ERROR_PREFIX}{kind}{message[:2000]}", file=sys.stderr)
         if os.environ.get("PIPELINE_DEBUG"):
             raise
         return 2

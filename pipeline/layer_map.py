@@ -9,7 +9,13 @@ layer's — compared as sorted values, so a perturbed or permuted kernel still f
 
 A layer the converter folded into its neighbour (BatchNorm into Conv) or dropped has no op of its own:
 it is mapped to its input's tensor and *shares* that comparison point with it. Each shared point is
-compared once, at the last layer that has it, and the report says which layers share it.
+compared once, at the last layer that has it, and the report says which layers share it. Padding
+folded into the next convolution has no tensor of its own: it is walked through, never compared.
+
+Where the converter wrote a layer as several ops (swish, GELU, Keras 2's hard sigmoid), the layer's
+output is the single tensor that closes the ops in its own name scope (`_scoped_region`). A layer the
+walk cannot place is left unmapped (reported, not compared); a later Conv or Dense is found again by
+its weights, so one unknown layer does not blind the rest of the map.
 
 Layouts: Keras is NHWC; the ONNX graph is NCHW after its first Transpose. Each tensor's layout is
 tracked through the Transposes the walk passes, so comparisons know when to permute.
@@ -31,7 +37,8 @@ LAYOUT_OPS = frozenset({"Transpose", "Identity", "Pad", "Cast", "Squeeze", "Unsq
 ACTIVATION_OPS = {
     "relu": {"Relu"}, "sigmoid": {"Sigmoid"}, "tanh": {"Tanh"}, "softmax": {"Softmax"}, "elu": {"Elu"},
     "selu": {"Selu"}, "softplus": {"Softplus"}, "relu6": {"Clip"}, "hard_sigmoid": {"HardSigmoid"},
-    "swish": {"Mul"}, "silu": {"Mul"}, "gelu": {"Gelu", "Mul"}, "leaky_relu": {"LeakyRelu"}, "linear": set(),
+    # No single ONNX op below opset 20: found as the ops in the layer's scope (`_scoped_region`).
+    "swish": {"Swish"}, "silu": {"Swish"}, "gelu": {"Gelu"}, "leaky_relu": {"LeakyRelu"}, "linear": set(),
 }
 _TO_CHANNELS_FIRST = ((0, 3, 1, 2), (0, 2, 1), (0, 4, 1, 2, 3))
 _TO_KERAS = ((0, 2, 3, 1), (0, 2, 1), (0, 2, 3, 4, 1))
@@ -70,7 +77,20 @@ register("GlobalAveragePooling1D", "GlobalAveragePooling2D", ops={"GlobalAverage
 register("GlobalMaxPooling1D", "GlobalMaxPooling2D", ops={"GlobalMaxPool", "ReduceMax"})
 register("Flatten", "Reshape", ops={"Reshape", "Flatten"})
 register("ReLU", ops={"Relu", "Clip"})
-register("InputLayer", "Dropout", "SpatialDropout2D", "GaussianNoise", ops=())
+register("LeakyReLU", ops={"LeakyRelu"})
+register("Softmax", ops={"Softmax"})
+register("Cropping1D", "Cropping2D", ops={"Slice"})
+register("UpSampling1D", "UpSampling2D", ops={"Resize", "Upsample"})
+register("ZeroPadding1D", "ZeroPadding2D", ops={"Pad"})
+register("InputLayer", "Dropout", "SpatialDropout1D", "SpatialDropout2D", "GaussianNoise", "GaussianDropout", ops=())
+# Shape-keeping classes a converter may fold into the op before them (BatchNorm into a Conv): when no
+# op of theirs is found, they share their input's tensor and are compared there — so a dropped ReLU
+# shows as a divergence at the ReLU itself.
+FOLDED_BACKWARD = frozenset({"BatchNormalization", "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax"})
+# Classes a converter may fold into the op after them (a Conv's pads): no tensor of their own.
+FOLDED_FORWARD = frozenset({"ZeroPadding1D", "ZeroPadding2D"})
+# Ops a multi-op layer's region never includes: they change layout or shape, which the map tracks elsewhere.
+_NOT_IN_REGION = LAYOUT_OPS | {"Reshape", "Flatten", "Shape", "Concat", "Slice", "Gather", "Tile", "Expand"}
 
 
 @dataclass
@@ -85,13 +105,16 @@ class LayerPoint:
     note: str = ""
     shared_with: list[str] = field(default_factory=list)  # other layers whose output is this same tensor
     compared: bool = False  # mapped, and the last of the layers sharing its tensor: its row is compared
+    walk_only: bool = False  # folded into the next op: `tensor` is where the walk goes on from, not its output
 
 
 class OnnxGraph:
     """Producers, consumers and constants of an ONNX graph, for walking it."""
 
-    def __init__(self, proto):
+    def __init__(self, proto, layer_names: list[str] = ()):
         from onnx import numpy_helper
+
+        from pipeline.onnx_fixes import suffixed_scopes
 
         self.proto = proto
         self.nodes = list(proto.graph.node)
@@ -113,6 +136,15 @@ class OnnxGraph:
         for node in self.nodes:
             for name in node.input:
                 self.consumers[name].append(node)
+        self.layer_names = list(layer_names)
+        self.class_of: dict[str, str] = {}  # layer name -> Keras class, set by `map_onnx`
+        self._suffixed = suffixed_scopes([node.name for node in self.nodes], self.layer_names)
+
+    def layer_of(self, node) -> str | None:
+        """The Keras layer whose name scope `node` is in (a hint, used only to bound searches)."""
+        from pipeline.onnx_fixes import keras_layer_of
+
+        return keras_layer_of(node.name, self.layer_names, self._suffixed)
 
     def dynamic_inputs(self, node) -> list[str]:
         """The inputs that carry data (not constants, not shape plumbing)."""
@@ -165,9 +197,46 @@ def _follow(graph: OnnxGraph, tensor: str, layout: str, ops: set[str], need_cons
     return None, layout
 
 
+def _scoped_region(graph: OnnxGraph, tensor: str, layout: str, layer: str) -> tuple[str, str] | None:
+    """The one tensor that closes the ops of `layer`'s name scope fed by `tensor`, or None.
+
+    Grows, in graph order, the set of nodes named after `layer` (see `onnx_fixes.keras_layer_of`)
+    whose data inputs all come from `tensor` or from nodes already in the set; the layer's output is
+    the set's only tensor that no node in the set consumes, with its layout. Names only bound the
+    search here: the values are still compared afterwards.
+    """
+    reach = graph.reachable(tensor, layout)
+    region = set(reach)
+    produced: list[str] = []
+    for node in graph.nodes:
+        if node.op_type in _NOT_IN_REGION or graph.layer_of(node) != layer:
+            continue
+        dynamic = graph.dynamic_inputs(node)
+        if dynamic and all(name in region for name in dynamic):
+            if not produced:  # the region's entry: its layout is the region's (elementwise ops keep it)
+                layout = next(reach[name] for name in dynamic if name in reach)
+            region.update(node.output)
+            produced.extend(node.output)
+    mine = set(produced)
+    consumed = {name for node in graph.nodes if mine.intersection(node.output) for name in node.input}
+    sinks = [name for name in produced if name not in consumed]
+    return (sinks[0], layout) if len(sinks) == 1 else None
+
+
+def _by_weight(graph: OnnxGraph, ops: set[str], keras_weight: np.ndarray | None, claimed: set[int]):
+    """The unclaimed node of `ops` holding exactly `keras_weight` (as sorted values), or None."""
+    if keras_weight is None:
+        return None
+    best = min(((_weight_distance(keras_weight, graph.constant_value(name)), graph.order[id(node)], node)
+                for node in graph.nodes if node.op_type in ops and id(node) not in claimed
+                for name in node.input if name in graph.constants), default=None, key=lambda t: t[:2])
+    return best[2] if best is not None and best[0] < 1e-6 else None
+
+
 def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.ndarray]]) -> list[LayerPoint]:
     """Find every Keras layer's output tensor in the ONNX graph (see the module docstring)."""
-    graph = OnnxGraph(proto)
+    graph = OnnxGraph(proto, [layer.name for layer in layers])
+    graph.class_of = {layer.name: layer.class_name for layer in layers}
     points: dict[str, LayerPoint] = {}
     claimed: set[int] = set()
     graph_input = proto.graph.input[0].name
@@ -177,16 +246,22 @@ def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.nd
             points[layer.name] = LayerPoint(layer, graph_input, KERAS, None)
             continue
         inbound = [points.get(name) for name in layer.inbound]
-        if any(p is None or p.tensor is None for p in inbound):
-            points[layer.name] = LayerPoint(layer, None, note="an input of this layer could not be mapped")
-            continue
         ops = set(spec.ops) if spec else set()
         if layer.class_name == "Activation":
             ops = ACTIVATION_OPS.get(layer.activation or "", {"?"})
-        if spec is None and layer.class_name != "Activation":
-            points[layer.name] = LayerPoint(layer, None, note=f"no ONNX mapping for Keras {layer.class_name} layers yet")
+        keras_weight = weights.get(layer.name, {}).get(spec.weight) if spec is not None and spec.weight else None
+        if any(p is None or p.tensor is None for p in inbound):
+            node = _by_weight(graph, ops, keras_weight, claimed)  # found again by its weights
+            if node is None:
+                points[layer.name] = LayerPoint(layer, None, note="an input of this layer could not be mapped")
+                continue
+            claimed.add(id(node))
+            layout = CHANNELS_FIRST if node.op_type in {"Conv", "ConvTranspose"} else KERAS
+            points[layer.name] = _extend(graph, layer, spec, node, layout, claimed, note="found by its weights")
             continue
-        if not ops:  # computes nothing: shares its input's tensor
+        if spec is None and layer.class_name != "Activation":
+            ops = set()
+        if spec is not None and not ops or layer.class_name == "Activation" and not ops:  # computes nothing
             first = inbound[0]
             points[layer.name] = LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False,
                                             note=f"{layer.class_name} computes nothing at inference")
@@ -203,12 +278,9 @@ def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.nd
                 continue
             candidates.append(node)
         if not candidates:
-            first = inbound[0]
-            points[layer.name] = LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False,
-                                            note=f"no {'/'.join(sorted(ops))} op of its own after {first.layer.name}: folded or missing")
+            points[layer.name] = _not_found(graph, layer, ops, inbound, keras_weight, claimed)
             continue
-        if spec is not None and spec.weight and len(candidates) > 1:
-            keras_weight = weights.get(layer.name, {}).get(spec.weight)
+        if keras_weight is not None and len(candidates) > 1:
             candidates.sort(key=lambda n: _weight_distance(
                 keras_weight, next((graph.constant_value(i) for i in n.input if i in graph.constants), None)))
         node = candidates[0]
@@ -216,22 +288,11 @@ def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.nd
         layout = next((r[t] for t in graph.dynamic_inputs(node) for r in reach if t in r), KERAS)
         if node.op_type in {"Reshape", "Flatten", "MatMul", "Gemm"}:
             layout = KERAS  # tf2onnx transposes back to Keras order before a Reshape; MatMul works on rank 2
-        tensor = node.output[0]
-        if spec is not None and spec.bias_add:
-            follower, _ = _follow(graph, tensor, layout, {"Add"}, need_constant=True)
-            if follower is not None:
-                claimed.add(id(follower))
-                node, tensor = follower, follower.output[0]
-        if spec is not None and spec.inner_activation and (layer.activation or "linear") != "linear":
-            follower, layout_after = _follow(graph, tensor, layout, ACTIVATION_OPS.get(layer.activation, {"?"}), need_constant=False)
-            if follower is not None:
-                claimed.add(id(follower))
-                node, tensor, layout = follower, follower.output[0], layout_after
-        points[layer.name] = LayerPoint(layer, tensor, layout, node.name)
+        points[layer.name] = _extend(graph, layer, spec, node, layout, claimed)
     result = [points[layer.name] for layer in layers]
     by_tensor: dict[str, list[LayerPoint]] = defaultdict(list)
     for point in result:
-        if point.tensor is not None and point.layer.class_name != "InputLayer":
+        if point.tensor is not None and point.layer.class_name != "InputLayer" and not point.walk_only:
             by_tensor[point.tensor].append(point)
     for group in by_tensor.values():  # each group is in topological order
         names = [p.layer.name for p in group]
@@ -239,6 +300,56 @@ def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.nd
             point.shared_with = [n for n in names if n != point.layer.name]
         group[-1].compared = True
     return result
+
+
+def _extend(graph: OnnxGraph, layer: KerasLayer, spec: OpSpec | None, node, layout: str, claimed: set[int],
+            note: str = "") -> LayerPoint:
+    """The layer's point at `node`, extended through what the converter split off after it: the crop of
+    a re-padded ConvTranspose (`onnx_fixes`), a bias or BatchNorm `Add`, the activation inside."""
+    tensor = node.output[0]
+    if node.op_type == "ConvTranspose":
+        follower, _ = _follow(graph, tensor, layout, {"Slice"}, need_constant=True)
+        if follower is not None:
+            claimed.add(id(follower))
+            node, tensor = follower, follower.output[0]
+    if spec is not None and spec.bias_add:
+        follower, _ = _follow(graph, tensor, layout, {"Add"}, need_constant=True)
+        owner = graph.layer_of(follower) if follower is not None else None
+        if owner not in (None, layer.name) and graph.class_of.get(owner) != "BatchNormalization":
+            follower = None  # the next layer's own Add (a zero bias is dropped by the converter)
+        if follower is not None:
+            claimed.add(id(follower))
+            node, tensor = follower, follower.output[0]
+    if spec is not None and spec.inner_activation and (layer.activation or "linear") != "linear":
+        follower, layout_after = _follow(graph, tensor, layout, ACTIVATION_OPS.get(layer.activation, {"?"}), need_constant=False)
+        if follower is not None:
+            claimed.add(id(follower))
+            node, tensor, layout = follower, follower.output[0], layout_after
+    return LayerPoint(layer, tensor, layout, node.name, note=note)
+
+
+def _not_found(graph: OnnxGraph, layer: KerasLayer, ops: set[str], inbound: list[LayerPoint], keras_weight,
+               claimed: set[int]) -> LayerPoint:
+    """A layer whose op the walk did not find after its input: folded, written as several ops, or lost."""
+    first = inbound[0]
+    wanted = "/".join(sorted(ops)) or "ONNX"
+    if layer.class_name in FOLDED_FORWARD:
+        return LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False, walk_only=True,
+                          note="folded into the next op's padding: no tensor of its own, not compared")
+    if len(inbound) == 1:
+        found = _scoped_region(graph, first.tensor, first.layout, layer.name)
+        if found is not None:
+            tensor, layout = found
+            return LayerPoint(layer, tensor, layout, graph.producer[tensor].name, note="written as several ops")
+    if layer.class_name in FOLDED_BACKWARD:
+        return LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False,
+                          note=f"no {wanted} op of its own after {first.layer.name}: folded or missing")
+    node = _by_weight(graph, ops, keras_weight, claimed)
+    if node is not None:
+        claimed.add(id(node))
+        layout = CHANNELS_FIRST if node.op_type in {"Conv", "ConvTranspose"} else KERAS
+        return _extend(graph, layer, OP_SPECS.get(layer.class_name), node, layout, claimed, note="found by its weights")
+    return LayerPoint(layer, None, note=f"no {wanted} op found after {first.layer.name}; not compared")
 
 
 def to_keras_layout(value: np.ndarray, layout: str) -> np.ndarray:

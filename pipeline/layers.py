@@ -131,12 +131,18 @@ def _manual_tensors(model, modules: dict[str, str], inputs: np.ndarray) -> dict[
     return {path: np.concatenate(parts) for path, parts in captured.items()}
 
 
+def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(d for d in shape if d != 1)
+
+
 def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout: str) -> LayerDiff:
     scale = float(np.abs(reference).max()) if reference.size else 0.0
     tolerance = LAYER_ATOL + LAYER_RTOL * scale
     if value is None:
         return LayerDiff(backend, float("inf"), scale, tolerance, False, "tensor not produced")
     value = layer_map.to_keras_layout(value, layout)
+    if value.shape != reference.shape and _squeezed(value.shape) == _squeezed(reference.shape):
+        value = value.reshape(reference.shape)  # e.g. a Conv1D, which the converter runs as a Conv over (N, C, 1, W)
     if value.shape != reference.shape:
         return LayerDiff(backend, float("inf"), scale, tolerance, False, f"shape {value.shape} vs Keras {reference.shape}")
     delta = float(np.abs(value.astype(np.float64) - reference).max()) if reference.size else 0.0

@@ -12,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -20,6 +19,7 @@ from torch import nn
 
 from pipeline.errors import BadInput, NotApplicable
 from pipeline.keras_graph import read_model_config
+from pipeline.keras_graph import weights as keras_weights
 
 
 @dataclass(frozen=True)
@@ -162,14 +162,6 @@ def config_from_keras(model_config: dict) -> tuple[ResNet8Config, dict[str, str]
     return config, names
 
 
-def _h5_weights(handle: h5py.File) -> dict[str, np.ndarray]:
-    """Every weight tensor of the file: {'layer/.../kernel:0': array}."""
-    root = handle["model_weights"] if "model_weights" in handle else handle
-    found: dict[str, np.ndarray] = {}
-    root.visititems(lambda name, obj: found.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
-    return found
-
-
 def from_h5(path: Path) -> tuple[ResNet8, list[MappedTensor]]:
     """Build the hand-written ResNet8 and load the .h5's weights into it, name by name.
 
@@ -187,25 +179,24 @@ def from_h5(path: Path) -> tuple[ResNet8, list[MappedTensor]]:
     state = model.state_dict()
     loaded: dict[str, torch.Tensor] = {}
     table: list[MappedTensor] = []
-    with h5py.File(path, "r") as handle:
-        weights = _h5_weights(handle)
-    unused = set(weights)
+    weights = keras_weights(path)
+    unused = {f"{layer}/{name}" for layer, tensors in weights.items() for name in tensors}
     for role, layer_name in names.items():
         layer_class = classes[layer_name]
         for (klass, keras_weight), (suffix, transform) in LAYOUT_TRANSFORMS.items():
             if klass != layer_class:
                 continue
-            h5_key = next((k for k in weights if k.split("/")[0] == layer_name and k.rsplit("/", 1)[-1].split(":")[0] == keras_weight), None)
-            if h5_key is None:
+            tensor = weights.get(layer_name, {}).get(keras_weight)
+            if tensor is None:
                 raise BadInput(f"{path}: layer {layer_name} has no '{keras_weight}' tensor")
-            torch_key = f"{role}.{suffix}"
-            value = torch.from_numpy(np.ascontiguousarray(transform(weights[h5_key]))).float()
+            h5_key, torch_key = f"{layer_name}/{keras_weight}", f"{role}.{suffix}"
+            value = torch.from_numpy(np.ascontiguousarray(transform(tensor))).float()
             if torch_key not in state or state[torch_key].shape != value.shape:
                 expected = tuple(state[torch_key].shape) if torch_key in state else "no such tensor"
-                raise BadInput(f"{path}: {h5_key} {tuple(weights[h5_key].shape)} -> {torch_key} has shape {tuple(value.shape)}, expected {expected}")
+                raise BadInput(f"{path}: {h5_key} {tuple(tensor.shape)} -> {torch_key} has shape {tuple(value.shape)}, expected {expected}")
             loaded[torch_key] = value
             unused.discard(h5_key)
-            table.append(MappedTensor(h5_key, torch_key, tuple(weights[h5_key].shape), tuple(value.shape)))
+            table.append(MappedTensor(h5_key, torch_key, tuple(tensor.shape), tuple(value.shape)))
     missing = [k for k in state if k not in loaded and not k.endswith("num_batches_tracked")]
     if unused or missing:
         raise BadInput(f"{path}: unmatched tensors — in the file but not mapped: {sorted(unused)}; in the model but not loaded: {missing}")

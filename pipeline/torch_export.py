@@ -46,14 +46,47 @@ def input_shape(onnx_path: Path) -> tuple[int, ...]:
     return shape
 
 
-def convert(onnx_path: Path):
-    """onnx2torch's GraphModule with static reshapes, in eval mode, and the number made static."""
+def unconvertible_node(onnx_path: Path, layer_names: list[str] = ()) -> str:
+    """Which node onnx2torch cannot convert, and why, with the Keras layer it came from: a diagnosis
+    made only after `onnx2torch.convert` failed (its own error does not name the node)."""
+    import onnx
+    from onnx2torch.node_converters import get_converter
+    from onnx2torch.onnx_graph import OnnxGraph
+
+    from pipeline.onnx_fixes import keras_layer_of, suffixed_scopes
+
+    proto = onnx.load(str(onnx_path))
+    opsets = {opset.domain: opset.version for opset in proto.opset_import}
+    graph = OnnxGraph(proto.graph)
+    suffixed = suffixed_scopes([node.name for node in proto.graph.node], list(layer_names))
+    for name, node in graph.nodes.items():
+        try:
+            get_converter(domain=node.domain, operation_type=node.operation_type, version=opsets[node.domain])(node, graph)
+        except Exception as exc:  # noqa: BLE001 — this is the search for the failing node
+            layer = keras_layer_of(name, list(layer_names), suffixed) if layer_names else None
+            where = f"layer {layer} (ONNX node {name})" if layer else f"ONNX node {name}"
+            return f"op {node.operation_type} of {where}: {' '.join(str(exc).split())[:200]}"
+    return "no single node fails on its own"
+
+
+def convert(onnx_path: Path, layer_names: list[str] = ()):
+    """onnx2torch's GraphModule with static reshapes and slices, in eval mode, and the number of reshapes made static.
+
+    Raises:
+        BadInput: onnx2torch cannot convert a node; the message names the op and the Keras layer.
+    """
     import onnx2torch
 
-    from pipeline.fx_passes import static_reshapes
+    from pipeline.fx_passes import static_reshapes, static_slices
 
-    gm = onnx2torch.convert(str(onnx_path)).eval()
-    return gm, static_reshapes(gm, input_shape(onnx_path))
+    try:
+        gm = onnx2torch.convert(str(onnx_path)).eval()
+    except (NotImplementedError, KeyError, ValueError, TypeError) as exc:
+        raise BadInput(f"onnx2torch cannot convert {unconvertible_node(onnx_path, layer_names)}; "
+                       "rebuild that layer from supported options or report it upstream") from exc
+    reshapes = static_reshapes(gm, input_shape(onnx_path))
+    static_slices(gm)
+    return gm, reshapes
 
 
 def export(gm, sample_shape: tuple[int, ...]):
@@ -81,8 +114,10 @@ def load_pt2(path: Path):
     return load_program(path).module()
 
 
-def run(onnx_path: Path, out_dir: Path) -> TorchResult:
+def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = ()) -> TorchResult:
     """Convert `onnx_path`; write `model.pt2`, `model_fx.py`, `model_opt.pt2`, `model_opt_fx.py` into `out_dir`.
+
+    `layer_names` (the Keras model's, if known) let an unconvertible op be named by its layer.
 
     Raises:
         BadInput: the ONNX file is missing or cannot be converted.
@@ -95,7 +130,7 @@ def run(onnx_path: Path, out_dir: Path) -> TorchResult:
     if not Path(onnx_path).is_file():
         raise BadInput(f"{onnx_path} does not exist; run `make onnx` first")
     paths = ModelPaths(Path(out_dir))
-    gm, n_static = convert(onnx_path)
+    gm, n_static = convert(onnx_path, layer_names)
     shape = input_shape(onnx_path)
     program = export(gm, shape)
     with atomic_path(paths.pt2) as tmp:

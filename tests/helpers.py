@@ -40,10 +40,15 @@ model.save(sys.argv[1])
 """
 
 
+def tf_env() -> dict[str, str]:
+    """The environment for a TensorFlow subprocess: its C++ log chatter off."""
+    return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+
+
 def run_tf_script(script: str, *args: str) -> None:
     """Run a TensorFlow snippet in its own process (TF and torch must not share one)."""
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], check=True, env=env, capture_output=True)
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(script), *args], env=tf_env(), capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-3000:]
 
 
 def build_tiny_model(path: Path) -> Path:

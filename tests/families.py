@@ -1,0 +1,201 @@
+"""One small random-weight Keras model per layer family, built in a TensorFlow process.
+
+Each family is a snippet run with `keras` bound to Keras 3 (saved as `.keras`) or to tf-keras, the
+Keras 2 API (saved as a legacy `.h5`, the format older models arrive in). Weights are Keras's random
+initialisers with a fixed seed, the first kernel scaled by 1/255 as if the model normalised its
+0..255 inputs (the check set's), so that values stay in the range trained models see; BatchNormalization
+gets non-trivial moving statistics so that a wrongly folded or dropped BN shows.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import helpers
+
+# name -> snippet that binds `model`; `L` is keras.layers. Input ranks 2 (dense), 3 (conv1d), 4 (the rest).
+FAMILIES: dict[str, str] = {
+    "conv1d": """
+        x = inp = keras.Input((20, 3))
+        x = L.Conv1D(4, 3, strides=2, padding="same", activation="relu")(x)
+        x = L.Conv1D(5, 3, padding="valid")(x)
+        x = L.MaxPooling1D(2)(x)
+        x = L.AveragePooling1D(2, padding="same")(x)  # even length: equal padding (onnx2torch refuses unequal)
+        x = L.GlobalAveragePooling1D()(x)
+        model = keras.Model(inp, L.Dense(3, activation="softmax")(x))
+    """,
+    "conv2d": """
+        x = inp = keras.Input((12, 12, 3))
+        x = L.Conv2D(4, 3, strides=2, padding="same", activation="relu")(x)
+        x = L.Conv2D(6, (3, 2), padding="valid", activation="tanh")(x)
+        x = L.Flatten()(x)
+        model = keras.Model(inp, L.Dense(5, activation="softmax")(x))
+    """,
+    "depthwise": """
+        x = inp = keras.Input((12, 12, 3))
+        x = L.DepthwiseConv2D(3, depth_multiplier=2, padding="same")(x)
+        x = L.DepthwiseConv2D(3, strides=2, padding="valid", activation="relu")(x)
+        model = keras.Model(inp, L.GlobalMaxPooling2D()(x))
+    """,
+    "separable": """
+        x = inp = keras.Input((12, 12, 3))
+        x = L.SeparableConv2D(4, 3, padding="same", activation="relu")(x)
+        x = L.SeparableConv2D(5, 3, strides=2, padding="same", depth_multiplier=2)(x)
+        model = keras.Model(inp, L.GlobalAveragePooling2D()(x))
+    """,
+    "conv_transpose": """
+        x = inp = keras.Input((6, 6, 3))
+        x = L.Conv2DTranspose(4, 3, strides=2, padding="same", activation="relu")(x)
+        x = L.Conv2DTranspose(2, 2, strides=1, padding="valid")(x)
+        model = keras.Model(inp, L.Flatten()(x))
+    """,
+    "dense": """
+        x = inp = keras.Input((10,))
+        x = L.Dense(8, activation="relu")(x)
+        x = L.Dense(6)(x)
+        model = keras.Model(inp, L.Dense(3, activation="sigmoid")(x))
+    """,
+    "batchnorm": """
+        x = inp = keras.Input((8, 8, 3))
+        x = L.BatchNormalization()(x)
+        x = L.Conv2D(4, 3, padding="same")(x)
+        x = L.BatchNormalization(epsilon=1e-5)(x)
+        x = L.Flatten()(x)
+        x = L.Dense(6)(x)
+        model = keras.Model(inp, L.BatchNormalization()(x))
+    """,
+    "pooling": """
+        x = inp = keras.Input((16, 16, 3))
+        x = L.MaxPooling2D(2)(x)
+        x = L.AveragePooling2D(3, strides=1, padding="same")(x)
+        a = L.GlobalAveragePooling2D()(x)
+        b = L.GlobalMaxPooling2D()(x)
+        model = keras.Model(inp, L.Concatenate()([a, b]))
+    """,
+    "pad_crop_upsample": """
+        x = inp = keras.Input((8, 8, 3))
+        x = L.ZeroPadding2D(((1, 2), (0, 1)))(x)
+        x = L.Conv2D(4, 3)(x)
+        x = L.Cropping2D(((1, 0), (2, 1)))(x)
+        x = L.UpSampling2D(2)(x)
+        model = keras.Model(inp, L.Conv2D(2, 3, strides=2)(x))
+    """,
+    "reshape_permute": """
+        x = inp = keras.Input((4, 6, 3))
+        x = L.Conv2D(4, 1)(x)
+        x = L.Reshape((6, 4, 4))(x)
+        x = L.Permute((2, 1, 3))(x)
+        x = L.Conv2D(3, 3)(x)
+        x = L.Reshape((-1,))(x)
+        x = L.Dropout(0.5)(x)
+        model = keras.Model(inp, L.Dense(4, activation="softmax")(x))
+    """,
+    "merge": """
+        inp = keras.Input((8, 8, 3))
+        a = L.Conv2D(4, 3, padding="same")(inp)
+        b = L.Conv2D(4, 1)(inp)
+        c = L.Conv2D(4, 3, padding="same", activation="sigmoid")(inp)
+        x = L.Concatenate()([L.Add()([a, b]), L.Subtract()([a, b]), L.Multiply()([a, c])])
+        x = L.Conv2D(3, 3, strides=2)(x)
+        model = keras.Model(inp, L.Flatten()(x))
+    """,
+    "activations": """
+        x = inp = keras.Input((12,))
+        for activation in ("relu", "relu6", "sigmoid", "hard_sigmoid", "tanh", "swish", "gelu", "softmax"):
+            x = L.Dense(12)(x)
+            x = L.Activation(activation)(x)
+        x = L.Dense(12)(x)
+        x = L.LeakyReLU()(x)
+        x = L.Dense(12)(x)
+        x = L.ReLU(max_value=6.0)(x)
+        model = keras.Model(inp, L.Dense(4, activation="softmax")(x))
+    """,
+    "sequential": """
+        model = keras.Sequential([
+            keras.Input((8, 8, 1)),
+            L.Conv2D(4, 3, activation="relu"),
+            L.MaxPooling2D(2),
+            L.Flatten(),
+            L.Dropout(0.2),
+            L.Dense(5, activation="softmax"),
+        ])
+    """,
+}
+
+# Run once in a TensorFlow process: argv = output folder, "keras3" | "keras2", family names...
+BUILD_SCRIPT = """
+import json, sys, textwrap
+from pathlib import Path
+import numpy as np
+out, flavour, snippets = Path(sys.argv[1]), sys.argv[2], json.loads(sys.argv[3])
+if flavour == "keras2":
+    import tf_keras as keras
+    suffix = ".h5"
+else:
+    import keras
+    suffix = ".keras"
+L = keras.layers
+for name, snippet in snippets.items():
+    keras.utils.set_random_seed(sum(map(ord, name)))
+    scope = {"keras": keras, "L": L}
+    exec(textwrap.dedent(snippet), scope)
+    model = scope["model"]
+    rng = np.random.default_rng(0)
+    first = next((layer for layer in model.layers if layer.get_weights() and not isinstance(layer, L.BatchNormalization)), None)
+    if first is not None:
+        first.set_weights([w / 255 for w in first.get_weights()])
+    for layer in model.layers:
+        if isinstance(layer, L.BatchNormalization):
+            n = layer.get_weights()[0].shape[0]
+            layer.set_weights([rng.uniform(0.5, 1.5, n), rng.normal(0, 0.5, n), rng.normal(0, 20, n), rng.uniform(50, 400, n)])
+    model.save(str(out / f"{name}{suffix}"))
+"""
+
+
+# Models the converters cannot take as they are: the tool must say which layer and op.
+UNSUPPORTED: dict[str, str] = {
+    # 'same' average pooling of an odd size pads 0 before, 1 after; onnx2torch refuses unequal padding.
+    "avgpool_unequal_padding": """
+        x = inp = keras.Input((7, 7, 3))
+        x = L.Conv2D(4, 3, padding="same")(x)
+        model = keras.Model(inp, L.AveragePooling2D(2, padding="same", name="odd_pool")(x))
+    """,
+}
+
+
+def build(folder: Path, flavour: str, snippets: dict[str, str] | None = None) -> dict[str, Path]:
+    """Build `snippets` (default: every family) into `folder`; `flavour` is "keras3" or "keras2"."""
+    snippets = FAMILIES if snippets is None else snippets
+    helpers.run_tf_script(BUILD_SCRIPT, str(folder), flavour, json.dumps(snippets))
+    suffix = ".h5" if flavour == "keras2" else ".keras"
+    return {name: folder / f"{name}{suffix}" for name in snippets}
+
+
+# Converts many models in one TensorFlow process through the worker's own entry point (the CLI starts
+# one process per model; here TensorFlow's start-up would dominate). argv: JSON [[model, out dir], ...].
+CONVERT_SCRIPT = """
+import json, sys
+from pathlib import Path
+from pipeline import keras_worker
+failures = {}
+for model, out in json.loads(sys.argv[1]):
+    out = Path(out); out.mkdir(parents=True, exist_ok=True)
+    code = keras_worker.main(["--model", model, "--onnx", str(out / "model.onnx"), "--reference", str(out / "keras_reference.npz"),
+                              "--layers", str(out / "keras_layers.npz"), "--result", str(out / "worker.json")])
+    if code:
+        failures[model] = code
+print(json.dumps(failures))
+"""
+
+
+def convert_all(jobs: list[tuple[Path, Path]]) -> None:
+    """Run `keras_worker` (onnx + reference + layers) for each (model, out dir) in one TensorFlow process."""
+    payload = json.dumps([[str(m), str(o)] for m, o in jobs])
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(CONVERT_SCRIPT), payload], cwd=helpers.ROOT,
+                               capture_output=True, text=True, env=helpers.tf_env())
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {}, completed.stderr[-3000:]

@@ -1,0 +1,100 @@
+"""Other people's Keras models: one small model per layer family, as Keras 3 `.keras` and as a legacy
+Keras 2 `.h5` (written by tf-keras), through conversion and the full verification (issue 3's layer map
+included). Every pair of backends and every compared layer must agree within the project's tolerances."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+import families
+import helpers
+from pipeline import keras_graph, onnx_export, torch_export, verify
+from pipeline.backends import Artifacts
+
+FLAVOURS = ("keras3", "keras2")
+WEIGHTED = {"Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"}
+# Keras 3 cannot deserialize these Keras 2 configs (a `groups` key it does not know): tf-keras loads them.
+NEEDS_TF_KERAS = {"depthwise", "separable", "conv_transpose"}
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory) -> dict[tuple[str, str], tuple]:
+    """{(family, flavour): (model file, artifacts folder)}, each converted by the worker."""
+    folder, out = tmp_path_factory.mktemp("families"), tmp_path_factory.mktemp("families_out")
+    jobs = {}
+    for flavour in FLAVOURS:
+        for name, path in families.build(folder, flavour).items():
+            jobs[(name, flavour)] = (path, out / f"{name}_{flavour}")
+    families.convert_all(list(jobs.values()))
+    return jobs
+
+
+def _verify(model, out, onnx_path=None):
+    layer_names = [layer.name for layer in keras_graph.layers(keras_graph.read_model_config(model))]
+    torch_result = torch_export.run(out / "model.onnx", out, layer_names)
+    artifacts = Artifacts(model, onnx_path or out / "model.onnx", torch_result.pt2, torch_result.pt2_opt)
+    return verify.run(artifacts, None, out, progress=False)
+
+
+@pytest.mark.parametrize("flavour", FLAVOURS)
+@pytest.mark.parametrize("family", list(families.FAMILIES))
+def test_family_converts_and_verifies(family_models, family, flavour):
+    model, out = family_models[(family, flavour)]
+    classifier = keras_graph.is_classifier(keras_graph.layers(keras_graph.read_model_config(model)))
+    onnx_export.validate(out / "model.onnx", out / "keras_reference.npz", classifier)
+    result = _verify(model, out)
+    summary = result.as_dict()
+    failing = [pair for pair in summary["pairs"] if not pair["passed"]]
+    assert result.passed, (failing, summary["first_divergence"])
+    assert set(summary["backends"]) >= {"keras", "onnxruntime", "fx", "torch", "torch_opt"}
+    rows = summary["layers"]["layers"]
+    # Every layer with weights is placed in the graph and compared (alone or sharing its tensor).
+    for row in rows:
+        if row["keras_class"] in WEIGHTED:
+            assert row["compared"] or row["shared_with"], row
+    assert sum(bool(row["diffs"]) for row in rows) >= 2
+
+
+@pytest.mark.parametrize("family", sorted(NEEDS_TF_KERAS))
+def test_legacy_h5_that_keras3_refuses_is_loaded_with_tf_keras(family_models, family):
+    _, out = family_models[(family, "keras2")]
+    assert json.loads((out / "worker.json").read_text())["keras_version"].startswith("tf_keras ")
+    _, out3 = family_models[(family, "keras3")]
+    assert json.loads((out3 / "worker.json").read_text())["keras_version"].startswith("keras ")
+
+
+def test_broken_weight_in_a_family_model_is_caught_at_its_layer(family_models, tmp_path):
+    """The checker fails on a broken input: one pointwise weight of the last SeparableConv2D +2e-2."""
+    model, out = family_models[("separable", "keras3")]
+    work = tmp_path / "separable"
+    shutil.copytree(out, work)
+    target = [layer.name for layer in keras_graph.layers(keras_graph.read_model_config(model)) if layer.class_name == "SeparableConv2D"][-1]
+    kernel = keras_graph.weights(model)[target]["pointwise_kernel"]
+    helpers.perturb_onnx_kernel(work / "model.onnx", work / "broken.onnx", kernel)
+    result = verify.run(Artifacts(model, work / "broken.onnx"), None, work, progress=False)
+    assert not result.passed
+    assert result.layers.first_divergence["keras_layer"] == target
+
+
+def test_keras_file_through_the_cli(family_models, tmp_path):
+    """A `.keras` file through `onnx`, `torch` and `verify` as a user runs them."""
+    model, _ = family_models[("merge", "keras3")]
+    for stage in ("onnx", "torch", "verify"):
+        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(tmp_path))
+        assert completed.returncode == 0, (stage, completed.stderr[-2000:])
+    assert json.loads((tmp_path / "merge" / "verify.json").read_text())["passed"]
+
+
+def test_unsupported_op_names_the_layer_and_op(tmp_path):
+    model = families.build(tmp_path, "keras3", families.UNSUPPORTED)["avgpool_unequal_padding"]
+    out = tmp_path / "out"
+    assert helpers.run_cli("onnx", "--model", str(model), "--out", str(out)).returncode == 0
+    completed = helpers.run_cli("torch", "--model", str(model), "--out", str(out))
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
+    assert "AveragePool" in lines[0] and "odd_pool" in lines[0], lines[0]
+    assert not (out / "avgpool_unequal_padding" / "model.pt2").exists()
