@@ -5,6 +5,7 @@ MODEL  ?= data/models/pretrainedResnet.h5## the Keras model to convert
 MIRROR ?= ../shared## offline mirror folder (layout as ../shared); used before any download
 OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
 DATA   ?= data## fetched model and CIFAR-10 test set
+INPUTS ?=## optional .npy of your own sample inputs, shape (N, *input shape), added to every check
 
 PY    := .venv/bin/python
 # The interpreter that creates .venv: Python 3.11, the version the pinned stack installs on.
@@ -38,8 +39,8 @@ $(TEST_SET):
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
 
 onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outputs)
-$(DIR)/model.onnx: $(MODEL) $(TEST_SET) pipeline/keras_worker.py pipeline/onnx_export.py pipeline/onnx_fixes.py pipeline/checkset.py
-	$(PY) -m pipeline onnx $(ARGS)
+$(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) pipeline/keras_worker.py pipeline/onnx_export.py pipeline/onnx_fixes.py pipeline/checkset.py
+	$(PY) -m pipeline onnx $(ARGS) $(if $(INPUTS),--inputs $(INPUTS))
 
 torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_fx.py
 $(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx pipeline/torch_export.py pipeline/fx_passes.py pipeline/fx_optimize.py

@@ -5,7 +5,11 @@ Numpy only: the TensorFlow worker and the torch side both import this, and must 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+
+from pipeline.errors import BadInput
 
 # Random inputs exercise batch-size-dependent code paths (batch 1 and an odd size) and the whole
 # input range, which real images do not cover evenly.
@@ -30,6 +34,38 @@ def random_batches(input_shape: tuple[int, ...], sizes=RANDOM_BATCH_SIZES, seed:
         f"random_{size}": rng.uniform(0.0, PIXEL_MAX, size=(size, *input_shape)).astype(np.float32)
         for size in sizes
     }
+
+
+USER_SET = "user"  # the check set a user gives with --inputs
+
+
+def load_user_inputs(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
+    """A user's sample inputs from a `.npy` file, as float32 of shape (N, *input_shape).
+
+    One sample without the batch dimension is accepted as a batch of one. Read with
+    `allow_pickle=False`: a .npy holding Python objects is refused, never unpickled.
+
+    Raises:
+        BadInput: the file is missing, not a plain numeric .npy, of another shape, or not finite.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"--inputs {path} does not exist; give a .npy file of shape (N, {', '.join(map(str, input_shape))})")
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise BadInput(f"--inputs {path} is not a plain numeric .npy file ({' '.join(str(exc).split())[:200]}); "
+                       "save it with numpy.save(path, array)") from exc
+    if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
+        raise BadInput(f"--inputs {path} holds {getattr(array, 'dtype', type(array))} data; numbers are needed")
+    if tuple(array.shape) == tuple(input_shape):
+        array = array[None]
+    if tuple(array.shape[1:]) != tuple(input_shape) or len(array) == 0:
+        raise BadInput(f"--inputs {path} has shape {tuple(array.shape)}; the model takes (N, {', '.join(map(str, input_shape))})")
+    array = array.astype(np.float32)
+    if not np.isfinite(array).all():
+        raise BadInput(f"--inputs {path} contains NaN or infinite values")
+    return array
 
 
 def batch_size_of(set_name: str) -> int:

@@ -27,17 +27,22 @@ def _model_paths(args) -> P.ModelPaths:
 
 
 def _data_or_none(data: Path) -> Path | None:
-    """The data folder if it holds a test set; None (random inputs only) if the default is absent."""
+    """The data folder if it holds a readable test set; None (random inputs only) if the default is absent.
+
+    The whole test set is read here (a fraction of a second), so that a truncated file stops a stage
+    before it writes anything.
+    """
     from pipeline import cifar
 
     try:
         cifar.locate(data)
-        return data
     except BadInput:
         if data != P.DEFAULT_DATA:
             raise
         _say(f"note: no CIFAR-10 test set under {data}; comparing on random inputs only (run `make fetch`)")
         return None
+    cifar.load(data)
+    return data
 
 
 def _test_file(data: Path | None) -> Path | None:
@@ -70,7 +75,7 @@ def cmd_onnx(args) -> int:
 
     onnx_export.check_model_file(args.model, args.allow_unsafe_code)  # before the data: the model is the first thing to be wrong
     started = time.perf_counter()
-    options = onnx_export.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code)
+    options = onnx_export.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code, inputs=args.inputs)
     data = _data_or_none(args.data)
     wall = time.time()
     result = onnx_export.run(args.model, args.out, data, options)
@@ -205,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     torch_opt.add_argument("--torch", type=Path, help="a .pt2 file to use instead of OUT/<stem>/model.pt2")
     opset = argparse.ArgumentParser(add_help=False)
     opset.add_argument("--opset", type=int, default=15, help="ONNX opset (default: %(default)s; 14–16 are tested by both converters)")
+    opset.add_argument("--inputs", type=Path,
+                       help="a .npy of your own sample inputs, shape (N, *input shape): compared in every later check too")
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,bench,report,all}")

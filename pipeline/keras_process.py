@@ -17,7 +17,7 @@ _PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 
 def run_worker(model: Path, *, onnx: Path | None = None, opset: int = 15, reference: Path | None = None,
                layers: Path | None = None, data: Path | None = None, bench: dict | None = None,
-               allow_unsafe_code: bool = False) -> dict:
+               allow_unsafe_code: bool = False, inputs: Path | None = None) -> dict:
     """Convert, compute Keras references and/or time Keras in a TensorFlow subprocess; return its JSON summary.
 
     Raises:
@@ -35,6 +35,8 @@ def run_worker(model: Path, *, onnx: Path | None = None, opset: int = 15, refere
             command += ["--layers", str(layers)]
         if data is not None:
             command += ["--data", str(data)]
+        if inputs is not None:
+            command += ["--inputs", str(inputs)]
         if allow_unsafe_code:
             command.append("--allow-unsafe-code")
         if bench is not None:  # {"sizes": [..], "images": n, "repeats": r, "threads": t}

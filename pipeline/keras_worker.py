@@ -131,8 +131,9 @@ def predict(outputs, inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarra
     return {"probs": probs, "logits": np.asarray(tf.matmul(features, kernel) + bias)}
 
 
-def reference(model, model_sha256: str, reference_path: Path, data: Path | None) -> dict:
-    """Write Keras's outputs on the check set: the test images (if the input is 32×32×3) and random batches."""
+def reference(model, model_sha256: str, reference_path: Path, data: Path | None, user_inputs: np.ndarray | None = None) -> dict:
+    """Write Keras's outputs on the check set: the test images (if the input is 32×32×3), random batches
+    and the user's own inputs (`--inputs`), if given."""
     from tqdm import tqdm
 
     from pipeline import cifar
@@ -141,6 +142,8 @@ def reference(model, model_sha256: str, reference_path: Path, data: Path | None)
     shape = input_shape_of(model)
     arrays: dict[str, np.ndarray] = {}
     sets: dict[str, np.ndarray] = dict(checkset.random_batches(shape))
+    if user_inputs is not None:
+        sets[checkset.USER_SET] = user_inputs
     for name, inputs in sets.items():
         arrays[f"{name}/inputs"] = inputs
     # Recorded whenever data is given, so a later stage knows which test set this reference saw.
@@ -209,6 +212,7 @@ def main(argv=None) -> int:
     parser.add_argument("--reference", type=Path)
     parser.add_argument("--layers", type=Path, help="write every layer's output on the layer check set here")
     parser.add_argument("--data", type=Path)
+    parser.add_argument("--inputs", type=Path, help="a .npy of the user's own inputs, added to the check set")
     parser.add_argument("--result", type=Path, required=True, help="JSON summary written here")
     parser.add_argument("--bench-sizes", help="time `predict` at these batch sizes (comma-separated)")
     parser.add_argument("--bench-images", type=int, default=10_000)
@@ -227,12 +231,14 @@ def main(argv=None) -> int:
         check(args.model, args.allow_unsafe_code)  # again here: this process is the one that would run the code
         model = load_keras_model(args.model, args.allow_unsafe_code)
         result = {"keras_version": f"{keras_api(model).__name__} {keras_api(model).__version__}", "input_shape": list(input_shape_of(model))}
+        # Checked before anything is written: a wrong file must not leave a new model.onnx behind.
+        user_inputs = checkset.load_user_inputs(args.inputs, input_shape_of(model)) if args.inputs else None
         if args.onnx:
             result.update(convert(model, args.onnx, args.opset))
         from pipeline.fetch import sha256_of
 
         if args.reference:
-            result.update(reference(model, sha256_of(args.model), args.reference, args.data))
+            result.update(reference(model, sha256_of(args.model), args.reference, args.data, user_inputs))
         if args.layers:
             result.update(layer_outputs(model, sha256_of(args.model), args.layers, args.data))
         if args.bench_sizes:

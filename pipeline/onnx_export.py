@@ -23,6 +23,7 @@ DEFAULT_OPSET = 15
 class OnnxOptions:
     opset: int = DEFAULT_OPSET
     allow_unsafe_code: bool = False  # let Keras deserialize Lambda layers (runs code from the file)
+    inputs: Path | None = None  # the user's own sample inputs (.npy), added to the check set
 
 
 @dataclass
@@ -55,7 +56,8 @@ def run(model: Path, out: Path, data: Path | None, options: OnnxOptions = OnnxOp
     check_model_file(model, options.allow_unsafe_code)
     paths = ModelPaths.for_model(model, out)
     summary = run_worker(model, onnx=paths.onnx, opset=options.opset, reference=paths.keras_reference,
-                         layers=paths.keras_layers, data=data, allow_unsafe_code=options.allow_unsafe_code)
+                         layers=paths.keras_layers, data=data, allow_unsafe_code=options.allow_unsafe_code,
+                         inputs=options.inputs)
     classifier = keras_graph.is_classifier(keras_graph.layers(keras_graph.read_model_config(model)))
     validation = validate(paths.onnx, paths.keras_reference, classifier)
     return OnnxResult(paths.onnx, paths.keras_reference, summary["keras_version"], tuple(summary["input_shape"]), validation)

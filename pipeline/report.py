@@ -21,7 +21,8 @@ def verify_table(verify: dict) -> str:
             f"| {p['a']} | {p['b']} | {p['max_abs_diff']:.2e} | {p['max_rel_diff']:.2e} | {logit} | "
             f"{p['argmax_disagreements']} | {p['images']:,} | {p['tolerance']:.1e} | {'✓' if p['passed'] else '✗'} |"
         )
-    lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random (batch sizes 1, 7, 256).")
+    user = f" + {verify['user_inputs']:,} of yours (--inputs)" if verify.get("user_inputs") else ""
+    lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random (batch sizes 1, 7, 256){user}.")
     lines.append("Outputs are class probabilities: max |Δ| ≤ 1e-5 and no argmax may differ." if verify.get("classifier") else
                  "Outputs are not probabilities: max |Δ| ≤ 1e-6 + 1e-5 · max|reference|; argmax not gated.")
     for name, why in verify.get("not_applicable", {}).items():
@@ -140,7 +141,8 @@ def summary(out_dir: Path) -> str:
         rows.append(("verify", f"{'PASSED' if verify['passed'] else 'FAILED'} — {len(verify['backends'])} backends, "
                                f"worst max |Δprob| {worst['max_abs_diff']:.2e} ({worst['a']} vs {worst['b']}), "
                                f"{sum(p['argmax_disagreements'] for p in verify['pairs'])} argmax disagreements, "
-                               f"{verify['test_images']:,} test + {verify['random_images']} random images"))
+                               f"{verify['test_images']:,} test + {verify['random_images']} random images"
+                               + (f" + {verify['user_inputs']} of yours" if verify.get("user_inputs") else "")))
     if evaluate and evaluate.get("applies") is False:
         rows.append(("evaluate", f"does not apply — {evaluate['reason']}"))
     elif evaluate:

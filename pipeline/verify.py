@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline import backends, cifar, keras_graph, layers
+from pipeline import backends, checkset, cifar, keras_graph, layers
 from pipeline.atomic import write_text
 from pipeline.backends import Artifacts, KerasReference, Outputs
 from pipeline.layers import KerasLayers, LayerReport
@@ -37,6 +37,7 @@ class VerifyResult:
     not_applicable: dict[str, str] = field(default_factory=dict)  # backend -> why it was left out
     test_images: int = 0
     random_images: int = 0
+    user_inputs: int = 0  # the user's own samples (--inputs at the onnx stage)
     layers: LayerReport | None = None  # layer by layer, where an ONNX file is given
 
     @property
@@ -56,6 +57,7 @@ class VerifyResult:
             "not_applicable": self.not_applicable,
             "test_images": self.test_images,
             "random_images": self.random_images,
+            "user_inputs": self.user_inputs,
             "pairs": [pair.as_dict() for pair in self.pairs],
             "outputs_passed": self.outputs_passed,
             "first_divergence": self.layers.first_divergence if self.layers else None,
@@ -162,7 +164,8 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
     result = VerifyResult(
         pairs, names, not_applicable,
         test_images=len(sets.get("test", ())),
-        random_images=sum(len(v) for k, v in sets.items() if k != "test"),
+        random_images=sum(len(v) for k, v in sets.items() if k.startswith("random_")),
+        user_inputs=len(sets.get(checkset.USER_SET, ())),
         layers=layer_report,
     )
     write_text(ModelPaths(Path(out_dir)).verify_json, json.dumps(result.as_dict(), indent=2) + "\n")

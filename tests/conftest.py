@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import families
 import helpers
 
 
@@ -75,3 +76,15 @@ def real_reference_copy(real_run, tmp_path) -> Path:
     target.mkdir()
     shutil.copy(paths.keras_reference, target / paths.keras_reference.name)
     return target
+
+
+@pytest.fixture(scope="session")
+def family_models(tmp_path_factory) -> dict[tuple[str, str], tuple]:
+    """{(family, flavour): (model file, artifacts folder)}, each converted by the worker."""
+    folder, out = tmp_path_factory.mktemp("families"), tmp_path_factory.mktemp("families_out")
+    jobs = {}
+    for flavour in families.FLAVOURS:
+        for name, path in families.build(folder, flavour).items():
+            jobs[(name, flavour)] = (path, out / f"{name}_{flavour}")
+    families.convert_all(list(jobs.values()))
+    return jobs

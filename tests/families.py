@@ -17,6 +17,8 @@ from pathlib import Path
 
 import helpers
 
+FLAVOURS = ("keras3", "keras2")  # Keras 3 saving .keras; tf-keras (Keras 2 API) saving a legacy .h5
+
 # name -> snippet that binds `model`; `L` is keras.layers. Input ranks 2 (dense), 3 (conv1d), 4 (the rest).
 FAMILIES: dict[str, str] = {
     "conv1d": """

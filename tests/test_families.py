@@ -11,25 +11,14 @@ import pytest
 
 import families
 import helpers
+import numpy as np
 from pipeline import keras_graph, onnx_export, torch_export, verify
 from pipeline.backends import Artifacts
 
-FLAVOURS = ("keras3", "keras2")
+FLAVOURS = families.FLAVOURS
 WEIGHTED = {"Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"}
 # Keras 3 cannot deserialize these Keras 2 configs (a `groups` key it does not know): tf-keras loads them.
 NEEDS_TF_KERAS = {"depthwise", "separable", "conv_transpose"}
-
-
-@pytest.fixture(scope="session")
-def family_models(tmp_path_factory) -> dict[tuple[str, str], tuple]:
-    """{(family, flavour): (model file, artifacts folder)}, each converted by the worker."""
-    folder, out = tmp_path_factory.mktemp("families"), tmp_path_factory.mktemp("families_out")
-    jobs = {}
-    for flavour in FLAVOURS:
-        for name, path in families.build(folder, flavour).items():
-            jobs[(name, flavour)] = (path, out / f"{name}_{flavour}")
-    families.convert_all(list(jobs.values()))
-    return jobs
 
 
 def _verify(model, out, onnx_path=None):
@@ -98,3 +87,34 @@ def test_unsupported_op_names_the_layer_and_op(tmp_path):
     assert len(lines) == 1 and "Traceback" not in completed.stderr, completed.stderr
     assert "AveragePool" in lines[0] and "odd_pool" in lines[0], lines[0]
     assert not (out / "avgpool_unequal_padding" / "model.pt2").exists()
+
+
+def test_user_inputs_join_every_check(family_models, tmp_path):
+    """`--inputs` adds the user's own samples (here 5 of the Dense model's 10 features) to the check set."""
+    model, _ = family_models[("dense", "keras3")]
+    samples = tmp_path / "samples.npy"
+    np.save(samples, np.random.default_rng(3).normal(size=(5, 10)).astype(np.float32))
+    onnx = helpers.run_cli("onnx", "--model", str(model), "--out", str(tmp_path), "--inputs", str(samples))
+    assert onnx.returncode == 0, onnx.stderr[-2000:]
+    for stage in ("torch", "verify"):
+        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(tmp_path))
+        assert completed.returncode == 0, (stage, completed.stderr[-2000:])
+    saved = json.loads((tmp_path / "dense" / "verify.json").read_text())
+    assert saved["passed"] and saved["user_inputs"] == 5
+    assert all(pair["images"] == saved["random_images"] + 5 for pair in saved["pairs"])
+
+
+@pytest.mark.parametrize("case", ["wrong shape", "object array"])
+def test_bad_user_inputs_exit_2_writing_nothing(family_models, tmp_path, case):
+    model, _ = family_models[("dense", "keras3")]
+    samples = tmp_path / "samples.npy"
+    if case == "wrong shape":
+        np.save(samples, np.zeros((5, 11), np.float32))
+    else:
+        np.save(samples, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    out = tmp_path / "out"
+    completed = helpers.run_cli("onnx", "--model", str(model), "--out", str(out), "--inputs", str(samples))
+    assert completed.returncode == 2
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--inputs" in lines[0] and "Traceback" not in completed.stderr, completed.stderr
+    assert not (out / "dense" / "model.onnx").exists()

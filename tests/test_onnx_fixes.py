@@ -1,0 +1,68 @@
+import math
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from pipeline import onnx_fixes
+from pipeline.errors import BadInput
+
+
+def _graph(nodes, initializers=(), rank=2):
+    shape = ["n", 3] if rank == 2 else ["n", 3, 4, 5]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)], list(initializers))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+
+
+def _run(proto, x):
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    return session.run(None, {"x": x})[0]
+
+
+def test_unknown_op_is_named_with_its_keras_layer():
+    proto = _graph([helper.make_node("Erfinv", ["x"], ["y"], name="model_1/conv2d_1_2/Erfinv")])
+    with pytest.raises(BadInput, match=r"Erfinv \(from layer conv2d_1, ONNX node model_1/conv2d_1_2/Erfinv\)"):
+        onnx_fixes.check_ops(proto, 15, ["conv2d", "conv2d_1"])
+
+
+def test_layer_names_with_and_without_keras3_suffix():
+    names = ["conv2d", "conv2d_1"]
+    keras3 = ["model_1/conv2d_1/Conv2D", "model_1/conv2d_1_2/Conv2D"]
+    assert onnx_fixes.suffixed_scopes(keras3, names)
+    assert [onnx_fixes.keras_layer_of(n, names, True) for n in keras3] == ["conv2d", "conv2d_1"]
+    tf_keras = ["model/conv2d/Conv2D", "model/conv2d_1/Conv2D"]
+    assert not onnx_fixes.suffixed_scopes(tf_keras, names)
+    assert [onnx_fixes.keras_layer_of(n, names, False) for n in tf_keras] == ["conv2d", "conv2d_1"]
+
+
+def test_erfc_rewritten_exactly():
+    proto = _graph([helper.make_node("Erfc", ["x"], ["y"], name="gelu/Erfc")])
+    assert onnx_fixes.rewrite_erfc(proto) == 1
+    onnx.checker.check_model(proto, full_check=True)
+    x = np.linspace(-3, 3, 30, dtype=np.float32).reshape(10, 3)
+    expected = np.vectorize(math.erfc)(x.astype(np.float64))
+    np.testing.assert_allclose(_run(proto, x), expected, atol=2e-7)
+
+
+def test_global_max_pool_becomes_reduce_max():
+    proto = _graph([helper.make_node("GlobalMaxPool", ["x"], ["y"], name="pool")], rank=4)
+    assert onnx_fixes.rewrite_global_max_pool(proto) == 1
+    x = np.random.default_rng(0).normal(size=(2, 3, 4, 5)).astype(np.float32)
+    np.testing.assert_array_equal(_run(proto, x), x.max(axis=(2, 3), keepdims=True))
+
+
+def test_canonical_names_do_not_depend_on_the_counter():
+    def build(offset):
+        k = helper.make_tensor(f"const_fold_opt__{100 + offset}", TensorProto.FLOAT, [3], [1, 2, 3])
+        return _graph([helper.make_node("Add", ["x", k.name], [f"Add__{7 + offset}:0"], name=f"Add__{7 + offset}"),
+                       helper.make_node("Relu", [f"Add__{7 + offset}:0"], ["y"], name="relu")], [k])
+    a, b = build(0), build(42)
+    assert a.SerializeToString() != b.SerializeToString()
+    onnx_fixes.canonical_names(a)
+    onnx_fixes.canonical_names(b)
+    assert a.SerializeToString() == b.SerializeToString()
+    onnx.checker.check_model(a, full_check=True)
