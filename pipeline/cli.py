@@ -83,7 +83,7 @@ def cmd_onnx(args) -> int:
     manifest.record(paths.dir, "onnx", args.model, [paths.onnx, paths.keras_reference, paths.keras_layers], wall,
                     data_file=_test_file(data), opset=args.opset)
     _say(f"onnx: wrote {result.onnx} and {result.reference.name} (loaded with {result.keras_version}, input {result.input_shape}); "
-         f"onnxruntime vs Keras max |Δprob| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
+         f"onnxruntime vs Keras max |Δ| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
          f"[{time.perf_counter() - started:.1f} s]")
     return 0
 
