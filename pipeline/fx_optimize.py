@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
+from pipeline.fx_passes import constant_of as _constant
 from pipeline.fx_passes import static_reshapes
 
 
@@ -29,16 +30,6 @@ class OptimizeReport:
     native_ops: int
     batchnorms_folded: int
     linears_folded: int
-
-
-def _constant(gm: fx.GraphModule, node) -> torch.Tensor | None:
-    """The tensor behind a get_attr node, else None."""
-    if not isinstance(node, fx.Node) or node.op != "get_attr":
-        return None
-    owner = gm
-    for part in node.target.split("."):
-        owner = getattr(owner, part)
-    return owner if isinstance(owner, torch.Tensor) else None
 
 
 def native_ops(gm: fx.GraphModule) -> int:

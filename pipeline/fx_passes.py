@@ -80,7 +80,7 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     return len(reshapes)
 
 
-def _constant(gm: fx.GraphModule, arg) -> torch.Tensor | None:
+def constant_of(gm: fx.GraphModule, arg) -> torch.Tensor | None:
     """The tensor behind a `get_attr` node (an ONNX initializer), or None if `arg` is not one."""
     if not isinstance(arg, fx.Node) or arg.op != "get_attr":
         return None
@@ -116,7 +116,7 @@ def static_slices(gm: fx.GraphModule) -> int:
         if node.op != "call_module":
             continue
         module = gm.get_submodule(node.target)
-        constants = [_constant(gm, arg) for arg in node.args[1:]]
+        constants = [constant_of(gm, arg) for arg in node.args[1:]]
         if not isinstance(module, (OnnxSlice, OnnxTile)) or node.kwargs or any(c is None for c in constants):
             continue
         values = [c.tolist() for c in constants]
