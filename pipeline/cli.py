@@ -74,6 +74,12 @@ def cmd_onnx(args) -> int:
     from pipeline import onnx_export
 
     onnx_export.check_model_file(args.model, args.allow_unsafe_code)  # before the data: the model is the first thing to be wrong
+    if args.inputs is not None:
+        from pipeline import checkset, keras_graph
+
+        shape = keras_graph.input_shape(keras_graph.read_model_config(args.model))
+        if shape is not None:  # else the TensorFlow worker checks it, once it knows the shape
+            checkset.load_user_inputs(args.inputs, shape)
     started = time.perf_counter()
     options = onnx_export.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code, inputs=args.inputs)
     data = _data_or_none(args.data)

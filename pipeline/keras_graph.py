@@ -81,6 +81,16 @@ _VAR_NAMES = {
 _DEFAULT_VAR_NAMES = ("kernel", "bias")
 
 
+def input_shape(model_config: dict) -> tuple[int, ...] | None:
+    """One sample's input shape as the config states it (InputLayer `batch_shape` in Keras 3,
+    `batch_input_shape` in Keras 2), without the batch dimension; None if absent or not fully known."""
+    for layer in layers(model_config)[:1]:
+        shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
+        if isinstance(shape, list) and len(shape) > 1 and all(isinstance(d, int) for d in shape[1:]):
+            return tuple(shape[1:])
+    return None
+
+
 def _keras_weight_paths(graph: list[KerasLayer]) -> dict[str, KerasLayer]:
     """{path in a .keras weights file: layer}. Keras 3 files a layer under its class in snake case,
     numbered in layer order (conv2d, conv2d_1, ...), not under its name (keras/src/saving/saving_lib.py)."""

@@ -105,7 +105,7 @@ def test_user_inputs_join_every_check(family_models, tmp_path):
 
 
 @pytest.mark.parametrize("case", ["wrong shape", "object array"])
-def test_bad_user_inputs_exit_2_writing_nothing(family_models, tmp_path, case):
+def test_bad_user_inputs_exit_2_writing_nothing(family_models, tiny_data, tmp_path, case):
     model, _ = family_models[("dense", "keras3")]
     samples = tmp_path / "samples.npy"
     if case == "wrong shape":
@@ -113,8 +113,8 @@ def test_bad_user_inputs_exit_2_writing_nothing(family_models, tmp_path, case):
     else:
         np.save(samples, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     out = tmp_path / "out"
-    completed = helpers.run_cli("onnx", "--model", str(model), "--out", str(out), "--inputs", str(samples))
+    completed = helpers.run_cli("onnx", "--model", str(model), "--out", str(out), "--inputs", str(samples), "--data", str(tiny_data))
     assert completed.returncode == 2
     lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--inputs" in lines[0] and "Traceback" not in completed.stderr, completed.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: --inputs") and "Traceback" not in completed.stderr, completed.stderr
     assert not (out / "dense" / "model.onnx").exists()
