@@ -111,7 +111,7 @@ class LayerPoint:
 class OnnxGraph:
     """Producers, consumers and constants of an ONNX graph, for walking it."""
 
-    def __init__(self, proto, layer_names: list[str] = ()):
+    def __init__(self, proto, layers: list[KerasLayer] = ()):
         from onnx import numpy_helper
 
         from pipeline.onnx_fixes import suffixed_scopes
@@ -136,8 +136,8 @@ class OnnxGraph:
         for node in self.nodes:
             for name in node.input:
                 self.consumers[name].append(node)
-        self.layer_names = list(layer_names)
-        self.class_of: dict[str, str] = {}  # layer name -> Keras class, set by `map_onnx`
+        self.layer_names = [layer.name for layer in layers]
+        self.class_of = {layer.name: layer.class_name for layer in layers}
         self._suffixed = suffixed_scopes([node.name for node in self.nodes], self.layer_names)
 
     def layer_of(self, node) -> str | None:
@@ -235,8 +235,7 @@ def _by_weight(graph: OnnxGraph, ops: set[str], keras_weight: np.ndarray | None,
 
 def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.ndarray]]) -> list[LayerPoint]:
     """Find every Keras layer's output tensor in the ONNX graph (see the module docstring)."""
-    graph = OnnxGraph(proto, [layer.name for layer in layers])
-    graph.class_of = {layer.name: layer.class_name for layer in layers}
+    graph = OnnxGraph(proto, layers)
     points: dict[str, LayerPoint] = {}
     claimed: set[int] = set()
     graph_input = proto.graph.input[0].name
@@ -246,9 +245,11 @@ def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.nd
             points[layer.name] = LayerPoint(layer, graph_input, KERAS, None)
             continue
         inbound = [points.get(name) for name in layer.inbound]
-        ops = set(spec.ops) if spec else set()
         if layer.class_name == "Activation":
-            ops = ACTIVATION_OPS.get(layer.activation or "", {"?"})
+            ops = ACTIVATION_OPS.get(layer.activation or "", {"?"})  # "linear": empty, computes nothing
+        else:
+            ops = set(spec.ops) if spec else set()  # no spec: unknown here, only `_not_found` can place it
+        computes_nothing = not ops and (spec is not None or layer.class_name == "Activation")
         keras_weight = weights.get(layer.name, {}).get(spec.weight) if spec is not None and spec.weight else None
         if any(p is None or p.tensor is None for p in inbound):
             node = _by_weight(graph, ops, keras_weight, claimed)  # found again by its weights
@@ -259,9 +260,7 @@ def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.nd
             layout = CHANNELS_FIRST if node.op_type in {"Conv", "ConvTranspose"} else KERAS
             points[layer.name] = _extend(graph, layer, spec, node, layout, claimed, note="found by its weights")
             continue
-        if spec is None and layer.class_name != "Activation":
-            ops = set()
-        if spec is not None and not ops or layer.class_name == "Activation" and not ops:  # computes nothing
+        if computes_nothing:  # Dropout, linear Activation: shares its input's tensor
             first = inbound[0]
             points[layer.name] = LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False,
                                             note=f"{layer.class_name} computes nothing at inference")
