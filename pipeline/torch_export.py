@@ -47,26 +47,26 @@ def input_shape(onnx_path: Path) -> tuple[int, ...]:
 
 
 def unconvertible_node(onnx_path: Path, layer_names: list[str] = ()) -> str:
-    """Which node onnx2torch cannot convert, and why, with the Keras layer it came from: a diagnosis
-    made only after `onnx2torch.convert` failed (its own error does not name the node)."""
-    import onnx
+    """Which node onnx2torch cannot convert, with the Keras layer it came from ("op X of layer Y (ONNX
+    node Z)"): a diagnosis made only after `onnx2torch.convert` failed, whose error names no node. Each
+    node is given to its converter as `convert` does, after the same shape inference."""
     from onnx2torch.node_converters import get_converter
     from onnx2torch.onnx_graph import OnnxGraph
+    from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 
     from pipeline.onnx_fixes import keras_layer_of, suffixed_scopes
 
-    proto = onnx.load(str(onnx_path))
+    proto = safe_shape_inference(str(onnx_path))
     opsets = {opset.domain: opset.version for opset in proto.opset_import}
     graph = OnnxGraph(proto.graph)
     suffixed = suffixed_scopes([node.name for node in proto.graph.node], list(layer_names))
     for name, node in graph.nodes.items():
         try:
             get_converter(domain=node.domain, operation_type=node.operation_type, version=opsets[node.domain])(node, graph)
-        except Exception as exc:  # noqa: BLE001 — this is the search for the failing node
+        except Exception:  # noqa: BLE001 — this is the search for the failing node
             layer = keras_layer_of(name, list(layer_names), suffixed) if layer_names else None
-            where = f"layer {layer} (ONNX node {name})" if layer else f"ONNX node {name}"
-            return f"op {node.operation_type} of {where}: {' '.join(str(exc).split())[:200]}"
-    return "no single node fails on its own"
+            return f"op {node.operation_type} of " + (f"layer {layer} (ONNX node {name})" if layer else f"ONNX node {name}")
+    return "a node of the graph"
 
 
 def convert(onnx_path: Path, layer_names: list[str] = ()):
@@ -82,7 +82,8 @@ def convert(onnx_path: Path, layer_names: list[str] = ()):
     try:
         gm = onnx2torch.convert(str(onnx_path)).eval()
     except (NotImplementedError, KeyError, ValueError, TypeError) as exc:
-        raise BadInput(f"onnx2torch cannot convert {unconvertible_node(onnx_path, layer_names)}; "
+        reason = " ".join(str(exc).split())[:200].rstrip(".")
+        raise BadInput(f"onnx2torch cannot convert {unconvertible_node(onnx_path, layer_names)}: {reason}; "
                        "rebuild that layer from supported options or report it upstream") from exc
     reshapes = static_reshapes(gm, input_shape(onnx_path))
     static_slices(gm)
