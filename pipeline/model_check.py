@@ -32,6 +32,9 @@ def read_config(path: Path) -> dict:
                 return json.loads(archive.read("config.json"))
         except (KeyError, zipfile.BadZipFile, ValueError) as exc:
             raise BadInput(f"{path} is a zip file but not a Keras .keras model (no readable config.json)") from exc
+    if path.suffix == ".keras":  # Keras 3's format is a zip archive; this one is not (or not whole)
+        raise BadInput(f"{path} is not a readable .keras archive (truncated or not a Keras 3 file?); "
+                       "save it again with model.save('model.keras') or copy it again")
     if not h5py.is_hdf5(path):
         raise BadInput(f"{path} is not an HDF5 file (a text file, random bytes or a different format?); "
                        "give a Keras model saved with model.save('model.h5') or model.save('model.keras')")

@@ -51,6 +51,18 @@ def _lambda(tmp_path, tiny_model, tiny_data):
     return path, tiny_data
 
 
+def _truncated_keras(tmp_path, tiny_model, tiny_data):
+    import zipfile
+
+    whole = tmp_path / "whole.keras"
+    with zipfile.ZipFile(whole, "w") as archive:
+        archive.writestr("config.json", "{}")
+        archive.writestr("model.weights.h5", bytes(4096))
+    path = tmp_path / "model.keras"
+    path.write_bytes(whole.read_bytes()[:3000])  # a download cut short: the zip directory at the end is gone
+    return path, tiny_data
+
+
 def _missing_model(tmp_path, tiny_model, tiny_data):
     return tmp_path / "model.h5", tiny_data
 
@@ -79,6 +91,7 @@ BAD_INPUTS = {
     "text file named .h5": (_text, "not an HDF5 file"),
     "random bytes named .h5": (_random_bytes, "not an HDF5 file"),
     "truncated .h5": (_truncated, "truncated"),
+    "truncated .keras": (_truncated_keras, "not a readable .keras archive"),
     "weights-only .h5": (_weights_only, "save_weights"),
     "Lambda layer": (_lambda, "Lambda"),
     "missing data folder": (_missing_data, "does not exist"),
