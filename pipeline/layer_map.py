@@ -91,6 +91,10 @@ FOLDED_BACKWARD = frozenset({"BatchNormalization", "Activation", "ReLU", "LeakyR
 FOLDED_FORWARD = frozenset({"ZeroPadding1D", "ZeroPadding2D"})
 # Ops a multi-op layer's region never includes: they change layout or shape, which the map tracks elsewhere.
 _NOT_IN_REGION = LAYOUT_OPS | {"Reshape", "Flatten", "Shape", "Concat", "Slice", "Gather", "Tile", "Expand"}
+# ...except for layers that only move data, which converters write as such ops (UpSampling2D as
+# Unsqueeze, Tile, Transpose, Reshape); their region may hold these.
+_MOVE_OPS = frozenset({"Unsqueeze", "Squeeze", "Tile", "Expand", "Transpose", "Reshape", "Identity"})
+MOVING_CLASSES = frozenset({"UpSampling1D", "UpSampling2D", "UpSampling3D", "Permute"})
 
 
 @dataclass
@@ -106,6 +110,7 @@ class LayerPoint:
     shared_with: list[str] = field(default_factory=list)  # other layers whose output is this same tensor
     compared: bool = False  # mapped, and the last of the layers sharing its tensor: its row is compared
     walk_only: bool = False  # folded into the next op: `tensor` is where the walk goes on from, not its output
+    inferred: bool = False  # placed by name scope (`_scoped_region`), not by structure: a shape mismatch means a wrong guess
 
 
 class OnnxGraph:
@@ -197,19 +202,23 @@ def _follow(graph: OnnxGraph, tensor: str, layout: str, ops: set[str], need_cons
     return None, layout
 
 
-def _scoped_region(graph: OnnxGraph, tensor: str, layout: str, layer: str) -> tuple[str, str] | None:
+def _scoped_region(graph: OnnxGraph, tensor: str, layout: str, layer: str, moves: bool = False) -> tuple[str, str] | None:
     """The one tensor that closes the ops of `layer`'s name scope fed by `tensor`, or None.
 
     Grows, in graph order, the set of nodes named after `layer` (see `onnx_fixes.keras_layer_of`)
     whose data inputs all come from `tensor` or from nodes already in the set; the layer's output is
     the set's only tensor that no node in the set consumes, with its layout. Names only bound the
-    search here: the values are still compared afterwards.
+    search here: the values are still compared afterwards. With `moves`, the set may hold data-moving
+    ops (`_MOVE_OPS`); a region ending in a Reshape is in Keras's layout (tf2onnx reshapes in Keras order).
     """
     reach = graph.reachable(tensor, layout)
     region = set(reach)
     produced: list[str] = []
     for node in graph.nodes:
-        if node.op_type in _NOT_IN_REGION or graph.layer_of(node) != layer:
+        owner = graph.layer_of(node)
+        if node.op_type in _NOT_IN_REGION and not (moves and node.op_type in _MOVE_OPS):
+            continue
+        if owner != layer and not (moves and owner is None):  # a moving layer's Transposes may be the optimizer's, unnamed
             continue
         dynamic = graph.dynamic_inputs(node)
         if dynamic and all(name in region for name in dynamic):
@@ -220,7 +229,11 @@ def _scoped_region(graph: OnnxGraph, tensor: str, layout: str, layer: str) -> tu
     mine = set(produced)
     consumed = {name for node in graph.nodes if mine.intersection(node.output) for name in node.input}
     sinks = [name for name in produced if name not in consumed]
-    return (sinks[0], layout) if len(sinks) == 1 else None
+    if len(sinks) != 1:
+        return None
+    if graph.producer[sinks[0]].op_type == "Reshape":
+        layout = KERAS
+    return sinks[0], layout
 
 
 def _by_weight(graph: OnnxGraph, ops: set[str], keras_weight: np.ndarray | None, claimed: set[int]):
@@ -336,10 +349,10 @@ def _not_found(graph: OnnxGraph, layer: KerasLayer, ops: set[str], inbound: list
         return LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False, walk_only=True,
                           note="folded into the next op's padding: no tensor of its own, not compared")
     if len(inbound) == 1:
-        found = _scoped_region(graph, first.tensor, first.layout, layer.name)
+        found = _scoped_region(graph, first.tensor, first.layout, layer.name, moves=layer.class_name in MOVING_CLASSES)
         if found is not None:
             tensor, layout = found
-            return LayerPoint(layer, tensor, layout, graph.producer[tensor].name, note="written as several ops")
+            return LayerPoint(layer, tensor, layout, graph.producer[tensor].name, note="written as several ops", inferred=True)
     if layer.class_name in FOLDED_BACKWARD:
         return LayerPoint(layer, first.tensor, first.layout, first.onnx_node, own_op=False,
                           note=f"no {wanted} op of its own after {first.layer.name}: folded or missing")
