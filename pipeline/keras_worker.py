@@ -230,9 +230,10 @@ def main(argv=None) -> int:
 
         check(args.model, args.allow_unsafe_code)  # again here: this process is the one that would run the code
         model = load_keras_model(args.model, args.allow_unsafe_code)
-        result = {"keras_version": f"{keras_api(model).__name__} {keras_api(model).__version__}", "input_shape": list(input_shape_of(model))}
+        api, shape = keras_api(model), input_shape_of(model)
+        result = {"keras_version": f"{api.__name__} {api.__version__}", "input_shape": list(shape)}
         # Checked before anything is written: a wrong file must not leave a new model.onnx behind.
-        user_inputs = checkset.load_user_inputs(args.inputs, input_shape_of(model)) if args.inputs else None
+        user_inputs = checkset.load_user_inputs(args.inputs, shape) if args.inputs else None
         if args.onnx:
             result.update(convert(model, args.onnx, args.opset))
         from pipeline.fetch import sha256_of

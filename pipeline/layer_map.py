@@ -119,7 +119,7 @@ class OnnxGraph:
     def __init__(self, proto, layers: list[KerasLayer] = ()):
         from onnx import numpy_helper
 
-        from pipeline.onnx_fixes import suffixed_scopes
+        from pipeline.onnx_fixes import layer_owners
 
         self.proto = proto
         self.nodes = list(proto.graph.node)
@@ -141,15 +141,12 @@ class OnnxGraph:
         for node in self.nodes:
             for name in node.input:
                 self.consumers[name].append(node)
-        self.layer_names = [layer.name for layer in layers]
         self.class_of = {layer.name: layer.class_name for layer in layers}
-        self._suffixed = suffixed_scopes([node.name for node in self.nodes], self.layer_names)
+        self._owners = layer_owners([node.name for node in self.nodes], [layer.name for layer in layers])
 
     def layer_of(self, node) -> str | None:
         """The Keras layer whose name scope `node` is in (a hint, used only to bound searches)."""
-        from pipeline.onnx_fixes import keras_layer_of
-
-        return keras_layer_of(node.name, self.layer_names, self._suffixed)
+        return self._owners.get(node.name)
 
     def dynamic_inputs(self, node) -> list[str]:
         """The inputs that carry data (not constants, not shape plumbing)."""

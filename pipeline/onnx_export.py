@@ -64,7 +64,8 @@ def run(model: Path, out: Path, data: Path | None, options: OnnxOptions = OnnxOp
 
 
 def validate(onnx_path: Path, reference_path: Path, classifier: bool) -> PairResult:
-    """ONNX Runtime against the Keras reference on the random check sets; raise CheckFailed on a breach."""
+    """ONNX Runtime against the Keras reference on the check sets stored with their inputs (the random
+    batches, and the user's `--inputs`); raise CheckFailed on a breach."""
     keras = backends.KerasReference(reference_path)
     sets = {name: keras.inputs(name) for name in keras.set_names() if keras.inputs(name) is not None}
     ort = backends.run_sets(backends.load("onnxruntime", backends.Artifacts(onnx=onnx_path)), sets)
@@ -72,6 +73,6 @@ def validate(onnx_path: Path, reference_path: Path, classifier: bool) -> PairRes
     if not result.passed:
         raise CheckFailed(
             f"{onnx_path} disagrees with Keras: max |Δ| {result.max_abs_diff:.3g} (tolerance {result.tolerance:.3g}), "
-            f"{result.argmax_disagreements} argmax disagreements on {result.images} random inputs"
+            f"{result.argmax_disagreements} argmax disagreements on {result.images} inputs"
         )
     return result

@@ -17,6 +17,7 @@ Some constructs have an exact form that both ONNX Runtime and onnx2torch run, an
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 
 import numpy as np
 
@@ -44,8 +45,7 @@ def rewrite_erfc(proto) -> int:
         if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
             continue
         one = f"{node.name}/one"
-        dtype = np.float32
-        graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=dtype), one))
+        graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=np.float32), one))
         erf = helper.make_node("Erf", [node.input[0]], [f"{node.name}/erf"], name=f"{node.name}/Erf")
         sub = helper.make_node("Sub", [one, erf.output[0]], [node.output[0]], name=f"{node.name}/Sub")
         del graph.node[index]
@@ -149,29 +149,38 @@ def rewrite(proto) -> dict[str, int]:
             "conv_transpose_pads": rewrite_asymmetric_conv_transpose(proto)}
 
 
-def suffixed_scopes(node_names: list[str], layer_names: list[str]) -> bool:
+_SUFFIX = re.compile(r"_\d+$")  # the `_N` Keras 3 appends to a layer's name scope
+
+
+def suffixed_scopes(node_names: list[str], layer_names: Collection[str]) -> bool:
     """Whether the graph's name scopes are layer names plus a `_N` suffix (Keras 3 traces so) rather
     than the names themselves (tf-keras): true if some scope is not a layer name but is one minus `_N`."""
     known = set(layer_names)
-    return any(scope not in known and re.sub(r"_\d+$", "", scope) in known
-               for name in node_names for scope in name.split("/"))
+    return any(scope not in known and _SUFFIX.sub("", scope) in known for name in node_names for scope in name.split("/"))
 
 
-def keras_layer_of(node_name: str, layer_names: list[str], suffixed: bool = True) -> str | None:
+def keras_layer_of(node_name: str, layer_names: Collection[str], suffixed: bool = True) -> str | None:
     """The Keras layer a tf2onnx node name comes from: `model_1/conv2d_1_2/Conv2D` → `conv2d_1`.
 
     tf2onnx names nodes after TensorFlow name scopes. Keras 3 makes them layer names with a `_N`
     suffix; tf-keras uses the names as they are (`suffixed_scopes` tells which). With `suffixed`, a
     scope minus one such suffix is tried first, then the scope as it is.
     """
-    known = set(layer_names)
     for scope in node_name.split("/"):
-        stripped = re.sub(r"_\d+$", "", scope)
-        if suffixed and stripped != scope and stripped in known:
+        stripped = _SUFFIX.sub("", scope)
+        if suffixed and stripped != scope and stripped in layer_names:
             return stripped
-        if scope in known:
+        if scope in layer_names:
             return scope
     return None
+
+
+def layer_owners(node_names: list[str], layer_names: list[str]) -> dict[str, str | None]:
+    """{node name: the Keras layer it comes from, or None} for one graph: the naming style is decided
+    once for the whole graph (`suffixed_scopes`), then each node is looked up (`keras_layer_of`)."""
+    known = set(layer_names)
+    suffixed = suffixed_scopes(node_names, known)
+    return {name: keras_layer_of(name, known, suffixed) for name in node_names}
 
 
 def check_ops(proto, opset: int, layer_names: list[str]) -> None:
@@ -179,8 +188,7 @@ def check_ops(proto, opset: int, layer_names: list[str]) -> None:
     unknown = [node for node in proto.graph.node if not _is_onnx_op(node, opset)]
     if not unknown:
         return
-    suffixed = suffixed_scopes([node.name for node in proto.graph.node], layer_names)
-    found = ", ".join(f"{node.op_type} (from layer {keras_layer_of(node.name, layer_names, suffixed) or '?'}, ONNX node {node.name})"
-                      for node in unknown[:3])
+    owners = layer_owners([node.name for node in proto.graph.node], layer_names)
+    found = ", ".join(f"{node.op_type} (from layer {owners[node.name] or '?'}, ONNX node {node.name})" for node in unknown[:3])
     raise BadInput(f"tf2onnx could not convert op(s) {found} to ONNX opset {opset}; "
                    "replace that layer with standard layers, or try another --opset")

@@ -54,17 +54,17 @@ def unconvertible_node(onnx_path: Path, layer_names: list[str] = ()) -> str:
     from onnx2torch.onnx_graph import OnnxGraph
     from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 
-    from pipeline.onnx_fixes import keras_layer_of, suffixed_scopes
+    from pipeline.onnx_fixes import layer_owners
 
     proto = safe_shape_inference(str(onnx_path))
     opsets = {opset.domain: opset.version for opset in proto.opset_import}
     graph = OnnxGraph(proto.graph)
-    suffixed = suffixed_scopes([node.name for node in proto.graph.node], list(layer_names))
+    owners = layer_owners([node.name for node in proto.graph.node], list(layer_names))
     for name, node in graph.nodes.items():
         try:
             get_converter(domain=node.domain, operation_type=node.operation_type, version=opsets[node.domain])(node, graph)
         except Exception:  # noqa: BLE001 — this is the search for the failing node
-            layer = keras_layer_of(name, list(layer_names), suffixed) if layer_names else None
+            layer = owners.get(name)
             return f"op {node.operation_type} of " + (f"layer {layer} (ONNX node {name})" if layer else f"ONNX node {name}")
     return "a node of the graph"
 
