@@ -1,5 +1,7 @@
 # Keras .h5 -> ONNX -> PyTorch, proven equal. `make help` lists the targets.
 # Artifacts are real file targets with their true prerequisites: rerunning with nothing changed rebuilds nothing.
+# A stage's code prerequisites are every file its module reaches (function-level imports and the TensorFlow
+# process it launches included), read from the code by pipeline/common/import_graph.py into $(CODE_MK).
 
 MODEL  ?= data/models/pretrainedResnet.h5## the Keras model to convert
 MIRROR ?= ../shared## offline mirror folder (layout as ../shared); used before any download
@@ -14,13 +16,19 @@ STEM  := $(basename $(notdir $(MODEL)))
 DIR   := $(OUT)/$(STEM)
 ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
+CODE_MK  := .make/code.mk
 
 .PHONY: help install fetch onnx torch verify evaluate bench all test clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets and variables
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
-	@echo; echo "Variables:"; grep -E '^[A-Z]+ +\?=' $(MAKEFILE_LIST) | sed 's/ *?= */ = /; s/##/\t# /'
+	@grep -hE '^[a-z]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | expand -t 12
+	@echo; echo "Variables:"; grep -hE '^[A-Z]+ +\?=' $(MAKEFILE_LIST) | sed 's/ *?= */ = /; s/##/\t# /'
+
+$(CODE_MK): $(shell find pipeline -name '*.py')
+	@mkdir -p $(@D)
+	@$(PYTHON) -m pipeline.common.import_graph make > $@.tmp && mv $@.tmp $@
+include $(CODE_MK)
 
 install: .venv/.installed ## create .venv with the pinned stack (idempotent)
 .venv/.installed: requirements.lock pyproject.toml
@@ -39,23 +47,23 @@ $(TEST_SET):
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
 
 onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outputs)
-$(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) pipeline/keras_worker.py pipeline/onnx_export.py pipeline/onnx_fixes.py pipeline/checkset.py
+$(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) $(CODE_onnx)
 	$(PY) -m pipeline onnx $(ARGS) $(if $(INPUTS),--inputs $(INPUTS))
 
 torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_fx.py
-$(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx pipeline/torch_export.py pipeline/fx_passes.py pipeline/fx_optimize.py
+$(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx $(CODE_torch)
 	$(PY) -m pipeline torch $(ARGS)
 
 verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, hand-written model
-$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) pipeline/verify.py pipeline/backends.py pipeline/compare.py pipeline/resnet8.py pipeline/tolerances.py pipeline/layer_map.py pipeline/layers.py
+$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) $(CODE_verify)
 	$(PY) -m pipeline verify $(ARGS)
 
 evaluate: $(DIR)/evaluate.json ## stage 4: CIFAR-10 accuracy of model.pt2, gated at 0.85
-$(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) pipeline/evaluate.py pipeline/tolerances.py
+$(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) $(CODE_evaluate)
 	$(PY) -m pipeline evaluate $(ARGS)
 
 bench: $(DIR)/bench.json ## images/s of Keras, onnxruntime, onnx2torch, model.pt2, model_opt.pt2 (eager, compiled)
-$(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) pipeline/bench.py
+$(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) $(CODE_bench)
 	$(PY) -m pipeline bench $(ARGS)
 
 all: fetch verify evaluate ## everything, then a summary table

@@ -1,8 +1,18 @@
-"""Keras .h5 → ONNX → torch.fx conversion with proof of equality.
+"""Keras .h5/.keras → ONNX → torch.fx / torch.export, with proof of equality.
 
-Stages live in one module each (`fetch`, `onnx_export`, `torch_export`, `verify`, `evaluate`);
-`python -m pipeline` is the command line. This package imports nothing heavy at import time:
-TensorFlow must stay in its own process (see `keras_worker`).
+The subpackages are layers; imports run one way, from the top of this list to the bottom:
+
+- `cli` — argv, printing, exit codes (only `__main__` imports it);
+- `stages` — one module per stage (`to_onnx`, `to_torch`, `verify`, `evaluate`, `bench`, `report`);
+- `verifier` — backends, pairwise comparison, layer map and layer-by-layer comparison, hand-written ResNet8;
+- `converters` — ONNX graph questions and rewrites, onnx2torch + torch.export, FX passes;
+- `runtimes` — `.pt2` loader, ONNX Runtime sessions, the TensorFlow process launcher, the torch device;
+- `keras_file`, `data` — the user's Keras file read without Keras; the test set and check sets;
+- `common` — errors, paths, tolerances, atomic writes, checksums, manifest, figures, the TensorFlow job contract.
+
+`tf_side` is the TensorFlow process, run only as `python -m pipeline.tf_side`: no other subpackage
+imports it (TensorFlow and onnx2torch in one process segfault). Importing this package imports
+nothing heavy.
 """
 
 __version__ = "0.1.0"

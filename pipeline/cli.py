@@ -1,4 +1,5 @@
-"""`python -m pipeline {fetch,onnx,torch,verify,evaluate,all}`: argv, printing and exit codes live here.
+"""`python -m pipeline {fetch,onnx,torch,verify,evaluate,bench,report,all}`: parse, call the stage, print,
+map errors to exit codes. Nothing else lives here.
 
 Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors are one line on stderr;
 `--debug` shows the traceback.
@@ -7,15 +8,13 @@ Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors ar
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 import time
 from pathlib import Path
 
-from pipeline import manifest
-from pipeline import paths as P
-from pipeline.errors import BadInput, PipelineError
+from pipeline.common import paths as P
+from pipeline.common.errors import PipelineError
+from pipeline.common.keras_job import DEFAULT_OPSET
 
 
 def _say(message: str) -> None:
@@ -26,43 +25,29 @@ def _model_paths(args) -> P.ModelPaths:
     return P.ModelPaths.for_model(args.model, args.out)
 
 
-def _data_or_none(data: Path) -> Path | None:
-    """The data folder if it holds a readable test set; None (random inputs only) if the default is absent.
+def _data(data: Path) -> Path | None:
+    """The data folder the stages use (`cifar.resolve`): None, with a note, when the default one holds no test set."""
+    from pipeline.data import cifar
 
-    The whole test set is read here (a fraction of a second), so that a truncated file stops a stage
-    before it writes anything.
-    """
-    from pipeline import cifar
-
-    try:
-        cifar.locate(data)
-    except BadInput:
-        if data != P.DEFAULT_DATA:
-            raise
-        _say(f"note: no CIFAR-10 test set under {data}; comparing on random inputs only (run `make fetch`)")
-        return None
-    cifar.load(data)
+    data, note = cifar.resolve(data)
+    if note:
+        _say(f"note: {note}")
     return data
-
-
-def _test_file(data: Path | None) -> Path | None:
-    from pipeline import cifar
-
-    return cifar.locate(data) if data is not None else None
 
 
 def _layer_names(model: Path) -> list[str]:
     """The Keras model's layer names, to name layers in errors; none if the model file is not readable."""
-    from pipeline import keras_graph
+    from pipeline.common.errors import BadInput
+    from pipeline.keras_file.model import KerasModel
 
     try:
-        return [layer.name for layer in keras_graph.layers(keras_graph.read_model_config(model))]
+        return KerasModel.open(model, allow_unsafe_code=True).layer_names  # the config is only read, never run
     except BadInput:
         return []
 
 
 def cmd_fetch(args) -> int:
-    from pipeline import fetch
+    from pipeline.data import fetch
 
     result = fetch.run(args.data, args.mirror, allow_download=not args.offline)
     for name, source in result.sources.items():
@@ -71,23 +56,14 @@ def cmd_fetch(args) -> int:
 
 
 def cmd_onnx(args) -> int:
-    from pipeline import onnx_export
+    from pipeline.keras_file.model import KerasModel
+    from pipeline.stages import to_onnx
 
-    onnx_export.check_model_file(args.model, args.allow_unsafe_code)  # before the data: the model is the first thing to be wrong
-    if args.inputs is not None:
-        from pipeline import checkset, keras_graph
-
-        shape = keras_graph.input_shape(keras_graph.read_model_config(args.model))
-        if shape is not None:  # else the TensorFlow worker checks it, once it knows the shape
-            checkset.load_user_inputs(args.inputs, shape)
     started = time.perf_counter()
-    options = onnx_export.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code, inputs=args.inputs)
-    data = _data_or_none(args.data)
-    wall = time.time()
-    result = onnx_export.run(args.model, args.out, data, options)
-    paths = _model_paths(args)
-    manifest.record(paths.dir, "onnx", args.model, [paths.onnx, paths.keras_reference, paths.keras_layers], wall,
-                    data_file=_test_file(data), opset=args.opset)
+    options = to_onnx.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code, inputs=args.inputs)
+    keras = KerasModel.open(args.model, args.allow_unsafe_code)  # the model first, then its --inputs, then the data
+    to_onnx.check_inputs(keras, options)
+    result = to_onnx.run(keras, args.out, _data(args.data), options)
     _say(f"onnx: wrote {result.onnx} and {result.reference.name} (loaded with {result.keras_version}, input {result.input_shape}); "
          f"onnxruntime vs Keras max |Δ| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
          f"[{time.perf_counter() - started:.1f} s]")
@@ -95,15 +71,13 @@ def cmd_onnx(args) -> int:
 
 
 def cmd_torch(args) -> int:
-    from pipeline import torch_export
+    from pipeline.common import manifest
+    from pipeline.stages import to_torch
 
     started = time.perf_counter()
-    onnx_path = args.onnx or _model_paths(args).onnx
     if args.onnx is None:
         manifest.require_same_model(_model_paths(args).dir, args.model)
-    wall = time.time()
-    result = torch_export.run(onnx_path, _model_paths(args).dir, _layer_names(args.model))
-    manifest.record(result.pt2.parent, "torch", None, [result.pt2, result.fx_code, result.pt2_opt], wall)
+    result = to_torch.run(args.onnx or _model_paths(args).onnx, _model_paths(args).dir, _layer_names(args.model))
     opt = result.optimizations
     _say(f"torch: wrote {result.pt2} and {result.fx_code.name} ({result.reshapes_made_static} reshape(s) made static); "
          f"model.pt2 vs onnxruntime max |Δ| {result.validation.max_abs_diff:.2e}")
@@ -114,63 +88,53 @@ def cmd_torch(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from pipeline import report, verify
-    from pipeline.backends import Artifacts
-    from pipeline.onnx_export import check_model_file
+    from pipeline.common import manifest
+    from pipeline.keras_file.model import KerasModel
+    from pipeline.stages import report, verify
+    from pipeline.verifier.backends import Artifacts
 
-    check_model_file(args.model, args.allow_unsafe_code)
+    keras = KerasModel.open(args.model, args.allow_unsafe_code)  # before anything else: the model is the first thing to be wrong
     paths = _model_paths(args)
     if args.onnx is not None or args.torch is not None:
         artifacts = Artifacts(args.model, args.onnx, args.torch)  # someone else's conversion: only what is named
     else:
         manifest.require_same_model(paths.dir, args.model)
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None)
-    started, wall = time.perf_counter(), time.time()
-    result = verify.run(artifacts, _data_or_none(args.data), paths.dir, allow_unsafe_code=args.allow_unsafe_code)
+    data = _data(args.data)
+    started = time.perf_counter()
+    result = verify.run(artifacts, data, paths.dir, allow_unsafe_code=args.allow_unsafe_code, keras=keras)
     summary = result.as_dict()
     print(report.verify_table(summary))
     if summary["layers"]:
         print()
         print(report.layers_table(summary["layers"]))
-        report.plot_layers(summary["layers"], paths.layers_png)
-    report.write_report(paths.dir, args.model)
-    manifest.record(paths.dir, "verify", None, [paths.verify_json], wall, passed=result.passed)
     _say(f"verify: wrote {paths.verify_json} [{time.perf_counter() - started:.1f} s]")
     result.raise_if_failed()
     return 0
 
 
 def cmd_evaluate(args) -> int:
-    from pipeline import evaluate, report
+    from pipeline.common import manifest
+    from pipeline.stages import evaluate, report
 
     paths = _model_paths(args)
     started = time.perf_counter()
-    onnx_path = args.onnx or (paths.onnx if paths.onnx.is_file() else None)
-    pt2 = args.torch or paths.pt2
     if args.torch is None:
         manifest.require_same_model(paths.dir, args.model)
-    wall = time.time()
-    if not Path(pt2).is_file():
-        raise BadInput(f"{pt2} does not exist; run `make torch` first")
-    why_not = evaluate.applicability(pt2)
-    if why_not:
-        from pipeline.atomic import write_text
-
-        write_text(paths.evaluate_json, json.dumps({"applies": False, "reason": why_not, "passed": True}) + "\n")
-        _say(f"evaluate: does not apply — {why_not}; nothing to gate")
-        return 0
+    onnx_path = args.onnx or (paths.onnx if paths.onnx.is_file() else None)
     options = evaluate.EvaluateOptions(device=args.device, allow_tf32=args.allow_tf32)
-    result = evaluate.run(pt2, args.data, paths.dir, onnx=onnx_path, options=options)
+    result = evaluate.run(args.torch or paths.pt2, args.data, paths.dir, onnx=onnx_path, options=options, model=args.model)
+    if isinstance(result, evaluate.NotEvaluated):
+        _say(f"evaluate: does not apply — {result.reason}; nothing to gate")
+        return 0
     print(report.evaluate_table(result.as_dict()))
-    report.write_report(paths.dir, args.model)
-    manifest.record(paths.dir, "evaluate", None, [paths.evaluate_json, paths.confusion_png], wall, passed=result.passed)
     _say(f"evaluate: wrote {paths.evaluate_json} and {paths.confusion_png.name} [{time.perf_counter() - started:.1f} s]")
     result.raise_if_failed()
     return 0
 
 
 def cmd_bench(args) -> int:
-    from pipeline import bench
+    from pipeline.stages import bench
 
     options = bench.BenchOptions(
         batch_sizes=tuple(int(s) for s in args.batch_sizes.split(",")), images=args.images, repeats=args.repeats,
@@ -179,12 +143,12 @@ def cmd_bench(args) -> int:
     started = time.perf_counter()
     result = bench.run(args.model, _model_paths(args).dir, args.data, options)
     print(bench.table(result))
-    _say(f"bench: wrote {_model_paths(args).bench_json} and bench.png [{time.perf_counter() - started:.1f} s]")
+    _say(f"bench: wrote {_model_paths(args).bench_json} and {_model_paths(args).bench_png.name} [{time.perf_counter() - started:.1f} s]")
     return 0
 
 
 def cmd_report(args) -> int:
-    from pipeline import report
+    from pipeline.stages import report
 
     report.write_report(_model_paths(args).dir, args.model)
     print(report.summary(_model_paths(args).dir))
@@ -215,7 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     torch_opt = argparse.ArgumentParser(add_help=False)
     torch_opt.add_argument("--torch", type=Path, help="a .pt2 file to use instead of OUT/<stem>/model.pt2")
     opset = argparse.ArgumentParser(add_help=False)
-    opset.add_argument("--opset", type=int, default=15, help="ONNX opset (default: %(default)s; 14–16 are tested by both converters)")
+    opset.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s; 14–16 are tested by both converters)")
     opset.add_argument("--inputs", type=Path,
                        help="a .npy of your own sample inputs, shape (N, *input shape): compared in every later check too")
 
@@ -232,12 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
                             help="on CUDA, let fp32 convolutions run in TF32 (faster; flipped 3–4 ResNet8 predictions)")
     sub.add_parser("evaluate", parents=[common, onnx_opt, torch_opt, device_opt],
                    help="CIFAR-10 accuracy of model.pt2, gated").set_defaults(func=cmd_evaluate)
+    from pipeline.stages.bench import BenchOptions
+
+    sizes = ",".join(map(str, BenchOptions.batch_sizes))
     bench_parser = sub.add_parser("bench", parents=[common, device_opt],
-                                  help="images/s of every backend at batch sizes 1, 32, 256 (bench.json, bench.png)")
-    bench_parser.add_argument("--batch-sizes", default="1,32,256", help="comma-separated (default: %(default)s)")
-    bench_parser.add_argument("--images", type=int, default=10_000, help="test images per pass (default: %(default)s)")
-    bench_parser.add_argument("--repeats", type=int, default=3, help="passes per figure, best kept (default: %(default)s)")
-    bench_parser.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="threads for every backend (default: %(default)s)")
+                                  help=f"images/s of every backend at batch sizes {sizes} (bench.json, bench.png)")
+    bench_parser.add_argument("--batch-sizes", default=sizes, help="comma-separated (default: %(default)s)")
+    bench_parser.add_argument("--images", type=int, default=BenchOptions.images, help="test images per pass (default: %(default)s)")
+    bench_parser.add_argument("--repeats", type=int, default=BenchOptions.repeats, help="passes per figure, best kept (default: %(default)s)")
+    bench_parser.add_argument("--threads", type=int, default=BenchOptions.threads, help="threads for every backend (default: %(default)s)")
     bench_parser.add_argument("--no-keras", action="store_true", help="leave out Keras (no TensorFlow process)")
     bench_parser.set_defaults(func=cmd_bench)
     sub.add_parser("report", parents=[common], help="rewrite report.md and print the summary").set_defaults(func=cmd_report)
@@ -250,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         if args.command != "fetch":  # every other stage writes into OUT/<stem>/
-            from pipeline import atomic
+            from pipeline.common import atomic
 
             folder = _model_paths(args).dir
             atomic.require_writable(folder)

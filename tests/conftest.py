@@ -39,13 +39,13 @@ def tiny_model(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_converted(tiny_model, tiny_data, tmp_path_factory):
     """The tiny model through the onnx and torch stages: (model, out root, ModelPaths, onnx result, torch result)."""
-    from pipeline import onnx_export, torch_export
-    from pipeline.paths import ModelPaths
+    from pipeline.stages import to_onnx, to_torch
+    from pipeline.common.paths import ModelPaths
 
     out = tmp_path_factory.mktemp("tiny_out")
-    onnx_result = onnx_export.run(tiny_model, out, tiny_data)
+    onnx_result = to_onnx.run(tiny_model, out, tiny_data)
     paths = ModelPaths.for_model(tiny_model, out)
-    torch_result = torch_export.run(paths.onnx, paths.dir)
+    torch_result = to_torch.run(paths.onnx, paths.dir)
     return tiny_model, out, paths, onnx_result, torch_result
 
 
@@ -59,7 +59,7 @@ def real_paths():
 @pytest.fixture(scope="session")
 def real_run(real_paths, tmp_path_factory):
     """`python -m pipeline all` on the real model, fetching from the mirror into a fresh data folder."""
-    from pipeline.paths import ModelPaths
+    from pipeline.common.paths import ModelPaths
 
     work = tmp_path_factory.mktemp("real")
     data, out = work / "data", work / "artifacts"

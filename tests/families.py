@@ -182,12 +182,14 @@ def build(folder: Path, flavour: str, snippets: dict[str, str] | None = None) ->
 CONVERT_SCRIPT = """
 import json, sys
 from pathlib import Path
-from pipeline import keras_worker
+from pipeline.common.keras_job import KerasJob
+from pipeline.tf_side import worker
 failures = {}
 for model, out in json.loads(sys.argv[1]):
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    code = keras_worker.main(["--model", model, "--onnx", str(out / "model.onnx"), "--reference", str(out / "keras_reference.npz"),
-                              "--layers", str(out / "keras_layers.npz"), "--result", str(out / "worker.json")])
+    job = KerasJob(Path(model), onnx=out / "model.onnx", reference=out / "keras_reference.npz", layers=out / "keras_layers.npz")
+    (out / "job.json").write_text(job.to_json())
+    code = worker.main([str(out / "job.json"), str(out / "worker.json")])
     if code:
         failures[model] = code
 print(json.dumps(failures))
@@ -195,7 +197,7 @@ print(json.dumps(failures))
 
 
 def convert_all(jobs: list[tuple[Path, Path]]) -> None:
-    """Run `keras_worker` (onnx + reference + layers) for each (model, out dir) in one TensorFlow process."""
+    """Run the TensorFlow worker (onnx + reference + layers) for each (model, out dir) in one TensorFlow process."""
     payload = json.dumps([[str(m), str(o)] for m, o in jobs])
     completed = subprocess.run([sys.executable, "-c", textwrap.dedent(CONVERT_SCRIPT), payload], cwd=helpers.ROOT,
                                capture_output=True, text=True, env=helpers.tf_env())

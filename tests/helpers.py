@@ -106,3 +106,15 @@ def h5_tensor(path: Path, suffix: str) -> np.ndarray:
         handle["model_weights"].visititems(lambda n, o: found.append(o[()]) if n.split(":")[0].endswith(suffix) else None)
     assert len(found) == 1, f"{suffix}: {len(found)} matches"
     return found[0]
+
+
+def assert_one_line_error(completed: subprocess.CompletedProcess, *phrases: str, code: int = 2) -> str:
+    """Assert what every bad input must end in: exit `code`, exactly one line on stderr, starting
+    `error:` and holding each of `phrases`, no traceback. Returns the line."""
+    assert completed.returncode == code, (completed.returncode, completed.stderr[-2000:])
+    lines = completed.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), completed.stderr[-2000:]
+    assert "Traceback" not in completed.stderr
+    for phrase in phrases:
+        assert phrase in lines[0], (phrase, lines[0])
+    return lines[0]

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import helpers
-from pipeline.atomic import sweep
+from pipeline.common.atomic import sweep
 
 
 def _text(tmp_path, tiny_model, tiny_data):
@@ -106,10 +106,7 @@ def test_bad_input_exits_2_in_one_line_writing_nothing(case, tmp_path, tiny_mode
     model, data = make(tmp_path, tiny_model, tiny_data)
     out = tmp_path / "out"
     completed = helpers.run_cli("onnx", "--model", str(model), "--data", str(data), "--out", str(out))
-    assert completed.returncode == 2, completed.stderr[-2000:]
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], completed.stderr
-    assert "Traceback" not in completed.stderr
+    helpers.assert_one_line_error(completed, message)
     assert not out.exists()
 
 
@@ -119,9 +116,7 @@ def test_unwritable_output_folder_exits_2(where, tmp_path, tiny_model, tiny_data
     blocker.write_text("")
     out = blocker / "out" if where == "under a file" else Path("/proc/pipeline-out")  # /proc refuses even root
     completed = helpers.run_cli("onnx", "--model", str(tiny_model), "--data", str(tiny_data), "--out", str(out))
-    assert completed.returncode == 2
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "cannot be written" in lines[0] and "--out" in lines[0], completed.stderr
+    helpers.assert_one_line_error(completed, "cannot be written", "--out")
     assert blocker.read_text() == "" and sorted(p.name for p in tmp_path.iterdir()) == ["a-file"]
 
 
@@ -138,7 +133,5 @@ def test_checksum_mismatch_in_the_mirror_exits_2_keeping_nothing(tmp_path):
     (mirror / "models").mkdir(parents=True)
     (mirror / "models" / "pretrainedResnet.h5").write_bytes(b"tampered")
     completed = helpers.run_cli("fetch", "--mirror", str(mirror), "--data", str(data), "--offline")
-    assert completed.returncode == 2
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and "SHA-256" in lines[0] and "Traceback" not in completed.stderr, completed.stderr
+    helpers.assert_one_line_error(completed, "SHA-256")
     assert not (data / "models" / "pretrainedResnet.h5").exists()

@@ -2,8 +2,8 @@ import json
 
 import pytest
 
-from pipeline import bench
-from pipeline.errors import BadInput
+from pipeline.stages import bench
+from pipeline.common.errors import BadInput
 
 
 @pytest.mark.real_data

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 import helpers
-from pipeline import cifar
-from pipeline.errors import BadInput
+from pipeline.data import cifar
+from pipeline.common.errors import BadInput
 
 
 def test_binary_round_trip(tmp_path):

@@ -21,16 +21,15 @@ def test_unknown_command_is_usage_error():
 def test_missing_model_exits_2_with_one_line(command, tmp_path):
     completed = helpers.run_cli(command, "--model", str(tmp_path / "missing.h5"), "--out", str(tmp_path / "out"),
                                 "--data", str(tmp_path))
-    assert completed.returncode == 2
-    lines = completed.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error:") and "missing.h5" in lines[0]
-    assert "Traceback" not in completed.stderr
+    helpers.assert_one_line_error(completed, "missing.h5")
 
 
-def test_missing_data_folder_exits_2(tmp_path):
-    completed = helpers.run_cli("evaluate", "--data", str(tmp_path / "nowhere"), "--torch", str(tmp_path / "x.pt2"),
-                                "--out", str(tmp_path))
-    assert completed.returncode == 2 and "error:" in completed.stderr
+def test_missing_data_folder_exits_2(tiny_converted, tmp_path):
+    """A real model.pt2, so that the data folder is the one thing wrong."""
+    _, _, paths, _, _ = tiny_converted
+    missing = tmp_path / "nowhere"
+    completed = helpers.run_cli("evaluate", "--data", str(missing), "--torch", str(paths.pt2), "--out", str(tmp_path))
+    helpers.assert_one_line_error(completed, f"data folder {missing} does not exist")
 
 
 @pytest.mark.real_data
@@ -83,7 +82,7 @@ def test_other_model_onnx_torch_verify(real_paths, tmp_path):
 
 @pytest.mark.real_data
 def test_manifest_records_provenance(real_run):
-    from pipeline.fetch import sha256_of
+    from pipeline.common.checksums import sha256_of
 
     _, paths, data = real_run
     manifest = json.loads((paths.dir / "manifest.json").read_text())
@@ -105,5 +104,5 @@ def test_stage_refuses_artifacts_of_another_model(real_run, tmp_path):
     shutil.copy(helpers.REAL_AD01, impostor)
     before = paths.pt2.read_bytes()
     completed = helpers.run_cli("torch", "--model", str(impostor), "--data", str(data), "--out", str(paths.dir.parent))
-    assert completed.returncode == 2 and "different model" in completed.stderr
+    helpers.assert_one_line_error(completed, "different model")
     assert paths.pt2.read_bytes() == before

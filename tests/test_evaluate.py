@@ -2,9 +2,9 @@ import json
 
 import pytest
 
-from pipeline import evaluate
-from pipeline.errors import CheckFailed
-from pipeline.tolerances import ACCURACY_GATE
+from pipeline.stages import evaluate
+from pipeline.common.errors import CheckFailed
+from pipeline.common.tolerances import ACCURACY_GATE
 
 
 def test_random_model_fails_the_gate(tiny_converted, tiny_data, tmp_path):

@@ -3,8 +3,9 @@ import hashlib
 
 import pytest
 
-from pipeline import fetch
-from pipeline.errors import BadInput, ChecksumMismatch
+from pipeline.common.checksums import sha256_of
+from pipeline.data import fetch
+from pipeline.common.errors import BadInput, ChecksumMismatch
 
 
 @pytest.fixture
@@ -66,4 +67,4 @@ def test_download_failure_says_what_to_do(fake_assets, tmp_path, monkeypatch):
 def test_real_mirror_matches_published_checksums(real_run):
     completed, _, data = real_run
     for asset in fetch.ASSETS:
-        assert fetch.sha256_of(data / asset.local_path) == asset.sha256
+        assert sha256_of(data / asset.local_path) == asset.sha256

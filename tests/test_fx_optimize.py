@@ -6,17 +6,16 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import checkset, fx_optimize, fx_passes
-from pipeline.backends import Outputs
-from pipeline.compare import compare
+from pipeline.converters import fx_optimize, fx_passes, to_fx
+from pipeline.data import checkset
+from pipeline.verifier.backends import Outputs
+from pipeline.verifier.compare import compare
 
 
 @pytest.fixture(scope="module")
 def converted(tiny_converted):
-    import onnx2torch
-
     _, _, paths, _, _ = tiny_converted
-    gm = onnx2torch.convert(str(paths.onnx)).eval()
+    gm = to_fx.convert_raw(paths.onnx)
     fx_passes.static_reshapes(gm, (32, 32, 3))
     return gm
 

@@ -2,21 +2,19 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import fx_passes, torch_export
+from pipeline.converters import fx_passes, to_fx
 
 
 @pytest.fixture
 def converted(tiny_converted):
     _, _, paths, _, _ = tiny_converted
-    import onnx2torch
-
-    return onnx2torch.convert(str(paths.onnx)).eval()
+    return to_fx.convert_raw(paths.onnx)
 
 
 def test_export_fails_without_the_rewrite(converted):
     # The reason the pass exists: onnx2torch's Reshape branches on tensor data.
     with pytest.raises(Exception, match="(?i)data-dependent|guard"):
-        torch_export.export(converted, (32, 32, 3))
+        to_fx.export(converted, (32, 32, 3))
 
 
 def test_static_reshapes_keeps_outputs_and_allows_export(converted):
@@ -27,7 +25,7 @@ def test_static_reshapes_keeps_outputs_and_allows_export(converted):
     assert "OnnxReshape" not in {type(m).__name__ for m in converted.modules()}
     with torch.inference_mode():
         assert torch.equal(converted(x), before)
-    program = torch_export.export(converted, (32, 32, 3)).module()
+    program = to_fx.export(converted, (32, 32, 3)).module()
     for batch in (1, 7, 300):
         xb = torch.rand(batch, 32, 32, 3) * 255
         with torch.inference_mode():

@@ -2,15 +2,16 @@ import onnx
 import pytest
 
 import faults
-from pipeline import keras_graph, layer_map
+from pipeline.keras_file.model import KerasModel
+from pipeline.verifier import layer_map
 
 
 @pytest.fixture(scope="module")
 def real_map(real_run):
     _, paths, data = real_run
     model = data / "models" / "pretrainedResnet.h5"
-    layers = keras_graph.layers(keras_graph.read_model_config(model))
-    return model, paths.onnx, layers, keras_graph.weights(model)
+    keras = KerasModel.open(model)
+    return model, paths.onnx, keras.layers, keras.weights
 
 
 @pytest.mark.real_data

@@ -5,8 +5,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from pipeline import onnx_fixes
-from pipeline.errors import BadInput
+from pipeline.converters import onnx_fixes
+from pipeline.common.errors import BadInput
 
 
 def _graph(nodes, initializers=(), rank=2):
@@ -27,16 +27,6 @@ def test_unknown_op_is_named_with_its_keras_layer():
     proto = _graph([helper.make_node("Erfinv", ["x"], ["y"], name="model_1/conv2d_1_2/Erfinv")])
     with pytest.raises(BadInput, match=r"Erfinv \(from layer conv2d_1, ONNX node model_1/conv2d_1_2/Erfinv\)"):
         onnx_fixes.check_ops(proto, 15, ["conv2d", "conv2d_1"])
-
-
-def test_layer_names_with_and_without_keras3_suffix():
-    names = ["conv2d", "conv2d_1"]
-    keras3 = ["model_1/conv2d_1/Conv2D", "model_1/conv2d_1_2/Conv2D"]
-    assert onnx_fixes.suffixed_scopes(keras3, names)
-    assert [onnx_fixes.keras_layer_of(n, names, True) for n in keras3] == ["conv2d", "conv2d_1"]
-    tf_keras = ["model/conv2d/Conv2D", "model/conv2d_1/Conv2D"]
-    assert not onnx_fixes.suffixed_scopes(tf_keras, names)
-    assert [onnx_fixes.keras_layer_of(n, names, False) for n in tf_keras] == ["conv2d", "conv2d_1"]
 
 
 def test_erfc_rewritten_exactly():

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 import helpers
-from pipeline import onnx_export, torch_export
+from pipeline.common.keras_job import WORKER_MODULE
+from pipeline.runtimes.pt2 import load_program
+from pipeline.stages import to_onnx, to_torch
 
 
 def _debris(folder: Path) -> list[str]:
@@ -24,28 +26,29 @@ def _debris(folder: Path) -> list[str]:
 
 def test_two_onnx_runs_give_identical_bytes(tiny_converted, tiny_data, tmp_path):
     model, _, paths, _, _ = tiny_converted
-    again = onnx_export.run(model, tmp_path, tiny_data)
+    again = to_onnx.run(model, tmp_path, tiny_data)
     assert again.onnx.read_bytes() == paths.onnx.read_bytes()
 
 
 def test_two_torch_runs_give_identical_weights(tiny_converted, tmp_path):
     _, _, paths, _, first = tiny_converted
-    second = torch_export.run(paths.onnx, tmp_path)
+    second = to_torch.run(paths.onnx, tmp_path)
     for a, b in ((first.pt2, second.pt2), (first.pt2_opt, second.pt2_opt)):
-        state_a, state_b = (torch_export.load_program(p).state_dict for p in (a, b))
+        state_a, state_b = (load_program(p).state_dict for p in (a, b))
         assert state_a.keys() == state_b.keys() and state_a
         for name in state_a:
             assert torch.equal(state_a[name], state_b[name]), name
 
 
-def _worker_running(model: Path) -> bool:
-    """Whether a `pipeline.keras_worker` process for `model` is running (from /proc, no extra package)."""
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _worker_running(parent: int) -> bool:
+    """Whether the TensorFlow process started by the stage with pid `parent` is running (from /proc, no extra package)."""
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            args = cmdline.read_bytes().split(b"\0")
-        except OSError:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines() if line.startswith("PPid:"))
+        except (OSError, StopIteration, ValueError):
             continue
-        if b"pipeline.keras_worker" in args and str(model).encode() in args:
+        if WORKER_MODULE.encode() in args and ppid == parent:
             return True
     return False
 
@@ -60,7 +63,7 @@ def test_interrupted_onnx_rerun_leaves_model_onnx_intact(sig, tiny_converted, ti
     # Its own process group, as a terminal gives a command: the signal reaches the stage and its TensorFlow worker.
     process = subprocess.Popen(command, cwd=helpers.ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 60
-    while not _worker_running(model) and process.poll() is None and time.monotonic() < deadline:
+    while not _worker_running(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "the stage ended before it could be interrupted"
     time.sleep(1.0)  # TensorFlow is loading the model: well inside the stage

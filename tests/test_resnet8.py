@@ -5,8 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline import resnet8
-from pipeline.errors import BadInput, NotApplicable
+from pipeline.keras_file.model import KerasModel
+from pipeline.verifier import resnet8
+from pipeline.common.errors import BadInput, NotApplicable
 
 
 def test_tf_same_pad_is_asymmetric_for_stride_2():
@@ -20,7 +21,7 @@ def test_tf_same_pad_is_asymmetric_for_stride_2():
 
 @pytest.mark.real_data
 def test_loads_every_tensor_by_name(real_paths):
-    model, table = resnet8.from_h5(real_paths[0])
+    model, table = resnet8.from_keras(KerasModel.open(real_paths[0]))
     assert len(table) == 48  # 9 convs × 2 + 7 BN × 4 + dense × 2
     assert model.config.bn_eps == pytest.approx(1e-3)
     row = next(r for r in table if r.h5_path.startswith("conv2d_4/"))
@@ -30,10 +31,10 @@ def test_loads_every_tensor_by_name(real_paths):
 
 @pytest.mark.real_data
 def test_matches_keras_reference(real_run):
-    from pipeline.backends import KerasReference
+    from pipeline.verifier.keras_outputs import KerasReference
 
     _, paths, data = real_run
-    model, _ = resnet8.from_h5(data / "models" / "pretrainedResnet.h5")
+    model, _ = resnet8.from_keras(KerasModel.open(data / "models" / "pretrainedResnet.h5"))
     reference = KerasReference(paths.keras_reference)
     x = torch.from_numpy(reference.inputs("random_256"))
     with torch.inference_mode():
@@ -54,9 +55,9 @@ def test_unmatched_or_misshaped_tensor_fails(real_paths, tmp_path, damage):
             del group["bias:0"]
             group.create_dataset("bias:0", data=np.zeros(31, np.float32))
     with pytest.raises(BadInput, match="stray|expected"):
-        resnet8.from_h5(path)
+        resnet8.from_keras(KerasModel.open(path))
 
 
 def test_other_models_are_not_applicable(tiny_model):
     with pytest.raises(NotApplicable):
-        resnet8.from_h5(tiny_model)
+        resnet8.from_keras(KerasModel.open(tiny_model))

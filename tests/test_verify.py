@@ -3,10 +3,10 @@ import json
 import pytest
 
 import helpers
-from pipeline import verify
-from pipeline.backends import Artifacts
-from pipeline.errors import CheckFailed
-from pipeline.tolerances import ATOL_PROB
+from pipeline.stages import verify
+from pipeline.verifier.backends import Artifacts
+from pipeline.common.errors import CheckFailed
+from pipeline.common.tolerances import ATOL_PROB
 
 
 def test_tiny_conversion_passes_with_manual_not_applicable(tiny_converted, tiny_data):

@@ -1,0 +1,82 @@
+"""The contract between the torch side and the TensorFlow process: what a job asks, how a failure is
+reported, what the result file holds. Imports neither TensorFlow nor torch: both sides read it.
+
+The torch side (`runtimes.keras`) writes a `KerasJob` as JSON and starts `python -m pipeline.tf_side
+JOB RESULT`; the TensorFlow process (`tf_side.worker`) runs it and writes the result as JSON, or exits
+with code 2 after one stderr line starting with `ERROR_PREFIX`. Nothing else crosses the boundary.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+# Tested by both tf2onnx 1.17 and onnx2torch 1.5 (their CI covers 14–16; ../shared/NOTES.md).
+DEFAULT_OPSET = 15
+# The module the launcher runs: `python -m pipeline.tf_side`.
+WORKER_MODULE = "pipeline.tf_side"
+# A worker's own one-line error on stderr starts with this; the launcher turns it into BadInput.
+ERROR_PREFIX = "pipeline-error: "
+
+
+@dataclass(frozen=True)
+class KerasBench:
+    """Time Keras `predict` on the first `images` test images at each batch size, best of `repeats`."""
+
+    sizes: tuple[int, ...]
+    images: int
+    repeats: int
+    threads: int
+
+
+@dataclass(frozen=True)
+class KerasJob:
+    """One run of the TensorFlow process. Every output path is optional: the job does what is set.
+
+    The model is always loaded (after the h5py safety check); then, in this order: conversion to
+    `onnx`, Keras's outputs on the check set into `reference`, every layer's output into `layers`,
+    and the `bench` timing.
+    """
+
+    model: Path
+    allow_unsafe_code: bool = False  # let Keras deserialize Lambda layers (runs code from the file)
+    data: Path | None = None  # the CIFAR-10 folder: test images join the check set of 32×32×3 models
+    inputs: Path | None = None  # the user's own sample inputs (.npy), added to the check set
+    onnx: Path | None = None  # convert with tf2onnx and write the ONNX file here
+    opset: int = DEFAULT_OPSET
+    reference: Path | None = None  # Keras's outputs on the check set (.npz)
+    layers: Path | None = None  # every layer's output on the layer check set (.npz)
+    bench: KerasBench | None = None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), default=str)
+
+    @classmethod
+    def from_json(cls, text: str) -> KerasJob:
+        raw = json.loads(text)
+        paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
+        values = {key: (Path(value) if key in paths and value is not None else value) for key, value in raw.items()}
+        if values.get("bench") is not None:
+            values["bench"] = KerasBench(**{**values["bench"], "sizes": tuple(values["bench"]["sizes"])})
+        return cls(**values)
+
+
+@dataclass
+class KerasJobResult:
+    """What the worker reports back (JSON): the loader it used, the input shape, and per-job facts."""
+
+    keras_version: str  # "keras 3.15.1" or "tf_keras 2.21.0" (the Keras 2 fallback)
+    input_shape: tuple[int, ...]
+    onnx_rewrites: dict[str, int] = field(default_factory=dict)  # rewrites applied to the ONNX graph, by kind
+    reference_sets: list[str] = field(default_factory=list)  # check sets in the reference file
+    layers: list[str] = field(default_factory=list)  # layers in the layer-output file
+    bench: dict[str, float] = field(default_factory=dict)  # {batch size: images/s}
+
+    def write(self, path: Path) -> None:
+        Path(path).write_text(json.dumps(asdict(self)))
+
+    @classmethod
+    def read(cls, path: Path) -> KerasJobResult:
+        raw = json.loads(Path(path).read_text())
+        return cls(**{**raw, "input_shape": tuple(raw["input_shape"])})

@@ -1,0 +1,87 @@
+"""Where every file lives. Paths are declared here once and passed down as arguments."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MIRROR = Path("../shared")
+DEFAULT_DATA = Path("data")
+DEFAULT_OUT = Path("artifacts")
+# `make fetch` puts the model here, under the data folder, as the mirror lays it out.
+DEFAULT_MODEL = DEFAULT_DATA / "models" / "pretrainedResnet.h5"
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """The artifacts of one model: `<out>/<model file stem>/...`."""
+
+    dir: Path
+
+    @classmethod
+    def for_model(cls, model: Path, out: Path) -> "ModelPaths":
+        return cls(Path(out) / Path(model).stem)
+
+    @property
+    def onnx(self) -> Path:
+        return self.dir / "model.onnx"
+
+    @property
+    def keras_reference(self) -> Path:
+        """Keras's outputs on the check set, written by the onnx stage (plain .npz, no pickle)."""
+        return self.dir / "keras_reference.npz"
+
+    @property
+    def keras_layers(self) -> Path:
+        """Every Keras layer's output on the layer check set, written by the onnx stage (plain .npz)."""
+        return self.dir / "keras_layers.npz"
+
+    @property
+    def layers_png(self) -> Path:
+        return self.dir / "layers.png"
+
+    @property
+    def pt2(self) -> Path:
+        return self.dir / "model.pt2"
+
+    @property
+    def pt2_opt(self) -> Path:
+        """The optimized program (`fx_optimize`), same interface as model.pt2."""
+        return self.dir / "model_opt.pt2"
+
+    @property
+    def fx_opt_code(self) -> Path:
+        return self.dir / "model_opt_fx.py"
+
+    @property
+    def manifest_json(self) -> Path:
+        """Provenance of every artifact in the folder (`common.manifest`)."""
+        return self.dir / "manifest.json"
+
+    @property
+    def bench_json(self) -> Path:
+        return self.dir / "bench.json"
+
+    @property
+    def bench_png(self) -> Path:
+        return self.dir / "bench.png"
+
+    @property
+    def fx_code(self) -> Path:
+        return self.dir / "model_fx.py"
+
+    @property
+    def verify_json(self) -> Path:
+        return self.dir / "verify.json"
+
+    @property
+    def evaluate_json(self) -> Path:
+        return self.dir / "evaluate.json"
+
+    @property
+    def report_md(self) -> Path:
+        return self.dir / "report.md"
+
+    @property
+    def confusion_png(self) -> Path:
+        return self.dir / "confusion.png"

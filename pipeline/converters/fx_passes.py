@@ -1,0 +1,164 @@
+"""Small, tested rewrites of onnx2torch's `torch.fx.GraphModule`.
+
+`static_reshapes`: onnx2torch's `OnnxReshape` takes its target shape as a tensor and branches on its
+data (`torch.any(shape == 0)`), which `torch.export` and `torch.compile` cannot trace ("Could not
+guard on data-dependent expression", onnx2torch issue #225); its Squeeze and Unsqueeze (opset ≥ 13)
+take their axes as a tensor and fail the same way. The shapes are constants of the model, so each
+Reshape, Squeeze and Unsqueeze is replaced by `torch.reshape(x, shape)` with the shape observed by running the graph,
+keeping the batch dimension dynamic as -1. The now-unused shape tensors and modules are removed.
+
+`static_slices`: onnx2torch's Slice and Tile read their starts/ends/repeats tensors with `.numpy()`,
+which `torch.export` cannot do with the traced constants. Where those are constants of the graph,
+they are read once here and the module becomes plain indexing (`x[...]`) or `torch.tile`.
+
+`with_logits`: a copy of the graph that also returns the input of its final Softmax, the pre-softmax
+logits, which the converted model otherwise never exposes.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import fx
+from torch.fx.passes.shape_prop import ShapeProp
+
+from pipeline.common.errors import BadInput
+
+# Two different batch sizes tell the batch dimension apart from the model's constant dimensions.
+_PROBE_BATCHES = (2, 3)
+
+
+def _is_onnx_reshape(module: torch.nn.Module) -> bool:
+    """onnx2torch modules that only reshape, taking their target (shape or axes) as a runtime tensor."""
+    from onnx2torch.node_converters.reshape import OnnxReshape
+    from onnx2torch.node_converters.squeeze import OnnxSqueezeDynamicAxes
+    from onnx2torch.node_converters.unsqueeze import OnnxUnsqueezeDynamicAxes
+
+    return isinstance(module, (OnnxReshape, OnnxSqueezeDynamicAxes, OnnxUnsqueezeDynamicAxes))
+
+
+def _output_shapes(gm: fx.GraphModule, sample_shape: tuple[int, ...], batch: int) -> dict[str, torch.Size]:
+    probe = torch.zeros((batch, *sample_shape), dtype=torch.float32)
+    ShapeProp(gm).propagate(probe)
+    return {node.name: node.meta["tensor_meta"].shape for node in gm.graph.nodes if "tensor_meta" in node.meta}
+
+
+def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
+    """Replace every onnx2torch Reshape, Squeeze and Unsqueeze in `gm` (in place) by `torch.reshape` with a static shape.
+
+    Args:
+        gm: the converted GraphModule; changed in place and recompiled.
+        sample_shape: one input sample's shape, without the batch dimension.
+
+    Returns:
+        The number of Reshape nodes replaced.
+
+    Raises:
+        BadInput: a Reshape whose output depends on the batch size other than through dimension 0.
+    """
+    reshapes = [n for n in gm.graph.nodes if n.op == "call_module" and _is_onnx_reshape(gm.get_submodule(n.target))]
+    if not reshapes:
+        return 0
+    small, large = (_output_shapes(gm, sample_shape, b) for b in _PROBE_BATCHES)
+    for node in reshapes:
+        shape_small, shape_large = list(small[node.name]), list(large[node.name])
+        varying = [i for i, (a, b) in enumerate(zip(shape_small, shape_large, strict=True)) if a != b]
+        if varying == [0] and (shape_small[0], shape_large[0]) == _PROBE_BATCHES:
+            target = (-1, *shape_small[1:])
+        elif not varying:
+            target = tuple(shape_small)
+        else:
+            raise BadInput(f"Reshape {node.target!r} mixes the batch dimension into others {shape_small}; cannot make it static")
+        with gm.graph.inserting_after(node):
+            replacement = gm.graph.call_function(torch.reshape, (node.args[0], target))
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+    gm.graph.eliminate_dead_code()
+    gm.delete_all_unused_submodules()
+    gm.recompile()
+    return len(reshapes)
+
+
+def constant_of(gm: fx.GraphModule, arg) -> torch.Tensor | None:
+    """The tensor behind a `get_attr` node (an ONNX initializer), or None if `arg` is not one."""
+    if not isinstance(arg, fx.Node) or arg.op != "get_attr":
+        return None
+    value = gm
+    for part in arg.target.split("."):
+        value = getattr(value, part)
+    return value if isinstance(value, torch.Tensor) else None
+
+
+def _onnx_slice_index(starts, ends, axes, steps) -> tuple:
+    """ONNX Slice's (starts, ends, axes, steps) as a Python index; None if it needs a negative step."""
+    axes = list(range(len(starts))) if axes is None else [int(a) for a in axes]
+    steps = [1] * len(starts) if steps is None else [int(s) for s in steps]
+    if any(step < 1 for step in steps) or any(axis < 0 for axis in axes):
+        return None
+    by_axis = {axis: slice(int(start), int(end), step) for start, end, axis, step in zip(starts, ends, axes, steps, strict=True)}
+    return tuple(by_axis.get(axis, slice(None)) for axis in range(max(axes) + 1))
+
+
+def static_slices(gm: fx.GraphModule) -> int:
+    """Replace onnx2torch Slice and Tile modules whose parameters are graph constants (in place).
+
+    Returns:
+        The number of modules replaced.
+    """
+    import operator
+
+    from onnx2torch.node_converters.slice import OnnxSlice
+    from onnx2torch.node_converters.tile import OnnxTile
+
+    replaced = 0
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module":
+            continue
+        module = gm.get_submodule(node.target)
+        constants = [constant_of(gm, arg) for arg in node.args[1:]]
+        if not isinstance(module, (OnnxSlice, OnnxTile)) or node.kwargs or any(c is None for c in constants):
+            continue
+        values = [c.tolist() for c in constants]
+        if isinstance(module, OnnxTile):
+            target, args = torch.tile, (node.args[0], tuple(int(r) for r in values[0]))
+        else:
+            index = _onnx_slice_index(*values, *[None] * (4 - len(values)))
+            if index is None:
+                continue
+            target, args = operator.getitem, (node.args[0], index)
+        with gm.graph.inserting_after(node):
+            replacement = gm.graph.call_function(target, args)
+        node.replace_all_uses_with(replacement)
+        gm.graph.erase_node(node)
+        replaced += 1
+    if replaced:
+        gm.graph.eliminate_dead_code()
+        gm.delete_all_unused_submodules()
+        gm.recompile()
+    return replaced
+
+
+def final_softmax(gm: fx.GraphModule) -> fx.Node | None:
+    """The node the graph returns, if it is a Softmax module or function; else None."""
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    result = output.args[0]
+    if not isinstance(result, fx.Node):
+        return None
+    if result.op == "call_module" and isinstance(gm.get_submodule(result.target), torch.nn.Softmax):
+        return result
+    if result.op == "call_function" and result.target in (torch.softmax, torch.nn.functional.softmax):
+        return result
+    return None
+
+
+def with_logits(gm: fx.GraphModule) -> fx.GraphModule | None:
+    """A copy of `gm` returning (logits, probabilities), or None if it does not end in a Softmax."""
+    gm = copy.deepcopy(gm)
+    softmax = final_softmax(gm)
+    if softmax is None:
+        return None
+    output = next(n for n in gm.graph.nodes if n.op == "output")
+    output.args = ((softmax.args[0], softmax),)
+    gm.recompile()
+    return gm

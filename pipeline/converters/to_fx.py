@@ -1,0 +1,87 @@
+"""ONNX → onnx2torch `torch.fx.GraphModule` → `torch.export` program.
+
+onnx2torch's Reshape, Squeeze, Unsqueeze, Slice and Tile read their parameters from tensors, which
+`torch.export` cannot trace (onnx2torch issue #225); `fx_passes` makes them static first. An op
+onnx2torch refuses is named, with the Keras layer it came from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.common.errors import BadInput
+from pipeline.converters import onnx_graph
+
+# Largest batch the exported program accepts; torch.export needs a bound for its symbolic batch.
+MAX_BATCH = 1 << 16
+
+
+def unconvertible_node(onnx_path: Path, layer_names: list[str] = ()) -> str:
+    """Which node onnx2torch cannot convert, with the Keras layer it came from ("op X of layer Y (ONNX
+    node Z)"): a diagnosis made only after `onnx2torch.convert` failed, whose error names no node. Each
+    node is given to its converter as `convert` does, after the same shape inference."""
+    from onnx2torch.node_converters import get_converter
+    from onnx2torch.onnx_graph import OnnxGraph
+    from onnx2torch.utils.safe_shape_inference import safe_shape_inference
+
+    proto = safe_shape_inference(str(onnx_path))
+    opsets = {opset.domain: opset.version for opset in proto.opset_import}
+    graph = OnnxGraph(proto.graph)
+    owners = onnx_graph.layer_owners([node.name for node in proto.graph.node], list(layer_names))
+    for name, node in graph.nodes.items():
+        try:
+            get_converter(domain=node.domain, operation_type=node.operation_type, version=opsets[node.domain])(node, graph)
+        except Exception:  # noqa: BLE001 — this is the search for the failing node
+            layer = owners.get(name)
+            return f"op {node.operation_type} of " + (f"layer {layer} (ONNX node {name})" if layer else f"ONNX node {name}")
+    return "a node of the graph"
+
+
+def convert_raw(onnx_path: Path, layer_names: list[str] = ()):
+    """onnx2torch's GraphModule exactly as converted, in eval mode.
+
+    Raises:
+        BadInput: onnx2torch cannot convert a node; the message names the op and the Keras layer.
+    """
+    import onnx2torch
+
+    try:
+        return onnx2torch.convert(str(onnx_path)).eval()
+    except (NotImplementedError, KeyError, ValueError, TypeError) as exc:
+        reason = " ".join(str(exc).split())[:200].rstrip(".")
+        raise BadInput(f"onnx2torch cannot convert {unconvertible_node(onnx_path, layer_names)}: {reason}; "
+                       "rebuild that layer from supported options or report it upstream") from exc
+
+
+def convert(onnx_path: Path, layer_names: list[str] = ()):
+    """onnx2torch's GraphModule with static reshapes and slices (exportable), and the number of reshapes made static.
+
+    Raises:
+        BadInput: see `convert_raw`.
+    """
+    from pipeline.converters.fx_passes import static_reshapes, static_slices
+
+    gm = convert_raw(onnx_path, layer_names)
+    reshapes = static_reshapes(gm, onnx_graph.input_shape(onnx_path))
+    static_slices(gm)
+    return gm, reshapes
+
+
+def export(gm, sample_shape: tuple[int, ...]):
+    """`torch.export` with a dynamic batch dimension (1 … MAX_BATCH)."""
+    import torch
+
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    example = torch.zeros((2, *sample_shape), dtype=torch.float32)
+    with torch.no_grad():
+        return torch.export.export(gm, (example,), dynamic_shapes=({0: batch},))
+
+
+def fx_source(gm, onnx_path: Path, after: str = "after static reshapes") -> str:
+    """The GraphModule's generated `forward`, with a header saying what it is: written beside the `.pt2`, to read."""
+    header = (
+        f'"""The forward() of the GraphModule onnx2torch made from {Path(onnx_path).name}, {after}.\n\n'
+        "For reading only: the submodules it calls (convolutions, onnx2torch operations) live in model.pt2.\n"
+        '"""\n\nimport torch\n\n\n'
+    )
+    return header + f"def forward{gm.code.split('def forward', 1)[1]}"

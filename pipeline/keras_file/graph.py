@@ -1,0 +1,77 @@
+"""The Keras model's layer graph as its config states it — plain JSON, no Keras.
+
+Layers are reported by these names: they are what the user's file calls them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class KerasLayer:
+    name: str
+    class_name: str
+    config: dict
+    inbound: tuple[str, ...]  # names of the layers whose outputs this one takes, in order
+
+    @property
+    def activation(self) -> str | None:
+        """The activation inside the layer (Conv2D/Dense 'activation', or the Activation layer's own)."""
+        value = self.config.get("activation")
+        return value if isinstance(value, str) else None
+
+
+def _inbound_names(nodes) -> list[str]:
+    """Layer names referenced by `inbound_nodes`, in Keras 2 ([[name, i, j, kw]]) or Keras 3 (keras_history) form."""
+    names: list[str] = []
+
+    def walk(item):
+        if isinstance(item, dict):
+            history = item.get("config", {}).get("keras_history") if item.get("class_name") == "__keras_tensor__" else None
+            if history:
+                names.append(history[0])
+                return
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, list):
+            if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int):
+                names.append(item[0])  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
+                return
+            for value in item:
+                walk(value)
+
+    walk(nodes)
+    return names
+
+
+def layers(model_config: dict) -> list[KerasLayer]:
+    """Every layer in config order (topological for models Keras writes); Sequential layers chain."""
+    raw = model_config.get("config", {})
+    entries = raw.get("layers", []) if isinstance(raw, dict) else raw
+    result: list[KerasLayer] = []
+    sequential = model_config.get("class_name") == "Sequential"
+    for index, entry in enumerate(entries):
+        config = entry.get("config", {})
+        if sequential:
+            inbound = (result[-1].name,) if result else ()
+        else:
+            inbound = tuple(_inbound_names(entry.get("inbound_nodes", [])))
+        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound))
+    return result
+
+
+def input_shape(graph: list[KerasLayer]) -> tuple[int, ...] | None:
+    """One sample's input shape as the config states it (InputLayer `batch_shape` in Keras 3,
+    `batch_input_shape` in Keras 2), without the batch dimension; None if absent or not fully known."""
+    for layer in graph[:1]:
+        shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
+        if isinstance(shape, list) and len(shape) > 1 and all(isinstance(d, int) for d in shape[1:]):
+            return tuple(shape[1:])
+    return None
+
+
+def is_classifier(graph: list[KerasLayer]) -> bool:
+    """Whether the model's output is class probabilities: its last layer ends in a softmax."""
+    last = graph[-1] if graph else None
+    return last is not None and (last.activation == "softmax" or last.class_name == "Softmax")

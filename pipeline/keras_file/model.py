@@ -1,0 +1,62 @@
+"""A user's Keras model file, read once into one object: its config, layer graph, input shape, whether
+it is a classifier, and (on first use) its weights and checksum — all without Keras.
+
+Every part of the torch side that needs to know about the model takes a `KerasModel` instead of the
+path, so the file is checked and parsed once per process.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.checksums import sha256_of
+from pipeline.keras_file import graph, safety, weights
+from pipeline.keras_file.graph import KerasLayer
+
+
+class KerasModel:
+    """The model at `path`, checked by `safety.check` (see `open`)."""
+
+    def __init__(self, path: Path, config: dict):
+        self.path = Path(path)
+        self.config = config
+        self.layers: list[KerasLayer] = graph.layers(config)
+
+    @classmethod
+    def open(cls, path: Path, allow_unsafe_code: bool = False) -> KerasModel:
+        """Read and check `path` (a `.h5` or `.keras`).
+
+        Raises:
+            BadInput: the file is not a Keras model that is safe to load (`safety.check`).
+        """
+        return cls(path, safety.check(path, allow_unsafe_code))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @cached_property
+    def layer_names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    @cached_property
+    def input_shape(self) -> tuple[int, ...] | None:
+        """One sample's input shape as the config states it; None where it does not (`graph.input_shape`)."""
+        return graph.input_shape(self.layers)
+
+    @cached_property
+    def classifier(self) -> bool:
+        """Whether the outputs are class probabilities (`graph.is_classifier`): the one place this is decided."""
+        return graph.is_classifier(self.layers)
+
+    @cached_property
+    def weights(self) -> dict[str, dict[str, np.ndarray]]:
+        """{layer name: {weight name: array}}, read with h5py on first use (`weights.read`)."""
+        return weights.read(self.path, self.layers)
+
+    @cached_property
+    def sha256(self) -> str:
+        return sha256_of(self.path)

@@ -1,0 +1,66 @@
+"""The Keras model's weights, read with h5py — from a legacy `.h5` or from the `model.weights.h5`
+inside a `.keras` zip. No Keras: nothing from the file is deserialized as code."""
+
+from __future__ import annotations
+
+import io
+import re
+import zipfile
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pipeline.keras_file.graph import KerasLayer
+
+# A `.keras` file stores a layer's weights as vars/0, vars/1, ... in creation order, without names.
+_VAR_NAMES = {
+    "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
+    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+}
+_DEFAULT_VAR_NAMES = ("kernel", "bias")
+
+
+def _keras_weight_paths(graph: list[KerasLayer]) -> dict[str, KerasLayer]:
+    """{path in a .keras weights file: layer}. Keras 3 files a layer under its class in snake case,
+    numbered in layer order (conv2d, conv2d_1, ...), not under its name (keras/src/saving/saving_lib.py)."""
+    used: dict[str, int] = {}
+    by_path = {}
+    for layer in graph:
+        snake = re.sub(r"\W+", "", layer.class_name)
+        snake = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", snake)
+        snake = re.sub("([a-z])([A-Z])", r"\1_\2", snake).lower()
+        used[snake] = used.get(snake, -1) + 1
+        by_path[snake if used[snake] == 0 else f"{snake}_{used[snake]}"] = layer
+    return by_path
+
+
+def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]]:
+    """{layer name: {weight name ('kernel', 'bias', 'gamma', ...): array}}, read with h5py from a legacy
+    .h5 or from the `model.weights.h5` inside a `.keras` zip (whose layers are `graph`)."""
+    found: dict[str, dict] = {}
+    if zipfile.is_zipfile(path):
+        by_path = _keras_weight_paths(graph)
+        with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as handle:
+            root = handle["layers"] if "layers" in handle else handle
+
+            def visit_keras(name, obj):
+                parts = name.split("/")
+                if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in by_path:
+                    layer, index = by_path[parts[0]], int(parts[2])
+                    names = _VAR_NAMES.get(layer.class_name, _DEFAULT_VAR_NAMES)
+                    found.setdefault(layer.name, {})[names[index] if index < len(names) else f"var_{index}"] = obj[()]
+
+            root.visititems(visit_keras)
+        return found
+    with h5py.File(path, "r") as handle:
+        root = handle["model_weights"] if "model_weights" in handle else handle
+
+        def visit(name, obj):
+            if isinstance(obj, h5py.Dataset):
+                layer, leaf = name.split("/")[0], name.rsplit("/", 1)[-1].split(":")[0]
+                found.setdefault(layer, {})[leaf] = obj[()]
+
+        root.visititems(visit)
+    return found

@@ -1,0 +1,41 @@
+"""Run a `KerasJob` in the TensorFlow process and turn its failure into a `PipelineError`.
+
+TensorFlow never shares a process with torch here (importing both segfaults, ../shared/NOTES.md): the
+job goes to `python -m pipeline.tf_side` as a JSON file and comes back as one (`common.keras_job`).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pipeline.common.errors import BadInput, PipelineError
+from pipeline.common.keras_job import ERROR_PREFIX, WORKER_MODULE, KerasJob, KerasJobResult
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
+
+
+def run(job: KerasJob) -> KerasJobResult:
+    """Run `job` in a TensorFlow process; return what it reports.
+
+    Raises:
+        BadInput: the worker reported a problem with the model or data (its one-line message).
+        PipelineError: the worker died without saying why (e.g. killed, out of memory).
+    """
+    with tempfile.TemporaryDirectory() as scratch:
+        job_path, result_path = Path(scratch) / "job.json", Path(scratch) / "result.json"
+        job_path.write_text(job.to_json())
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
+        command = [sys.executable, "-m", WORKER_MODULE, str(job_path), str(result_path)]
+        completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True)
+        if completed.returncode == 0:
+            return KerasJobResult.read(result_path)
+        errors = [line[len(ERROR_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+        if errors:
+            raise BadInput(f"Keras/TensorFlow could not process {job.model}: {errors[-1]}")
+        tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
+        raise PipelineError(f"the TensorFlow process exited with code {completed.returncode}: {tail}")

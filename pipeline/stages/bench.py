@@ -1,0 +1,266 @@
+"""`make bench`: images/s of every way to run the model, in one run, same images, same threads.
+
+Backends: Keras/TF `predict` (in its own process, TensorFlow pinned to the same thread count), ONNX
+Runtime, onnx2torch's GraphModule as converted (eager), `model.pt2` (eager), `model_opt.pt2` (eager) and
+`model_opt.pt2` under `torch.compile` (inductor, freezing on). Each figure is the best of `repeats`
+passes over the images after a warm-up, the backends' passes interleaved (`time_backends`). Also measured in the same run: this machine's sgemm
+GFLOP/s (torch.mm), and — from the ONNX graph, not typed in — the model's FLOPs per image, so each
+backend's effective GFLOP/s can be read against the machine's peak.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.atomic import write_text
+from pipeline.common.errors import BadInput
+from pipeline.common.paths import ModelPaths
+from pipeline.data import checkset
+
+BATCH_SIZES = (1, 32, 256)
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    batch_sizes: tuple[int, ...] = BATCH_SIZES
+    images: int = 10_000
+    repeats: int = 3
+    threads: int = os.cpu_count() or 1
+    device: str = "cpu"
+    allow_tf32: bool = False
+    with_keras: bool = True
+
+
+@dataclass
+class BenchResult:
+    machine: dict
+    model_flops_per_image: int
+    results: list[dict] = field(default_factory=list)  # {backend, batch_size, images_per_s, effective_gflops}
+    notes: dict = field(default_factory=dict)
+
+    def images_per_s(self, backend: str, batch_size: int) -> float | None:
+        return next((r["images_per_s"] for r in self.results if r["backend"] == backend and r["batch_size"] == batch_size), None)
+
+
+def model_flops_per_image(onnx_path: Path) -> int:
+    """2 × multiply-adds of every Conv, MatMul and Gemm, from the ONNX graph's inferred shapes."""
+    import onnx
+    from onnx import shape_inference
+
+    proto = onnx.load(str(onnx_path))
+    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
+    dim.ClearField("dim_param")
+    dim.dim_value = 1
+    proto = shape_inference.infer_shapes(proto)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)}
+    shapes.update({i.name: list(i.dims) for i in proto.graph.initializer})
+    flops = 0
+    for node in proto.graph.node:
+        if node.op_type == "Conv":
+            out, weight = shapes[node.output[0]], shapes[node.input[1]]  # (1, Cout, H, W), (Cout, Cin/g, kh, kw)
+            flops += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("MatMul", "Gemm"):
+            a, b = shapes[node.input[0]], shapes[node.input[1]]
+            flops += 2 * int(np.prod(a[:-1])) * a[-1] * (b[0] if node.op_type == "Gemm" and any(
+                at.name == "transB" and at.i for at in node.attribute) else b[-1])
+    if not flops:
+        raise BadInput(f"{onnx_path}: no Conv, MatMul or Gemm whose shape could be inferred")
+    return flops
+
+
+def sgemm_gflops(threads: int, size: int = 1024, repeats: int = 10) -> float:
+    """Best fp32 matrix-multiply throughput of this machine with `threads` threads (torch.mm)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.mm(a, b)
+    best = min(_seconds(lambda: torch.mm(a, b)) for _ in range(repeats))
+    return 2 * size**3 / best / 1e9
+
+
+def _seconds(call) -> float:
+    started = time.perf_counter()
+    call()
+    return time.perf_counter() - started
+
+
+WARMUP_IMAGES = 1024  # enough for allocators, oneDNN primitive caches and thread pools to settle
+
+
+def time_backends(runners: dict, images: np.ndarray, batch_size: int, repeats: int) -> dict[str, float]:
+    """Best images/s of each runner over `repeats` passes of `images` in batches of `batch_size`.
+
+    Passes are interleaved (A, B, C, A, B, C, ...) after one warm-up each, so a slow spell of this
+    shared machine hits every backend alike instead of one backend's whole measurement.
+    """
+    batches = list(checkset.batches(images, batch_size))
+
+    def one_pass(run_batch, chosen):
+        for batch in chosen:
+            run_batch(batch)
+
+    for run_batch in runners.values():
+        one_pass(run_batch, batches[: max(1, WARMUP_IMAGES // batch_size)])
+    best = {name: float("inf") for name in runners}
+    for _ in range(repeats):
+        for name, run_batch in runners.items():
+            best[name] = min(best[name], _seconds(lambda r=run_batch: one_pass(r, batches)))
+    return {name: len(images) / seconds for name, seconds in best.items()}
+
+
+def _torch_runner(module, device):
+    import torch
+
+    def run_batch(batch):
+        with torch.inference_mode():
+            out = module(torch.from_numpy(batch).to(device))
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            return out
+
+    return run_batch
+
+
+def torch_runners(paths: ModelPaths, onnx_path: Path, device, compile_warmup: np.ndarray,
+                  batch_sizes: tuple[int, ...] = BATCH_SIZES) -> tuple[dict, dict]:
+    """{backend name: run_batch} for the torch backends, and notes (compile time); the compiled model is
+    compiled for each of `batch_sizes` before any timing."""
+    import torch
+
+    from pipeline.converters import to_fx
+    from pipeline.runtimes.pt2 import load_module
+
+    runners, notes = {}, {}
+    runners["onnx2torch eager"] = _torch_runner(to_fx.convert_raw(onnx_path).to(device), device)
+    runners["model.pt2 eager"] = _torch_runner(load_module(paths.pt2).to(device), device)
+    optimized = load_module(paths.pt2_opt).to(device)
+    runners["model_opt.pt2 eager"] = _torch_runner(optimized, device)
+    import torch._inductor.config as inductor_config
+
+    inductor_config.freezing = True  # constant-fold weights and prepack them for oneDNN: inference only
+    compiled = torch.compile(optimized)
+    started = time.perf_counter()
+    for size in batch_sizes:  # one compile per batch-size specialisation, before timing starts
+        _torch_runner(compiled, device)(compile_warmup[:size])
+    notes["torch.compile seconds (all batch sizes)"] = round(time.perf_counter() - started, 1)
+    runners["model_opt.pt2 compiled"] = _torch_runner(compiled, device)
+    return runners, notes
+
+
+def onnxruntime_runner(onnx_path: Path, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda batch: session.run(None, {name: batch})
+
+
+def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOptions(), progress: bool = True) -> BenchResult:
+    """Time every backend at every batch size; write `bench.json` and `bench.png` into `out_dir`."""
+    import onnxruntime
+    import torch
+    from tqdm import tqdm
+
+    from pipeline.common.keras_job import KerasBench, KerasJob
+    from pipeline.data import cifar
+    from pipeline.runtimes import device as devices
+    from pipeline.runtimes import keras as keras_runtime
+
+    paths = ModelPaths(Path(out_dir))
+    for needed in (paths.onnx, paths.pt2, paths.pt2_opt):
+        if not needed.is_file():
+            raise BadInput(f"{needed} does not exist; run `make torch` first")
+    device = devices.select(options.device, options.allow_tf32)
+    torch.set_num_threads(options.threads)
+    images = cifar.load(data).images[: options.images].astype(np.float32)
+    flops = model_flops_per_image(paths.onnx)
+    machine = {
+        "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": options.threads, "device": str(device),
+        "tf32": bool(options.allow_tf32) if device.type == "cuda" else None,
+        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
+        "sgemm_gflops": round(sgemm_gflops(options.threads), 1), "images": len(images), "repeats": options.repeats,
+    }
+    result = BenchResult(machine, flops)
+    runners = {"onnxruntime": onnxruntime_runner(paths.onnx, options.threads)}
+    torch_side, result.notes = torch_runners(paths, paths.onnx, device, images, options.batch_sizes)
+    runners.update(torch_side)
+    speeds = {size: time_backends(runners, images, size, options.repeats)
+              for size in tqdm(options.batch_sizes, desc="bench (batch sizes)", disable=not progress)}
+    for name in runners:
+        for size in options.batch_sizes:
+            _record(result, name, size, speeds[size][name])
+    if options.with_keras:
+        job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads))
+        for size, speed in keras_runtime.run(job).bench.items():
+            _record(result, "keras predict", int(size), speed)
+    write_text(paths.bench_json, json.dumps(asdict(result), indent=2) + "\n")
+    plot(result, paths.bench_png)
+    return result
+
+
+def _record(result: BenchResult, backend: str, batch_size: int, images_per_s: float) -> None:
+    result.results.append({"backend": backend, "batch_size": batch_size, "images_per_s": round(images_per_s, 1),
+                           "effective_gflops": round(images_per_s * result.model_flops_per_image / 1e9, 1)})
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def table(result: BenchResult) -> str:
+    """Markdown table: one row per backend, one column per batch size, plus the ratio to ONNX Runtime."""
+    sizes = sorted({r["batch_size"] for r in result.results})
+    backends = list(dict.fromkeys(r["backend"] for r in result.results))
+    lines = ["| backend | " + " | ".join(f"batch {s} img/s" for s in sizes) + f" | GFLOP/s @ {sizes[-1]} | vs onnxruntime @ {sizes[-1]} |",
+             "|---|" + "---|" * (len(sizes) + 2)]
+    reference = result.images_per_s("onnxruntime", sizes[-1])
+    for backend in backends:
+        speeds = [result.images_per_s(backend, s) for s in sizes]
+        last = speeds[-1] or 0.0
+        lines.append(f"| {backend} | " + " | ".join(f"{v:,.0f}" if v else "—" for v in speeds)
+                     + f" | {last * result.model_flops_per_image / 1e9:.1f} | {last / reference:.2f}× |")
+    m = result.machine
+    lines.append(f"\n{m['cpu']}, {m['threads']} threads, device {m['device']}; sgemm {m['sgemm_gflops']} GFLOP/s; "
+                 f"model {result.model_flops_per_image / 1e6:.2f} MFLOP/image; {m['images']:,} test images, best of {m['repeats']}.")
+    return "\n".join(lines)
+
+
+def plot(result: BenchResult, path: Path) -> None:
+    """Grouped bars: images/s per backend at each batch size."""
+    from pipeline.common import figures
+
+    plt = figures.pyplot()
+
+    sizes = sorted({r["batch_size"] for r in result.results})
+    backends = list(dict.fromkeys(r["backend"] for r in result.results))
+    width = 0.8 / len(backends)
+    fig, ax = plt.subplots(figsize=(9, 4.8))
+    for i, backend in enumerate(backends):
+        values = [result.images_per_s(backend, s) or 0 for s in sizes]
+        ax.bar([x + i * width for x in range(len(sizes))], values, width, label=backend)
+    ax.set_xticks([x + width * (len(backends) - 1) / 2 for x in range(len(sizes))], [f"batch {s}" for s in sizes])
+    ax.set_ylabel("images / s")
+    m = result.machine
+    ax.set_title(f"ResNet8 inference, {m['threads']} threads, {m['device']} ({m['cpu'][:40]})")
+    ax.legend(fontsize=8)
+    ax.grid(True, axis="y", alpha=0.3)
+    figures.save(fig, path, dpi=110)

@@ -1,0 +1,161 @@
+"""Human-readable results: the terminal tables and `report.md`, rendered from verify.json / evaluate.json."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from pipeline.common import manifest
+from pipeline.common.atomic import write_text
+from pipeline.common.paths import ModelPaths
+from pipeline.common.tolerances import describe_scaled, short
+from pipeline.data import checkset
+
+
+def verify_table(verify: dict) -> str:
+    """Per backend pair: max diffs, argmax disagreements, images, pass/fail (Markdown)."""
+    lines = [
+        "| a | b | max abs Δ | max rel Δ | max abs Δlogit | argmax disagreements | images | tolerance | |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for p in verify["pairs"]:
+        logit = "—" if p["logits_max_abs_diff"] is None else f"{p['logits_max_abs_diff']:.2e}"
+        lines.append(
+            f"| {p['a']} | {p['b']} | {p['max_abs_diff']:.2e} | {p['max_rel_diff']:.2e} | {logit} | "
+            f"{p['argmax_disagreements']} | {p['images']:,} | {p['tolerance']:.1e} | {'✓' if p['passed'] else '✗'} |"
+        )
+    user = f" + {verify['user_inputs']:,} of yours (--inputs)" if verify.get("user_inputs") else ""
+    sizes = ", ".join(map(str, verify.get("random_batch_sizes", checkset.RANDOM_BATCH_SIZES)))
+    lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random (batch sizes {sizes}){user}.")
+    lines.append(f"Outputs are class probabilities: max |Δ| ≤ {short(verify['atol_prob'])} and no argmax may differ." if verify.get("classifier") else
+                 f"Outputs are not probabilities: max |Δ| ≤ {describe_scaled()}; argmax not gated.")
+    for name, why in verify.get("not_applicable", {}).items():
+        lines.append(f"Backend `{name}` not compared: {why}.")
+    lines.append(f"Verification {'PASSED' if verify['passed'] else 'FAILED'}.")
+    return "\n".join(lines)
+
+
+def layers_table(layers: dict) -> str:
+    """Per Keras layer: max |Δ| against Keras in each backend, the tolerance, ✓/✗ (Markdown)."""
+    backends = layers["backends"]
+    lines = [f"| # | Keras layer | class | {' | '.join(f'max abs Δ {b}' for b in backends)} | tolerance | |",
+             "|---|---|---|" + "---|" * len(backends) + "---|---|"]
+    for index, row in enumerate(layers["layers"], 1):
+        diffs = {d["backend"]: d for d in row["diffs"]}
+        cells = [f"{diffs[b]['max_abs_diff']:.2e}" if b in diffs else "—" for b in backends]
+        tolerance = f"{row['diffs'][0]['tolerance']:.1e}" if row["diffs"] else "—"
+        mark = ("✓" if row["passed"] else "✗") if row["diffs"] else "·"
+        name = row["keras_layer"]
+        if row["shared_with"] and not row["compared"]:
+            name += f" (shares point with {', '.join(row['shared_with'])})"
+        lines.append(f"| {index} | {name} | {row['keras_class']} | {' | '.join(cells)} | {tolerance} | {mark} |")
+    lines.append(f"\nTolerance per layer: {describe_scaled('max|Keras output|', layers['atol'], layers['rtol'])}; "
+                 f"{layers['images']} images. ·: no comparison point of its own.")
+    if layers.get("manual_note"):
+        lines.append(f"Hand-written model: {layers['manual_note']}.")
+    divergence = layers["first_divergence"]
+    if divergence:
+        lines.append(f"**First divergence: `{divergence['keras_layer']}` in {divergence['backend']}** — max |Δ| "
+                     f"{divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g} "
+                     f"(ONNX node `{divergence['onnx_node']}`, FX node `{divergence['fx_node']}`).")
+    else:
+        lines.append("Every layer within tolerance.")
+    return "\n".join(lines)
+
+
+def plot_layers(layers: dict, path: Path) -> None:
+    """Per-layer error relative to the layer's scale, log scale, one line per backend pair."""
+    from pipeline.common import figures
+
+    plt = figures.pyplot()
+
+    rows = [row for row in layers["layers"] if row["diffs"]]
+    names = [row["keras_layer"] for row in rows]
+    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(rows)), 4.8))
+    floor = 1e-12
+    for backend in layers["backends"]:
+        xs, ys = [], []
+        for i, row in enumerate(rows):
+            diff = next((d for d in row["diffs"] if d["backend"] == backend), None)
+            if diff is not None:
+                xs.append(i)
+                ys.append(max(min(diff["max_abs_diff"], 1e6) / max(diff["scale"], floor), floor))
+        ax.plot(xs, ys, marker="o", markersize=3, label=f"{backend} vs keras")
+    limit = [r["diffs"][0]["tolerance"] / max(r["diffs"][0]["scale"], floor) for r in rows]
+    ax.plot(range(len(rows)), limit, "k--", linewidth=1, label="tolerance")
+    divergence = layers["first_divergence"]
+    if divergence and divergence["keras_layer"] in names:
+        ax.axvline(names.index(divergence["keras_layer"]), color="red", alpha=0.4, label=f"first divergence: {divergence['keras_layer']}")
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(rows)), names, rotation=70, ha="right", fontsize=7)
+    ax.set_ylabel("max |Δ| / max |Keras output|  (exact: 1e-12)")
+    ax.set_title("Layer-by-layer error against Keras")
+    ax.legend(fontsize=8)
+    ax.grid(True, which="major", alpha=0.3)
+    figures.save(fig, path, dpi=110)
+
+
+
+def evaluate_table(evaluate: dict) -> str:
+    """Accuracy of model.pt2 and, side by side, of the other backends (Markdown)."""
+    lines = ["| backend | top-1 | correct / total |", "|---|---|---|"]
+    for name, acc in evaluate["side_by_side"].items():
+        lines.append(f"| {name} | {acc['accuracy']:.4f} | {acc['correct']:,} / {acc['total']:,} |")
+    if evaluate["subset_accuracy"] is not None:
+        lines.append(
+            f"\nMLPerf Tiny {evaluate['subset_total']}-image subset (model.pt2): {evaluate['subset_accuracy']:.4f} "
+            f"({evaluate['subset_correct']}/{evaluate['subset_total']})."
+        )
+    per_class = ", ".join(f"{k} {v:.3f}" for k, v in evaluate["per_class_accuracy"].items())
+    lines.append(f"Per class: {per_class}.")
+    lines.append(f"Gate: top-1 ≥ {evaluate['gate']} — {'PASSED' if evaluate['passed'] else 'FAILED'}.")
+    return "\n".join(lines)
+
+
+def _load(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def write_report(out_dir: Path, model: Path | None = None) -> Path:
+    """(Re)write `report.md` in `out_dir` from whatever results are there; titled after `model`, or
+    after the model the manifest names."""
+    paths = ModelPaths(Path(out_dir))
+    model = model or (Path(manifest.load(paths.dir)["model"]["path"]) if "model" in manifest.load(paths.dir) else None)
+    sections = [f"# Conversion report: {model.name if model else paths.dir.name}\n"]
+    verify = _load(paths.verify_json)
+    if verify:
+        sections += ["## Equality across backends (`verify.json`)\n", verify_table(verify), ""]
+        if verify.get("layers"):
+            sections += ["## Layer by layer against Keras\n", layers_table(verify["layers"]), "", "![per-layer error](layers.png)", ""]
+    evaluate = _load(paths.evaluate_json)
+    if evaluate and evaluate.get("applies") is False:
+        sections += ["## Accuracy\n", f"Not evaluated: {evaluate['reason']}.", ""]
+    elif evaluate:
+        sections += ["## Accuracy on the CIFAR-10 test set (`evaluate.json`)\n", evaluate_table(evaluate), "",
+                     "![confusion matrix](confusion.png)", ""]
+    write_text(paths.report_md, "\n".join(sections))
+    return paths.report_md
+
+
+def summary(out_dir: Path) -> str:
+    """The short table `make all` ends with."""
+    paths = ModelPaths(Path(out_dir))
+    verify, evaluate = _load(paths.verify_json), _load(paths.evaluate_json)
+    rows = [("artifacts", str(paths.dir))]
+    if verify:
+        worst = max(verify["pairs"], key=lambda p: p["max_abs_diff"])
+        rows.append(("verify", f"{'PASSED' if verify['passed'] else 'FAILED'} — {len(verify['backends'])} backends, "
+                               f"worst max |Δprob| {worst['max_abs_diff']:.2e} ({worst['a']} vs {worst['b']}), "
+                               f"{sum(p['argmax_disagreements'] for p in verify['pairs'])} argmax disagreements, "
+                               f"{verify['test_images']:,} test + {verify['random_images']} random images"
+                               + (f" + {verify['user_inputs']} of yours" if verify.get("user_inputs") else "")))
+    if evaluate and evaluate.get("applies") is False:
+        rows.append(("evaluate", f"does not apply — {evaluate['reason']}"))
+    elif evaluate:
+        sub = "" if evaluate["subset_accuracy"] is None else f", subset {evaluate['subset_accuracy']:.3f}"
+        others = ", ".join(f"{k} {v['correct']:,}" for k, v in evaluate["side_by_side"].items() if k != "torch")
+        rows.append(("evaluate", f"{'PASSED' if evaluate['passed'] else 'FAILED'} — model.pt2 top-1 "
+                                 f"{evaluate['accuracy']:.4f} ({evaluate['correct']:,}/{evaluate['total']:,}){sub}; {others}"))
+    rows.append(("report", str(paths.report_md)))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

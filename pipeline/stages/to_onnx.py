@@ -1,0 +1,84 @@
+"""Stage 1: Keras → `model.onnx` (tf2onnx), plus Keras's reference outputs on the check set.
+
+TensorFlow runs in its own process (`runtimes.keras` → `tf_side`). Back here, the ONNX file is checked
+at once against those Keras outputs under ONNX Runtime; a tolerance breach fails the stage.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.common import manifest
+from pipeline.common.keras_job import DEFAULT_OPSET, KerasJob
+from pipeline.common.paths import ModelPaths
+from pipeline.data import checkset, cifar
+from pipeline.keras_file.model import KerasModel
+from pipeline.runtimes import keras as keras_runtime
+from pipeline.verifier import backends
+from pipeline.verifier.compare import PairResult, compare, require
+from pipeline.verifier.keras_outputs import KerasReference
+
+
+@dataclass(frozen=True)
+class OnnxOptions:
+    opset: int = DEFAULT_OPSET
+    allow_unsafe_code: bool = False  # let Keras deserialize Lambda layers (runs code from the file)
+    inputs: Path | None = None  # the user's own sample inputs (.npy), added to the check set
+
+
+@dataclass
+class OnnxResult:
+    onnx: Path
+    reference: Path
+    keras_version: str
+    input_shape: tuple[int, ...]
+    validation: PairResult  # onnxruntime against Keras on the check set
+
+
+def check_inputs(model: KerasModel, options: OnnxOptions) -> None:
+    """Fail early, in this process, on a `--inputs` file of the wrong shape (where the config states the
+    shape). The TensorFlow process checks it again, before it writes anything, once it knows the shape."""
+    if options.inputs is not None and model.input_shape is not None:
+        checkset.load_user_inputs(options.inputs, model.input_shape)
+
+
+def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOptions = OnnxOptions()) -> OnnxResult:
+    """Convert `model` to `<out>/<stem>/model.onnx`, write Keras's reference outputs beside it, and check
+    the ONNX file against them.
+
+    Args:
+        model: the Keras `.h5` / `.keras` file, or the `KerasModel` already read from it.
+        out: the artifacts root.
+        data: the CIFAR-10 folder (the test images join the check set for CIFAR-10-shaped models), or
+            None for random inputs only (`cifar.resolve` tells which, for the folder a user gave).
+        options: conversion options.
+
+    Raises:
+        BadInput: the model or data cannot be used.
+        CheckFailed: ONNX Runtime disagrees with Keras beyond the output tolerance.
+    """
+    started = time.time()
+    keras = model if isinstance(model, KerasModel) else KerasModel.open(model, options.allow_unsafe_code)
+    paths = ModelPaths.for_model(keras.path, out)
+    summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
+                                         inputs=options.inputs, onnx=paths.onnx, opset=options.opset,
+                                         reference=paths.keras_reference, layers=paths.keras_layers))
+    validation = validate(paths.onnx, KerasReference(paths.keras_reference), keras.classifier)
+    manifest.record(paths.dir, "onnx", keras.path, [paths.onnx, paths.keras_reference, paths.keras_layers], started,
+                    data_file=cifar.locate(data) if data is not None else None, opset=options.opset)
+    return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation)
+
+
+def validate(onnx_path: Path, reference: KerasReference, classifier: bool) -> PairResult:
+    """ONNX Runtime against the Keras reference on the check sets stored with their inputs (the random
+    batches, and the user's `--inputs`).
+
+    Raises:
+        CheckFailed: beyond the output tolerance, or an argmax differs (classifiers).
+    """
+    sets = {name: reference.inputs(name) for name in reference.set_names() if reference.inputs(name) is not None}
+    predict = backends.load("onnxruntime", backends.Sources(backends.Artifacts(onnx=onnx_path)))
+    result = compare("onnxruntime", backends.run_sets(predict, sets), "keras", reference.outputs(), classifier)
+    return require(result, f"{onnx_path} disagrees with Keras")

@@ -1,0 +1,92 @@
+"""Stage 2: `model.onnx` → onnx2torch `GraphModule` → portable `model.pt2` (torch.export) + `model_fx.py`,
+and the optimized `model_opt.pt2` + `model_opt_fx.py` (`converters.fx_optimize`: BatchNorm folded into
+the convs, onnx2torch's wrappers replaced by torch functions, MatMul+Add as Linear).
+
+`model.pt2` holds no pickled code: `torch.export.load` rebuilds it without onnx2torch in the process.
+Each saved program is loaded back and checked against ONNX Runtime before the stage returns.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common import manifest
+from pipeline.common.atomic import atomic_path, write_text
+from pipeline.common.errors import BadInput
+from pipeline.common.paths import ModelPaths
+from pipeline.converters import onnx_graph, to_fx
+from pipeline.converters.fx_optimize import OptimizeReport
+from pipeline.data import checkset
+from pipeline.verifier import backends
+from pipeline.verifier.backends import Outputs
+from pipeline.verifier.compare import PairResult, compare, require
+
+
+@dataclass
+class TorchResult:
+    pt2: Path
+    fx_code: Path
+    reshapes_made_static: int
+    validation: PairResult  # model.pt2 against onnxruntime
+    pt2_opt: Path
+    optimizations: OptimizeReport
+    validation_opt: PairResult  # model_opt.pt2 against onnxruntime
+
+
+def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = ()) -> TorchResult:
+    """Convert `onnx_path`; write `model.pt2`, `model_fx.py`, `model_opt.pt2`, `model_opt_fx.py` into `out_dir`.
+
+    `layer_names` (the Keras model's, if known) let an unconvertible op be named by its layer.
+
+    Raises:
+        BadInput: the ONNX file is missing or cannot be converted.
+        CheckFailed: a reloaded `.pt2` disagrees with ONNX Runtime beyond the output tolerance.
+    """
+    from pipeline.converters import fx_optimize
+
+    started = time.time()
+    if not Path(onnx_path).is_file():
+        raise BadInput(f"{onnx_path} does not exist; run `make onnx` first")
+    paths = ModelPaths(Path(out_dir))
+    gm, n_static = to_fx.convert(onnx_path, layer_names)
+    shape = onnx_graph.input_shape(onnx_path)
+    sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape)
+    _save(to_fx.export(gm, shape), paths.pt2)
+    write_text(paths.fx_code, to_fx.fx_source(gm, onnx_path))
+    validation = validate(paths.pt2, onnx_path, sets, ort_outputs, classifier)
+    optimized, report = fx_optimize.optimize(gm, shape)
+    _save(to_fx.export(optimized, shape), paths.pt2_opt)
+    write_text(paths.fx_opt_code, to_fx.fx_source(optimized, onnx_path, "after fx_optimize"))
+    validation_opt = validate(paths.pt2_opt, onnx_path, sets, ort_outputs, classifier)
+    manifest.record(paths.dir, "torch", None, [paths.pt2, paths.fx_code, paths.pt2_opt], started)
+    return TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
+
+
+def _save(program, path: Path) -> None:
+    import torch
+
+    with atomic_path(path) as tmp:
+        torch.export.save(program, str(tmp))
+
+
+def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...]):
+    """The random check batches, ONNX Runtime's outputs on them, and whether those are probabilities."""
+    sources = backends.Sources(backends.Artifacts(onnx=onnx_path))
+    sets = checkset.random_batches(sample_shape)
+    outputs = backends.run_sets(backends.load("onnxruntime", sources), sets)
+    return sets, outputs, onnx_graph.softmax_input(sources.onnx_proto.graph) is not None
+
+
+def validate(pt2: Path, onnx_path: Path, sets: dict[str, np.ndarray], ort_outputs: dict[str, Outputs], classifier: bool) -> PairResult:
+    """A reloaded `.pt2` against ONNX Runtime's outputs on `sets`.
+
+    Raises:
+        CheckFailed: beyond the output tolerance, or an argmax differs (classifiers).
+    """
+    predict = backends.load("torch", backends.Sources(backends.Artifacts(pt2=pt2)))
+    result = compare("torch", backends.run_sets(predict, sets), "onnxruntime", ort_outputs, classifier)
+    return require(result, f"{pt2} disagrees with {onnx_path}", with_counts=False)

@@ -1,0 +1,161 @@
+"""Stage 3: prove the conversion equal — every backend against every other, on the whole check set.
+
+Backends (`verifier.backends`): `keras` (reference, from the onnx stage's file or recomputed in a
+TensorFlow process), `onnxruntime` (model.onnx), `fx` (onnx2torch's GraphModule as converted), `torch`
+(model.pt2), `torch_opt` (model_opt.pt2) and `manual` (the hand-written ResNet8, where it applies).
+Check set: all test images (for CIFAR-10-shaped models) and seeded random inputs at the batch sizes of
+`checkset.RANDOM_BATCH_SIZES`. For a classifier a pair passes when its max |Δprob| ≤ ATOL_PROB and no
+argmax disagrees (other models: `tolerances.output_tolerance`). Where an ONNX file is given, every
+layer is compared too (`verifier.layer_compare`). Verification passes when every pair and every layer does.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common import manifest
+from pipeline.common.atomic import write_text
+from pipeline.common.errors import BadInput, CheckFailed, NotApplicable
+from pipeline.common.paths import ModelPaths
+from pipeline.common.tolerances import ATOL_PROB
+from pipeline.data import checkset
+from pipeline.keras_file.model import KerasModel
+from pipeline.verifier import backends, keras_outputs, layer_compare
+from pipeline.verifier.backends import Artifacts, Outputs, Sources
+from pipeline.verifier.compare import PairResult, compare
+from pipeline.verifier.layer_compare import LayerReport
+
+
+@dataclass
+class VerifyResult:
+    pairs: list[PairResult]
+    backends: list[str]
+    not_applicable: dict[str, str] = field(default_factory=dict)  # backend -> why it was left out
+    test_images: int = 0
+    random_images: int = 0
+    user_inputs: int = 0  # the user's own samples (--inputs at the onnx stage)
+    layers: LayerReport | None = None  # layer by layer, where an ONNX file is given
+
+    @property
+    def outputs_passed(self) -> bool:
+        return all(pair.passed for pair in self.pairs)
+
+    @property
+    def passed(self) -> bool:
+        return self.outputs_passed and (self.layers is None or self.layers.passed)
+
+    def as_dict(self) -> dict:
+        return {
+            "passed": self.passed,
+            "atol_prob": ATOL_PROB,
+            "classifier": bool(self.pairs and self.pairs[0].classifier),
+            "backends": self.backends,
+            "not_applicable": self.not_applicable,
+            "test_images": self.test_images,
+            "random_images": self.random_images,
+            "random_batch_sizes": list(checkset.RANDOM_BATCH_SIZES),
+            "user_inputs": self.user_inputs,
+            "pairs": [pair.as_dict() for pair in self.pairs],
+            "outputs_passed": self.outputs_passed,
+            "first_divergence": self.layers.first_divergence if self.layers else None,
+            "layers": self.layers.as_dict() if self.layers else None,
+        }
+
+    def raise_if_failed(self) -> None:
+        """One CheckFailed listing every failing pair."""
+        failures = [
+            f"{p.a} vs {p.b}: max |Δ| {p.max_abs_diff:.3g} (tolerance {p.tolerance:.3g}), {p.argmax_disagreements} argmax disagreements"
+            for p in self.pairs if not p.passed
+        ]
+        divergence = self.layers.first_divergence if self.layers else None
+        if divergence:
+            failures.insert(0, f"first divergent layer: {divergence['keras_layer']} in {divergence['backend']} "
+                               f"(max |Δ| {divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g})")
+        if failures:
+            raise CheckFailed("verification failed — " + "; ".join(failures))
+
+
+def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool = True, manual_model=None,
+        allow_unsafe_code: bool = False, plots: bool = True, keras: KerasModel | None = None) -> VerifyResult:
+    """Compare every available backend pair (and every layer, where an ONNX file is given); write
+    `verify.json`, `layers.png` and `report.md` into `out_dir`, and record `verify.json` in the manifest.
+
+    Args:
+        artifacts: the Keras model (required) and whichever of model.onnx / model.pt2 / model_opt.pt2 are to be checked.
+        data: the CIFAR-10 folder, or None to compare on random inputs only (`cifar.resolve` tells which).
+        out_dir: where the results (and the Keras reference, if recomputed) go.
+        progress: show a progress bar per backend.
+        manual_model: a hand-written model to use instead of the one built from the Keras file (the
+            tests pass a deliberately broken one).
+        allow_unsafe_code: let Keras deserialize Lambda layers if it must recompute its outputs.
+        plots: draw `layers.png` (the tests that only read the result leave it out).
+        keras: `artifacts.model` already read (else it is read here).
+
+    Returns:
+        The result; the caller decides how to report and calls `raise_if_failed`.
+    """
+    started = time.time()
+    keras = _checked(artifacts, allow_unsafe_code, keras)
+    reference, layer_outputs = keras_outputs.for_model(keras, out_dir, data, artifacts.onnx is not None, allow_unsafe_code)
+    sets = reference.check_sets(data)
+    sources = Sources(artifacts, keras, manual_model)
+    outputs, not_applicable = _run_backends(sources, sets, {"keras": reference.outputs()}, progress)
+    pairs = [compare(b, outputs[b], a, outputs[a], keras.classifier) for a, b in itertools.combinations(list(outputs), 2)]
+    layer_report = (layer_compare.run(keras, sources, layer_outputs.outputs, layer_outputs.inputs)
+                    if layer_outputs is not None else None)
+    result = VerifyResult(
+        pairs, list(outputs), not_applicable,
+        test_images=len(sets.get("test", ())),
+        random_images=sum(len(v) for k, v in sets.items() if k.startswith("random_")),
+        user_inputs=len(sets.get(checkset.USER_SET, ())),
+        layers=layer_report,
+    )
+    _write(result, keras, ModelPaths(Path(out_dir)), started, plots)
+    return result
+
+
+def _checked(artifacts: Artifacts, allow_unsafe_code: bool, keras: KerasModel | None) -> KerasModel:
+    """The Keras model, read once (`keras` if given); BadInput if it or a named artifact is missing."""
+    if artifacts.model is None or not Path(artifacts.model).is_file():
+        raise BadInput(f"Keras model {artifacts.model} does not exist; verify needs the .h5 as reference (--model)")
+    keras = keras or KerasModel.open(artifacts.model, allow_unsafe_code)
+    for name in ("onnx", "pt2"):
+        path = getattr(artifacts, name)
+        if path is not None and not Path(path).is_file():
+            raise BadInput(f"{path} does not exist; run the stage that makes it or fix the path")
+    return keras
+
+
+def _run_backends(sources: Sources, sets: dict[str, np.ndarray], outputs: dict[str, dict[str, Outputs]],
+                  progress: bool) -> tuple[dict[str, dict[str, Outputs]], dict[str, str]]:
+    """`outputs` with every available backend's outputs on `sets` added, and {backend: why not} for those that do not apply."""
+    from tqdm import tqdm
+
+    not_applicable = {}
+    total = sum(len(v) for v in sets.values())
+    for name in backends.available(sources.artifacts):
+        try:
+            predict = backends.load(name, sources)
+        except NotApplicable as exc:
+            not_applicable[name] = str(exc)
+            continue
+        with tqdm(total=total, desc=f"verify {name}", unit="img", disable=not progress, leave=False) as bar:
+            outputs[name] = backends.run_sets(predict, sets, bar)
+    return outputs, not_applicable
+
+
+def _write(result: VerifyResult, keras: KerasModel, paths: ModelPaths, started: float, plots: bool) -> None:
+    from pipeline.stages import report
+
+    summary = result.as_dict()
+    write_text(paths.verify_json, json.dumps(summary, indent=2) + "\n")
+    if summary["layers"] and plots:
+        report.plot_layers(summary["layers"], paths.layers_png)
+    report.write_report(paths.dir, keras.path)
+    manifest.record(paths.dir, "verify", None, [paths.verify_json], started, passed=result.passed)

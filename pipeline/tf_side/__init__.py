@@ -1,0 +1,14 @@
+"""The TensorFlow process, fenced off: run only as `python -m pipeline.tf_side JOB RESULT`.
+
+Importing TensorFlow and then onnx2torch or torchvision in one process segfaults (../shared/NOTES.md).
+So no module outside this subpackage imports it (a test reads the import graph), nothing here imports
+torch, and the two sides talk only through the files of `common.keras_job` and the exit code.
+
+- `worker`: reads the job, runs its parts, writes the result or one error line;
+- `loading`: Keras 3 first, tf-keras (Keras 2) for legacy files Keras 3 cannot read;
+- `to_onnx`: tf2onnx conversion, with the ONNX rewrites of `converters.onnx_fixes`;
+- `outputs`: Keras's outputs on the check set and every layer's output, as plain `.npz`;
+- `timing`: Keras `predict` images/s for `make bench`.
+
+Import this package's modules only from each other: this `__init__` imports nothing.
+"""

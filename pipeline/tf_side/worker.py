@@ -1,0 +1,61 @@
+"""Run one `KerasJob` (common.keras_job) in this, the TensorFlow process.
+
+The model is checked with h5py before Keras sees it (this is the process that would run a Lambda's
+code), loaded once, then the job's parts run in order: conversion, reference outputs, layer outputs,
+timing. Any failure ends in exit code 2 and one stderr line prefixed `ERROR_PREFIX`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+# Keras 3 warns on every call that a legacy model's input is named; the warning says nothing useful.
+warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't match")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
+
+from pipeline.common.errors import BadInput  # noqa: E402
+from pipeline.common.keras_job import ERROR_PREFIX, KerasJob, KerasJobResult  # noqa: E402
+from pipeline.data import checkset  # noqa: E402
+from pipeline.keras_file import safety  # noqa: E402
+from pipeline.tf_side import outputs, timing, to_onnx  # noqa: E402
+from pipeline.tf_side.loading import input_shape_of, keras_api, load_keras_model  # noqa: E402
+
+
+def run_job(job: KerasJob) -> KerasJobResult:
+    """Do what `job` asks (see `KerasJob`); raise on the first failure."""
+    if job.bench is not None:
+        timing.set_threads(job.bench.threads)
+    safety.check(job.model, job.allow_unsafe_code)  # again here: this process is the one that would run the code
+    model = load_keras_model(job.model, job.allow_unsafe_code)
+    api, shape = keras_api(model), input_shape_of(model)
+    result = KerasJobResult(keras_version=f"{api.__name__} {api.__version__}", input_shape=shape)
+    # Checked before anything is written: a wrong file must not leave a new model.onnx behind.
+    user_inputs = checkset.load_user_inputs(job.inputs, shape) if job.inputs else None
+    if job.onnx:
+        result.onnx_rewrites = to_onnx.convert(model, job.onnx, job.opset)
+    if job.reference:
+        result.reference_sets = outputs.reference(model, job.model, job.reference, job.data, user_inputs)
+    if job.layers:
+        result.layers = outputs.layer_outputs(model, job.model, job.layers, job.data)
+    if job.bench is not None:
+        result.bench = timing.bench(model, job.data, job.bench)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m pipeline.tf_side JOB.json RESULT.json`: run the job, write the result; 0 or 2."""
+    job_path, result_path = (Path(arg) for arg in (sys.argv[1:] if argv is None else argv))
+    try:
+        result = run_job(KerasJob.from_json(job_path.read_text()))
+    except Exception as exc:  # noqa: BLE001 — one line for the parent process, whatever failed
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        kind = "" if isinstance(exc, BadInput) else f"{type(exc).__name__}: "  # our own messages stand alone
+        print(f"{ERROR_PREFIX}{kind}{message[:2000]}", file=sys.stderr)
+        if os.environ.get("PIPELINE_DEBUG"):
+            raise
+        return 2
+    result.write(result_path)
+    return 0

@@ -1,0 +1,8 @@
+"""The verifier: is the conversion the same function as the Keras model, and if not, where does it part?
+
+- `backends`: every way to run the model (ONNX Runtime, onnx2torch's FX graph, the `.pt2` programs,
+  the hand-written ResNet8), loaded once from `Sources`; Keras's outputs come from `keras_outputs`;
+- `compare`: one pair of backends over the check sets, and `require`, which turns a breach into an error;
+- `layer_map` + `layer_compare`: each Keras layer's output found in the converted graph and compared;
+- `resnet8`: the hand-written, independent ResNet8.
+"""

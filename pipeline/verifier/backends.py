@@ -1,0 +1,180 @@
+"""The backends a conversion is compared across, in a small registry keyed by name.
+
+Each backend turns an NHWC float32 batch into `Outputs` (probabilities, and pre-softmax logits where it
+has them). `keras` is not run here — TensorFlow lives in its own process — but read from the reference
+file the onnx stage wrote (`keras_outputs.KerasReference`). What several backends share (the ONNX
+graph, onnx2torch's GraphModule, the hand-written model) is loaded once, by `Sources`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from pipeline.data import checkset
+from pipeline.keras_file.model import KerasModel
+from pipeline.runtimes import ort, pt2
+
+
+@dataclass
+class Outputs:
+    probs: np.ndarray  # (N, classes)
+    logits: np.ndarray | None = None  # (N, classes) pre-softmax, where the backend has it
+
+
+@dataclass(frozen=True)
+class Artifacts:
+    """The files a verification is asked about; any may be None where it is not given."""
+
+    model: Path | None = None  # the Keras .h5 / .keras
+    onnx: Path | None = None
+    pt2: Path | None = None
+    pt2_opt: Path | None = None  # the optimized program
+
+
+class Sources:
+    """The artifacts of one verification, each loaded at most once and shared by the backends and the
+    layer-by-layer comparison."""
+
+    def __init__(self, artifacts: Artifacts, keras: KerasModel | None = None, manual_model=None):
+        """`keras` is the model `artifacts.model` names, read (needed by the `manual` backend and to name
+        layers in errors); `manual_model` replaces the hand-written model built from it (the tests pass
+        a broken one)."""
+        self.artifacts = artifacts
+        self.keras = keras
+        self._manual_model = manual_model
+
+    @cached_property
+    def onnx_proto(self):
+        import onnx
+
+        return onnx.load(str(self.artifacts.onnx))
+
+    @cached_property
+    def graph_module(self):
+        """onnx2torch's GraphModule of the ONNX file, as converted (`converters.to_fx.convert_raw`)."""
+        from pipeline.converters import to_fx
+
+        return to_fx.convert_raw(self.artifacts.onnx, self.keras.layer_names if self.keras else ())
+
+    @cached_property
+    def manual(self):
+        """The hand-written ResNet8 with the Keras file's weights (NotApplicable for other models)."""
+        if self._manual_model is not None:
+            return self._manual_model
+        from pipeline.verifier import resnet8
+
+        return resnet8.from_keras(self.keras)[0]
+
+
+Predict = Callable[[np.ndarray], Outputs]
+_REGISTRY: dict[str, tuple[str, Callable[[Sources], Predict]]] = {}
+
+
+def register(name: str, needs: str):
+    """Register a backend factory `factory(sources) -> predict` that needs artifact field `needs`."""
+
+    def decorate(factory):
+        _REGISTRY[name] = (needs, factory)
+        return factory
+
+    return decorate
+
+
+def available(artifacts: Artifacts) -> list[str]:
+    """Names of the registered backends whose artifact is given, in registration order."""
+    return [name for name, (needs, _) in _REGISTRY.items() if getattr(artifacts, needs) is not None]
+
+
+def load(name: str, sources: Sources) -> Predict:
+    """Backend `name`'s predict function over `sources` (NotApplicable where it does not apply)."""
+    return _REGISTRY[name][1](sources)
+
+
+def run_sets(predict: Predict, sets: dict[str, np.ndarray], progress=None) -> dict[str, Outputs]:
+    """Run every check set through `predict` at its own batch size (see `checkset.batch_size_of`)."""
+    results = {}
+    for name, inputs in sets.items():
+        parts = [predict(batch) for batch in checkset.batches(inputs, checkset.batch_size_of(name))]
+        if progress is not None:
+            progress.update(len(inputs))
+        logits = [p.logits for p in parts]
+        results[name] = Outputs(
+            np.concatenate([p.probs for p in parts]),
+            None if any(item is None for item in logits) else np.concatenate(logits),
+        )
+    return results
+
+
+def torch_predict(module, returns_logits: bool = False, device=None) -> Predict:
+    """A torch module as a backend; `returns_logits`: it returns (logits, probabilities). On `device` if given."""
+    import torch
+
+    def predict(batch: np.ndarray) -> Outputs:
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        with torch.inference_mode():
+            result = module(x if device is None else x.to(device))
+        if returns_logits:
+            logits, probs = result
+            return Outputs(probs.cpu().numpy(), logits.cpu().numpy())
+        return Outputs(result.cpu().numpy())
+
+    return predict
+
+
+@register("onnxruntime", needs="onnx")
+def onnxruntime_backend(sources: Sources) -> Predict:
+    """`model.onnx` under ONNX Runtime; the input of a final Softmax is added as a second output."""
+    from pipeline.converters.onnx_graph import softmax_input
+
+    proto = sources.onnx_proto
+    logits = softmax_input(proto.graph)
+    fetch = [proto.graph.output[0].name] + ([logits] if logits else [])
+    session = ort.session(proto, fetch[1:])
+    input_name = session.get_inputs()[0].name
+
+    def predict(batch: np.ndarray) -> Outputs:
+        results = session.run(fetch, {input_name: batch})
+        return Outputs(results[0], results[1] if len(results) > 1 else None)
+
+    return predict
+
+
+@register("fx", needs="onnx")
+def fx_backend(sources: Sources) -> Predict:
+    """onnx2torch's GraphModule, as converted, run in this process (with logits where it ends in a Softmax)."""
+    from pipeline.converters import fx_passes
+
+    gm = sources.graph_module
+    with_logits = fx_passes.with_logits(gm)
+    return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None)
+
+
+@register("torch", needs="pt2")
+def torch_backend(sources: Sources) -> Predict:
+    """`model.pt2` loaded with `torch.export.load` (no onnx2torch, no pickled code)."""
+    return torch_predict(pt2.load_module(sources.artifacts.pt2))
+
+
+@register("torch_opt", needs="pt2_opt")
+def torch_opt_backend(sources: Sources) -> Predict:
+    """`model_opt.pt2` (BatchNorm folded, native ops) loaded with `torch.export.load`."""
+    return torch_predict(pt2.load_module(sources.artifacts.pt2_opt))
+
+
+@register("manual", needs="model")
+def manual_backend(sources: Sources) -> Predict:
+    """The hand-written ResNet8 with weights read by h5py (NotApplicable for other models)."""
+    import torch
+
+    model = sources.manual
+
+    def forward(x):
+        logits = model.logits(x)
+        return logits, torch.softmax(logits, dim=-1)
+
+    return torch_predict(forward, returns_logits=True)
