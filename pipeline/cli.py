@@ -64,6 +64,8 @@ def cmd_onnx(args) -> int:
     keras = KerasModel.open(args.model, args.allow_unsafe_code)  # the model first, then its --inputs, then the data
     to_onnx.check_inputs(keras, options)
     result = to_onnx.run(keras, args.out, _data(args.data), options)
+    if result.float64_note:
+        _say(f"note: no float64 proof for this model: {result.float64_note}")
     _say(f"onnx: wrote {result.onnx} and {result.reference.name} (loaded with {result.keras_version}, input {result.input_shape}); "
          f"onnxruntime vs Keras max |Δ| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
          f"[{time.perf_counter() - started:.1f} s]")
@@ -99,7 +101,8 @@ def cmd_verify(args) -> int:
         artifacts = Artifacts(args.model, args.onnx, args.torch)  # someone else's conversion: only what is named
     else:
         manifest.require_same_model(paths.dir, args.model)
-        artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None)
+        artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None,
+                              paths.onnx_f64 if paths.onnx_f64.is_file() else None)
     data = _data(args.data)
     started = time.perf_counter()
     result = verify.run(artifacts, data, paths.dir, allow_unsafe_code=args.allow_unsafe_code, keras=keras)

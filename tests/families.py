@@ -187,7 +187,8 @@ from pipeline.tf_side import worker
 failures = {}
 for model, out in json.loads(sys.argv[1]):
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    job = KerasJob(Path(model), onnx=out / "model.onnx", reference=out / "keras_reference.npz", layers=out / "keras_layers.npz")
+    job = KerasJob(Path(model), onnx=out / "model.onnx", reference=out / "keras_reference.npz", layers=out / "keras_layers.npz",
+                   onnx_f64=out / "model_f64.onnx", reference_f64=out / "keras_reference_f64.npz", layers_f64=out / "keras_layers_f64.npz")
     (out / "job.json").write_text(job.to_json())
     code = worker.main([str(out / "job.json"), str(out / "worker.json")])
     if code:

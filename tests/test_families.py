@@ -18,6 +18,7 @@ from pipeline.verifier.backends import Artifacts
 from pipeline.verifier.keras_outputs import KerasReference
 
 FLAVOURS = families.FLAVOURS
+MEASURED: dict = {}  # (family, flavour) -> (proof max |Δ|, Keras float32 noise, noise ratios): printed with -s for the README
 WEIGHTED = {"Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"}
 # Keras 3 cannot deserialize these Keras 2 configs (a `groups` key it does not know): tf-keras loads them.
 NEEDS_TF_KERAS = {"depthwise", "separable", "conv_transpose"}
@@ -25,7 +26,7 @@ NEEDS_TF_KERAS = {"depthwise", "separable", "conv_transpose"}
 
 def _verify(model, out, onnx_path=None):
     torch_result = to_torch.run(out / "model.onnx", out, KerasModel.open(model).layer_names)
-    artifacts = Artifacts(model, onnx_path or out / "model.onnx", torch_result.pt2, torch_result.pt2_opt)
+    artifacts = Artifacts(model, onnx_path or out / "model.onnx", torch_result.pt2, torch_result.pt2_opt, out / "model_f64.onnx")
     return verify.run(artifacts, None, out, progress=False, plots=False)
 
 
@@ -39,6 +40,8 @@ def test_family_converts_and_verifies(family_models, family, flavour):
     failing = [pair for pair in summary["pairs"] if not pair["passed"]]
     assert result.passed, (failing, summary["first_divergence"])
     assert set(summary["backends"]) >= {"keras", "onnxruntime", "fx", "torch", "torch_opt"}
+    assert summary["float64_proof"]["passed"], (summary["float64_proof"], summary["float64_note"])  # every family rebuilds in float64
+    MEASURED[(family, flavour)] = (summary["float64_proof"]["max_abs_diff"], summary["keras_float32_noise"], summary["noise_ratios"])
     rows = summary["layers"]["layers"]
     # Every layer with weights is placed in the graph and compared (alone or sharing its tensor).
     for row in rows:
@@ -114,3 +117,9 @@ def test_bad_user_inputs_exit_2_writing_nothing(family_models, tiny_data, tmp_pa
     completed = helpers.run_cli("onnx", "--model", str(model), "--out", str(out), "--inputs", str(samples), "--data", str(tiny_data))
     helpers.assert_one_line_error(completed, "error: --inputs")
     assert not (out / "dense" / "model.onnx").exists()
+
+
+def test_print_float64_measurements():
+    """Not a check: the float64 figures the family tests measured, printed (`pytest -s`) for the README."""
+    for key, (proof, noise, ratios) in sorted(MEASURED.items()):
+        print(key, f"proof {proof:.1e}", f"noise {noise:.1e}", {k: round(v, 2) for k, v in ratios.items()})

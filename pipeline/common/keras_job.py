@@ -36,7 +36,7 @@ class KerasJob:
 
     The model is always loaded (after the h5py safety check); then, in this order: conversion to
     `onnx`, Keras's outputs on the check set into `reference`, every layer's output into `layers`,
-    and the `bench` timing.
+    the same three for the float64 rebuild, and the `bench` timing.
     """
 
     model: Path
@@ -47,6 +47,11 @@ class KerasJob:
     opset: int = DEFAULT_OPSET
     reference: Path | None = None  # Keras's outputs on the check set (.npz)
     layers: Path | None = None  # every layer's output on the layer check set (.npz)
+    # The same three for the model rebuilt in float64 (`tf_side.float64`); skipped, with the reason in
+    # the result, where the model cannot be rebuilt so.
+    onnx_f64: Path | None = None
+    reference_f64: Path | None = None
+    layers_f64: Path | None = None
     bench: KerasBench | None = None
 
     def to_json(self) -> str:
@@ -72,6 +77,7 @@ class KerasJobResult:
     reference_sets: list[str] = field(default_factory=list)  # check sets in the reference file
     layers: list[str] = field(default_factory=list)  # layers in the layer-output file
     bench: dict[str, float] = field(default_factory=dict)  # {batch size: images/s}
+    float64: str = ""  # why the float64 rebuild is missing, where it was asked for and is; "" otherwise
 
     def write(self, path: Path) -> None:
         Path(path).write_text(json.dumps(asdict(self)))

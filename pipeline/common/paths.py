@@ -37,6 +37,21 @@ class ModelPaths:
         return self.dir / "keras_layers.npz"
 
     @property
+    def onnx_f64(self) -> Path:
+        """The float64 rebuild of the Keras model, converted the same way: the float64 proof's artifact."""
+        return self.dir / "model_f64.onnx"
+
+    @property
+    def keras_reference_f64(self) -> Path:
+        """The float64 rebuild's outputs on the check set: the ground truth float32 is judged against."""
+        return self.dir / "keras_reference_f64.npz"
+
+    @property
+    def keras_layers_f64(self) -> Path:
+        """The float64 rebuild's every layer output on the layer check set."""
+        return self.dir / "keras_layers_f64.npz"
+
+    @property
     def layers_png(self) -> Path:
         return self.dir / "layers.png"
 

@@ -40,12 +40,14 @@ def rewrite_erfc(proto) -> int:
 
     graph = proto.graph
     rewritten = 0
+    # The constant takes the graph's float type: float64 in the float64 rebuild's graph.
+    dtype = np.float64 if graph.input and graph.input[0].type.tensor_type.elem_type == 11 else np.float32  # 11: DOUBLE
     for index in reversed(range(len(graph.node))):
         node = graph.node[index]
         if node.op_type != "Erfc" or node.domain not in ("", "ai.onnx"):
             continue
         one = f"{node.name}/one"
-        graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=np.float32), one))
+        graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=dtype), one))
         erf = helper.make_node("Erf", [node.input[0]], [f"{node.name}/erf"], name=f"{node.name}/Erf")
         sub = helper.make_node("Sub", [one, erf.output[0]], [node.output[0]], name=f"{node.name}/Sub")
         del graph.node[index]

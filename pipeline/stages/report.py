@@ -27,12 +27,39 @@ def verify_table(verify: dict) -> str:
     user = f" + {verify['user_inputs']:,} of yours (--inputs)" if verify.get("user_inputs") else ""
     sizes = ", ".join(map(str, verify.get("random_batch_sizes", checkset.RANDOM_BATCH_SIZES)))
     lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random (batch sizes {sizes}){user}.")
-    lines.append(f"Outputs are class probabilities: max |Δ| ≤ {short(verify['atol_prob'])} and no argmax may differ." if verify.get("classifier") else
-                 f"Outputs are not probabilities: max |Δ| ≤ {describe_scaled()}; argmax not gated.")
+    noise = verify.get("keras_float32_noise")
+    widened = f", or {verify['noise_factor']:g}× the model's own float32 noise where larger" if noise is not None else ""
+    lines.append(f"Outputs are class probabilities: max |Δ| ≤ {short(verify['atol_prob'])}{widened}, and no decisive argmax may differ."
+                 if verify.get("classifier") else
+                 f"Outputs are not probabilities: max |Δ| ≤ {describe_scaled()}{widened}; argmax not gated.")
+    lines.extend(_float64_lines(verify))
     for name, why in verify.get("not_applicable", {}).items():
         lines.append(f"Backend `{name}` not compared: {why}.")
     lines.append(f"Verification {'PASSED' if verify['passed'] else 'FAILED'}.")
     return "\n".join(lines)
+
+
+def _float64_lines(verify: dict) -> list[str]:
+    """The float64 proof, the model's own float32 noise and each backend's multiple of it, saturation."""
+    lines = []
+    proof = verify.get("float64_proof")
+    if proof:
+        lines.append(f"Float64 proof (the model rebuilt in float64, converted the same way, run in float64, vs Keras float64): "
+                     f"max |Δ| {proof['max_abs_diff']:.2e} (tolerance {proof['tolerance']:.1e}) — {'✓' if proof['passed'] else '✗'}.")
+    elif verify.get("float64_note"):
+        lines.append(f"No float64 proof: {verify['float64_note']}.")
+    if verify.get("keras_float32_noise") is not None:
+        ratios = ", ".join(f"{name} {value:.2f}×" for name, value in verify.get("noise_ratios", {}).items())
+        lines.append(f"Keras float32 vs Keras float64: max |Δ| {verify['keras_float32_noise']:.2e} (the model's own float32 noise); "
+                     f"bounds are at least {verify['noise_factor']:g}× that. Each backend's error against float64, in those units: {ratios}.")
+    saturation = verify.get("saturation") or {}
+    if saturation:
+        flagged = [f"{name} {s['saturated'] + s['collapsed']}/{s['samples']}" for name, s in saturation.items() if s["saturated"] + s["collapsed"]]
+        if flagged:
+            lines.append(f"Saturated or collapsed Keras outputs (prove nothing): {', '.join(flagged)}.")
+        if verify.get("no_evidence"):
+            lines.append("**Every check sample is saturated or collapsed: this comparison is not evidence — give other inputs (--inputs).**")
+    return lines
 
 
 def layers_table(layers: dict) -> str:
@@ -49,7 +76,8 @@ def layers_table(layers: dict) -> str:
         if row["shared_with"] and not row["compared"]:
             name += f" (shares point with {', '.join(row['shared_with'])})"
         lines.append(f"| {index} | {name} | {row['keras_class']} | {' | '.join(cells)} | {tolerance} | {mark} |")
-    lines.append(f"\nTolerance per layer: {describe_scaled('max|Keras output|', layers['atol'], layers['rtol'])}; "
+    lines.append(f"\nTolerance per layer: {describe_scaled('max|Keras output|', layers['atol'], layers['rtol'])}, "
+                 "or more where the layer's own float32 noise is larger (see above); "
                  f"{layers['images']} images. ·: no comparison point of its own.")
     if layers.get("manual_note"):
         lines.append(f"Hand-written model: {layers['manual_note']}.")

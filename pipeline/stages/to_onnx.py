@@ -1,7 +1,10 @@
-"""Stage 1: Keras → `model.onnx` (tf2onnx), plus Keras's reference outputs on the check set.
+"""Stage 1: Keras → `model.onnx` (tf2onnx), plus Keras's reference outputs on the check set; and the
+same for the model rebuilt in float64 (`model_f64.onnx`, the float64 proof's artifact, and the float64
+outputs float32 is judged against).
 
 TensorFlow runs in its own process (`runtimes.keras` → `tf_side`). Back here, the ONNX file is checked
-at once against those Keras outputs under ONNX Runtime; a tolerance breach fails the stage.
+at once against those Keras outputs under ONNX Runtime, within the model's own float32 noise where it
+was measured (`verifier.precision`); a breach fails the stage.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from pipeline.common.paths import ModelPaths
 from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import keras as keras_runtime
-from pipeline.verifier import backends
+from pipeline.verifier import backends, precision
 from pipeline.verifier.compare import PairResult, compare, require
 from pipeline.verifier.keras_outputs import KerasReference
+from pipeline.verifier.precision import Float32Noise
 
 
 @dataclass(frozen=True)
@@ -35,6 +39,7 @@ class OnnxResult:
     keras_version: str
     input_shape: tuple[int, ...]
     validation: PairResult  # onnxruntime against Keras on the check set
+    float64_note: str = ""  # why there is no float64 rebuild; "" where there is
 
 
 def check_inputs(model: KerasModel, options: OnnxOptions) -> None:
@@ -62,23 +67,31 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
     started = time.time()
     keras = model if isinstance(model, KerasModel) else KerasModel.open(model, options.allow_unsafe_code)
     paths = ModelPaths.for_model(keras.path, out)
+    for stale in (paths.onnx_f64, paths.keras_layers_f64):  # a model that no longer rebuilds must not keep an old proof
+        stale.unlink(missing_ok=True)
     summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
                                          inputs=options.inputs, onnx=paths.onnx, opset=options.opset,
-                                         reference=paths.keras_reference, layers=paths.keras_layers))
-    validation = validate(paths.onnx, KerasReference(paths.keras_reference), keras.classifier)
-    manifest.record(paths.dir, "onnx", keras.path, [paths.onnx, paths.keras_reference, paths.keras_layers], started,
+                                         reference=paths.keras_reference, layers=paths.keras_layers,
+                                         onnx_f64=paths.onnx_f64, reference_f64=paths.keras_reference_f64,
+                                         layers_f64=paths.keras_layers_f64))
+    reference = KerasReference(paths.keras_reference)
+    reference_f64 = KerasReference(paths.keras_reference_f64)
+    noise = precision.measure(reference.outputs(), reference_f64.outputs()) if not summary.float64 else None
+    validation = validate(paths.onnx, reference, keras.classifier, noise)
+    written = [paths.onnx, paths.keras_reference, paths.keras_layers, paths.onnx_f64, paths.keras_reference_f64, paths.keras_layers_f64]
+    manifest.record(paths.dir, "onnx", keras.path, written, started,
                     data_file=cifar.locate(data) if data is not None else None, opset=options.opset)
-    return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation)
+    return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64)
 
 
-def validate(onnx_path: Path, reference: KerasReference, classifier: bool) -> PairResult:
+def validate(onnx_path: Path, reference: KerasReference, classifier: bool, noise: Float32Noise | None = None) -> PairResult:
     """ONNX Runtime against the Keras reference on the check sets stored with their inputs (the random
-    batches, and the user's `--inputs`).
+    batches, and the user's `--inputs`), within the model's own float32 `noise` where it was measured.
 
     Raises:
         CheckFailed: beyond the output tolerance, or an argmax differs (classifiers).
     """
     sets = {name: reference.inputs(name) for name in reference.set_names() if reference.inputs(name) is not None}
     predict = backends.load("onnxruntime", backends.Sources(backends.Artifacts(onnx=onnx_path)))
-    result = compare("onnxruntime", backends.run_sets(predict, sets), "keras", reference.outputs(), classifier)
+    result = compare("onnxruntime", backends.run_sets(predict, sets), "keras", reference.outputs(), classifier, noise)
     return require(result, f"{onnx_path} disagrees with Keras")

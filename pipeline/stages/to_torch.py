@@ -3,7 +3,8 @@ and the optimized `model_opt.pt2` + `model_opt_fx.py` (`converters.fx_optimize`:
 the convs, onnx2torch's wrappers replaced by torch functions, MatMul+Add as Linear).
 
 `model.pt2` holds no pickled code: `torch.export.load` rebuilds it without onnx2torch in the process.
-Each saved program is loaded back and checked against ONNX Runtime before the stage returns.
+Each saved program is loaded back and checked against ONNX Runtime before the stage returns — within
+the model's own float32 noise, where the onnx stage measured it (`verifier.precision`).
 """
 
 from __future__ import annotations
@@ -21,9 +22,11 @@ from pipeline.common.paths import ModelPaths
 from pipeline.converters import onnx_graph, to_fx
 from pipeline.converters.fx_optimize import OptimizeReport
 from pipeline.data import checkset
-from pipeline.verifier import backends
+from pipeline.verifier import backends, precision
 from pipeline.verifier.backends import Outputs
 from pipeline.verifier.compare import PairResult, compare, require
+from pipeline.verifier.keras_outputs import KerasReference
+from pipeline.verifier.precision import Float32Noise
 
 
 @dataclass
@@ -55,13 +58,14 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = ()) -> TorchRes
     gm, n_static = to_fx.convert(onnx_path, layer_names)
     shape = onnx_graph.input_shape(onnx_path)
     sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape)
+    noise = keras_noise(paths)
     _save(to_fx.export(gm, shape), paths.pt2)
     write_text(paths.fx_code, to_fx.fx_source(gm, onnx_path))
-    validation = validate(paths.pt2, onnx_path, sets, ort_outputs, classifier)
+    validation = validate(paths.pt2, onnx_path, sets, ort_outputs, classifier, noise)
     optimized, report = fx_optimize.optimize(gm, shape)
     _save(to_fx.export(optimized, shape), paths.pt2_opt)
     write_text(paths.fx_opt_code, to_fx.fx_source(optimized, onnx_path, "after fx_optimize"))
-    validation_opt = validate(paths.pt2_opt, onnx_path, sets, ort_outputs, classifier)
+    validation_opt = validate(paths.pt2_opt, onnx_path, sets, ort_outputs, classifier, noise)
     manifest.record(paths.dir, "torch", None, [paths.pt2, paths.fx_code, paths.pt2_opt], started)
     return TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
 
@@ -81,12 +85,24 @@ def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...]):
     return sets, outputs, onnx_graph.softmax_input(sources.onnx_proto.graph) is not None
 
 
-def validate(pt2: Path, onnx_path: Path, sets: dict[str, np.ndarray], ort_outputs: dict[str, Outputs], classifier: bool) -> PairResult:
-    """A reloaded `.pt2` against ONNX Runtime's outputs on `sets`.
+def keras_noise(paths: ModelPaths) -> Float32Noise | None:
+    """The model's own float32 noise, from the Keras references the onnx stage wrote beside the ONNX
+    file (float32 and float64); None where they are not there."""
+    if not (paths.keras_reference.is_file() and paths.keras_reference_f64.is_file()):
+        return None
+    reference_f64 = KerasReference(paths.keras_reference_f64)
+    if reference_f64.unavailable:
+        return None
+    return precision.measure(KerasReference(paths.keras_reference).outputs(), reference_f64.outputs())
+
+
+def validate(pt2: Path, onnx_path: Path, sets: dict[str, np.ndarray], ort_outputs: dict[str, Outputs], classifier: bool,
+             noise: Float32Noise | None = None) -> PairResult:
+    """A reloaded `.pt2` against ONNX Runtime's outputs on `sets`, within the model's float32 `noise` where known.
 
     Raises:
         CheckFailed: beyond the output tolerance, or an argmax differs (classifiers).
     """
     predict = backends.load("torch", backends.Sources(backends.Artifacts(pt2=pt2)))
-    result = compare("torch", backends.run_sets(predict, sets), "onnxruntime", ort_outputs, classifier)
+    result = compare("torch", backends.run_sets(predict, sets), "onnxruntime", ort_outputs, classifier, noise)
     return require(result, f"{pt2} disagrees with {onnx_path}", with_counts=False)

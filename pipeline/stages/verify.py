@@ -6,7 +6,13 @@ TensorFlow process), `onnxruntime` (model.onnx), `fx` (onnx2torch's GraphModule 
 Check set: all test images (for CIFAR-10-shaped models) and seeded random inputs at the batch sizes of
 `checkset.RANDOM_BATCH_SIZES`. For a classifier a pair passes when its max |Δprob| ≤ ATOL_PROB and no
 argmax disagrees (other models: `tolerances.output_tolerance`). Where an ONNX file is given, every
-layer is compared too (`verifier.layer_compare`). Verification passes when every pair and every layer does.
+layer is compared too (`verifier.layer_compare`).
+
+The float64 proof: the Keras model rebuilt in float64 and converted the same way (`model_f64.onnx`),
+run in float64, must agree with Keras float64 to `tolerances.proof_tolerance` — the same function, with
+no float32 noise in the way. Float32 artifacts are then judged against the model's own float32 noise
+(`verifier.precision`), and each one's error against Keras float64 is reported as a multiple of Keras
+float32's own. Verification passes when the proof, every pair and every layer do.
 """
 
 from __future__ import annotations
@@ -23,13 +29,15 @@ from pipeline.common import manifest
 from pipeline.common.atomic import write_text
 from pipeline.common.errors import BadInput, CheckFailed, NotApplicable
 from pipeline.common.paths import ModelPaths
-from pipeline.common.tolerances import ATOL_PROB
+from pipeline.common.tolerances import ATOL_PROB, NOISE_FACTOR
 from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
-from pipeline.verifier import backends, keras_outputs, layer_compare
+from pipeline.verifier import backends, keras_outputs, layer_compare, precision
 from pipeline.verifier.backends import Artifacts, Outputs, Sources
 from pipeline.verifier.compare import PairResult, compare
+from pipeline.verifier.keras_outputs import KerasOutputs
 from pipeline.verifier.layer_compare import LayerReport
+from pipeline.verifier.precision import Float32Noise
 
 
 @dataclass
@@ -41,14 +49,25 @@ class VerifyResult:
     random_images: int = 0
     user_inputs: int = 0  # the user's own samples (--inputs at the onnx stage)
     layers: LayerReport | None = None  # layer by layer, where an ONNX file is given
+    proof: PairResult | None = None  # float64 conversion vs Keras float64, where both exist
+    float64_note: str = ""  # why there is no float64 proof or noise measurement
+    keras_noise: float | None = None  # Keras float32 vs Keras float64, max |Δ| over the pooled check set
+    noise_ratios: dict[str, float] = field(default_factory=dict)  # backend -> its error vs float64 / Keras float32's
+    saturation: dict[str, dict] = field(default_factory=dict)  # check set -> saturated / collapsed samples (Keras)
 
     @property
     def outputs_passed(self) -> bool:
         return all(pair.passed for pair in self.pairs)
 
     @property
+    def no_evidence(self) -> bool:
+        """Every check sample saturated or collapsed: agreement on them proves nothing."""
+        return precision.no_evidence(self.saturation)
+
+    @property
     def passed(self) -> bool:
-        return self.outputs_passed and (self.layers is None or self.layers.passed)
+        return (self.outputs_passed and (self.layers is None or self.layers.passed)
+                and (self.proof is None or self.proof.passed))
 
     def as_dict(self) -> dict:
         return {
@@ -63,16 +82,22 @@ class VerifyResult:
             "user_inputs": self.user_inputs,
             "pairs": [pair.as_dict() for pair in self.pairs],
             "outputs_passed": self.outputs_passed,
+            "float64_proof": self.proof.as_dict() if self.proof else None,
+            "float64_note": self.float64_note,
+            "keras_float32_noise": self.keras_noise,
+            "noise_ratios": self.noise_ratios,
+            "noise_factor": NOISE_FACTOR,
+            "saturation": self.saturation,
+            "no_evidence": self.no_evidence,
             "first_divergence": self.layers.first_divergence if self.layers else None,
             "layers": self.layers.as_dict() if self.layers else None,
         }
 
     def raise_if_failed(self) -> None:
         """One CheckFailed listing every failing pair."""
-        failures = [
-            f"{p.a} vs {p.b}: max |Δ| {p.max_abs_diff:.3g} (tolerance {p.tolerance:.3g}), {p.argmax_disagreements} argmax disagreements"
-            for p in self.pairs if not p.passed
-        ]
+        failures = [f"{p.a} vs {p.b}: {p.breach()}, {p.decisive_disagreements} argmax disagreements" for p in self.pairs if not p.passed]
+        if self.proof is not None and not self.proof.passed:
+            failures.insert(0, f"float64 proof ({self.proof.a} vs {self.proof.b}): {self.proof.breach()}")
         divergence = self.layers.first_divergence if self.layers else None
         if divergence:
             failures.insert(0, f"first divergent layer: {divergence['keras_layer']} in {divergence['backend']} "
@@ -102,22 +127,50 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
     """
     started = time.time()
     keras = _checked(artifacts, allow_unsafe_code, keras)
-    reference, layer_outputs = keras_outputs.for_model(keras, out_dir, data, artifacts.onnx is not None, allow_unsafe_code)
-    sets = reference.check_sets(data)
+    found = keras_outputs.for_model(keras, out_dir, data, artifacts.onnx is not None, allow_unsafe_code)
+    sets = found.reference.check_sets(data)
     sources = Sources(artifacts, keras, manual_model)
-    outputs, not_applicable = _run_backends(sources, sets, {"keras": reference.outputs()}, progress)
-    pairs = [compare(b, outputs[b], a, outputs[a], keras.classifier) for a, b in itertools.combinations(list(outputs), 2)]
-    layer_report = (layer_compare.run(keras, sources, layer_outputs.outputs, layer_outputs.inputs)
-                    if layer_outputs is not None else None)
+    outputs, not_applicable = _run_backends(sources, sets, {"keras": found.reference.outputs()}, progress)
+    keras64 = found.reference_f64.outputs() if found.reference_f64 is not None else None
+    noise = precision.measure(outputs["keras"], keras64) if keras64 is not None else None
+    pairs = [compare(b, outputs[b], a, outputs[a], keras.classifier, noise) for a, b in itertools.combinations(list(outputs), 2)]
+    layer_report = (layer_compare.run(keras, sources, found.layers.outputs, found.layers.inputs, layer_noise=_layer_noise(found))
+                    if found.layers is not None else None)
     result = VerifyResult(
         pairs, list(outputs), not_applicable,
         test_images=len(sets.get("test", ())),
         random_images=sum(len(v) for k, v in sets.items() if k.startswith("random_")),
         user_inputs=len(sets.get(checkset.USER_SET, ())),
         layers=layer_report,
+        saturation=precision.saturation(outputs["keras"], keras.classifier),
     )
+    _float64(result, found, sources, sets, outputs, noise, keras.classifier)
     _write(result, keras, ModelPaths(Path(out_dir)), started, plots)
     return result
+
+
+def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: dict[str, np.ndarray],
+             outputs: dict[str, dict[str, Outputs]], noise: Float32Noise | None, classifier: bool) -> None:
+    """The float64 proof and each float32 backend's noise ratio, into `result` (or why there are none)."""
+    if found.reference_f64 is None or noise is None:
+        result.float64_note = found.float64_note
+        return
+    keras64 = found.reference_f64.outputs()
+    result.keras_noise = noise.outputs
+    result.noise_ratios = {name: precision.ratio(out, keras64, noise) for name, out in outputs.items() if name != "keras"}
+    if sources.artifacts.onnx_f64 is None:
+        result.float64_note = "no float64 conversion given (model_f64.onnx): the float64 proof is left out"
+        return
+    proof_outputs = backends.run_sets(backends.fx64(sources), sets)
+    result.proof = compare("fx64", proof_outputs, "keras_f64", keras64, classifier, proof=True)
+
+
+def _layer_noise(found: KerasOutputs) -> dict[str, float] | None:
+    """{layer: Keras float32's largest error against float64 at that layer}, where both were computed."""
+    if found.layers is None or found.layers_f64 is None:
+        return None
+    return {name: float(np.abs(value.astype(np.float64) - found.layers_f64.outputs[name]).max())
+            for name, value in found.layers.outputs.items() if name in found.layers_f64.outputs and value.size}
 
 
 def _checked(artifacts: Artifacts, allow_unsafe_code: bool, keras: KerasModel | None) -> KerasModel:

@@ -51,6 +51,15 @@ def _save(path: Path, arrays: dict[str, np.ndarray], model_path: Path, data: Pat
             np.savez(handle, **arrays)
 
 
+UNAVAILABLE = "float64_unavailable"  # the key a reference file holds instead of outputs: why there are none
+
+
+def unavailable(path: Path, model_path: Path, data: Path | None, reason: str) -> None:
+    """Write, in place of the float64 reference, why it is missing: a later stage then knows, without
+    starting TensorFlow again to find out."""
+    _save(path, {UNAVAILABLE: np.array(reason)}, model_path, data)
+
+
 def reference(model, model_path: Path, reference_path: Path, data: Path | None, user_inputs: np.ndarray | None = None) -> list[str]:
     """Write Keras's outputs on the check set: the test images (for CIFAR-10-shaped inputs), random
     batches and the user's own inputs (`--inputs`), if given. Returns the check sets' names."""

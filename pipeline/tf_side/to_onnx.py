@@ -11,9 +11,10 @@ from pipeline.tf_side.loading import input_shape_of, keras_api
 INPUT_NAME = "input"
 
 
-def convert(model, onnx_path: Path, opset: int) -> dict[str, int]:
-    """tf2onnx conversion with a dynamic batch dimension, non-ONNX ops rewritten or named
-    (`onnx_fixes`), full checker, written atomically. Returns the rewrites applied, by kind."""
+def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[str, int]:
+    """tf2onnx conversion with a dynamic batch dimension and a `dtype` input (float64 for the float64
+    rebuild), non-ONNX ops rewritten or named (`onnx_fixes`), full checker, written atomically.
+    Returns the rewrites applied, by kind."""
     import onnx
     import tensorflow as tf
     import tf2onnx
@@ -23,7 +24,7 @@ def convert(model, onnx_path: Path, opset: int) -> dict[str, int]:
         # tf2onnx looks outputs up by `output_names`, which a Keras 3 Sequential lacks; the same graph as a
         # functional model has them.
         model = keras.Model(model.inputs, model.outputs)
-    spec = (tf.TensorSpec((None, *input_shape_of(model)), tf.float32, name=INPUT_NAME),)
+    spec = (tf.TensorSpec((None, *input_shape_of(model)), tf.as_dtype(dtype), name=INPUT_NAME),)
     proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     rewrites = onnx_fixes.rewrite(proto)
     onnx_fixes.check_ops(proto, opset, [layer.name for layer in model.layers])

@@ -20,7 +20,7 @@ from pipeline.common.errors import BadInput  # noqa: E402
 from pipeline.common.keras_job import ERROR_PREFIX, KerasJob, KerasJobResult  # noqa: E402
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
-from pipeline.tf_side import outputs, timing, to_onnx  # noqa: E402
+from pipeline.tf_side import float64, outputs, timing, to_onnx  # noqa: E402
 from pipeline.tf_side.loading import input_shape_of, keras_api, load_keras_model  # noqa: E402
 
 
@@ -40,9 +40,32 @@ def run_job(job: KerasJob) -> KerasJobResult:
         result.reference_sets = outputs.reference(model, job.model, job.reference, job.data, user_inputs)
     if job.layers:
         result.layers = outputs.layer_outputs(model, job.model, job.layers, job.data)
+    if job.onnx_f64 or job.reference_f64 or job.layers_f64:
+        result.float64 = _float64_parts(model, job, user_inputs)
     if job.bench is not None:
         result.bench = timing.bench(model, job.data, job.bench)
     return result
+
+
+def _float64_parts(model, job: KerasJob, user_inputs) -> str:
+    """The float64 rebuild's conversion and outputs; "" when done, else why the rebuild is missing
+    (the float64 proof is then left out, not failed: the float32 checks still run)."""
+    try:
+        twin = float64.rebuild(model)
+        if job.onnx_f64:
+            try:
+                to_onnx.convert(twin, job.onnx_f64, job.opset, dtype=float64.FLOAT64)
+            except Exception as exc:  # noqa: BLE001 — tf2onnx or the checker refused the float64 graph
+                raise ValueError(f"the float64 rebuild does not convert ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from exc
+    except ValueError as exc:
+        if job.reference_f64:
+            outputs.unavailable(job.reference_f64, job.model, job.data, str(exc))
+        return str(exc)
+    if job.reference_f64:
+        outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs)
+    if job.layers_f64:
+        outputs.layer_outputs(twin, job.model, job.layers_f64, job.data)
+    return ""
 
 
 def main(argv: list[str] | None = None) -> int:

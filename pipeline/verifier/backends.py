@@ -34,6 +34,7 @@ class Artifacts:
     onnx: Path | None = None
     pt2: Path | None = None
     pt2_opt: Path | None = None  # the optimized program
+    onnx_f64: Path | None = None  # the float64 rebuild's conversion: the float64 proof
 
 
 class Sources:
@@ -60,6 +61,13 @@ class Sources:
         from pipeline.converters import to_fx
 
         return to_fx.convert_raw(self.artifacts.onnx, self.keras.layer_names if self.keras else ())
+
+    @cached_property
+    def graph_module_f64(self):
+        """onnx2torch's GraphModule of the float64 rebuild's ONNX file, in float64."""
+        from pipeline.converters import to_fx
+
+        return to_fx.convert_raw(self.artifacts.onnx_f64, self.keras.layer_names if self.keras else ()).double()
 
     @cached_property
     def manual(self):
@@ -110,12 +118,13 @@ def run_sets(predict: Predict, sets: dict[str, np.ndarray], progress=None) -> di
     return results
 
 
-def torch_predict(module, returns_logits: bool = False, device=None) -> Predict:
-    """A torch module as a backend; `returns_logits`: it returns (logits, probabilities). On `device` if given."""
+def torch_predict(module, returns_logits: bool = False, device=None, float64: bool = False) -> Predict:
+    """A torch module as a backend; `returns_logits`: it returns (logits, probabilities). On `device` if
+    given; with `float64`, fed float64 (the float32 inputs, cast exactly)."""
     import torch
 
     def predict(batch: np.ndarray) -> Outputs:
-        x = torch.from_numpy(np.ascontiguousarray(batch))
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float64 if float64 else None))
         with torch.inference_mode():
             result = module(x if device is None else x.to(device))
         if returns_logits:
@@ -164,6 +173,16 @@ def torch_backend(sources: Sources) -> Predict:
 def torch_opt_backend(sources: Sources) -> Predict:
     """`model_opt.pt2` (BatchNorm folded, native ops) loaded with `torch.export.load`."""
     return torch_predict(pt2.load_module(sources.artifacts.pt2_opt))
+
+
+def fx64(sources: Sources) -> Predict:
+    """The float64 rebuild's GraphModule, run in float64 (with logits where it ends in a Softmax): the
+    float64 proof's backend, compared with Keras float64 only — so not in the registry of pairs."""
+    from pipeline.converters import fx_passes
+
+    gm = sources.graph_module_f64
+    with_logits = fx_passes.with_logits(gm)
+    return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None, float64=True)
 
 
 @register("manual", needs="model")

@@ -2,7 +2,13 @@
 
 A classifier's outputs are probabilities: they must agree to ATOL_PROB and on every argmax. Other
 models' outputs (an autoencoder's reconstruction, say) have their own scale: they are held to the rule
-every intermediate layer is held to (`tolerances.output_tolerance`).
+every intermediate layer is held to (`tolerances.output_tolerance`). Pre-softmax logits, where both
+sides have them, are held to that scaled rule too.
+
+Where the model's own float32 rounding was measured against its float64 rebuild (`precision`), every
+bound is widened to NOISE_FACTOR times it (`tolerances.with_noise`), and an argmax is gated only on
+decisive samples — those whose float64 top-1/top-2 margin exceeds twice the bound; a flip at a near
+tie is counted, not failed. The float64 proof (`proof=True`) is held to `tolerances.proof_tolerance`.
 """
 
 from __future__ import annotations
@@ -12,8 +18,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from pipeline.common.errors import CheckFailed
-from pipeline.common.tolerances import REL_DIFF_FLOOR, output_tolerance
+from pipeline.common.tolerances import REL_DIFF_FLOOR, output_tolerance, proof_tolerance, scaled_tolerance, with_noise
 from pipeline.verifier.backends import Outputs
+from pipeline.verifier.precision import Float32Noise
 
 
 @dataclass
@@ -22,23 +29,38 @@ class PairResult:
     b: str
     max_abs_diff: float  # probabilities
     max_rel_diff: float  # |a - b| / max(|b|, REL_DIFF_FLOOR), probabilities
-    argmax_disagreements: int  # counted for every model, gated for classifiers only
+    argmax_disagreements: int  # counted for every model
     images: int  # all images compared (test + random)
     test_images: int
     logits_max_abs_diff: float | None  # where both backends have logits
     tolerance: float  # on max_abs_diff
     classifier: bool
+    logits_tolerance: float | None = None  # on logits_max_abs_diff
+    decisive_disagreements: int = 0  # argmax disagreements where the float64 margin is decisive: gated, for classifiers
+    keras_noise: float | None = None  # Keras float32's own error against float64, where measured
 
     @property
     def passed(self) -> bool:
-        return self.max_abs_diff <= self.tolerance and (self.argmax_disagreements == 0 or not self.classifier)
+        logits_ok = self.logits_max_abs_diff is None or self.logits_tolerance is None or self.logits_max_abs_diff <= self.logits_tolerance
+        return self.max_abs_diff <= self.tolerance and logits_ok and (self.decisive_disagreements == 0 or not self.classifier)
+
+    def breach(self) -> str:
+        """max |Δ| against its tolerance, and the logits' where they are out of theirs."""
+        text = f"max |Δ| {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})"
+        if self.logits_max_abs_diff is not None and self.logits_tolerance is not None and self.logits_max_abs_diff > self.logits_tolerance:
+            text += f", logits max |Δ| {self.logits_max_abs_diff:.3g} (tolerance {self.logits_tolerance:.3g})"
+        return text
 
     def as_dict(self) -> dict:
         return asdict(self) | {"passed": self.passed}
 
 
-def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs], classifier: bool = True) -> PairResult:
-    """Compare backends `a` and `b` over the check sets both have (`b` is taken as the reference scale)."""
+def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs], classifier: bool = True,
+            noise: Float32Noise | None = None, proof: bool = False) -> PairResult:
+    """Compare backends `a` and `b` over the check sets both have (`b` is taken as the reference scale).
+
+    `noise`: the model's own float32 rounding, which widens the bounds (see the module docstring);
+    `proof`: both sides are float64 (the proof), held to `proof_tolerance`."""
     names = sorted(set(a_out) & set(b_out))
     if not names:
         raise ValueError(f"{a} and {b} share no check set")
@@ -52,17 +74,31 @@ def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs]
     logits_diff = (
         max(float(np.abs(a_out[n].logits.astype(np.float64) - b_out[n].logits).max()) for n in names) if has_logits else None
     )
+    logits_scale = max(float(np.abs(b_out[n].logits).max()) for n in names) if has_logits else 0.0
+    scale = float(np.abs(pb).max())
+    if proof:
+        tolerance, logits_tolerance = proof_tolerance(scale), proof_tolerance(logits_scale)
+    else:
+        tolerance = with_noise(output_tolerance(classifier, scale), noise.outputs if noise else None)
+        logits_tolerance = with_noise(scaled_tolerance(logits_scale), noise.logits if noise else None)
+    flips = pa.reshape(len(pa), -1).argmax(1) != pb.reshape(len(pb), -1).argmax(1)
+    decisive = flips
+    if noise is not None and all(n in noise.margins for n in names):
+        decisive = flips & (np.concatenate([noise.margins[n] for n in names]) > 2 * tolerance)
     return PairResult(
         a=a,
         b=b,
         max_abs_diff=float(diff.max()),
         max_rel_diff=float((diff / np.maximum(np.abs(pb), REL_DIFF_FLOOR)).max()),
-        argmax_disagreements=int((pa.reshape(len(pa), -1).argmax(1) != pb.reshape(len(pb), -1).argmax(1)).sum()),
+        argmax_disagreements=int(flips.sum()),
         images=len(pa),
         test_images=len(a_out["test"].probs) if "test" in names else 0,
         logits_max_abs_diff=logits_diff,
-        tolerance=output_tolerance(classifier, float(np.abs(pb).max())),
+        tolerance=tolerance,
         classifier=classifier,
+        logits_tolerance=logits_tolerance if has_logits else None,
+        decisive_disagreements=int(decisive.sum()),
+        keras_noise=noise.outputs if noise else None,
     )
 
 
@@ -70,5 +106,5 @@ def require(result: PairResult, what: str, with_counts: bool = True) -> PairResu
     """`result` if it passed; else CheckFailed saying `what` disagrees, by how much, against which tolerance."""
     if result.passed:
         return result
-    counts = f", {result.argmax_disagreements} argmax disagreements on {result.images} inputs" if with_counts else ""
-    raise CheckFailed(f"{what}: max |Δ| {result.max_abs_diff:.3g} (tolerance {result.tolerance:.3g}){counts}")
+    counts = f", {result.decisive_disagreements} argmax disagreements on {result.images} inputs" if with_counts else ""
+    raise CheckFailed(f"{what}: {result.breach()}{counts}")

@@ -1,9 +1,11 @@
 """Keras's outputs as the TensorFlow process wrote them: on the check set (`KerasReference`) and at
-every layer (`KerasLayers`), both plain `.npz` files tied to the model's and data's SHA-256.
-`for_model` reuses them when they are fresh and recomputes them (one TensorFlow process) when not."""
+every layer (`KerasLayers`), in float32 and from the float64 rebuild, all plain `.npz` files tied to
+the model's and data's SHA-256. `for_model` reuses them when they are fresh and recomputes them (one
+TensorFlow process) when not."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +38,11 @@ class KerasReference:
     @property
     def data_sha256(self) -> str:
         return str(self._arrays.get("data_sha256", ""))
+
+    @property
+    def unavailable(self) -> str:
+        """Why the file holds no outputs (a float64 rebuild that failed); "" where it holds them."""
+        return str(self._arrays.get("float64_unavailable", ""))
 
     def set_names(self) -> list[str]:
         return sorted({key.split("/")[0] for key in self._arrays if key.endswith("/probs")})
@@ -74,10 +81,21 @@ class KerasLayers:
             raise BadInput(f"{path} is not a readable Keras layer-output file ({exc}); rerun the onnx stage") from exc
 
 
+@dataclass
+class KerasOutputs:
+    """Keras's outputs for one model: float32 (the reference) and float64 (the ground truth)."""
+
+    reference: KerasReference
+    layers: KerasLayers | None  # where asked for
+    reference_f64: KerasReference | None  # None where the model cannot be rebuilt in float64
+    layers_f64: KerasLayers | None
+    float64_note: str = ""  # why the float64 outputs are missing
+
+
 def for_model(model: KerasModel, out_dir: Path, data: Path | None, with_layers: bool,
-              allow_unsafe_code: bool = False) -> tuple[KerasReference, KerasLayers | None]:
-    """Keras's outputs (and per-layer outputs if asked) for `model`: the stored files if they were made
-    from this model and data, else recomputed — both in one TensorFlow process."""
+              allow_unsafe_code: bool = False) -> KerasOutputs:
+    """Keras's outputs in float32 and float64 (and per layer, if asked) for `model`: the stored files if
+    they were made from this model and data, else recomputed — all in one TensorFlow process."""
     paths = ModelPaths(Path(out_dir))
     data_sha = sha256_of(cifar.locate(data)) if data is not None else None
 
@@ -88,12 +106,20 @@ def for_model(model: KerasModel, out_dir: Path, data: Path | None, with_layers: 
         fresh = loaded.model_sha256 == model.sha256 and (data_sha is None or loaded.data_sha256 == data_sha)
         return loaded if fresh else None
 
-    reference = load_if_fresh(paths.keras_reference, KerasReference)
-    layers = load_if_fresh(paths.keras_layers, KerasLayers) if with_layers else None
-    if reference is None or (with_layers and layers is None):
-        keras_runtime.run(KerasJob(model.path, allow_unsafe_code=allow_unsafe_code, data=data,
-                                   reference=paths.keras_reference if reference is None else None,
-                                   layers=paths.keras_layers if with_layers and layers is None else None))
-        reference = reference or KerasReference(paths.keras_reference)
-        layers = (layers or KerasLayers(paths.keras_layers)) if with_layers else None
-    return reference, layers
+    files = {"reference": (paths.keras_reference, KerasReference), "reference_f64": (paths.keras_reference_f64, KerasReference)}
+    if with_layers:
+        files |= {"layers": (paths.keras_layers, KerasLayers), "layers_f64": (paths.keras_layers_f64, KerasLayers)}
+    found = {name: load_if_fresh(path, kind) for name, (path, kind) in files.items()}
+    if found["reference_f64"] is not None and found["reference_f64"].unavailable:
+        found.pop("layers_f64", None)  # no float64 rebuild: no float64 layers either
+    missing = {name: files[name][0] for name, value in found.items() if value is None}
+    if missing:
+        keras_runtime.run(KerasJob(model.path, allow_unsafe_code=allow_unsafe_code, data=data, **missing))
+        for name in missing:
+            path, kind = files[name]
+            found[name] = kind(path) if path.is_file() else None
+    reference_f64 = found["reference_f64"]
+    note = reference_f64.unavailable if reference_f64 is not None else "the float64 outputs were not written"
+    usable_f64 = reference_f64 if reference_f64 is not None and not note else None
+    return KerasOutputs(found["reference"], found.get("layers"), usable_f64,
+                        found.get("layers_f64") if usable_f64 is not None else None, note)

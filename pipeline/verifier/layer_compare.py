@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from pipeline.common.errors import BadInput, NotApplicable
-from pipeline.common.tolerances import LAYER_ATOL, LAYER_RTOL, scaled_tolerance
+from pipeline.common.tolerances import LAYER_ATOL, LAYER_RTOL, scaled_tolerance, with_noise
 from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import ort
@@ -26,7 +26,7 @@ class LayerDiff:
     backend: str
     max_abs_diff: float
     scale: float  # max |Keras output| of this layer
-    tolerance: float  # tolerances.scaled_tolerance(scale)
+    tolerance: float  # tolerances.scaled_tolerance(scale), widened by the layer's own float32 noise where measured
     passed: bool
     note: str = ""
 
@@ -122,9 +122,9 @@ def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(d for d in shape if d != 1)
 
 
-def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout: str) -> LayerDiff:
+def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout: str, noise: float | None = None) -> LayerDiff:
     scale = float(np.abs(reference).max()) if reference.size else 0.0
-    tolerance = scaled_tolerance(scale)
+    tolerance = with_noise(scaled_tolerance(scale), noise)
     if value is None:
         return LayerDiff(backend, float("inf"), scale, tolerance, False, "tensor not produced")
     value = layer_map.to_keras_layout(value, layout)
@@ -139,7 +139,7 @@ def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout:
 
 
 def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray], inputs: np.ndarray,
-        with_manual: bool = True) -> LayerReport:
+        with_manual: bool = True, layer_noise: dict[str, float] | None = None) -> LayerReport:
     """Compare every mapped layer of `keras` across backends.
 
     Args:
@@ -149,6 +149,8 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
         keras_layers: {layer name: Keras output} on `inputs` (from the TensorFlow process).
         inputs: the inputs those outputs were computed on.
         with_manual: include the hand-written model where it applies.
+        layer_noise: {layer: Keras float32's own error against float64 there}, which widens that
+            layer's bound (`tolerances.with_noise`); None where it was not measured.
     """
     points = layer_map.map_onnx(keras.layers, sources.onnx_proto, keras.weights)
     compared = [p for p in points if p.compared]
@@ -168,15 +170,16 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
         row = LayerRow(point.layer.name, point.layer.class_name, point.onnx_node, fx_names.get(point.onnx_node),
                        module, point.compared, point.shared_with, point.note)
         reference = keras_layers.get(point.layer.name)
+        noise = (layer_noise or {}).get(point.layer.name)
         if point.compared and reference is not None:
-            diffs = [_diff("onnxruntime", reference, ort_tensors.get(point.tensor), point.layout),
-                     _diff("fx", reference, fx_tensors.get(point.onnx_node), point.layout)]
+            diffs = [_diff("onnxruntime", reference, ort_tensors.get(point.tensor), point.layout, noise),
+                     _diff("fx", reference, fx_tensors.get(point.onnx_node), point.layout, noise)]
             if point.inferred and any(d.note.startswith("shape") for d in diffs):
                 row.compared, row.note = False, f"{point.note}, but no tensor of its shape found: not compared"
             else:
                 row.diffs.extend(diffs)
         if manual and module is not None and reference is not None:
-            row.diffs.append(_diff("manual", reference, manual.get(module), layer_map.CHANNELS_FIRST))
+            row.diffs.append(_diff("manual", reference, manual.get(module), layer_map.CHANNELS_FIRST, noise))
         rows.append(row)
     return LayerReport(rows, len(inputs), ["onnxruntime", "fx"] + (["manual"] if manual else []), manual_note)
 

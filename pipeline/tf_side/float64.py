@@ -1,0 +1,52 @@
+"""The Keras model rebuilt in float64, in the TensorFlow process: the ground truth of the float64 proof.
+
+Every `dtype` of the model's own config is set to float64, the model is rebuilt from that config and
+given its float32 weights, cast (exact). Its float64 rounding (~1e-15) sits eleven orders of magnitude
+below a wrong conversion (≥ 1e-4); float32 leaves one or two (../shared/NOTES.md). The inputs keep
+their float32 values: the check set is float32, so the InputLayer's own cast loses nothing.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.tf_side.loading import keras_api
+
+FLOAT32, FLOAT64 = "float32", "float64"
+
+
+def float64_config(config):
+    """`config` with every float32 dtype — a plain name or a Keras 3 DTypePolicy — made float64."""
+    if isinstance(config, list):
+        return [float64_config(item) for item in config]
+    if not isinstance(config, dict):
+        return config
+    result = {}
+    for key, value in config.items():
+        if key == "dtype" and value == FLOAT32:
+            result[key] = FLOAT64
+        elif key == "dtype" and isinstance(value, dict) and value.get("config", {}).get("name") == FLOAT32:
+            result[key] = {**value, "config": {**value["config"], "name": FLOAT64}}
+        else:
+            result[key] = float64_config(value)
+    return result
+
+
+def rebuild(model):
+    """The float64 twin of `model`, with its weights.
+
+    Raises:
+        ValueError: the model cannot be rebuilt in float64 (the message says why).
+    """
+    keras = keras_api(model)
+    kind = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
+    try:
+        twin = kind.from_config(float64_config(model.get_config()))
+        twin.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
+    except Exception as exc:  # noqa: BLE001 — any layer that refuses float64; the proof is then left out, with the reason
+        raise ValueError(f"the model cannot be rebuilt in float64 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from exc
+    kept = sorted({layer.name for layer in twin.layers if getattr(layer, "compute_dtype", FLOAT64) != FLOAT64
+                   and type(layer).__name__ != "InputLayer"})
+    if kept:
+        raise ValueError(f"layers {', '.join(kept[:5])} stay in {FLOAT32} when rebuilt in float64")
+    return twin
