@@ -8,6 +8,7 @@ MIRROR ?= ../shared## offline mirror folder (layout as ../shared); used before a
 OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
 DATA   ?= data## fetched model and CIFAR-10 test set
 INPUTS ?=## optional .npy of your own sample inputs, shape (N, *input shape), added to every check
+INPUT_RANGE ?=## optional LO,HI to draw the random check inputs from (default: the model's own range, else several)
 
 PY    := .venv/bin/python
 # The interpreter that creates .venv: Python 3.11, the version the pinned stack installs on.
@@ -48,7 +49,7 @@ $(TEST_SET):
 
 onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outputs)
 $(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) $(CODE_onnx)
-	$(PY) -m pipeline onnx $(ARGS) $(if $(INPUTS),--inputs $(INPUTS))
+	$(PY) -m pipeline onnx $(ARGS) $(if $(INPUTS),--inputs $(INPUTS)) $(if $(INPUT_RANGE),--input-range $(INPUT_RANGE))
 
 torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_fx.py
 $(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx $(CODE_torch)

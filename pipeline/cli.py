@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors ar
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
@@ -17,8 +18,23 @@ from pipeline.common.errors import PipelineError
 from pipeline.common.keras_job import DEFAULT_OPSET
 
 
+# Terminal control sequences that library messages (Keras's) carry: never printed, they garble a log.
+_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
+ERROR_LINE_CHARS = 200  # an error is one line a person reads at once; the whole message with --debug
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
+
+
+def one_line(message: str, limit: int = ERROR_LINE_CHARS) -> str:
+    """`message` as one plain line of at most `limit` characters: escape codes out, whitespace folded,
+    the middle cut where it is too long (the start says what failed, the end what to do)."""
+    text = " ".join(_ESCAPES.sub("", message).split())
+    if len(text) <= limit:
+        return text
+    head = (limit - 3) * 3 // 5
+    return f"{text[:head]} … {text[-(limit - 3 - head):]}"
 
 
 def _model_paths(args) -> P.ModelPaths:
@@ -60,7 +76,10 @@ def cmd_onnx(args) -> int:
     from pipeline.stages import to_onnx
 
     started = time.perf_counter()
-    options = to_onnx.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code, inputs=args.inputs)
+    from pipeline.data import checkset
+
+    given = checkset.parse_range(args.input_range) if args.input_range else None
+    options = to_onnx.OnnxOptions(opset=args.opset, allow_unsafe_code=args.allow_unsafe_code, inputs=args.inputs, input_range=given)
     keras = KerasModel.open(args.model, args.allow_unsafe_code)  # the model first, then its --inputs, then the data
     to_onnx.check_inputs(keras, options)
     result = to_onnx.run(keras, args.out, _data(args.data), options)
@@ -185,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     opset.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset (default: %(default)s; 14–16 are tested by both converters)")
     opset.add_argument("--inputs", type=Path,
                        help="a .npy of your own sample inputs, shape (N, *input shape): compared in every later check too")
+    opset.add_argument("--input-range", metavar="LO,HI",
+                       help="draw the random check inputs from [LO, HI] (default: the range the model's Rescaling or "
+                            "Normalization states, else [0,1], [-1,1] and [0,255])")
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,bench,report,all}")
@@ -230,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     except PipelineError as exc:
         if args.debug:
             raise
-        _say(f"error: {exc}")
+        _say(one_line(f"error: {exc}"))
         return exc.exit_code
     except KeyboardInterrupt:
         _say("interrupted; artifacts already on disk are intact")

@@ -4,6 +4,7 @@ import pytest
 
 import helpers
 from pipeline.common.errors import BadInput, CheckFailed
+from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
 from pipeline.stages import to_onnx
 from pipeline.verifier.keras_outputs import KerasReference
@@ -21,14 +22,15 @@ def test_writes_checked_onnx_with_dynamic_batch(tiny_converted):
 def test_keras_reference_holds_every_check_set(tiny_converted, tiny_data):
     _, _, paths, _, _ = tiny_converted
     reference = KerasReference(paths.keras_reference)
-    assert reference.set_names() == ["random_1", "random_256", "random_7", "test"]
+    assert reference.set_names() == sorted([*checkset.random_batches((32, 32, 3)), "test"])  # every size and default range
     outputs = reference.outputs()
     assert outputs["test"].probs.shape == (64, 10)
     np.testing.assert_allclose(outputs["test"].probs.sum(1), 1, atol=1e-5)
     # logits are the softmax input: softmax(logits) must give the probabilities
-    logits = outputs["random_7"].logits
+    seven = checkset.set_name(7, checkset.DEFAULT_RANGES[0])
+    logits = outputs[seven].logits
     softmax = np.exp(logits - logits.max(1, keepdims=True))
-    np.testing.assert_allclose(softmax / softmax.sum(1, keepdims=True), outputs["random_7"].probs, atol=1e-6)
+    np.testing.assert_allclose(softmax / softmax.sum(1, keepdims=True), outputs[seven].probs, atol=1e-6)
 
 
 def test_missing_model_is_bad_input(tmp_path):

@@ -18,6 +18,10 @@ DEFAULT_OPSET = 15
 WORKER_MODULE = "pipeline.tf_side"
 # A worker's own one-line error on stderr starts with this; the launcher turns it into BadInput.
 ERROR_PREFIX = "pipeline-error: "
+# Longest a TensorFlow process may run before it is killed: never a hang, whatever a file makes Keras
+# do. The longest job measured here (convert and reference a Keras Applications model at 96 px) takes
+# about a minute; `PIPELINE_WORKER_TIMEOUT` (seconds) overrides it.
+WORKER_TIMEOUT_S = 1800
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,7 @@ class KerasJob:
     allow_unsafe_code: bool = False  # let Keras deserialize Lambda layers (runs code from the file)
     data: Path | None = None  # the CIFAR-10 folder: test images join the check set of 32×32×3 models
     inputs: Path | None = None  # the user's own sample inputs (.npy), added to the check set
+    input_ranges: tuple[tuple[float, float], ...] = ()  # random inputs are drawn from these; () for `checkset.DEFAULT_RANGES`
     onnx: Path | None = None  # convert with tf2onnx and write the ONNX file here
     opset: int = DEFAULT_OPSET
     reference: Path | None = None  # Keras's outputs on the check set (.npz)
@@ -62,6 +67,7 @@ class KerasJob:
         raw = json.loads(text)
         paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
         values = {key: (Path(value) if key in paths and value is not None else value) for key, value in raw.items()}
+        values["input_ranges"] = tuple(tuple(pair) for pair in values.get("input_ranges", ()))
         if values.get("bench") is not None:
             values["bench"] = KerasBench(**{**values["bench"], "sizes": tuple(values["bench"]["sizes"])})
         return cls(**values)

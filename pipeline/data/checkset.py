@@ -15,25 +15,68 @@ from pipeline.common.errors import BadInput
 # input range, which real images do not cover evenly.
 RANDOM_BATCH_SIZES = (1, 7, 256)
 RANDOM_SEED = 20261126
-PIXEL_MAX = 255.0  # the model takes raw pixel values 0..255 (../shared/NOTES.md)
+# The ranges random inputs are drawn from where the model does not state its own (a Rescaling or
+# Normalization layer, `keras_file.graph.input_ranges`) and the user gives none (--input-range): the
+# three that image models are trained on. A model driven far outside its range is checked there too,
+# but judged against its own float32 noise (`verifier.precision`), which grows with the range.
+DEFAULT_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
+
+Range = tuple[float, float]
+
+
+def set_name(size: int, value_range: Range) -> str:
+    """`random_<size>_<lo>_<hi>`: the name of the random check set of one batch size and range."""
+    return f"random_{size}_{value_range[0]:g}_{value_range[1]:g}"
 # Batch size for running real images through a backend: large enough to be fast, and the size
 # MLPerf Tiny's own evaluation uses.
 TEST_BATCH_SIZE = 256
 
 
-def random_batches(input_shape: tuple[int, ...], sizes=RANDOM_BATCH_SIZES, seed: int = RANDOM_SEED) -> dict[str, np.ndarray]:
-    """Seeded uniform float32 inputs over 0..255, one batch per size, keyed `random_<size>`.
+def random_batches(input_shape: tuple[int, ...], ranges: tuple[Range, ...] = DEFAULT_RANGES, sizes=RANDOM_BATCH_SIZES,
+                   seed: int = RANDOM_SEED) -> dict[str, np.ndarray]:
+    """Seeded uniform float32 inputs, one batch per range and size, keyed `set_name(size, range)`.
 
     Args:
         input_shape: one sample's shape, without the batch dimension (e.g. (32, 32, 3)).
+        ranges: the (low, high) ranges to draw from.
         sizes: the batch sizes.
         seed: numpy seed; the same seed gives the same batches in every process.
     """
     rng = np.random.default_rng(seed)
     return {
-        f"random_{size}": rng.uniform(0.0, PIXEL_MAX, size=(size, *input_shape)).astype(np.float32)
-        for size in sizes
+        set_name(size, (lo, hi)): rng.uniform(lo, hi, size=(size, *input_shape)).astype(np.float32)
+        for lo, hi in ranges for size in sizes
     }
+
+
+def choose_ranges(stated: tuple[Range, ...] | None, given: Range | None) -> tuple[Range, ...]:
+    """The ranges to draw random inputs from: the user's (--input-range), else the model's own, else DEFAULT_RANGES."""
+    return (given,) if given is not None else (stated or DEFAULT_RANGES)
+
+
+def ranges_of(set_names) -> list[Range]:
+    """The ranges behind the random check sets named `set_names` (see `set_name`), in order of first appearance."""
+    found: list[Range] = []
+    for name in set_names:
+        parts = name.split("_")
+        if name.startswith("random_") and len(parts) == 4 and (float(parts[2]), float(parts[3])) not in found:
+            found.append((float(parts[2]), float(parts[3])))
+    return found
+
+
+def parse_range(text: str) -> Range:
+    """`LO,HI` (as --input-range and INPUT_RANGE= take it) as a range.
+
+    Raises:
+        BadInput: not two numbers with LO < HI.
+    """
+    try:
+        lo, hi = (float(part) for part in text.split(","))
+    except ValueError:
+        raise BadInput(f"--input-range {text!r} is not LO,HI (two numbers, e.g. 0,1)") from None
+    if not lo < hi or not np.isfinite([lo, hi]).all():
+        raise BadInput(f"--input-range {text!r}: LO must be below HI, both finite")
+    return lo, hi
 
 
 USER_SET = "user"  # the check set a user gives with --inputs
@@ -68,9 +111,9 @@ def load_user_inputs(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
     return array
 
 
-def batch_size_of(set_name: str) -> int:
-    """The batch size a check set is run at: its own size for `random_<n>`, else TEST_BATCH_SIZE."""
-    return int(set_name.split("_", 1)[1]) if set_name.startswith("random_") else TEST_BATCH_SIZE
+def batch_size_of(name: str) -> int:
+    """The batch size a check set is run at: its own size for a random set (`set_name`), else TEST_BATCH_SIZE."""
+    return int(name.split("_")[1]) if name.startswith("random_") else TEST_BATCH_SIZE
 
 
 def batches(array: np.ndarray, batch_size: int):
@@ -84,9 +127,10 @@ def batches(array: np.ndarray, batch_size: int):
 LAYER_TEST_IMAGES = 100
 
 
-def layer_inputs(input_shape: tuple[int, ...], test_images: np.ndarray | None) -> np.ndarray:
-    """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and 7 seeded random ones."""
-    random = random_batches(input_shape, sizes=(7,))["random_7"]
+def layer_inputs(input_shape: tuple[int, ...], test_images: np.ndarray | None, ranges: tuple[Range, ...] = DEFAULT_RANGES) -> np.ndarray:
+    """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and 7 seeded
+    random ones per range."""
+    random = np.concatenate(list(random_batches(input_shape, ranges, sizes=(7,)).values()))
     if test_images is None:
         return random
     return np.concatenate([test_images[:LAYER_TEST_IMAGES].astype(np.float32), random])

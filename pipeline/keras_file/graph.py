@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 
 @dataclass(frozen=True)
 class KerasLayer:
@@ -75,3 +77,26 @@ def is_classifier(graph: list[KerasLayer]) -> bool:
     """Whether the model's output is class probabilities: its last layer ends in a softmax."""
     last = graph[-1] if graph else None
     return last is not None and (last.activation == "softmax" or last.class_name == "Softmax")
+
+
+def input_ranges(graph: list[KerasLayer]) -> tuple[tuple[float, float], ...] | None:
+    """The input range the model states, where a layer right after its input does: a Rescaling (the
+    inputs it maps onto [0, 1], or onto [−1, 1] where its offset is negative), or a Normalization with
+    its mean and variance in the config (mean ± 3 standard deviations). None where neither is there."""
+    inputs = {layer.name for layer in graph if layer.class_name == "InputLayer"}
+    for layer in graph:
+        if layer.class_name == "InputLayer" or not set(layer.inbound) <= inputs:
+            continue
+        if layer.class_name == "Rescaling":
+            scale, offset = layer.config.get("scale"), layer.config.get("offset", 0.0)
+            if isinstance(scale, int | float) and isinstance(offset, int | float) and scale:
+                low, high = (-1.0, 1.0) if offset < 0 else (0.0, 1.0)
+                ends = sorted(((low - offset) / scale, (high - offset) / scale))
+                return ((float(ends[0]), float(ends[1])),)
+        if layer.class_name == "Normalization":
+            mean, variance = layer.config.get("mean"), layer.config.get("variance")
+            if mean is not None and variance is not None:
+                mean, spread = np.asarray(mean, dtype=float), 3 * np.sqrt(np.asarray(variance, dtype=float))
+                return ((float((mean - spread).min()), float((mean + spread).max())),)
+        return None  # the first layer states no range
+    return None

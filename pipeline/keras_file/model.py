@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.checksums import sha256_of
-from pipeline.keras_file import graph, safety, weights
+from pipeline.keras_file import checks, graph, safety, weights
 from pipeline.keras_file.graph import KerasLayer
 
 
@@ -27,12 +27,19 @@ class KerasModel:
 
     @classmethod
     def open(cls, path: Path, allow_unsafe_code: bool = False) -> KerasModel:
-        """Read and check `path` (a `.h5` or `.keras`).
+        """Read and check `path` (a `.h5`, `.hdf5` or `.keras`).
 
         Raises:
-            BadInput: the file is not a Keras model that is safe to load (`safety.check`).
+            BadInput: the file is not a Keras model that is safe to load (`safety.check`), or its layer
+                graph is not one Keras could build (`checks.check_graph`).
         """
-        return cls(path, safety.check(path, allow_unsafe_code))
+        model = cls(path, safety.check(path, allow_unsafe_code))
+        checks.check_graph(model.config, model.layers)
+        return model
+
+    def check_weights(self) -> None:
+        """BadInput naming the first weight that is NaN, infinite or of the wrong shape (`checks.check_weights`)."""
+        checks.check_weights(self.layers, self.weights)
 
     @property
     def name(self) -> str:
@@ -46,6 +53,11 @@ class KerasModel:
     def input_shape(self) -> tuple[int, ...] | None:
         """One sample's input shape as the config states it; None where it does not (`graph.input_shape`)."""
         return graph.input_shape(self.layers)
+
+    @cached_property
+    def input_ranges(self) -> tuple[tuple[float, float], ...] | None:
+        """The input range the model's first layer states (`graph.input_ranges`); None where it states none."""
+        return graph.input_ranges(self.layers)
 
     @cached_property
     def classifier(self) -> bool:

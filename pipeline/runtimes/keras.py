@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput, PipelineError
-from pipeline.common.keras_job import ERROR_PREFIX, WORKER_MODULE, KerasJob, KerasJobResult
+from pipeline.common.keras_job import ERROR_PREFIX, WORKER_MODULE, WORKER_TIMEOUT_S, KerasJob, KerasJobResult
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 
@@ -22,16 +22,22 @@ def run(job: KerasJob) -> KerasJobResult:
     """Run `job` in a TensorFlow process; return what it reports.
 
     Raises:
-        BadInput: the worker reported a problem with the model or data (its one-line message).
+        BadInput: the worker reported a problem with the model or data (its one-line message), or ran
+            past its time limit (`WORKER_TIMEOUT_S`, or `PIPELINE_WORKER_TIMEOUT` seconds) and was killed.
         PipelineError: the worker died without saying why (e.g. killed, out of memory).
     """
+    limit = float(os.environ.get("PIPELINE_WORKER_TIMEOUT", WORKER_TIMEOUT_S))
     with tempfile.TemporaryDirectory() as scratch:
         job_path, result_path = Path(scratch) / "job.json", Path(scratch) / "result.json"
         job_path.write_text(job.to_json())
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
         command = [sys.executable, "-m", WORKER_MODULE, str(job_path), str(result_path)]
-        completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True, timeout=limit)
+        except subprocess.TimeoutExpired as exc:
+            raise BadInput(f"Keras/TensorFlow did not finish with {job.model} in {limit:g} s and was stopped; "
+                           "a damaged model config can make Keras loop (set PIPELINE_WORKER_TIMEOUT for a larger model)") from exc
         if completed.returncode == 0:
             return KerasJobResult.read(result_path)
         errors = [line[len(ERROR_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(ERROR_PREFIX)]

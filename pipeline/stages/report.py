@@ -26,7 +26,9 @@ def verify_table(verify: dict) -> str:
         )
     user = f" + {verify['user_inputs']:,} of yours (--inputs)" if verify.get("user_inputs") else ""
     sizes = ", ".join(map(str, verify.get("random_batch_sizes", checkset.RANDOM_BATCH_SIZES)))
-    lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random (batch sizes {sizes}){user}.")
+    ranges = ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in verify.get("input_ranges", ()))
+    ranges = f" over {ranges}" if ranges else ""
+    lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random{ranges} (batch sizes {sizes}){user}.")
     noise = verify.get("keras_float32_noise")
     widened = f", or {verify['noise_factor']:g}× the model's own float32 noise where larger" if noise is not None else ""
     lines.append(f"Outputs are class probabilities: max |Δ| ≤ {short(verify['atol_prob'])}{widened}, and no decisive argmax may differ."

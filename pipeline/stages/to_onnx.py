@@ -30,6 +30,7 @@ class OnnxOptions:
     opset: int = DEFAULT_OPSET
     allow_unsafe_code: bool = False  # let Keras deserialize Lambda layers (runs code from the file)
     inputs: Path | None = None  # the user's own sample inputs (.npy), added to the check set
+    input_range: tuple[float, float] | None = None  # draw random inputs from here (else the model's range, else several)
 
 
 @dataclass
@@ -66,11 +67,13 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
     """
     started = time.time()
     keras = model if isinstance(model, KerasModel) else KerasModel.open(model, options.allow_unsafe_code)
+    keras.check_weights()  # before Keras: NaN weights convert, and then verify as "max |Δ| nan"
     paths = ModelPaths.for_model(keras.path, out)
     for stale in (paths.onnx_f64, paths.keras_layers_f64):  # a model that no longer rebuilds must not keep an old proof
         stale.unlink(missing_ok=True)
     summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
                                          inputs=options.inputs, onnx=paths.onnx, opset=options.opset,
+                                         input_ranges=checkset.choose_ranges(keras.input_ranges, options.input_range),
                                          reference=paths.keras_reference, layers=paths.keras_layers,
                                          onnx_f64=paths.onnx_f64, reference_f64=paths.keras_reference_f64,
                                          layers_f64=paths.keras_layers_f64))

@@ -57,7 +57,7 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = ()) -> TorchRes
     paths = ModelPaths(Path(out_dir))
     gm, n_static = to_fx.convert(onnx_path, layer_names)
     shape = onnx_graph.input_shape(onnx_path)
-    sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape)
+    sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape, paths.keras_reference)
     noise = keras_noise(paths)
     _save(to_fx.export(gm, shape), paths.pt2)
     write_text(paths.fx_code, to_fx.fx_source(gm, onnx_path))
@@ -77,10 +77,13 @@ def _save(program, path: Path) -> None:
         torch.export.save(program, str(tmp))
 
 
-def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...]):
-    """The random check batches, ONNX Runtime's outputs on them, and whether those are probabilities."""
+def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...], reference: Path | None = None):
+    """The random check batches (those of the Keras `reference` beside the ONNX file, where it is there:
+    the same ranges), ONNX Runtime's outputs on them, and whether those are probabilities."""
     sources = backends.Sources(backends.Artifacts(onnx=onnx_path))
-    sets = checkset.random_batches(sample_shape)
+    stored = KerasReference(reference) if reference is not None and reference.is_file() else None
+    sets = {name: stored.inputs(name) for name in stored.set_names() if name.startswith("random_")} if stored else {}
+    sets = sets or checkset.random_batches(sample_shape)
     outputs = backends.run_sets(backends.load("onnxruntime", sources), sets)
     return sets, outputs, onnx_graph.softmax_input(sources.onnx_proto.graph) is not None
 

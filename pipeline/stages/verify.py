@@ -54,6 +54,7 @@ class VerifyResult:
     keras_noise: float | None = None  # Keras float32 vs Keras float64, max |Δ| over the pooled check set
     noise_ratios: dict[str, float] = field(default_factory=dict)  # backend -> its error vs float64 / Keras float32's
     saturation: dict[str, dict] = field(default_factory=dict)  # check set -> saturated / collapsed samples (Keras)
+    input_ranges: list[tuple[float, float]] = field(default_factory=list)  # the ranges random inputs came from
 
     @property
     def outputs_passed(self) -> bool:
@@ -79,6 +80,7 @@ class VerifyResult:
             "test_images": self.test_images,
             "random_images": self.random_images,
             "random_batch_sizes": list(checkset.RANDOM_BATCH_SIZES),
+            "input_ranges": [list(pair) for pair in self.input_ranges],
             "user_inputs": self.user_inputs,
             "pairs": [pair.as_dict() for pair in self.pairs],
             "outputs_passed": self.outputs_passed,
@@ -143,6 +145,7 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
         user_inputs=len(sets.get(checkset.USER_SET, ())),
         layers=layer_report,
         saturation=precision.saturation(outputs["keras"], keras.classifier),
+        input_ranges=checkset.ranges_of(sets),
     )
     _float64(result, found, sources, sets, outputs, noise, keras.classifier)
     _write(result, keras, ModelPaths(Path(out_dir)), started, plots)

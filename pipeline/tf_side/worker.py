@@ -7,6 +7,7 @@ timing. Any failure ends in exit code 2 and one stderr line prefixed `ERROR_PREF
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import warnings
@@ -28,6 +29,8 @@ def run_job(job: KerasJob) -> KerasJobResult:
     """Do what `job` asks (see `KerasJob`); raise on the first failure."""
     if job.bench is not None:
         timing.set_threads(job.bench.threads)
+    if not job.input_ranges:
+        job = dataclasses.replace(job, input_ranges=checkset.DEFAULT_RANGES)
     safety.check(job.model, job.allow_unsafe_code)  # again here: this process is the one that would run the code
     model = load_keras_model(job.model, job.allow_unsafe_code)
     api, shape = keras_api(model), input_shape_of(model)
@@ -37,9 +40,9 @@ def run_job(job: KerasJob) -> KerasJobResult:
     if job.onnx:
         result.onnx_rewrites = to_onnx.convert(model, job.onnx, job.opset)
     if job.reference:
-        result.reference_sets = outputs.reference(model, job.model, job.reference, job.data, user_inputs)
+        result.reference_sets = outputs.reference(model, job.model, job.reference, job.data, user_inputs, job.input_ranges)
     if job.layers:
-        result.layers = outputs.layer_outputs(model, job.model, job.layers, job.data)
+        result.layers = outputs.layer_outputs(model, job.model, job.layers, job.data, job.input_ranges)
     if job.onnx_f64 or job.reference_f64 or job.layers_f64:
         result.float64 = _float64_parts(model, job, user_inputs)
     if job.bench is not None:
@@ -62,9 +65,9 @@ def _float64_parts(model, job: KerasJob, user_inputs) -> str:
             outputs.unavailable(job.reference_f64, job.model, job.data, str(exc))
         return str(exc)
     if job.reference_f64:
-        outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs)
+        outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs, job.input_ranges)
     if job.layers_f64:
-        outputs.layer_outputs(twin, job.model, job.layers_f64, job.data)
+        outputs.layer_outputs(twin, job.model, job.layers_f64, job.data, job.input_ranges)
     return ""
 
 

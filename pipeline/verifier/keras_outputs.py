@@ -14,7 +14,7 @@ from pipeline.common.checksums import sha256_of
 from pipeline.common.errors import BadInput
 from pipeline.common.keras_job import KerasJob
 from pipeline.common.paths import ModelPaths
-from pipeline.data import cifar
+from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import keras as keras_runtime
 from pipeline.verifier.backends import Outputs
@@ -114,7 +114,8 @@ def for_model(model: KerasModel, out_dir: Path, data: Path | None, with_layers: 
         found.pop("layers_f64", None)  # no float64 rebuild: no float64 layers either
     missing = {name: files[name][0] for name, value in found.items() if value is None}
     if missing:
-        keras_runtime.run(KerasJob(model.path, allow_unsafe_code=allow_unsafe_code, data=data, **missing))
+        ranges = checkset.choose_ranges(model.input_ranges, None)
+        keras_runtime.run(KerasJob(model.path, allow_unsafe_code=allow_unsafe_code, data=data, input_ranges=ranges, **missing))
         for name in missing:
             path, kind = files[name]
             found[name] = kind(path) if path.is_file() else None

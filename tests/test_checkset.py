@@ -1,0 +1,48 @@
+"""The check sets: random inputs over the model's own range where it states one."""
+
+import numpy as np
+import pytest
+
+from pipeline.common.errors import BadInput
+from pipeline.data import checkset
+from pipeline.keras_file.graph import KerasLayer, input_ranges
+
+
+def _graph(first: KerasLayer) -> list[KerasLayer]:
+    return [KerasLayer("in", "InputLayer", {}, ()), first]
+
+
+@pytest.mark.parametrize("config, expected", [
+    ({"scale": 1 / 255, "offset": 0.0}, (0.0, 255.0)),
+    ({"scale": 1 / 127.5, "offset": -1.0}, (0.0, 255.0)),
+    ({"scale": 1.0, "offset": 0.0}, (0.0, 1.0)),
+])
+def test_rescaling_states_the_input_range(config, expected):
+    (found,) = input_ranges(_graph(KerasLayer("rescale", "Rescaling", config, ("in",))))
+    assert found == pytest.approx(expected)
+
+
+def test_normalization_states_mean_plus_minus_three_sigma():
+    (found,) = input_ranges(_graph(KerasLayer("norm", "Normalization", {"mean": [10.0, 20.0], "variance": [4.0, 1.0]}, ("in",))))
+    assert found == pytest.approx((4.0, 23.0))
+
+
+def test_no_range_stated_means_the_default_ranges():
+    assert input_ranges(_graph(KerasLayer("c", "Conv2D", {}, ("in",)))) is None
+    assert checkset.choose_ranges(None, None) == checkset.DEFAULT_RANGES
+    assert checkset.choose_ranges(((0.0, 255.0),), (0.0, 1.0)) == ((0.0, 1.0),)
+
+
+def test_random_batches_cover_each_range_and_size():
+    sets = checkset.random_batches((4,), ((0.0, 1.0), (-1.0, 1.0)))
+    assert len(sets) == 2 * len(checkset.RANDOM_BATCH_SIZES)
+    assert checkset.ranges_of(sets) == [(0.0, 1.0), (-1.0, 1.0)]
+    low = sets[checkset.set_name(256, (-1.0, 1.0))]
+    assert low.min() < -0.9 and low.max() > 0.9 and checkset.batch_size_of(checkset.set_name(256, (-1.0, 1.0))) == 256
+    assert np.array_equal(sets[checkset.set_name(7, (0.0, 1.0))], checkset.random_batches((4,), ((0.0, 1.0), (-1.0, 1.0)))["random_7_0_1"])
+
+
+@pytest.mark.parametrize("text", ["1", "a,b", "5,1", "0,inf"])
+def test_bad_input_range_is_bad_input(text):
+    with pytest.raises(BadInput, match="--input-range"):
+        checkset.parse_range(text)
