@@ -27,13 +27,22 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+_LONG_PATH = re.compile(r"(?<![\w.])/(?:[^\s/]+/){3,}[^\s/]+")  # an absolute path four or more folders deep
+
+
+def _short_path(match: re.Match) -> str:
+    path = match.group(0)
+    return path if len(path) <= 40 else "…/" + "/".join(path.rsplit("/", 2)[-2:])
+
+
 def one_line(message: str, limit: int = ERROR_LINE_CHARS) -> str:
     """`message` as one plain line of at most `limit` characters: escape codes out, whitespace folded,
-    the middle cut where it is too long (the start says what failed, the end what to do)."""
-    text = " ".join(_ESCAPES.sub("", message).split())
+    long absolute paths shortened to their last two parts, and the middle cut where it is still too
+    long (the start says what failed, the end what to do)."""
+    text = _LONG_PATH.sub(_short_path, " ".join(_ESCAPES.sub("", message).split()))
     if len(text) <= limit:
         return text
-    head = (limit - 3) * 3 // 5
+    head = (limit - 3) * 2 // 3
     return f"{text[:head]} … {text[-(limit - 3 - head):]}"
 
 

@@ -15,7 +15,7 @@ import numpy as np
 from pipeline.keras_file.model import KerasModel
 from pipeline.stages import to_onnx, to_torch, verify
 from pipeline.verifier.backends import Artifacts
-from pipeline.verifier.keras_outputs import KerasReference
+from pipeline.verifier.keras_reference import KerasReference
 
 FLAVOURS = families.FLAVOURS
 MEASURED: dict = {}  # (family, flavour) -> (proof max |Δ|, Keras float32 noise, noise ratios): printed with -s for the README

@@ -8,7 +8,7 @@ import faults
 from pipeline.keras_file.model import KerasModel
 from pipeline.verifier import layer_compare, resnet8
 from pipeline.verifier.backends import Artifacts, Sources
-from pipeline.verifier.keras_outputs import KerasLayers
+from pipeline.verifier.keras_reference import KerasLayers
 from pipeline.common.tolerances import LAYER_RTOL
 
 IMAGES = 24  # of the layer check set: enough for every fault below to show, small enough to be quick

@@ -17,14 +17,14 @@ from pipeline.verifier.compare import compare
 
 # A small CNN trained, as it were, on inputs in [0, 1] and fed the check set's 0..255: its logits reach
 # thousands, with class differences of a few units (a head whose columns are nearly equal), so float32
-# rounding alone moves its probabilities by far more than 1e-5. `saturated`: the same with a head 100×
-# larger, whose softmax is exactly one-hot.
+# rounding alone moves its probabilities by far more than 1e-5. `saturated`: the same with class
+# differences 1e5× larger, whose softmax is exactly one-hot on every input range.
 OUT_OF_RANGE_SCRIPT = """
 import sys, numpy as np, keras
 from pathlib import Path
 keras.utils.set_random_seed(7)
 rng = np.random.default_rng(7)
-for name, spread in (("out_of_range", 1.0), ("saturated", 100.0)):
+for name, spread in (("out_of_range", 1.0), ("saturated", 1e5)):
     x = inp = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(8, 3, activation="relu")(x)
     x = keras.layers.Conv2D(8, 3, activation="relu")(x)

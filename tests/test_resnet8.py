@@ -31,15 +31,17 @@ def test_loads_every_tensor_by_name(real_paths):
 
 @pytest.mark.real_data
 def test_matches_keras_reference(real_run):
-    from pipeline.verifier.keras_outputs import KerasReference
+    from pipeline.data import checkset
+    from pipeline.verifier.keras_reference import KerasReference
 
     _, paths, data = real_run
     model, _ = resnet8.from_keras(KerasModel.open(data / "models" / "pretrainedResnet.h5"))
     reference = KerasReference(paths.keras_reference)
-    x = torch.from_numpy(reference.inputs("random_256"))
+    name = checkset.set_name(256, (0.0, 255.0))
+    x = torch.from_numpy(reference.inputs(name))
     with torch.inference_mode():
         probs = model(x).numpy()
-    np.testing.assert_allclose(probs, reference.outputs()["random_256"].probs, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(probs, reference.outputs()[name].probs, atol=1e-5, rtol=0)
 
 
 @pytest.mark.real_data

@@ -7,7 +7,7 @@ from pipeline.common.errors import BadInput, CheckFailed
 from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
 from pipeline.stages import to_onnx
-from pipeline.verifier.keras_outputs import KerasReference
+from pipeline.verifier.keras_reference import KerasReference
 
 
 def test_writes_checked_onnx_with_dynamic_batch(tiny_converted):

@@ -17,9 +17,9 @@ MAX_BATCH = 1 << 16
 
 
 def unconvertible_node(onnx_path: Path, layer_names: list[str] = ()) -> str:
-    """Which node onnx2torch cannot convert, with the Keras layer it came from ("op X of layer Y (ONNX
-    node Z)"): a diagnosis made only after `onnx2torch.convert` failed, whose error names no node. Each
-    node is given to its converter as `convert` does, after the same shape inference."""
+    """Which node onnx2torch cannot convert, with the Keras layer it came from ("layer Y (op X, node Z)"):
+    a diagnosis made only after `onnx2torch.convert` failed, whose error names no node. Each node is
+    given to its converter as `convert` does, after the same shape inference."""
     from onnx2torch.node_converters import get_converter
     from onnx2torch.onnx_graph import OnnxGraph
     from onnx2torch.utils.safe_shape_inference import safe_shape_inference
@@ -33,7 +33,7 @@ def unconvertible_node(onnx_path: Path, layer_names: list[str] = ()) -> str:
             get_converter(domain=node.domain, operation_type=node.operation_type, version=opsets[node.domain])(node, graph)
         except Exception:  # noqa: BLE001 — this is the search for the failing node
             layer = owners.get(name)
-            return f"op {node.operation_type} of " + (f"layer {layer} (ONNX node {name})" if layer else f"ONNX node {name}")
+            return f"layer {layer} (op {node.operation_type}, node {name})" if layer else f"op {node.operation_type} (node {name})"
     return "a node of the graph"
 
 
@@ -50,7 +50,7 @@ def convert_raw(onnx_path: Path, layer_names: list[str] = ()):
     except (NotImplementedError, KeyError, ValueError, TypeError) as exc:
         reason = " ".join(str(exc).split())[:200].rstrip(".")
         raise BadInput(f"onnx2torch cannot convert {unconvertible_node(onnx_path, layer_names)}: {reason}; "
-                       "rebuild that layer from supported options or report it upstream") from exc
+                       "change the layer or report it upstream") from exc
 
 
 def convert(onnx_path: Path, layer_names: list[str] = ()):

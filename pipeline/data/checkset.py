@@ -55,13 +55,13 @@ def choose_ranges(stated: tuple[Range, ...] | None, given: Range | None) -> tupl
 
 
 def ranges_of(set_names) -> list[Range]:
-    """The ranges behind the random check sets named `set_names` (see `set_name`), in order of first appearance."""
+    """The ranges behind the random check sets named `set_names` (see `set_name`), lowest first."""
     found: list[Range] = []
     for name in set_names:
         parts = name.split("_")
         if name.startswith("random_") and len(parts) == 4 and (float(parts[2]), float(parts[3])) not in found:
             found.append((float(parts[2]), float(parts[3])))
-    return found
+    return sorted(found)
 
 
 def parse_range(text: str) -> Range:

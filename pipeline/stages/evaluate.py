@@ -22,7 +22,7 @@ from pipeline.common.tolerances import ACCURACY_GATE
 from pipeline.data import checkset, cifar
 from pipeline.runtimes import pt2 as pt2_runtime
 from pipeline.verifier import backends
-from pipeline.verifier.keras_outputs import KerasReference
+from pipeline.verifier.keras_reference import KerasReference
 
 
 @dataclass(frozen=True)

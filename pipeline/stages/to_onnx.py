@@ -21,7 +21,7 @@ from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import keras as keras_runtime
 from pipeline.verifier import backends, precision
 from pipeline.verifier.compare import PairResult, compare, require
-from pipeline.verifier.keras_outputs import KerasReference
+from pipeline.verifier.keras_reference import KerasReference
 from pipeline.verifier.precision import Float32Noise
 
 

@@ -25,7 +25,7 @@ from pipeline.data import checkset
 from pipeline.verifier import backends, precision
 from pipeline.verifier.backends import Outputs
 from pipeline.verifier.compare import PairResult, compare, require
-from pipeline.verifier.keras_outputs import KerasReference
+from pipeline.verifier.keras_reference import KerasReference
 from pipeline.verifier.precision import Float32Noise
 
 

@@ -1,84 +1,19 @@
-"""Keras's outputs as the TensorFlow process wrote them: on the check set (`KerasReference`) and at
-every layer (`KerasLayers`), in float32 and from the float64 rebuild, all plain `.npz` files tied to
-the model's and data's SHA-256. `for_model` reuses them when they are fresh and recomputes them (one
-TensorFlow process) when not."""
+"""Keras's outputs for one model, in float32 and from the float64 rebuild, on the check set and at
+every layer (`keras_reference`): `for_model` reuses the files when they are fresh and recomputes them
+(one TensorFlow process) when not."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from pipeline.common.checksums import sha256_of
-from pipeline.common.errors import BadInput
 from pipeline.common.keras_job import KerasJob
 from pipeline.common.paths import ModelPaths
 from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import keras as keras_runtime
-from pipeline.verifier.backends import Outputs
-
-
-class KerasReference:
-    """Keras's outputs on the check set, as the onnx stage wrote them (`keras_reference.npz`)."""
-
-    def __init__(self, path: Path):
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                self._arrays = {key: archive[key] for key in archive.files}
-        except (OSError, ValueError) as exc:
-            raise BadInput(f"{path} is not a readable Keras reference file ({exc}); rerun the onnx stage") from exc
-        self.path = path
-
-    @property
-    def model_sha256(self) -> str:
-        return str(self._arrays.get("model_sha256", ""))
-
-    @property
-    def data_sha256(self) -> str:
-        return str(self._arrays.get("data_sha256", ""))
-
-    @property
-    def unavailable(self) -> str:
-        """Why the file holds no outputs (a float64 rebuild that failed); "" where it holds them."""
-        return str(self._arrays.get("float64_unavailable", ""))
-
-    def set_names(self) -> list[str]:
-        return sorted({key.split("/")[0] for key in self._arrays if key.endswith("/probs")})
-
-    def inputs(self, name: str) -> np.ndarray | None:
-        """The inputs of check set `name`, where the file holds them (not for the test images: see `check_sets`)."""
-        return self._arrays.get(f"{name}/inputs")
-
-    def outputs(self) -> dict[str, Outputs]:
-        return {name: Outputs(self._arrays[f"{name}/probs"], self._arrays.get(f"{name}/logits")) for name in self.set_names()}
-
-    def check_sets(self, data: Path | None) -> dict[str, np.ndarray]:
-        """The inputs behind every set: random batches and the user's from the file, test images from `data`."""
-        sets = {}
-        for name in self.set_names():
-            inputs = self.inputs(name)
-            if inputs is None and name == "test":
-                if data is None:
-                    raise BadInput("the Keras reference includes the test set; pass --data with the CIFAR-10 folder")
-                inputs = cifar.load(data).images.astype(np.float32)
-            sets[name] = inputs
-        return sets
-
-
-class KerasLayers:
-    """Every Keras layer's output on the layer check set, as the TensorFlow process wrote them."""
-
-    def __init__(self, path: Path):
-        try:
-            with np.load(path, allow_pickle=False) as archive:
-                self.outputs = {key.split("/", 1)[1]: archive[key] for key in archive.files if key.startswith("layer/")}
-                self.inputs = archive["inputs"]
-                self.model_sha256 = str(archive["model_sha256"])
-                self.data_sha256 = str(archive["data_sha256"])
-        except (OSError, ValueError, KeyError) as exc:
-            raise BadInput(f"{path} is not a readable Keras layer-output file ({exc}); rerun the onnx stage") from exc
+from pipeline.verifier.keras_reference import KerasLayers, KerasReference
 
 
 @dataclass
