@@ -8,6 +8,7 @@ MIRROR ?= ../shared## offline mirror folder (layout as ../shared); used before a
 OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
 DATA   ?= data## fetched model and CIFAR-10 test set
 INPUTS ?=## optional .npy of your own sample inputs, shape (N, *input shape), added to every check
+ZOO    ?=## optional comma-separated architectures for `make zoo` (default: all 13)
 INPUT_RANGE ?=## optional LO,HI to draw the random check inputs from (default: the model's own range, else several)
 
 PY    := .venv/bin/python
@@ -19,7 +20,7 @@ ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
 CODE_MK  := .make/code.mk
 
-.PHONY: help install fetch onnx torch verify evaluate bench all test clean
+.PHONY: help install fetch onnx torch verify evaluate bench zoo all test clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets and variables
@@ -66,6 +67,9 @@ $(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) $(CODE_evaluate)
 bench: $(DIR)/bench.json ## images/s of Keras, onnxruntime, onnx2torch, model.pt2, model_opt.pt2 (eager, compiled)
 $(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) $(CODE_bench)
 	$(PY) -m pipeline bench $(ARGS)
+
+zoo: ## Keras Applications (calibrated random weights, .keras and .h5) through onnx, torch, verify: $(OUT)/zoo/summary.md
+	$(PY) -m pipeline zoo --out $(OUT) $(if $(ZOO),--models $(ZOO))
 
 all: fetch verify evaluate ## everything, then a summary table
 	@$(PY) -m pipeline report $(ARGS)

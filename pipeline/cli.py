@@ -186,6 +186,21 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_zoo(args) -> int:
+    from pipeline.stages import zoo
+
+    names = tuple(args.models.split(",")) if args.models else zoo.ARCHITECTURES
+    unknown = sorted(set(names) - set(zoo.ARCHITECTURES))
+    if unknown:
+        from pipeline.common.errors import BadInput
+
+        raise BadInput(f"--models {','.join(unknown)}: not in the zoo; choose from {','.join(zoo.ARCHITECTURES)}")
+    rows = zoo.run(args.out, names, tuple(args.formats.split(",")))
+    print(zoo.table(rows))
+    _say(f"zoo: wrote {Path(args.out) / 'zoo' / 'summary.md'}")
+    return 0 if all(row.verdict.startswith("verified") for row in rows) else 1
+
+
 def cmd_all(args) -> int:
     for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_verify, cmd_evaluate, cmd_report):
         step(args)
@@ -218,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "Normalization states, else [0,1], [-1,1] and [0,255])")
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,bench,report,all}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,bench,report,zoo,all}")
     sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
     sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)
     sub.add_parser("torch", parents=[common, onnx_opt], help="model.onnx → model.pt2 + model_fx.py").set_defaults(func=cmd_torch)
@@ -242,6 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--no-keras", action="store_true", help="leave out Keras (no TensorFlow process)")
     bench_parser.set_defaults(func=cmd_bench)
     sub.add_parser("report", parents=[common], help="rewrite report.md and print the summary").set_defaults(func=cmd_report)
+    zoo_parser = sub.add_parser("zoo", parents=[common], help="Keras Applications with calibrated random weights through onnx, torch, "
+                                                               "verify: OUT/zoo/summary.md")
+    zoo_parser.add_argument("--models", help="comma-separated architectures (default: all of the zoo)")
+    zoo_parser.add_argument("--formats", default="keras,h5", help="comma-separated: keras, h5 (default: %(default)s)")
+    zoo_parser.set_defaults(func=cmd_zoo)
     sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt, device_opt],
                    help="fetch, onnx, torch, verify, evaluate, then the summary").set_defaults(func=cmd_all)
     return parser
@@ -250,7 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command != "fetch":  # every other stage writes into OUT/<stem>/
+        if args.command not in ("fetch", "zoo"):  # every other stage writes into OUT/<stem>/
             from pipeline.common import atomic
 
             folder = _model_paths(args).dir

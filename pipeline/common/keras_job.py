@@ -14,8 +14,9 @@ from pathlib import Path
 
 # Tested by both tf2onnx 1.17 and onnx2torch 1.5 (their CI covers 14–16; ../shared/NOTES.md).
 DEFAULT_OPSET = 15
-# The module the launcher runs: `python -m pipeline.tf_side`.
+# The module the launcher runs: `python -m pipeline.tf_side`; and the zoo's builder, `make zoo`'s.
 WORKER_MODULE = "pipeline.tf_side"
+ZOO_BUILDER_MODULE = f"{WORKER_MODULE}.zoo_build"
 # A worker's own one-line error on stderr starts with this; the launcher turns it into BadInput.
 ERROR_PREFIX = "pipeline-error: "
 # Longest a TensorFlow process may run before it is killed: never a hang, whatever a file makes Keras

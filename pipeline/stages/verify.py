@@ -136,7 +136,8 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
     keras64 = found.reference_f64.outputs() if found.reference_f64 is not None else None
     noise = precision.measure(outputs["keras"], keras64) if keras64 is not None else None
     pairs = [compare(b, outputs[b], a, outputs[a], keras.classifier, noise) for a, b in itertools.combinations(list(outputs), 2)]
-    layer_report = (layer_compare.run(keras, sources, found.layers.outputs, found.layers.inputs, layer_noise=_layer_noise(found))
+    layer_report = (layer_compare.run(keras, sources, found.layers.outputs, found.layers.inputs, layer_noise=_layer_noise(found),
+                                      layers_f64=found.layers_f64.outputs if found.layers_f64 is not None else None)
                     if found.layers is not None else None)
     result = VerifyResult(
         pairs, list(outputs), not_applicable,

@@ -4,6 +4,11 @@ Every Keras layer's output (from the TensorFlow process) is compared with the sa
 Runtime, in onnx2torch's FX graph and, where it applies, in the hand-written model, on a few hundred
 test images and random inputs. The first layer (in topological order) out of tolerance in any backend
 is the *first divergence*, named by the layer names of the user's .h5.
+
+Never a false alarm from a wrong placement: where the float64 rebuild's conversion is there, the layer
+map is run on it too and each placement checked by value — the float64 graph's tensor must equal Keras
+float64's layer output to `proof_tolerance`. A float32 row out of tolerance whose placement the float64
+values do not confirm is "not compared", with that reason, instead of failed.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from pipeline.common.errors import BadInput, NotApplicable
-from pipeline.common.tolerances import LAYER_ATOL, LAYER_RTOL, scaled_tolerance, with_noise
+from pipeline.common.tolerances import LAYER_ATOL, LAYER_RTOL, proof_tolerance, scaled_tolerance, with_noise
 from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import ort
@@ -138,8 +143,27 @@ def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout:
     return LayerDiff(backend, delta, scale, tolerance, delta <= tolerance)
 
 
+def confirmed_placements(keras: KerasModel, sources: Sources, layers_f64: dict[str, np.ndarray], inputs: np.ndarray) -> dict[str, str]:
+    """{Keras layer: ONNX node} for the layers whose place in the converted graph the float64 values
+    confirm: the layer map run on the float64 rebuild's graph (which tf2onnx writes with the same node
+    names), each placed tensor of the float64 GraphModule equal to Keras float64's layer output."""
+    import onnx
+
+    points = [p for p in layer_map.map_onnx(keras.layers, onnx.load(str(sources.artifacts.onnx_f64)), keras.weights)
+              if p.compared and p.onnx_node and p.layer.name in layers_f64]
+    tensors = _fx_tensors(sources.graph_module_f64, {p.onnx_node for p in points}, inputs.astype(np.float64))
+    confirmed = {}
+    for point in points:
+        value = tensors.get(point.onnx_node)
+        diff = _diff("fx64", layers_f64[point.layer.name], value, point.layout)
+        if value is not None and diff.max_abs_diff <= proof_tolerance(diff.scale):
+            confirmed[point.layer.name] = point.onnx_node
+    return confirmed
+
+
 def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray], inputs: np.ndarray,
-        with_manual: bool = True, layer_noise: dict[str, float] | None = None) -> LayerReport:
+        with_manual: bool = True, layer_noise: dict[str, float] | None = None,
+        layers_f64: dict[str, np.ndarray] | None = None) -> LayerReport:
     """Compare every mapped layer of `keras` across backends.
 
     Args:
@@ -151,7 +175,11 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
         with_manual: include the hand-written model where it applies.
         layer_noise: {layer: Keras float32's own error against float64 there}, which widens that
             layer's bound (`tolerances.with_noise`); None where it was not measured.
+        layers_f64: {layer name: Keras float64 output} on `inputs`: with the float64 conversion in
+            `sources`, placements are confirmed by value (`confirmed_placements`); None: not checked.
     """
+    confirmed = (confirmed_placements(keras, sources, layers_f64, inputs)
+                 if layers_f64 is not None and sources.artifacts.onnx_f64 is not None else None)
     points = layer_map.map_onnx(keras.layers, sources.onnx_proto, keras.weights)
     compared = [p for p in points if p.compared]
     try:
@@ -176,6 +204,9 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
                      _diff("fx", reference, fx_tensors.get(point.onnx_node), point.layout, noise)]
             if point.inferred and any(d.note.startswith("shape") for d in diffs):
                 row.compared, row.note = False, f"{point.note}, but no tensor of its shape found: not compared"
+            elif confirmed is not None and not all(d.passed for d in diffs) and confirmed.get(point.layer.name) != point.onnx_node:
+                row.compared = False
+                row.note = "its placement in the graph is not confirmed by the float64 values (fused, rewritten or not found): not compared"
             else:
                 row.diffs.extend(diffs)
         if manual and module is not None and reference is not None:

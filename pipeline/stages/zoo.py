@@ -1,0 +1,96 @@
+"""`make zoo`: the verdict on models nobody here wrote — Keras Applications architectures with calibrated
+random weights (built with our own seed by `tf_side.zoo_build`), each as `.keras` and as a legacy
+`.h5`, through onnx, torch and verify — and `zoo/summary.md`, one row per model and format.
+
+A correct conversion must verify; a false alarm here is a bug as serious as a missed fault.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pipeline.common.atomic import write_text
+from pipeline.common.errors import PipelineError
+from pipeline.common.paths import ModelPaths
+
+ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "EfficientNetV2B0", "ResNet50",
+                 "ResNet50V2", "DenseNet121", "InceptionV3", "Xception", "VGG16", "ConvNeXtTiny", "NASNetMobile")
+FORMATS = ("keras", "h5")  # Keras 3's own format, and the legacy HDF5 older models arrive in
+
+
+@dataclass
+class ZooRow:
+    model: str
+    format: str
+    layers: int
+    converted: bool
+    proof_max_abs_diff: float | None  # float64 conversion vs Keras float64
+    noise_ratio: float | None  # the worst float32 backend's error vs float64, in units of Keras float32's own
+    saturated_share: float | None  # of the check samples whose Keras outputs are saturated or collapsed
+    layers_compared: int
+    verdict: str  # "verified", "FAILED: …", "does not convert: …"
+    seconds: float
+
+
+def run(out: Path, names: tuple[str, ...] = ARCHITECTURES, formats: tuple[str, ...] = FORMATS, progress: bool = True) -> list[ZooRow]:
+    """Build every architecture in `names`, convert and verify it in each of `formats`; write
+    `<out>/zoo/summary.md` and `summary.json`. Returns the rows (a failing model is a row, not an error)."""
+    from pipeline.runtimes import keras as keras_runtime
+
+    folder = Path(out) / "zoo"
+    built = {row["model"]: row for row in keras_runtime.build_zoo(folder / "models", list(names))}
+    rows = [_one(folder / "models" / f"{name}.{fmt}", folder / fmt, built[name], progress) for name in names for fmt in formats]
+    write_text(folder / "summary.json", json.dumps([asdict(row) for row in rows], indent=2) + "\n")
+    write_text(folder / "summary.md", table(rows) + "\n")
+    return rows
+
+
+def _one(model: Path, out: Path, built: dict, progress: bool) -> ZooRow:
+    """One model file through onnx, torch and verify."""
+    from pipeline.stages import to_onnx, to_torch, verify
+    from pipeline.verifier.backends import Artifacts
+
+    started = time.perf_counter()
+    row = ZooRow(model.stem, model.suffix.lstrip("."), built.get("layers", 0), False, None, None, None, 0, "", 0.0)
+    try:
+        onnx_result = to_onnx.run(model, out, None)
+        paths = ModelPaths.for_model(model, out)
+        torch_result = to_torch.run(onnx_result.onnx, paths.dir)
+        row.converted = True
+        artifacts = Artifacts(model, paths.onnx, torch_result.pt2, torch_result.pt2_opt, paths.onnx_f64 if paths.onnx_f64.is_file() else None)
+        result = verify.run(artifacts, None, paths.dir, progress=progress, plots=False)
+    except PipelineError as exc:
+        row.verdict = f"{'FAILED' if row.converted else 'does not convert'}: {' '.join(str(exc).split())[:160]}"
+        row.seconds = round(time.perf_counter() - started, 1)
+        return row
+    summary = result.as_dict()
+    row.proof_max_abs_diff = summary["float64_proof"]["max_abs_diff"] if summary["float64_proof"] else None
+    row.noise_ratio = max(summary["noise_ratios"].values()) if summary["noise_ratios"] else None
+    samples = sum(s["samples"] for s in summary["saturation"].values())
+    row.saturated_share = sum(s["saturated"] + s["collapsed"] for s in summary["saturation"].values()) / samples if samples else None
+    row.layers_compared = sum(bool(r["diffs"]) for r in summary["layers"]["layers"]) if summary["layers"] else 0
+    try:
+        result.raise_if_failed()
+        row.verdict = "verified" + (" (no evidence: outputs saturated)" if summary["no_evidence"] else "")
+    except PipelineError as exc:
+        row.verdict = f"FAILED: {' '.join(str(exc).split())[:160]}"
+    row.seconds = round(time.perf_counter() - started, 1)
+    return row
+
+
+def table(rows: list[ZooRow]) -> str:
+    """summary.md: one Markdown row per model and format."""
+    def figure(value, spec):
+        return "—" if value is None else format(value, spec)
+
+    lines = ["| model | format | layers | converted? | float64 proof max \\|Δ\\| | float32 noise ratio | saturated | layers compared | verdict | s |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r.model} | .{r.format} | {r.layers} | {'yes' if r.converted else 'no'} | {figure(r.proof_max_abs_diff, '.1e')} | "
+                     f"{figure(r.noise_ratio, '.2f')} | {figure(r.saturated_share, '.0%')} | {r.layers_compared} | {r.verdict} | {r.seconds:.0f} |")
+    verified = sum(r.verdict.startswith("verified") for r in rows)
+    lines.append(f"\n{verified} of {len(rows)} verified; {sum(r.seconds for r in rows) / 60:.1f} min in all.")
+    return "\n".join(lines)
