@@ -1,0 +1,26 @@
+"""The zoo in CI: one Keras Applications member with calibrated random weights through onnx, torch and
+verify (`make zoo` runs all 13, as .keras and .h5). A false alarm here is a bug."""
+
+import json
+
+import pytest
+
+from pipeline.stages import zoo
+
+
+@pytest.mark.slow
+def test_a_zoo_member_verifies_with_the_float64_proof(tmp_path):
+    rows = zoo.run(tmp_path, ("MobileNetV3Small",), ("keras",), progress=False)
+    (row,) = rows
+    assert row.converted and row.verdict == "verified", row
+    assert row.proof_max_abs_diff is not None and row.proof_max_abs_diff < 1e-9
+    assert row.noise_ratio is not None and row.saturated_share is not None and row.saturated_share < 1
+    assert json.loads((tmp_path / "zoo" / "summary.json").read_text())[0]["verdict"] == "verified"
+    assert "| MobileNetV3Small | .keras |" in (tmp_path / "zoo" / "summary.md").read_text()
+
+
+def test_summary_table_says_what_did_not_convert():
+    rows = [zoo.ZooRow("A", "keras", 10, True, 1e-15, 1.1, 0.0, 5, "verified", 12.0),
+            zoo.ZooRow("B", "h5", 20, False, None, None, None, 0, "does not convert: op X", 3.0)]
+    text = zoo.table(rows)
+    assert "| B | .h5 | 20 | no | — |" in text and "1 of 2 verified" in text
