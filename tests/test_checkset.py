@@ -36,7 +36,7 @@ def test_no_range_stated_means_the_default_ranges():
 def test_random_batches_cover_each_range_and_size():
     sets = checkset.random_batches((4,), ((0.0, 1.0), (-1.0, 1.0)))
     assert len(sets) == 2 * len(checkset.RANDOM_BATCH_SIZES)
-    assert checkset.ranges_of(sets) == [(0.0, 1.0), (-1.0, 1.0)]
+    assert checkset.ranges_of(sets) == [(-1.0, 1.0), (0.0, 1.0)]  # lowest first
     low = sets[checkset.set_name(256, (-1.0, 1.0))]
     assert low.min() < -0.9 and low.max() > 0.9 and checkset.batch_size_of(checkset.set_name(256, (-1.0, 1.0))) == 256
     assert np.array_equal(sets[checkset.set_name(7, (0.0, 1.0))], checkset.random_batches((4,), ((0.0, 1.0), (-1.0, 1.0)))["random_7_0_1"])
