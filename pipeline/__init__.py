@@ -3,8 +3,9 @@
 The subpackages are layers; imports run one way, from the top of this list to the bottom:
 
 - `cli` — argv, printing, exit codes (only `__main__` imports it);
-- `stages` — one module per stage (`to_onnx`, `to_torch`, `verify`, `evaluate`, `bench`, `report`);
-- `verifier` — backends, pairwise comparison, layer map and layer-by-layer comparison, hand-written ResNet8;
+- `stages` — one module per stage (`to_onnx`, `to_torch`, `verify`, `evaluate`, `bench`, `zoo`, `report`);
+- `verifier` — backends, pairwise comparison, float32 noise against float64 (`precision`), Keras's
+  reference outputs, layer map and layer-by-layer comparison, hand-written ResNet8;
 - `converters` — ONNX graph questions and rewrites, onnx2torch + torch.export, FX passes;
 - `runtimes` — `.pt2` loader, ONNX Runtime sessions, the TensorFlow process launcher, the torch device;
 - `keras_file`, `data` — the user's Keras file read without Keras; the test set and check sets;

@@ -7,6 +7,7 @@ checks record what they wrote in `manifest.json`:
 - `verify`: every backend against every other, and layer by layer;
 - `evaluate`: CIFAR-10 accuracy, gated;
 - `bench`: speed (`bench.json`, `bench.png`; not provenance, so not in the manifest);
+- `zoo`: Keras Applications with calibrated random weights through the three above (`zoo/summary.md`);
 - `report`: no stage of its own — the tables and `report.md`, rendered from the stages' JSON files.
 
 A stage composes a converter and the verifier: the converter converts, the verifier judges, the stage

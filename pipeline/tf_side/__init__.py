@@ -8,7 +8,9 @@ torch, and the two sides talk only through the files of `common.keras_job` and t
 - `loading`: Keras 3 first, tf-keras (Keras 2) for legacy files Keras 3 cannot read;
 - `to_onnx`: tf2onnx conversion, with the ONNX rewrites of `converters.onnx_fixes`;
 - `outputs`: Keras's outputs on the check set and every layer's output, as plain `.npz`;
-- `timing`: Keras `predict` images/s for `make bench`.
+- `float64`: the model rebuilt in float64 (the float64 proof's ground truth);
+- `timing`: Keras `predict` images/s for `make bench`;
+- `zoo_build`: Keras Applications with calibrated random weights (`python -m pipeline.tf_side.zoo_build`).
 
 Import this package's modules only from each other: this `__init__` imports nothing.
 """

@@ -3,6 +3,8 @@
 - `backends`: every way to run the model (ONNX Runtime, onnx2torch's FX graph, the `.pt2` programs,
   the hand-written ResNet8), loaded once from `Sources`; Keras's outputs come from `keras_outputs`;
 - `compare`: one pair of backends over the check sets, and `require`, which turns a breach into an error;
+- `precision`: the model's own float32 noise against its float64 rebuild, and saturated outputs;
+- `keras_reference` (reading the files) and `keras_outputs` (reusing or recomputing them);
 - `layer_map` + `layer_compare`: each Keras layer's output found in the converted graph and compared;
 - `resnet8`: the hand-written, independent ResNet8.
 """
