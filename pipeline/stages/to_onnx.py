@@ -78,8 +78,7 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
                                          onnx_f64=paths.onnx_f64, reference_f64=paths.keras_reference_f64,
                                          layers_f64=paths.keras_layers_f64))
     reference = KerasReference(paths.keras_reference)
-    reference_f64 = KerasReference(paths.keras_reference_f64)
-    noise = precision.measure(reference.outputs(), reference_f64.outputs()) if not summary.float64 else None
+    noise = precision.measure_stored(reference, paths.keras_reference_f64)
     validation = validate(paths.onnx, reference, keras.classifier, noise)
     written = [paths.onnx, paths.keras_reference, paths.keras_layers, paths.onnx_f64, paths.keras_reference_f64, paths.keras_layers_f64]
     manifest.record(paths.dir, "onnx", keras.path, written, started,

@@ -57,8 +57,9 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = ()) -> TorchRes
     paths = ModelPaths(Path(out_dir))
     gm, n_static = to_fx.convert(onnx_path, layer_names)
     shape = onnx_graph.input_shape(onnx_path)
-    sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape, paths.keras_reference)
-    noise = keras_noise(paths)
+    stored = KerasReference(paths.keras_reference) if paths.keras_reference.is_file() else None
+    sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape, stored)
+    noise = precision.measure_stored(stored, paths.keras_reference_f64) if stored is not None else None
     _save(to_fx.export(gm, shape), paths.pt2)
     write_text(paths.fx_code, to_fx.fx_source(gm, onnx_path))
     validation = validate(paths.pt2, onnx_path, sets, ort_outputs, classifier, noise)
@@ -77,26 +78,14 @@ def _save(program, path: Path) -> None:
         torch.export.save(program, str(tmp))
 
 
-def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...], reference: Path | None = None):
-    """The random check batches (those of the Keras `reference` beside the ONNX file, where it is there:
-    the same ranges), ONNX Runtime's outputs on them, and whether those are probabilities."""
+def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...], stored: KerasReference | None = None):
+    """The random check batches (those of the Keras reference `stored` beside the ONNX file, where it is
+    there: the same ranges), ONNX Runtime's outputs on them, and whether those are probabilities."""
     sources = backends.Sources(backends.Artifacts(onnx=onnx_path))
-    stored = KerasReference(reference) if reference is not None and reference.is_file() else None
     sets = {name: stored.inputs(name) for name in stored.set_names() if name.startswith("random_")} if stored else {}
     sets = sets or checkset.random_batches(sample_shape)
     outputs = backends.run_sets(backends.load("onnxruntime", sources), sets)
     return sets, outputs, onnx_graph.softmax_input(sources.onnx_proto.graph) is not None
-
-
-def keras_noise(paths: ModelPaths) -> Float32Noise | None:
-    """The model's own float32 noise, from the Keras references the onnx stage wrote beside the ONNX
-    file (float32 and float64); None where they are not there."""
-    if not (paths.keras_reference.is_file() and paths.keras_reference_f64.is_file()):
-        return None
-    reference_f64 = KerasReference(paths.keras_reference_f64)
-    if reference_f64.unavailable:
-        return None
-    return precision.measure(KerasReference(paths.keras_reference).outputs(), reference_f64.outputs())
 
 
 def validate(pt2: Path, onnx_path: Path, sets: dict[str, np.ndarray], ort_outputs: dict[str, Outputs], classifier: bool,

@@ -156,11 +156,7 @@ def onnxruntime_backend(sources: Sources) -> Predict:
 @register("fx", needs="onnx")
 def fx_backend(sources: Sources) -> Predict:
     """onnx2torch's GraphModule, as converted, run in this process (with logits where it ends in a Softmax)."""
-    from pipeline.converters import fx_passes
-
-    gm = sources.graph_module
-    with_logits = fx_passes.with_logits(gm)
-    return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None)
+    return _graph_predict(sources.graph_module)
 
 
 @register("torch", needs="pt2")
@@ -178,11 +174,15 @@ def torch_opt_backend(sources: Sources) -> Predict:
 def fx64(sources: Sources) -> Predict:
     """The float64 rebuild's GraphModule, run in float64 (with logits where it ends in a Softmax): the
     float64 proof's backend, compared with Keras float64 only — so not in the registry of pairs."""
+    return _graph_predict(sources.graph_module_f64, float64=True)
+
+
+def _graph_predict(gm, float64: bool = False) -> Predict:
+    """A GraphModule as a backend, returning its logits too where it ends in a Softmax (`fx_passes.with_logits`)."""
     from pipeline.converters import fx_passes
 
-    gm = sources.graph_module_f64
     with_logits = fx_passes.with_logits(gm)
-    return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None, float64=True)
+    return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None, float64=float64)
 
 
 @register("manual", needs="model")

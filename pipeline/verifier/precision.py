@@ -6,10 +6,12 @@ whether a check set's outputs can show anything at all (saturated or collapsed o
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from pipeline.verifier.backends import Outputs
+from pipeline.verifier.keras_reference import KerasReference
 
 
 @dataclass
@@ -37,6 +39,15 @@ def measure(keras32: dict[str, Outputs], keras64: dict[str, Outputs]) -> Float32
         top = np.sort(keras64[name].probs.astype(np.float64).reshape(len(keras64[name].probs), -1), axis=1)
         margins[name] = top[:, -1] - top[:, -2] if top.shape[1] > 1 else np.full(len(top), np.inf)
     return Float32Noise(float(np.abs(p32 - p64).max()), logits, margins)
+
+
+def measure_stored(reference: KerasReference, reference_f64: Path) -> Float32Noise | None:
+    """`measure` of the float32 reference against the float64 one stored at `reference_f64`; None where
+    that file is missing or says the model could not be rebuilt in float64."""
+    if not Path(reference_f64).is_file():
+        return None
+    stored_f64 = KerasReference(reference_f64)
+    return None if stored_f64.unavailable else measure(reference.outputs(), stored_f64.outputs())
 
 
 def ratio(backend: dict[str, Outputs], keras64: dict[str, Outputs], noise: Float32Noise) -> float:
