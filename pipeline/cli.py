@@ -126,7 +126,10 @@ def cmd_verify(args) -> int:
     keras = KerasModel.open(args.model, args.allow_unsafe_code)  # before anything else: the model is the first thing to be wrong
     paths = _model_paths(args)
     if args.onnx is not None or args.torch is not None:
-        artifacts = Artifacts(args.model, args.onnx, args.torch)  # someone else's conversion: only what is named
+        # Someone else's conversion: only what is named — and the model's own float64 conversion, where the
+        # onnx stage made one for this model, which places its layers by value (`verifier.value_map`).
+        ours = paths.onnx_f64.is_file() and manifest.load(paths.dir).get("model", {}).get("sha256") == keras.sha256
+        artifacts = Artifacts(args.model, args.onnx, args.torch, onnx_f64=paths.onnx_f64 if ours else None)
     else:
         manifest.require_same_model(paths.dir, args.model)
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None,

@@ -88,3 +88,21 @@ def family_models(tmp_path_factory) -> dict[tuple[str, str], tuple]:
             jobs[(name, flavour)] = (path, out / f"{name}_{flavour}")
     families.convert_all(list(jobs.values()))
     return jobs
+
+
+@pytest.fixture(scope="session")
+def zoo_member(tmp_path_factory):
+    """`zoo_member(NAME)`: the zoo architecture NAME built with calibrated random weights, as `.keras`,
+    through onnx, torch and verify — once per session: (its ZooRow, the model file, the artifacts root)."""
+    from pipeline.stages import zoo
+
+    done = {}
+
+    def member(name: str):
+        if name not in done:
+            root = tmp_path_factory.mktemp(f"zoo_{name}")
+            (row,) = zoo.run(root, (name,), ("keras",), progress=False)
+            done[name] = row, root / "zoo" / "models" / f"{name}.keras", root / "zoo" / "keras"
+        return done[name]
+
+    return member

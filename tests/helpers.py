@@ -118,3 +118,28 @@ def assert_one_line_error(completed: subprocess.CompletedProcess, *phrases: str,
     for phrase in phrases:
         assert phrase in lines[0], (phrase, lines[0])
     return lines[0]
+
+
+def tamper_keras_file(source: Path, target: Path, weight: np.ndarray, delta: float = 2e-2) -> None:
+    """A copy of the `.keras` file `source` in which one element of the stored array equal to `weight`
+    is changed by `delta` (found by value: a `.keras` file stores weights unnamed, as vars/0, vars/1, ...)."""
+    import io
+    import zipfile
+
+    import h5py
+
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    buffer = io.BytesIO(members["model.weights.h5"])
+    found = []
+    with h5py.File(buffer, "r+") as handle:
+        handle.visititems(lambda name, obj: found.append(name) if isinstance(obj, h5py.Dataset) and obj.shape == weight.shape
+                          and np.array_equal(obj[()], weight) else None)
+        assert len(found) == 1, f"{len(found)} stored arrays hold that weight"
+        value = handle[found[0]][()]
+        value.flat[value.size // 2] += delta
+        handle[found[0]][...] = value
+    members["model.weights.h5"] = buffer.getvalue()
+    with zipfile.ZipFile(target, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)

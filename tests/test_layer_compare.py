@@ -101,28 +101,28 @@ def test_tiny_model_folded_bn_shares_a_point(tiny_converted, tmp_path):
 
 
 @pytest.mark.real_data
-def test_float64_values_confirm_every_resnet8_placement(real_run):
-    """The layer map on the float64 rebuild's graph, checked by value: all 29 ResNet8 layers confirmed."""
+def test_float64_values_place_every_resnet8_layer(real_run):
+    """Placed by value in the float64 rebuild's graph, no heuristics: all 29 ResNet8 layers found."""
     _, paths, data = real_run
     keras = KerasModel.open(data / "models" / "pretrainedResnet.h5")
     stored64 = KerasLayers(paths.keras_layers_f64)
     sources = Sources(Artifacts(keras.path, paths.onnx, onnx_f64=paths.onnx_f64), keras)
-    confirmed = layer_compare.confirmed_placements(keras, sources, {k: v[:IMAGES] for k, v in stored64.outputs.items()}, stored64.inputs[:IMAGES])
-    assert len(confirmed) == 29
+    points = layer_compare.placed_by_value(keras, sources, {k: v[:IMAGES] for k, v in stored64.outputs.items()}, stored64.inputs[:IMAGES])
+    assert sum(p.compared for p in points if p.layer.class_name != "InputLayer") == 29
+    assert all(p.note == "placed by its float64 value" for p in points if p.layer.class_name != "InputLayer")
 
 
 @pytest.mark.real_data
-def test_unconfirmed_placement_is_not_a_failure(real_layers, real_run, monkeypatch):
-    """A row out of tolerance whose placement the float64 values do not confirm is 'not compared'; a
-    confirmed one still fails: the fault is still named (here with the float64 check in place)."""
+def test_a_layer_not_placed_by_value_is_not_compared(real_layers, real_run, monkeypatch):
+    """With placement by value, a fault is named at its layer; a layer whose value no tensor holds is
+    'not compared', never failed: withdraw every placement, and the same fault is no longer called."""
     model, onnx_path, outputs, inputs = real_layers
     _, paths, _ = real_run
     stored64 = KerasLayers(paths.keras_layers_f64)
     layers64 = {k: v[:IMAGES] for k, v in stored64.outputs.items()}
     sources = Sources(Artifacts(model.path, onnx_path, onnx_f64=paths.onnx_f64), model)
     report = layer_compare.run(model, sources, outputs, inputs, with_manual=False, layers_f64=layers64)
-    assert report.passed
-    # A fault: conv2d_6 padded symmetrically in the float32 graph; its float64 placement is confirmed.
+    assert report.passed and report.placed_by == "float64 value"
     import tempfile
     from pathlib import Path
 
@@ -130,13 +130,9 @@ def test_unconfirmed_placement_is_not_a_failure(real_layers, real_run, monkeypat
         broken = faults.broken_onnx("symmetric_padding", onnx_path, Path(scratch) / "broken.onnx", model.path, "conv2d_6")
         sources = Sources(Artifacts(model.path, broken, onnx_f64=paths.onnx_f64), model)
         report = layer_compare.run(model, sources, outputs, inputs, with_manual=False, layers_f64=layers64)
-    assert report.first_divergence["keras_layer"] == "conv2d_6"
-    # Placements the float64 values reject: every confirmation withdrawn, the same fault is no longer called.
-    monkeypatch.setattr(layer_compare, "confirmed_placements", lambda *args: {})
-    with tempfile.TemporaryDirectory() as scratch:
-        broken = faults.broken_onnx("symmetric_padding", onnx_path, Path(scratch) / "broken.onnx", model.path, "conv2d_6")
+        assert report.first_divergence["keras_layer"] == "conv2d_6"
+        monkeypatch.setattr(layer_compare.value_map, "place", lambda *args: {})
         sources = Sources(Artifacts(model.path, broken, onnx_f64=paths.onnx_f64), model)
         report = layer_compare.run(model, sources, outputs, inputs, with_manual=False, layers_f64=layers64)
-    assert report.first_divergence is None
-    row = next(r for r in report.rows if r.keras_layer == "conv2d_6")
-    assert not row.compared and "not confirmed by the float64 values" in row.note
+    assert report.first_divergence is None and not any(row.diffs for row in report.rows)
+    assert all("not compared" in row.note for row in report.rows)

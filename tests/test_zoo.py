@@ -9,14 +9,19 @@ from pipeline.stages import zoo
 
 
 @pytest.mark.slow
-def test_a_zoo_member_verifies_with_the_float64_proof(tmp_path):
-    rows = zoo.run(tmp_path, ("MobileNetV3Small",), ("keras",), progress=False)
-    (row,) = rows
+def test_a_zoo_member_verifies_with_the_float64_proof(zoo_member):
+    row, model, out = zoo_member("MobileNetV3Small")
     assert row.converted and row.verdict == "verified", row
     assert row.proof_max_abs_diff is not None and row.proof_max_abs_diff < 1e-9
     assert row.noise_ratio is not None and row.saturated_share is not None and row.saturated_share < 1
-    assert json.loads((tmp_path / "zoo" / "summary.json").read_text())[0]["verdict"] == "verified"
-    assert "| MobileNetV3Small | .keras |" in (tmp_path / "zoo" / "summary.md").read_text()
+    summary = out.parent
+    assert json.loads((summary / "summary.json").read_text())[0]["verdict"] == "verified"
+    assert "| MobileNetV3Small | .keras |" in (summary / "summary.md").read_text()
+    # Every layer is accounted for: compared, sharing a compared tensor, or fused into a compared layer.
+    layers = json.loads((out / "MobileNetV3Small" / "verify.json").read_text())["layers"]
+    assert layers["placed_by"] == "float64 value"
+    fused = {name for r in layers["layers"] for name in r["fused"]}
+    assert all(r["diffs"] or r["shared_with"] or r["keras_layer"] in fused for r in layers["layers"])
 
 
 def test_summary_table_says_what_did_not_convert():

@@ -9,9 +9,14 @@ from pipeline.common.atomic import atomic_path
 
 def pyplot():
     """matplotlib.pyplot on the Agg backend (no display needed)."""
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
+    # A font cache written by another matplotlib install can lack the math fonts of log-scale tick labels;
+    # matplotlib then falls back to DejaVu Sans, rightly, but prints a line per glyph on stderr.
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib.pyplot as plt
 
     return plt

@@ -64,3 +64,10 @@ def input_shape(onnx_path: Path) -> tuple[int, ...]:
     if not shape or any(d <= 0 for d in shape):
         raise BadInput(f"{onnx_path}: input shape {shape} is not fully known; convert with a fixed input shape")
     return shape
+
+
+def torch_module_name(node) -> str:
+    """The name onnx2torch gives the module it makes of ONNX `node` (`OnnxNode.unique_name` in onnx2torch
+    1.5): torch forbids dots in module names, so they become slashes — `mobilenet_1.00_96/conv1` is
+    `mobilenet_1/00_96/conv1` in the GraphModule."""
+    return (f"{node.domain}/" + (node.name.replace(".", "/") or node.op_type)).lstrip("/")

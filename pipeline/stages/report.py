@@ -93,6 +93,9 @@ def layers_table(layers: dict) -> str:
     return "\n".join(lines)
 
 
+PLOT_NAMED_LAYERS = 60
+
+
 def plot_layers(layers: dict, path: Path) -> None:
     """Per-layer error relative to the layer's scale, log scale, one line per backend pair."""
     from pipeline.common import figures
@@ -101,7 +104,8 @@ def plot_layers(layers: dict, path: Path) -> None:
 
     rows = [row for row in layers["layers"] if row["diffs"]]
     names = [row["keras_layer"] for row in rows]
-    fig, ax = plt.subplots(figsize=(max(8, 0.32 * len(rows)), 4.8))
+    # One named tick per layer up to PLOT_NAMED_LAYERS; a deep model gets a readable width and every n-th name.
+    fig, ax = plt.subplots(figsize=(min(max(8, 0.32 * len(rows)), 0.32 * PLOT_NAMED_LAYERS), 4.8))
     floor = 1e-12
     for backend in layers["backends"]:
         xs, ys = [], []
@@ -117,7 +121,8 @@ def plot_layers(layers: dict, path: Path) -> None:
     if divergence and divergence["keras_layer"] in names:
         ax.axvline(names.index(divergence["keras_layer"]), color="red", alpha=0.4, label=f"first divergence: {divergence['keras_layer']}")
     ax.set_yscale("log")
-    ax.set_xticks(range(len(rows)), names, rotation=70, ha="right", fontsize=7)
+    step = max(1, -(-len(rows) // PLOT_NAMED_LAYERS))
+    ax.set_xticks(range(0, len(rows), step), names[::step], rotation=70, ha="right", fontsize=7)
     ax.set_ylabel("max |Δ| / max |Keras output|  (exact: 1e-12)")
     ax.set_title("Layer-by-layer error against Keras")
     ax.legend(fontsize=8)

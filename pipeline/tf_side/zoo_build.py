@@ -39,10 +39,11 @@ def build(name: str, seed: int = ZOO_SEED):
     rng = np.random.default_rng(seed)
     batch = rng.uniform(*value_range, size=(32, ZOO_PIXELS, ZOO_PIXELS, 3)).astype(np.float32)
     norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in norms:
-        gamma, beta, mean, variance = layer.get_weights()
-        layer.set_weights([rng.uniform(0.5, 1.5, gamma.shape).astype(np.float32), rng.normal(0, 0.2, beta.shape).astype(np.float32),
-                           mean, variance])
+    for layer in norms:  # gamma and beta only where the layer has them (InceptionV3's have no gamma: scale=False)
+        if layer.gamma is not None:
+            layer.gamma.assign(rng.uniform(0.5, 1.5, layer.gamma.shape).astype(np.float32))
+        if layer.beta is not None:
+            layer.beta.assign(rng.normal(0, 0.2, layer.beta.shape).astype(np.float32))
         layer.momentum = 0.0
     model(batch, training=True)  # momentum 0: the moving statistics become this batch's
     for layer in norms:

@@ -5,10 +5,11 @@ Runtime, in onnx2torch's FX graph and, where it applies, in the hand-written mod
 test images and random inputs. The first layer (in topological order) out of tolerance in any backend
 is the *first divergence*, named by the layer names of the user's .h5.
 
-Never a false alarm from a wrong placement: where the float64 rebuild's conversion is there, the layer
-map is run on it too and each placement checked by value — the float64 graph's tensor must equal Keras
-float64's layer output to `proof_tolerance`. A float32 row out of tolerance whose placement the float64
-values do not confirm is "not compared", with that reason, instead of failed.
+Never a false alarm from a wrong placement: where the float64 rebuild's conversion is there, each
+layer is placed by value (`value_map`: the tensor of the float64 graph equal to Keras float64's layer
+output) — no heuristics. A layer the converter fused into the next (a Conv into its BatchNorm) has no
+tensor of its own: it is checked at that next layer, and the row says so (`fused`). Without the
+float64 conversion, the graph walk of `layer_map` places layers, and a shape mismatch withdraws a guess.
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from pipeline.common.errors import BadInput, NotApplicable
-from pipeline.common.tolerances import LAYER_ATOL, LAYER_RTOL, proof_tolerance, scaled_tolerance, with_noise
+from pipeline.converters.onnx_graph import torch_module_name
+from pipeline.common.tolerances import LAYER_ATOL, LAYER_RTOL, scaled_tolerance, with_noise
 from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import ort
-from pipeline.verifier import layer_map
+from pipeline.verifier import layer_map, value_map
 from pipeline.verifier.backends import Sources
 
 
@@ -47,6 +49,7 @@ class LayerRow:
     shared_with: list[str]
     note: str
     diffs: list[LayerDiff] = field(default_factory=list)
+    fused: list[str] = field(default_factory=list)  # layers the converter fused into this one: checked here
 
     @property
     def passed(self) -> bool:
@@ -59,13 +62,14 @@ class LayerReport:
     images: int
     backends: list[str]
     manual_note: str = ""
+    placed_by: str = "graph walk"  # how layers were found in the graph: "float64 value" or "graph walk"
 
     @property
     def first_divergence(self) -> dict | None:
         for row in self.rows:
             for diff in row.diffs:
                 if not diff.passed:
-                    return {"keras_layer": row.keras_layer, "backend": diff.backend, "onnx_node": row.onnx_node,
+                    return {"keras_layer": row.keras_layer, "fused": row.fused, "backend": diff.backend, "onnx_node": row.onnx_node,
                             "fx_node": row.fx_node, "max_abs_diff": diff.max_abs_diff, "tolerance": diff.tolerance}
         return None
 
@@ -75,6 +79,7 @@ class LayerReport:
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "images": self.images, "backends": self.backends, "manual_note": self.manual_note,
+                "placed_by": self.placed_by,
                 "atol": LAYER_ATOL, "rtol": LAYER_RTOL, "first_divergence": self.first_divergence,
                 "layers": [asdict(row) | {"passed": row.passed} for row in self.rows]}
 
@@ -86,12 +91,12 @@ def _onnxruntime_tensors(proto, names: list[str], inputs: np.ndarray) -> dict[st
     return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
-def _fx_tensors(gm, node_names: set[str], inputs: np.ndarray) -> dict[str, np.ndarray]:
-    """Outputs of the FX nodes calling the modules named after ONNX nodes in `node_names`."""
+def _fx_tensors(gm, modules: set[str], inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """Outputs of the FX nodes calling `modules` (onnx2torch's names of ONNX nodes: `onnx_graph.torch_module_name`)."""
     import torch
     from torch import fx
 
-    captured: dict[str, list[np.ndarray]] = {name: [] for name in node_names}
+    captured: dict[str, list[np.ndarray]] = {name: [] for name in modules}
 
     class Recorder(fx.Interpreter):
         def run_node(self, node):
@@ -135,36 +140,63 @@ def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout:
     value = layer_map.to_keras_layout(value, layout)
     if value.shape != reference.shape and value.ndim >= 3 and np.moveaxis(value, 1, -1).shape == reference.shape:
         value = np.moveaxis(value, 1, -1)  # channels first after all (a multi-op layer's layout is inferred, not traced)
-    if value.shape != reference.shape and _squeezed(value.shape) == _squeezed(reference.shape):
-        value = value.reshape(reference.shape)  # e.g. a Conv1D, which the converter runs as a Conv over (N, C, 1, W)
+    if value.shape != reference.shape and (_squeezed(value.shape) == _squeezed(reference.shape) or layout == layer_map.KERAS):
+        # e.g. a Conv1D, which the converter runs as a Conv over (N, C, 1, W); or a flattened tensor in Keras order
+        value = value.reshape(reference.shape) if value.size == reference.size else value
     if value.shape != reference.shape:
         return LayerDiff(backend, float("inf"), scale, tolerance, False, f"shape {value.shape} vs Keras {reference.shape}")
     delta = float(np.abs(value.astype(np.float64) - reference).max()) if reference.size else 0.0
     return LayerDiff(backend, delta, scale, tolerance, delta <= tolerance)
 
 
-def confirmed_placements(keras: KerasModel, sources: Sources, layers_f64: dict[str, np.ndarray], inputs: np.ndarray) -> dict[str, str]:
-    """{Keras layer: ONNX node} for the layers whose place in the converted graph the float64 values
-    confirm: the layer map run on the float64 rebuild's graph (which tf2onnx writes with the same node
-    names), each placed tensor of the float64 GraphModule equal to Keras float64's layer output."""
+def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, np.ndarray],
+                    inputs: np.ndarray) -> list[layer_map.LayerPoint]:
+    """Every layer's comparison point in `sources.onnx_proto`, found by value in the float64 rebuild's
+    conversion (`value_map`) and carried over by node name. A layer whose output no tensor holds is not
+    compared, with the reason: fused by the converter into the layer after it, or not found."""
     import onnx
 
-    points = [p for p in layer_map.map_onnx(keras.layers, onnx.load(str(sources.artifacts.onnx_f64)), keras.weights)
-              if p.compared and p.onnx_node and p.layer.name in layers_f64]
-    tensors = _fx_tensors(sources.graph_module_f64, {p.onnx_node for p in points}, inputs.astype(np.float64))
-    confirmed = {}
-    for point in points:
-        value = tensors.get(point.onnx_node)
-        diff = _diff("fx64", layers_f64[point.layer.name], value, point.layout)
-        if value is not None and diff.max_abs_diff <= proof_tolerance(diff.scale):
-            confirmed[point.layer.name] = point.onnx_node
-    return confirmed
+    proto_f64 = onnx.load(str(sources.artifacts.onnx_f64))
+    placements = value_map.place(keras.layers, layers_f64, sources.graph_module_f64, proto_f64, inputs)
+    outputs = {node.name: node.output[0] for node in sources.onnx_proto.graph.node if node.output}
+    consumers: dict[str, list[str]] = {}
+    for layer in keras.layers:
+        for name in layer.inbound:
+            consumers.setdefault(name, []).append(layer.name)
+    points = []
+    for layer in keras.layers:
+        placement = placements.get(layer.name)
+        if layer.class_name == "InputLayer" or not layer.inbound:
+            points.append(layer_map.LayerPoint(layer, sources.onnx_proto.graph.input[0].name))
+        elif placement is not None and placement.onnx_node in outputs:
+            points.append(layer_map.LayerPoint(layer, outputs[placement.onnx_node], placement.layout, placement.onnx_node,
+                                               note="placed by its float64 value"))
+        elif placement is not None:
+            points.append(layer_map.LayerPoint(layer, None, note=f"placed at {placement.onnx_node} by its float64 value, "
+                                                                 f"a node {sources.artifacts.onnx} lacks: not compared"))
+        else:
+            into = _fused_into(layer.name, consumers, placements)
+            points.append(layer_map.LayerPoint(layer, None, own_op=False, fused_into=into, note=(
+                f"fused by the converter into {into}: no tensor of its own, checked at {into}" if into else
+                "no tensor of the converted graph holds its float64 output (rewritten across layers): not compared")))
+    layer_map.mark_shared(points)
+    return points
+
+
+def _fused_into(name: str, consumers: dict[str, list[str]], placements: dict) -> str | None:
+    """The first placed layer down the single-consumer chain from unplaced layer `name` (padding → Conv →
+    BatchNorm: the Conv's pads and the BatchNorm's scale are fused into one op), or None."""
+    while len(consumers.get(name, ())) == 1:
+        name = consumers[name][0]
+        if name in placements:
+            return name
+    return None
 
 
 def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray], inputs: np.ndarray,
         with_manual: bool = True, layer_noise: dict[str, float] | None = None,
         layers_f64: dict[str, np.ndarray] | None = None) -> LayerReport:
-    """Compare every mapped layer of `keras` across backends.
+    """Compare every placed layer of `keras` across backends.
 
     Args:
         keras: the Keras model (its layer graph and weights, read with h5py).
@@ -176,43 +208,48 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
         layer_noise: {layer: Keras float32's own error against float64 there}, which widens that
             layer's bound (`tolerances.with_noise`); None where it was not measured.
         layers_f64: {layer name: Keras float64 output} on `inputs`: with the float64 conversion in
-            `sources`, placements are confirmed by value (`confirmed_placements`); None: not checked.
+            `sources`, layers are placed by value (`placed_by_value`); without, by the graph walk of
+            `layer_map`, whose guesses a shape mismatch withdraws.
     """
-    confirmed = (confirmed_placements(keras, sources, layers_f64, inputs)
-                 if layers_f64 is not None and sources.artifacts.onnx_f64 is not None else None)
-    points = layer_map.map_onnx(keras.layers, sources.onnx_proto, keras.weights)
+    by_value = layers_f64 is not None and sources.artifacts.onnx_f64 is not None
+    points = (placed_by_value(keras, sources, layers_f64, inputs) if by_value
+              else layer_map.map_onnx(keras.layers, sources.onnx_proto, keras.weights))
     compared = [p for p in points if p.compared]
     try:
         ort_tensors = _onnxruntime_tensors(sources.onnx_proto, sorted({p.tensor for p in compared}), inputs)
     except Exception as exc:  # noqa: BLE001 — a broken ONNX graph is a finding, not a crash
         raise BadInput(f"ONNX Runtime cannot run {sources.artifacts.onnx} ({' '.join(str(exc).split())[:300]})") from exc
     gm = sources.graph_module
-    fx_names = {n.target: n.name for n in gm.graph.nodes if n.op == "call_module"}  # onnx2torch names modules after ONNX nodes
-    fx_tensors = _fx_tensors(gm, {p.onnx_node for p in compared if p.onnx_node}, inputs)
+    module_of = {node.name: torch_module_name(node) for node in sources.onnx_proto.graph.node}
+    fx_names = {n.target: n.name for n in gm.graph.nodes if n.op == "call_module"}
+    fx_names = {onnx_node: fx_names.get(module) for onnx_node, module in module_of.items()}
+    fx_tensors = _fx_tensors(gm, {module_of[p.onnx_node] for p in compared if p.onnx_node in module_of}, inputs)
     modules, manual, manual_note = _manual_modules(keras, sources, inputs) if with_manual else ({}, {}, "")
+    fused: dict[str, list[str]] = {}
+    for point in points:
+        if point.fused_into:
+            fused.setdefault(point.fused_into, []).append(point.layer.name)
     rows = []
     for point in points:
         if point.layer.class_name == "InputLayer":
             continue
         module = modules.get(point.layer.name)
         row = LayerRow(point.layer.name, point.layer.class_name, point.onnx_node, fx_names.get(point.onnx_node),
-                       module, point.compared, point.shared_with, point.note)
+                       module, point.compared, point.shared_with, point.note, fused=fused.get(point.layer.name, []))
         reference = keras_layers.get(point.layer.name)
         noise = (layer_noise or {}).get(point.layer.name)
         if point.compared and reference is not None:
             diffs = [_diff("onnxruntime", reference, ort_tensors.get(point.tensor), point.layout, noise),
-                     _diff("fx", reference, fx_tensors.get(point.onnx_node), point.layout, noise)]
+                     _diff("fx", reference, fx_tensors.get(module_of.get(point.onnx_node, "")), point.layout, noise)]
             if point.inferred and any(d.note.startswith("shape") for d in diffs):
                 row.compared, row.note = False, f"{point.note}, but no tensor of its shape found: not compared"
-            elif confirmed is not None and not all(d.passed for d in diffs) and confirmed.get(point.layer.name) != point.onnx_node:
-                row.compared = False
-                row.note = "its placement in the graph is not confirmed by the float64 values (fused, rewritten or not found): not compared"
             else:
                 row.diffs.extend(diffs)
         if manual and module is not None and reference is not None:
             row.diffs.append(_diff("manual", reference, manual.get(module), layer_map.CHANNELS_FIRST, noise))
         rows.append(row)
-    return LayerReport(rows, len(inputs), ["onnxruntime", "fx"] + (["manual"] if manual else []), manual_note)
+    return LayerReport(rows, len(inputs), ["onnxruntime", "fx"] + (["manual"] if manual else []), manual_note,
+                       placed_by="float64 value" if by_value else "graph walk")
 
 
 def _manual_modules(keras: KerasModel, sources: Sources, inputs: np.ndarray) -> tuple[dict[str, str], dict[str, np.ndarray], str]:

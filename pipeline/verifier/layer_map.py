@@ -111,6 +111,7 @@ class LayerPoint:
     compared: bool = False  # mapped, and the last of the layers sharing its tensor: its row is compared
     walk_only: bool = False  # folded into the next op: `tensor` is where the walk goes on from, not its output
     inferred: bool = False  # placed by name scope (`_scoped_region`), not by structure: a shape mismatch means a wrong guess
+    fused_into: str | None = None  # the layer the converter fused this one into (placed by value: `value_map`)
 
 
 class OnnxGraph:
@@ -249,7 +250,7 @@ def map_onnx(layers: list[KerasLayer], proto, weights: dict[str, dict[str, np.nd
     for layer in layers:
         points[layer.name] = _place(graph, layer, points, weights, claimed)
     result = [points[layer.name] for layer in layers]
-    _mark_shared(result)
+    mark_shared(result)
     return result
 
 
@@ -310,7 +311,7 @@ def _after_inputs(graph: OnnxGraph, layer: KerasLayer, spec: OpSpec | None, ops:
     return _extend(graph, layer, spec, node, layout, claimed)
 
 
-def _mark_shared(points: list[LayerPoint]) -> None:
+def mark_shared(points: list[LayerPoint]) -> None:
     """Layers whose outputs are one tensor share it: each learns the others', the last one is compared."""
     by_tensor: dict[str, list[LayerPoint]] = defaultdict(list)
     for point in points:
