@@ -116,6 +116,14 @@ FAMILIES: dict[str, str] = {
         x = L.ReLU(max_value=6.0)(x)
         model = keras.Model(inp, L.Dense(4, activation="softmax")(x))
     """,
+    "convnext_block": """
+        x = inp = keras.Input((10, 10, 8))
+        x = L.Conv2D(8, 3, padding="same", groups=8, name="depthwise_grouped")(x)  # ConvNeXt's depthwise conv
+        x = L.Conv2D(6, 3, strides=2, padding="same", groups=2, activation="relu", name="two_groups")(x)
+        x = L.LayerNormalization(epsilon=1e-6)(x)
+        x = L.Dense(5, activation="relu")(x)  # a Dense on a rank-4 tensor: ConvNeXt's pointwise convs
+        model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x)))
+    """,
     "sequential": """
         model = keras.Sequential([
             keras.Input((8, 8, 1)),

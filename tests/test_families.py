@@ -43,10 +43,12 @@ def test_family_converts_and_verifies(family_models, family, flavour):
     assert summary["float64_proof"]["passed"], (summary["float64_proof"], summary["float64_note"])  # every family rebuilds in float64
     MEASURED[(family, flavour)] = (summary["float64_proof"]["max_abs_diff"], summary["keras_float32_noise"], summary["noise_ratios"])
     rows = summary["layers"]["layers"]
-    # Every layer with weights is placed in the graph and compared (alone or sharing its tensor).
+    # Every layer with weights is placed in the graph and compared: alone, sharing its tensor, or fused into
+    # the layer after it (a Conv into its BatchNorm), which is compared.
+    fused = {name for row in rows if row["diffs"] for name in row["fused"]}
     for row in rows:
         if row["keras_class"] in WEIGHTED:
-            assert row["compared"] or row["shared_with"], row
+            assert row["compared"] or row["shared_with"] or row["keras_layer"] in fused, row
     assert sum(bool(row["diffs"]) for row in rows) >= 2
 
 
@@ -88,6 +90,29 @@ def test_unsupported_op_names_the_layer_and_op(tmp_path):
     completed = helpers.run_cli("torch", "--model", str(model), "--out", str(out))
     helpers.assert_one_line_error(completed, "AveragePool", "odd_pool", "non symmetrical padding")
     assert not (out / "avgpool_unequal_padding" / "model.pt2").exists()
+
+
+SCALAR_OPS_H5 = """
+import sys, keras
+keras.utils.set_random_seed(0)
+L = keras.layers
+x = inp = keras.Input((6, 6, 3))
+x = L.Conv2D(4, 3, padding="same")(x)
+x = L.ReLU(6.0)(x + 3.0) * (1.0 / 6.0)  # MobileNetV3's hard sigmoid: op nodes with a number, in a Keras 3 legacy .h5
+x = L.GlobalAveragePooling2D()(x)
+keras.Model(inp, L.Dense(3, activation="softmax")(x)).save(sys.argv[1])
+"""
+
+
+def test_legacy_h5_with_scalar_ops_written_by_keras3_converts(tmp_path):
+    """Keras 3 writes `x + 3.0` into a legacy .h5 as an `Add` with a number, which its own loader then
+    refuses; the loader rebuilds each as the Rescaling it equals, and the model converts and verifies."""
+    model = tmp_path / "hard_sigmoid.h5"
+    helpers.run_tf_script(SCALAR_OPS_H5, str(model))
+    for stage in ("onnx", "torch", "verify"):
+        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(tmp_path / "out"))
+        assert completed.returncode == 0, (stage, completed.stderr[-2000:])
+    assert json.loads((tmp_path / "out" / "hard_sigmoid" / "verify.json").read_text())["float64_proof"]["passed"]
 
 
 def test_user_inputs_join_every_check(family_models, tmp_path):

@@ -55,7 +55,7 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
         The number of Reshape nodes replaced.
 
     Raises:
-        BadInput: a Reshape whose output depends on the batch size other than through dimension 0.
+        BadInput: a Reshape whose output depends on the batch size other than through one dimension, in proportion.
     """
     reshapes = [n for n in gm.graph.nodes if n.op == "call_module" and _is_onnx_reshape(gm.get_submodule(n.target))]
     if not reshapes:
@@ -64,10 +64,11 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     for node in reshapes:
         shape_small, shape_large = list(small[node.name]), list(large[node.name])
         varying = [i for i, (a, b) in enumerate(zip(shape_small, shape_large, strict=True)) if a != b]
-        if varying == [0] and (shape_small[0], shape_large[0]) == _PROBE_BATCHES:
-            target = (-1, *shape_small[1:])
-        elif not varying:
+        if not varying:
             target = tuple(shape_small)
+        elif len(varying) == 1 and _proportional_to_batch(shape_small[varying[0]], shape_large[varying[0]]):
+            # The batch alone, or the batch times fixed sizes (a Dense on a rank-4 tensor: (N·H·W, C)): -1 there.
+            target = tuple(-1 if i == varying[0] else d for i, d in enumerate(shape_small))
         else:
             raise BadInput(f"Reshape {node.target!r} mixes the batch dimension into others {shape_small}; cannot make it static")
         with gm.graph.inserting_after(node):
@@ -78,6 +79,12 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     gm.delete_all_unused_submodules()
     gm.recompile()
     return len(reshapes)
+
+
+def _proportional_to_batch(small: int, large: int) -> bool:
+    """A dimension of size `small` at the first probe batch and `large` at the second is the batch times a constant."""
+    batch_small, batch_large = _PROBE_BATCHES
+    return small % batch_small == 0 and large % batch_large == 0 and small // batch_small == large // batch_large
 
 
 def constant_of(gm: fx.GraphModule, arg) -> torch.Tensor | None:

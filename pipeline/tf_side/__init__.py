@@ -7,6 +7,7 @@ torch, and the two sides talk only through the files of `common.keras_job` and t
 - `worker`: reads the job, runs its parts, writes the result or one error line;
 - `loading`: Keras 3 first, tf-keras (Keras 2) for legacy files Keras 3 cannot read;
 - `to_onnx`: tf2onnx conversion, with the ONNX rewrites of `converters.onnx_fixes`;
+- `grouped_conv`: grouped convolutions without Keras 3's XLA wrapper (convertible, and fast in float64);
 - `outputs`: Keras's outputs on the check set and every layer's output, as plain `.npz`;
 - `float64`: the model rebuilt in float64 (the float64 proof's ground truth);
 - `timing`: Keras `predict` images/s for `make bench`;

@@ -45,8 +45,17 @@ def rebuild(model):
         twin.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
     except Exception as exc:  # noqa: BLE001 — any layer that refuses float64; the proof is then left out, with the reason
         raise ValueError(f"the model cannot be rebuilt in float64 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from exc
-    kept = sorted({layer.name for layer in twin.layers if getattr(layer, "compute_dtype", FLOAT64) != FLOAT64
+    kept = sorted({layer.name for layer in _leaves(twin, keras) if getattr(layer, "compute_dtype", FLOAT64) != FLOAT64
                    and type(layer).__name__ != "InputLayer"})
     if kept:
         raise ValueError(f"layers {', '.join(kept[:5])} stay in {FLOAT32} when rebuilt in float64")
     return twin
+
+
+def _leaves(model, keras) -> list:
+    """The layers that compute: a nested model (ConvNeXt's stem is a Sequential) stands for its own layers —
+    its own dtype policy stays the global default, and decides nothing."""
+    leaves = []
+    for layer in model.layers:
+        leaves.extend(_leaves(layer, keras) if isinstance(layer, keras.Model) else [layer])
+    return leaves

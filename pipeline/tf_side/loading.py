@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import zipfile
 from pathlib import Path
+
+# A legacy .h5 that Keras 3 writes keeps `x + 3.0` and `x * (1 / 6)` (MobileNetV3's hard sigmoid) as op
+# nodes named after the merge layers, with a number as second argument — which Keras 3's own legacy
+# loader then builds as an `Add` / `Multiply` layer and refuses ("Only input tensors may be passed as
+# positional arguments"). Each is a Rescaling, bit for bit (x·1 + c, x·c + 0): {class: (scale, offset) of c}.
+_SCALAR_OPS = {"Add": lambda c: (1.0, c), "Subtract": lambda c: (1.0, -c), "Multiply": lambda c: (c, 0.0)}
 
 
 def load_keras_model(path: Path, allow_unsafe_code: bool = False):
@@ -18,6 +25,9 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
     except Exception as keras3_error:  # noqa: BLE001 — any deserialization failure; tried again below
         if zipfile.is_zipfile(path):
             raise  # a .keras file is Keras 3's own format: tf-keras would not do better
+        rewritten = _with_scalar_ops_as_layers(path, keras)
+        if rewritten is not None:
+            return rewritten
         try:
             import tf_keras
         except ImportError:
@@ -48,3 +58,36 @@ def input_shape_of(model) -> tuple[int, ...]:
     if any(dim is None for dim in shape):
         raise ValueError(f"the model's input shape {shape} has unknown dimensions; give it a fixed input shape")
     return tuple(int(dim) for dim in shape)
+
+
+def _with_scalar_ops_as_layers(path: Path, keras):
+    """The legacy .h5 at `path` loaded with each tensor-and-number op node (`_SCALAR_OPS`) rebuilt as the
+    Rescaling layer it equals, and the file's weights; None where the file has no such node (the
+    failure was something else). Safe mode stays on: the config is data, rebuilt by Keras's deserializer."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        raw = handle.attrs.get("model_config")
+    if raw is None:
+        return None
+    config = json.loads(raw if isinstance(raw, str) else raw.decode())
+    changed = 0
+    for layer in config.get("config", {}).get("layers", []):
+        nodes = layer.get("inbound_nodes") or []
+        args = nodes[0].get("args") if len(nodes) == 1 and isinstance(nodes[0], dict) else None
+        if layer.get("class_name") not in _SCALAR_OPS or not args or len(args) != 2:
+            continue
+        tensors = [a for a in args if isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"]
+        numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(tensors) != 1 or len(numbers) != 1 or (layer["class_name"] == "Subtract" and args[0] is not tensors[0]):
+            continue
+        scale, offset = _SCALAR_OPS[layer["class_name"]](float(numbers[0]))
+        layer.update(class_name="Rescaling", module="keras.layers", registered_name=None,
+                     config={"name": layer["config"]["name"], "scale": scale, "offset": offset})
+        nodes[0]["args"] = tensors
+        changed += 1
+    if not changed:
+        return None
+    model = keras.models.model_from_json(json.dumps(config))
+    model.load_weights(str(path))
+    return model

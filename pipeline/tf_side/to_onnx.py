@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pipeline.common.atomic import atomic_path
 from pipeline.converters import onnx_fixes
+from pipeline.tf_side import grouped_conv
 from pipeline.tf_side.loading import input_shape_of, keras_api
 
 INPUT_NAME = "input"
@@ -25,7 +26,8 @@ def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[
         # functional model has them.
         model = keras.Model(model.inputs, model.outputs)
     spec = (tf.TensorSpec((None, *input_shape_of(model)), tf.as_dtype(dtype), name=INPUT_NAME),)
-    proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+    with grouped_conv.without_xla(keras, tracing=True):
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
     rewrites = onnx_fixes.rewrite(proto)
     onnx_fixes.check_ops(proto, opset, [layer.name for layer in model.layers])
     onnx_fixes.canonical_names(proto)  # after the check: its message quotes the names tf2onnx gave
@@ -33,3 +35,4 @@ def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[
     with atomic_path(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
     return {name: count for name, count in rewrites.items() if count}
+

@@ -21,7 +21,7 @@ from pipeline.common.errors import BadInput  # noqa: E402
 from pipeline.common.keras_job import ERROR_PREFIX, KerasJob, KerasJobResult  # noqa: E402
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
-from pipeline.tf_side import float64, outputs, timing, to_onnx  # noqa: E402
+from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx  # noqa: E402
 from pipeline.tf_side.loading import input_shape_of, keras_api, load_keras_model  # noqa: E402
 
 
@@ -64,10 +64,11 @@ def _float64_parts(model, job: KerasJob, user_inputs) -> str:
         if job.reference_f64:
             outputs.unavailable(job.reference_f64, job.model, job.data, str(exc))
         return str(exc)
-    if job.reference_f64:
-        outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs, job.input_ranges)
-    if job.layers_f64:
-        outputs.layer_outputs(twin, job.model, job.layers_f64, job.data, job.input_ranges)
+    with grouped_conv.without_xla(keras_api(twin)):  # XLA's float64 grouped convolution is slow beyond use
+        if job.reference_f64:
+            outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs, job.input_ranges)
+        if job.layers_f64:
+            outputs.layer_outputs(twin, job.model, job.layers_f64, job.data, job.input_ranges)
     return ""
 
 
