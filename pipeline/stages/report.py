@@ -77,15 +77,19 @@ def layers_table(layers: dict) -> str:
         name = row["keras_layer"]
         if row["shared_with"] and not row["compared"]:
             name += f" (shares point with {', '.join(row['shared_with'])})"
+        if row.get("fused"):
+            name += f" (with {', '.join(row['fused'])} fused into it)"
         lines.append(f"| {index} | {name} | {row['keras_class']} | {' | '.join(cells)} | {tolerance} | {mark} |")
     lines.append(f"\nTolerance per layer: {describe_scaled('max|Keras output|', layers['atol'], layers['rtol'])}, "
                  "or more where the layer's own float32 noise is larger (see above); "
-                 f"{layers['images']} images. ·: no comparison point of its own.")
+                 f"{layers['images']} images, layers placed by {layers.get('placed_by', 'graph walk')}. "
+                 "·: no comparison point of its own.")
     if layers.get("manual_note"):
         lines.append(f"Hand-written model: {layers['manual_note']}.")
     divergence = layers["first_divergence"]
     if divergence:
-        lines.append(f"**First divergence: `{divergence['keras_layer']}` in {divergence['backend']}** — max |Δ| "
+        fused = f" (with {', '.join(divergence['fused'])} fused into it)" if divergence.get("fused") else ""
+        lines.append(f"**First divergence: `{divergence['keras_layer']}`{fused} in {divergence['backend']}** — max |Δ| "
                      f"{divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g} "
                      f"(ONNX node `{divergence['onnx_node']}`, FX node `{divergence['fx_node']}`).")
     else:

@@ -66,19 +66,28 @@ def _one(model: Path, out: Path, built: dict, progress: bool) -> ZooRow:
         row.verdict = f"{'FAILED' if row.converted else 'does not convert'}: {' '.join(str(exc).split())[:160]}"
         row.seconds = round(time.perf_counter() - started, 1)
         return row
-    summary = result.as_dict()
+    try:
+        result.raise_if_failed()
+        failure = ""
+    except PipelineError as exc:
+        failure = str(exc)
+    fill(row, result.as_dict(), failure)
+    row.seconds = round(time.perf_counter() - started, 1)
+    return row
+
+
+def fill(row: ZooRow, summary: dict, failure: str) -> None:
+    """`row`'s figures and verdict from a verification's `verify.json` contents and its error ("" if it passed)."""
+    row.converted = True
     row.proof_max_abs_diff = summary["float64_proof"]["max_abs_diff"] if summary["float64_proof"] else None
     row.noise_ratio = max(summary["noise_ratios"].values()) if summary["noise_ratios"] else None
     samples = sum(s["samples"] for s in summary["saturation"].values())
     row.saturated_share = sum(s["saturated"] + s["collapsed"] for s in summary["saturation"].values()) / samples if samples else None
     row.layers_compared = sum(bool(r["diffs"]) for r in summary["layers"]["layers"]) if summary["layers"] else 0
-    try:
-        result.raise_if_failed()
+    if failure:
+        row.verdict = f"FAILED: {' '.join(failure.split())[:160]}"
+    else:
         row.verdict = "verified" + (" (no evidence: outputs saturated)" if summary["no_evidence"] else "")
-    except PipelineError as exc:
-        row.verdict = f"FAILED: {' '.join(str(exc).split())[:160]}"
-    row.seconds = round(time.perf_counter() - started, 1)
-    return row
 
 
 def table(rows: list[ZooRow]) -> str:

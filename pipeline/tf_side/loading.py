@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
 from pathlib import Path
 
+# Layer classes Keras Applications define in their own modules, which a legacy .h5 names without the
+# module (ConvNeXt's LayerScale): Keras's own code, given to the loader by name.
+_KERAS_OWN_LAYERS = {"LayerScale": "keras.src.applications.convnext"}
 # A legacy .h5 that Keras 3 writes keeps `x + 3.0` and `x * (1 / 6)` (MobileNetV3's hard sigmoid) as op
 # nodes named after the merge layers, with a number as second argument — which Keras 3's own legacy
 # loader then builds as an `Add` / `Multiply` layer and refuses ("Only input tensors may be passed as
@@ -14,14 +18,15 @@ _SCALAR_OPS = {"Add": lambda c: (1.0, c), "Subtract": lambda c: (1.0, -c), "Mult
 
 
 def load_keras_model(path: Path, allow_unsafe_code: bool = False):
-    """Keras 3's loader, in safe mode unless the user opted in; for a legacy .h5 that Keras 3 cannot
-    deserialize (Keras 2 configs, e.g. a DepthwiseConv2D with a `groups` key), tf-keras — the Keras 2
-    API — instead. The caller has run `keras_file.safety.check` first: tf-keras runs a Lambda's code
+    """Keras 3's loader, in safe mode unless the user opted in (given Keras's own application layers,
+    `_KERAS_OWN_LAYERS`); for a legacy .h5 that Keras 3 cannot deserialize, Keras 3 again on the config
+    with its number-operand ops rebuilt as layers (`_SCALAR_OPS`), else tf-keras — the Keras 2 API, for
+    Keras 2 configs such as a DepthwiseConv2D with a `groups` key. The caller has run `keras_file.safety.check` first: tf-keras runs a Lambda's code
     on load, so nothing reaches it that the safety check has not seen."""
     import keras
 
     try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code)
+        return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code, custom_objects=_keras_own_layers())
     except Exception as keras3_error:  # noqa: BLE001 — any deserialization failure; tried again below
         if zipfile.is_zipfile(path):
             raise  # a .keras file is Keras 3's own format: tf-keras would not do better
@@ -88,6 +93,21 @@ def _with_scalar_ops_as_layers(path: Path, keras):
         changed += 1
     if not changed:
         return None
-    model = keras.models.model_from_json(json.dumps(config))
-    model.load_weights(str(path))
-    return model
+    from keras.src.legacy.saving import legacy_h5_format
+
+    with h5py.File(io.BytesIO(Path(path).read_bytes()), "r+") as copy:  # the user's file is never written
+        copy.attrs["model_config"] = json.dumps(config)
+        return legacy_h5_format.load_model_from_hdf5(copy, compile=False, safe_mode=True, custom_objects=_keras_own_layers())
+
+
+def _keras_own_layers() -> dict:
+    """{class name: class} of `_KERAS_OWN_LAYERS` that this Keras has."""
+    import importlib
+
+    found = {}
+    for name, module in _KERAS_OWN_LAYERS.items():
+        try:
+            found[name] = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+    return found

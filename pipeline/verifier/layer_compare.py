@@ -171,6 +171,9 @@ def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, n
         elif placement is not None and placement.onnx_node in outputs:
             points.append(layer_map.LayerPoint(layer, outputs[placement.onnx_node], placement.layout, placement.onnx_node,
                                                note="placed by its float64 value"))
+        elif layer.name not in layers_f64:
+            points.append(layer_map.LayerPoint(layer, None, note="Keras gives no output of its own for it (an op in the "
+                                                                 "config, not one of the model's layers): not compared"))
         elif placement is not None:
             points.append(layer_map.LayerPoint(layer, None, note=f"placed at {placement.onnx_node} by its float64 value, "
                                                                  f"a node {sources.artifacts.onnx} lacks: not compared"))
