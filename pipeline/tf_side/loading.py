@@ -10,10 +10,12 @@ from pathlib import Path
 # Layer classes Keras Applications define in their own modules, which a legacy .h5 names without the
 # module (ConvNeXt's LayerScale): Keras's own code, given to the loader by name.
 _KERAS_OWN_LAYERS = {"LayerScale": "keras.src.applications.convnext"}
-# A legacy .h5 that Keras 3 writes keeps `x + 3.0` and `x * (1 / 6)` (MobileNetV3's hard sigmoid) as op
-# nodes named after the merge layers, with a number as second argument — which Keras 3's own legacy
-# loader then builds as an `Add` / `Multiply` layer and refuses ("Only input tensors may be passed as
-# positional arguments"). Each is a Rescaling, bit for bit (x·1 + c, x·c + 0): {class: (scale, offset) of c}.
+# A legacy .h5 that Keras 3 writes keeps `x + 3.0` and `x * (1 / 6)` (MobileNetV3's hard sigmoid) and
+# `a + b` (ConvNeXt's residuals) as op nodes named after the merge layers, with two positional arguments —
+# which Keras 3's own legacy loader then builds as an `Add` / `Multiply` layer and refuses ("Only input
+# tensors may be passed as positional arguments", "too many positional arguments"). `a + b` is the merge
+# layer given [a, b]; a number operand makes a Rescaling, bit for bit (x·1 + c, x·c + 0):
+# {class: (scale, offset) of c}.
 _SCALAR_OPS = {"Add": lambda c: (1.0, c), "Subtract": lambda c: (1.0, -c), "Multiply": lambda c: (c, 0.0)}
 
 
@@ -30,7 +32,7 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
     except Exception as keras3_error:  # noqa: BLE001 — any deserialization failure; tried again below
         if zipfile.is_zipfile(path):
             raise  # a .keras file is Keras 3's own format: tf-keras would not do better
-        rewritten = _with_scalar_ops_as_layers(path, keras)
+        rewritten = _with_ops_as_layers(path, keras)
         if rewritten is not None:
             return rewritten
         try:
@@ -65,9 +67,9 @@ def input_shape_of(model) -> tuple[int, ...]:
     return tuple(int(dim) for dim in shape)
 
 
-def _with_scalar_ops_as_layers(path: Path, keras):
-    """The legacy .h5 at `path` loaded with each tensor-and-number op node (`_SCALAR_OPS`) rebuilt as the
-    Rescaling layer it equals, and the file's weights; None where the file has no such node (the
+def _with_ops_as_layers(path: Path, keras):
+    """The legacy .h5 at `path` loaded with each op node of two positional operands rebuilt as the layer
+    it equals (`_SCALAR_OPS`), and the file's weights; None where the file has no such node (the
     failure was something else). Safe mode stays on: the config is data, rebuilt by Keras's deserializer."""
     import h5py
 
@@ -84,6 +86,10 @@ def _with_scalar_ops_as_layers(path: Path, keras):
             continue
         tensors = [a for a in args if isinstance(a, dict) and a.get("class_name") == "__keras_tensor__"]
         numbers = [a for a in args if isinstance(a, (int, float)) and not isinstance(a, bool)]
+        if len(tensors) == 2:  # `a + b` of two tensors (ConvNeXt's residuals): the merge layer takes them as one list
+            nodes[0]["args"] = [tensors]
+            changed += 1
+            continue
         if len(tensors) != 1 or len(numbers) != 1 or (layer["class_name"] == "Subtract" and args[0] is not tensors[0]):
             continue
         scale, offset = _SCALAR_OPS[layer["class_name"]](float(numbers[0]))

@@ -132,21 +132,32 @@ def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(d for d in shape if d != 1)
 
 
-def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout: str, noise: float | None = None) -> LayerDiff:
+WRONG_SHAPE = "a tensor of another shape than the Keras layer's"
+
+
+def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout: str, noise: float | None = None,
+          by_value: bool = False) -> LayerDiff:
+    """`value` against `reference`; `by_value`: `layout` was established by value (`value_map`), so it is
+    applied exactly, with none of the guesses a graph-walk placement needs (`_guess_keras_layout`)."""
     scale = float(np.abs(reference).max()) if reference.size else 0.0
     tolerance = with_noise(scaled_tolerance(scale), noise)
     if value is None:
         return LayerDiff(backend, float("inf"), scale, tolerance, False, "tensor not produced")
-    value = layer_map.to_keras_layout(value, layout)
-    if value.shape != reference.shape and value.ndim >= 3 and np.moveaxis(value, 1, -1).shape == reference.shape:
-        value = np.moveaxis(value, 1, -1)  # channels first after all (a multi-op layer's layout is inferred, not traced)
-    if value.shape != reference.shape and (_squeezed(value.shape) == _squeezed(reference.shape) or layout == layer_map.KERAS):
-        # e.g. a Conv1D, which the converter runs as a Conv over (N, C, 1, W); or a flattened tensor in Keras order
-        value = value.reshape(reference.shape) if value.size == reference.size else value
-    if value.shape != reference.shape:
-        return LayerDiff(backend, float("inf"), scale, tolerance, False, f"shape {value.shape} vs Keras {reference.shape}")
+    value = value_map.in_keras_layout(value, layout, reference.shape) if by_value else _guess_keras_layout(value, layout, reference.shape)
+    if value is None or value.shape != reference.shape:
+        return LayerDiff(backend, float("inf"), scale, tolerance, False, WRONG_SHAPE)
     delta = float(np.abs(value.astype(np.float64) - reference).max()) if reference.size else 0.0
     return LayerDiff(backend, delta, scale, tolerance, delta <= tolerance)
+
+
+def _guess_keras_layout(value: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A graph-walk placement's tensor in Keras's layout: its traced layout, else the guesses that fit `shape`."""
+    value = layer_map.to_keras_layout(value, layout)
+    if value.shape != shape and value.ndim >= 3 and np.moveaxis(value, 1, -1).shape == shape:
+        value = np.moveaxis(value, 1, -1)  # channels first after all (a multi-op layer's layout is inferred, not traced)
+    if value.shape != shape and _squeezed(value.shape) == _squeezed(shape):
+        value = value.reshape(shape)  # e.g. a Conv1D, which the converter runs as a Conv over (N, C, 1, W)
+    return value
 
 
 def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, np.ndarray],
@@ -158,7 +169,7 @@ def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, n
 
     proto_f64 = onnx.load(str(sources.artifacts.onnx_f64))
     placements = value_map.place(keras.layers, layers_f64, sources.graph_module_f64, proto_f64, inputs)
-    outputs = {node.name: node.output[0] for node in sources.onnx_proto.graph.node if node.output}
+    counterpart = _counterparts(proto_f64, sources.onnx_proto)
     consumers: dict[str, list[str]] = {}
     for layer in keras.layers:
         for name in layer.inbound:
@@ -168,9 +179,10 @@ def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, n
         placement = placements.get(layer.name)
         if layer.class_name == "InputLayer" or not layer.inbound:
             points.append(layer_map.LayerPoint(layer, sources.onnx_proto.graph.input[0].name))
-        elif placement is not None and placement.onnx_node in outputs:
-            points.append(layer_map.LayerPoint(layer, outputs[placement.onnx_node], placement.layout, placement.onnx_node,
-                                               note="placed by its float64 value"))
+        elif placement is not None and placement.onnx_node in counterpart:
+            node = counterpart[placement.onnx_node]
+            points.append(layer_map.LayerPoint(layer, node.output[0], placement.layout, node.name,
+                                               note="placed by its float64 value", by_value=True))
         elif layer.name not in layers_f64:
             points.append(layer_map.LayerPoint(layer, None, note="Keras gives no output of its own for it (an op in the "
                                                                  "config, not one of the model's layers): not compared"))
@@ -184,6 +196,17 @@ def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, n
                 "no tensor of the converted graph holds its float64 output (rewritten across layers): not compared")))
     layer_map.mark_shared(points)
     return points
+
+
+def _counterparts(proto_f64, proto) -> dict:
+    """{float64 graph node name: the same node of `proto`}. tf2onnx writes the two graphs alike: node for
+    node in the same order, the names equal but for the scope of a wrapper Keras numbered differently (a
+    Sequential converted as a functional model). So by position where the op sequences agree, else by name."""
+    nodes64, nodes = [n for n in proto_f64.graph.node if n.output], [n for n in proto.graph.node if n.output]
+    if len(nodes64) == len(nodes) and all(a.op_type == b.op_type for a, b in zip(nodes64, nodes, strict=True)):
+        return {a.name: b for a, b in zip(nodes64, nodes, strict=True)}
+    by_name = {node.name: node for node in nodes}
+    return {node.name: by_name[node.name] for node in nodes64 if node.name in by_name}
 
 
 def _fused_into(name: str, consumers: dict[str, list[str]], placements: dict) -> str | None:
@@ -242,9 +265,9 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
         reference = keras_layers.get(point.layer.name)
         noise = (layer_noise or {}).get(point.layer.name)
         if point.compared and reference is not None:
-            diffs = [_diff("onnxruntime", reference, ort_tensors.get(point.tensor), point.layout, noise),
-                     _diff("fx", reference, fx_tensors.get(module_of.get(point.onnx_node, "")), point.layout, noise)]
-            if point.inferred and any(d.note.startswith("shape") for d in diffs):
+            diffs = [_diff("onnxruntime", reference, ort_tensors.get(point.tensor), point.layout, noise, point.by_value),
+                     _diff("fx", reference, fx_tensors.get(module_of.get(point.onnx_node, "")), point.layout, noise, point.by_value)]
+            if point.inferred and any(d.note == WRONG_SHAPE for d in diffs):
                 row.compared, row.note = False, f"{point.note}, but no tensor of its shape found: not compared"
             else:
                 row.diffs.extend(diffs)

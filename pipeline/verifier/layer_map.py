@@ -112,6 +112,7 @@ class LayerPoint:
     walk_only: bool = False  # folded into the next op: `tensor` is where the walk goes on from, not its output
     inferred: bool = False  # placed by name scope (`_scoped_region`), not by structure: a shape mismatch means a wrong guess
     fused_into: str | None = None  # the layer the converter fused this one into (placed by value: `value_map`)
+    by_value: bool = False  # placed by value: `layout` is exact (`value_map.in_keras_layout`), not inferred
 
 
 class OnnxGraph:

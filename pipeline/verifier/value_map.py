@@ -43,13 +43,19 @@ def _fingerprint(value: np.ndarray) -> tuple[int, float, float]:
     return value.size, float(value.max()), float(value.min())
 
 
+def in_keras_layout(value: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray | None:
+    """`value`, found in `layout`, as the Keras tensor of `shape` it holds (None if the sizes differ):
+    channels moved last if channels-first, then reshaped (size-1 axes, flattening)."""
+    if layout == CHANNELS_FIRST and value.ndim >= 3:
+        value = np.moveaxis(value, 1, -1)
+    return value.reshape(shape) if value.size == int(np.prod(shape)) else None
+
+
 def _equal(reference: np.ndarray, value: np.ndarray, tolerance: float) -> str | None:
     """The layout in which `value` equals `reference` to `tolerance`, or None."""
-    candidates = [(KERAS, value)]
-    if value.ndim >= 3:
-        candidates.append((CHANNELS_FIRST, np.moveaxis(value, 1, -1)))
-    for layout, candidate in candidates:
-        if candidate.size == reference.size and np.abs(candidate.reshape(reference.shape) - reference).max() <= tolerance:
+    for layout in (KERAS, CHANNELS_FIRST) if value.ndim >= 3 else (KERAS,):
+        candidate = in_keras_layout(value, layout, reference.shape)
+        if candidate is not None and np.abs(candidate - reference).max() <= tolerance:
             return layout
     return None
 
