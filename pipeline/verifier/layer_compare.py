@@ -133,6 +133,9 @@ def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 WRONG_SHAPE = "a tensor of another shape than the Keras layer's"
+# An op in the model config (`x + 3.0`) that is not one of Keras's `model.layers`: there is no Keras output
+# to compare it with; the layer that consumes it checks it.
+NO_KERAS_OUTPUT = "Keras gives no output of its own for it (an op in the config, not one of the model's layers): not compared"
 
 
 def _diff(backend: str, reference: np.ndarray, value: np.ndarray | None, layout: str, noise: float | None = None,
@@ -184,8 +187,7 @@ def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, n
             points.append(layer_map.LayerPoint(layer, node.output[0], placement.layout, node.name,
                                                note="placed by its float64 value", by_value=True))
         elif layer.name not in layers_f64:
-            points.append(layer_map.LayerPoint(layer, None, note="Keras gives no output of its own for it (an op in the "
-                                                                 "config, not one of the model's layers): not compared"))
+            points.append(layer_map.LayerPoint(layer, None, note=NO_KERAS_OUTPUT))
         elif placement is not None:
             points.append(layer_map.LayerPoint(layer, None, note=f"placed at {placement.onnx_node} by its float64 value, "
                                                                  f"a node {sources.artifacts.onnx} lacks: not compared"))
