@@ -16,6 +16,7 @@ its inputs, never by coincidence elsewhere.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -81,7 +82,7 @@ def place(layers: list[KerasLayer], layers_f64: dict[str, np.ndarray], gm_f64, p
         by_size.setdefault(value.size, []).append(name)
     nodes = {torch_module_name(node): node for node in proto_f64.graph.node if node.output}
     hits: dict[str, list[tuple[int, str, str]]] = {name: [] for name in references}  # layer -> [(position, node, layout)]
-    position = iter(range(1 << 30))
+    position = itertools.count()  # each FX node's index in execution (graph) order
 
     class Finder(fx.Interpreter):
         def run_node(self, node):
