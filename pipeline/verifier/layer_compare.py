@@ -166,8 +166,9 @@ def _guess_keras_layout(value: np.ndarray, layout: str, shape: tuple[int, ...]) 
 def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, np.ndarray],
                     inputs: np.ndarray) -> list[layer_map.LayerPoint]:
     """Every layer's comparison point in `sources.onnx_proto`, found by value in the float64 rebuild's
-    conversion (`value_map`) and carried over by node name. A layer whose output no tensor holds is not
-    compared, with the reason: fused by the converter into the layer after it, or not found."""
+    conversion (`value_map`) and carried over to the float32 graph node for node (`_counterparts`). A layer
+    whose output no tensor holds is not compared, with the reason: fused by the converter into the layer
+    after it, an op Keras gives no output for, or not found."""
     import onnx
 
     proto_f64 = onnx.load(str(sources.artifacts.onnx_f64))
