@@ -66,6 +66,8 @@ def _float64_lines(verify: dict) -> list[str]:
 
 def layers_table(layers: dict) -> str:
     """Per Keras layer: max |Δ| against Keras in each backend, the tolerance, ✓/✗ (Markdown)."""
+    from pipeline.verifier.layer_compare import fused_phrase
+
     backends = layers["backends"]
     lines = [f"| # | Keras layer | class | {' | '.join(f'max abs Δ {b}' for b in backends)} | tolerance | |",
              "|---|---|---|" + "---|" * len(backends) + "---|---|"]
@@ -77,8 +79,7 @@ def layers_table(layers: dict) -> str:
         name = row["keras_layer"]
         if row["shared_with"] and not row["compared"]:
             name += f" (shares point with {', '.join(row['shared_with'])})"
-        if row.get("fused"):
-            name += f" (with {', '.join(row['fused'])} fused into it)"
+        name += fused_phrase(row.get("fused", []))
         lines.append(f"| {index} | {name} | {row['keras_class']} | {' | '.join(cells)} | {tolerance} | {mark} |")
     lines.append(f"\nTolerance per layer: {describe_scaled('max|Keras output|', layers['atol'], layers['rtol'])}, "
                  "or more where the layer's own float32 noise is larger (see above); "
@@ -88,8 +89,8 @@ def layers_table(layers: dict) -> str:
         lines.append(f"Hand-written model: {layers['manual_note']}.")
     divergence = layers["first_divergence"]
     if divergence:
-        fused = f" (with {', '.join(divergence['fused'])} fused into it)" if divergence.get("fused") else ""
-        lines.append(f"**First divergence: `{divergence['keras_layer']}`{fused} in {divergence['backend']}** — max |Δ| "
+        lines.append(f"**First divergence: `{divergence['keras_layer']}`{fused_phrase(divergence.get('fused', []))} in "
+                     f"{divergence['backend']}** — max |Δ| "
                      f"{divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g} "
                      f"(ONNX node `{divergence['onnx_node']}`, FX node `{divergence['fx_node']}`).")
     else:

@@ -102,8 +102,8 @@ class VerifyResult:
             failures.insert(0, f"float64 proof ({self.proof.a} vs {self.proof.b}): {self.proof.breach()}")
         divergence = self.layers.first_divergence if self.layers else None
         if divergence:
-            fused = f" ({', '.join(divergence['fused'])} fused into it)" if divergence.get("fused") else ""
-            failures.insert(0, f"first divergent layer: {divergence['keras_layer']}{fused} in {divergence['backend']} "
+            failures.insert(0, f"first divergent layer: {divergence['keras_layer']}{layer_compare.fused_phrase(divergence['fused'])} "
+                               f"in {divergence['backend']} "
                                f"(max |Δ| {divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g})")
         if failures:
             raise CheckFailed("verification failed — " + "; ".join(failures))

@@ -35,4 +35,3 @@ def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[
     with atomic_path(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
     return {name: count for name, count in rewrites.items() if count}
-

@@ -201,6 +201,11 @@ def placed_by_value(keras: KerasModel, sources: Sources, layers_f64: dict[str, n
     return points
 
 
+def fused_phrase(fused: list[str]) -> str:
+    """How the reports name the layers fused into a compared one: " (conv fused into it)", or "" for none."""
+    return f" ({', '.join(fused)} fused into it)" if fused else ""
+
+
 def _counterparts(proto_f64, proto) -> dict:
     """{float64 graph node name: the same node of `proto`}. tf2onnx writes the two graphs alike: node for
     node in the same order, the names equal but for the scope of a wrapper Keras numbered differently (a

@@ -34,7 +34,6 @@ class Placement:
     """Where one Keras layer's output is in the converted graph."""
 
     onnx_node: str  # the ONNX node whose output it is (its onnx2torch module: `onnx_graph.torch_module_name`)
-    tensor: str  # that node's ONNX output tensor
     layout: str  # KERAS or CHANNELS_FIRST
     position: int  # the node's index in graph order
 
@@ -68,7 +67,7 @@ def place(layers: list[KerasLayer], layers_f64: dict[str, np.ndarray], gm_f64, p
         layers: the Keras layers, in graph order.
         layers_f64: {layer: Keras float64 output on `inputs`}.
         gm_f64: onnx2torch's GraphModule of `proto_f64`, in float64.
-        proto_f64: the float64 rebuild's ONNX graph (for the output tensor names).
+        proto_f64: the float64 rebuild's ONNX graph (for its node names).
         inputs: the inputs `layers_f64` were computed on (the first MATCH_SAMPLES are used).
     """
     import torch
@@ -102,11 +101,10 @@ def place(layers: list[KerasLayer], layers_f64: dict[str, np.ndarray], gm_f64, p
 
     with torch.inference_mode():
         Finder(gm_f64).run(torch.from_numpy(np.ascontiguousarray(inputs[:count], dtype=np.float64)))
-    return _choose(layers, references, hits, {node.name: node.output[0] for node in nodes.values()})
+    return _choose(layers, references, hits)
 
 
-def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: dict[str, list[tuple[int, str, str]]],
-            outputs: dict[str, str]) -> dict[str, Placement]:
+def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: dict[str, list[tuple[int, str, str]]]) -> dict[str, Placement]:
     """Of the tensors equal to a layer's output, the first computed after its inputs' places (its own op,
     a Flatten's Reshape), else its input's own (a layer that computes nothing shares it). A constant
     output, which many tensors may equal by coincidence, only at its input's place or the op right after."""
@@ -121,5 +119,5 @@ def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: d
             later = [hit for hit in later if hit[0] in (after, after + 1)]
         if later:
             index, node, layout = later[0]
-            placed[layer.name] = Placement(node, outputs[node], layout, index)
+            placed[layer.name] = Placement(node, layout, index)
     return placed
