@@ -20,7 +20,7 @@ ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
 CODE_MK  := .make/code.mk
 
-.PHONY: help install fetch onnx torch verify evaluate bench zoo all test zoo-test clean
+.PHONY: help install fetch onnx torch native verify evaluate bench zoo all test zoo-test clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets and variables
@@ -56,8 +56,12 @@ torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), mode
 $(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx $(CODE_torch)
 	$(PY) -m pipeline torch $(ARGS)
 
-verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, hand-written model
-$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) $(CODE_verify)
+native: $(DIR)/native/model.py ## the Keras file alone -> native/model.py + model.safetensors + weights_map.json (trainable)
+$(DIR)/native/model.py $(DIR)/native/model.safetensors $(DIR)/native/weights_map.json &: $(MODEL) $(CODE_native)
+	$(PY) -m pipeline native $(ARGS)
+
+verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, native, hand-written model
+$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/native/model.py $(TEST_SET) $(CODE_verify)
 	$(PY) -m pipeline verify $(ARGS)
 
 evaluate: $(DIR)/evaluate.json ## stage 4: CIFAR-10 accuracy of model.pt2, gated at 0.85

@@ -117,6 +117,25 @@ def cmd_torch(args) -> int:
     return 0
 
 
+def cmd_native(args) -> int:
+    from pipeline.stages import native
+
+    started = time.perf_counter()
+    result = native.run(args.model, _model_paths(args).dir, parity=not getattr(args, "no_parity", False), data=_data(args.data))
+    checked = (f"vs Keras max |Δ| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs" if result.validation
+               else "not checked against Keras yet (run `make onnx`, then verify)")
+    _say(f"native: wrote {result.source}, {result.weights.name} ({result.parameters:,} values) and {result.weights_map.name}; "
+         f"{checked} [{time.perf_counter() - started:.1f} s]")
+    if result.parity is not None:
+        worst = ", ".join(f"{kind} {value:.1e}" for kind, value in result.parity.worst.items())
+        _say(f"native: training parity with Keras ({result.parity.batch} {result.parity.inputs}, {result.parity.loss}): "
+             f"worst relative error {worst} (bound {result.parity.rtol:g}); wrote {_model_paths(args).native_parity.name}")
+    if result.not_carried:
+        _say(f"native: not carried by the weights (add them back to train with them): {', '.join(result.not_carried[:6])}"
+             + (f" and {len(result.not_carried) - 6} more" if len(result.not_carried) > 6 else ""))
+    return 0
+
+
 def cmd_verify(args) -> int:
     from pipeline.common import manifest
     from pipeline.keras_file.model import KerasModel
@@ -133,7 +152,8 @@ def cmd_verify(args) -> int:
     else:
         manifest.require_same_model(paths.dir, args.model)
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None,
-                              paths.onnx_f64 if paths.onnx_f64.is_file() else None)
+                              paths.onnx_f64 if paths.onnx_f64.is_file() else None,
+                              paths.native_source if paths.native_source.is_file() else None)
     data = _data(args.data)
     started = time.perf_counter()
     result = verify.run(artifacts, data, paths.dir, allow_unsafe_code=args.allow_unsafe_code, keras=keras)
@@ -205,7 +225,7 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_all(args) -> int:
-    for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_verify, cmd_evaluate, cmd_report):
+    for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_native, cmd_verify, cmd_evaluate, cmd_report):
         step(args)
     return 0
 
@@ -236,12 +256,17 @@ def build_parser() -> argparse.ArgumentParser:
                             "Normalization states, else [0,1], [-1,1] and [0,255])")
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,verify,evaluate,bench,report,zoo,all}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,native,verify,evaluate,bench,report,zoo,all}")
     sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
     sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)
     sub.add_parser("torch", parents=[common, onnx_opt], help="model.onnx → model.pt2 + model_fx.py").set_defaults(func=cmd_torch)
+    native_parser = sub.add_parser("native", parents=[common], help="Keras file alone → native/model.py, model.safetensors, "
+                                                                    "weights_map.json (a PyTorch model to keep training)")
+    native_parser.add_argument("--no-parity", action="store_true", help="skip the training step against Keras (no TensorFlow process)")
+    native_parser.set_defaults(func=cmd_native)
     sub.add_parser("verify", parents=[common, onnx_opt, torch_opt],
-                   help="compare Keras, onnxruntime, the FX graph, model.pt2 and the hand-written model").set_defaults(func=cmd_verify)
+                   help="compare Keras, onnxruntime, the FX graph, model.pt2, the native model and the hand-written model"
+                   ).set_defaults(func=cmd_verify)
     device_opt = argparse.ArgumentParser(add_help=False)
     device_opt.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default: %(default)s)")
     device_opt.add_argument("--allow-tf32", action="store_true",
@@ -266,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_parser.add_argument("--formats", default="keras,h5", help="comma-separated: keras, h5 (default: %(default)s)")
     zoo_parser.set_defaults(func=cmd_zoo)
     sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt, device_opt],
-                   help="fetch, onnx, torch, verify, evaluate, then the summary").set_defaults(func=cmd_all)
+                   help="fetch, onnx, torch, native, verify, evaluate, then the summary").set_defaults(func=cmd_all)
     return parser
 
 

@@ -92,7 +92,8 @@ def test_manifest_records_provenance(real_run):
     assert manifest["stages"]["onnx"]["opset"] == 15
     assert manifest["stages"]["onnx"]["artifacts"]["model.onnx"] == sha256_of(paths.onnx)
     assert manifest["stages"]["torch"]["artifacts"]["model_opt.pt2"] == sha256_of(paths.pt2_opt)
-    assert set(manifest["stages"]) == {"onnx", "torch", "verify", "evaluate"}
+    assert manifest["stages"]["native"]["artifacts"]["model.safetensors"] == sha256_of(paths.native_weights)
+    assert set(manifest["stages"]) == {"onnx", "torch", "native", "verify", "evaluate"}
 
 
 @pytest.mark.real_data

@@ -13,7 +13,7 @@ import families
 import helpers
 import numpy as np
 from pipeline.keras_file.model import KerasModel
-from pipeline.stages import to_onnx, to_torch, verify
+from pipeline.stages import native, to_onnx, to_torch, verify
 from pipeline.verifier.backends import Artifacts
 from pipeline.verifier.keras_reference import KerasReference
 
@@ -26,7 +26,9 @@ NEEDS_TF_KERAS = {"depthwise", "separable", "conv_transpose"}
 
 def _verify(model, out, onnx_path=None):
     torch_result = to_torch.run(out / "model.onnx", out, KerasModel.open(model).layer_names)
-    artifacts = Artifacts(model, onnx_path or out / "model.onnx", torch_result.pt2, torch_result.pt2_opt, out / "model_f64.onnx")
+    native_result = native.run(model, out)
+    artifacts = Artifacts(model, onnx_path or out / "model.onnx", torch_result.pt2, torch_result.pt2_opt, out / "model_f64.onnx",
+                          native_result.source)
     return verify.run(artifacts, None, out, progress=False, plots=False)
 
 
@@ -39,8 +41,9 @@ def test_family_converts_and_verifies(family_models, family, flavour):
     summary = result.as_dict()
     failing = [pair for pair in summary["pairs"] if not pair["passed"]]
     assert result.passed, (failing, summary["first_divergence"])
-    assert set(summary["backends"]) >= {"keras", "onnxruntime", "fx", "torch", "torch_opt"}
+    assert set(summary["backends"]) >= {"keras", "onnxruntime", "fx", "torch", "torch_opt", "native"}
     assert summary["float64_proof"]["passed"], (summary["float64_proof"], summary["float64_note"])  # every family rebuilds in float64
+    assert summary["float64_proof_native"]["passed"], summary["float64_proof_native"]  # the second, independent path
     MEASURED[(family, flavour)] = (summary["float64_proof"]["max_abs_diff"], summary["keras_float32_noise"], summary["noise_ratios"])
     rows = summary["layers"]["layers"]
     # Every layer with weights is placed in the graph and compared: alone, sharing its tensor, or fused into
@@ -50,6 +53,8 @@ def test_family_converts_and_verifies(family_models, family, flavour):
         if row["keras_class"] in WEIGHTED:
             assert row["compared"] or row["shared_with"] or row["keras_layer"] in fused, row
     assert sum(bool(row["diffs"]) for row in rows) >= 2
+    # the native model is compared at every layer, by its Keras name
+    assert all(any(d["backend"] == "native" for d in row["diffs"]) for row in rows), [r["keras_layer"] for r in rows if not r["diffs"]]
 
 
 @pytest.mark.parametrize("family", sorted(NEEDS_TF_KERAS))

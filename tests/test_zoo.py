@@ -32,3 +32,15 @@ def test_summary_table_says_what_did_not_convert():
             zoo.ZooRow("B", "h5", 20, False, None, None, None, 0, "does not convert: op X", 3.0)]
     text = zoo.table(rows)
     assert "| B | .h5 | 20 | no | — |" in text and "1 of 2 verified" in text
+
+
+def test_a_partial_run_adds_its_rows_to_the_earlier_ones_in_zoo_order(tmp_path):
+    earlier = [zoo.ZooRow("VGG16", "keras", 23, True, 1e-15, 1.0, 0.0, 20, "verified", 50.0, "2026-11-20"),
+               zoo.ZooRow("MobileNet", "h5", 91, False, None, None, None, 0, "does not convert: op X", 3.0, "2026-11-20")]
+    (tmp_path / "summary.json").write_text(json.dumps([vars(r) for r in earlier]))
+    rerun = zoo.ZooRow("MobileNet", "h5", 91, True, 1e-14, 1.2, 0.0, 76, "verified", 90.0, "2026-11-26")
+    other = zoo.ZooRow("MobileNet", "keras", 91, True, 1e-14, 1.1, 0.0, 76, "verified", 80.0, "2026-11-26")
+    rows = zoo.merged(zoo._earlier(tmp_path), [rerun, other])
+    assert [(r.model, r.format, r.verdict) for r in rows] == [("MobileNet", "keras", "verified"), ("MobileNet", "h5", "verified"),
+                                                               ("VGG16", "keras", "verified")]
+    assert "3 of 3 verified" in zoo.table(rows) and "rows run 2026-11-20 to 2026-11-26" in zoo.table(rows)

@@ -32,12 +32,12 @@ LAUNCHER = f"{PACKAGE}.runtimes.keras"
 WORKER_ENTRY = f"{TF_SIDE}.__main__"
 # The layers, bottom first; a module may import from its own layer and those below. The TensorFlow
 # process sits beside the verifier: it uses the leaves and the pure-ONNX converters, nothing above.
-LAYERS = (("common",), ("data", "keras_file"), ("runtimes",), ("converters",), ("verifier", "tf_side"), ("stages",),
+LAYERS = (("common",), ("data", "keras_file"), ("runtimes",), ("converters", "native"), ("verifier", "tf_side"), ("stages",),
           ("cli",), ("__main__",))
 TF_LIBRARIES = frozenset({"tensorflow", "keras", "tf_keras", "tf2onnx"})
 TORCH_LIBRARIES = frozenset({"torch", "torchvision", "onnx2torch", "onnxruntime"})
 # Each stage target of the Makefile and the module behind it.
-STAGES = {"onnx": "stages.to_onnx", "torch": "stages.to_torch", "verify": "stages.verify",
+STAGES = {"onnx": "stages.to_onnx", "torch": "stages.to_torch", "native": "stages.native", "verify": "stages.verify",
           "evaluate": "stages.evaluate", "bench": "stages.bench"}
 
 

@@ -41,7 +41,8 @@ class KerasJob:
 
     The model is always loaded (after the h5py safety check); then, in this order: conversion to
     `onnx`, Keras's outputs on the check set into `reference`, every layer's output into `layers`,
-    the same three for the float64 rebuild, and the `bench` timing.
+    the same three for the float64 rebuild, the `bench` timing, and the `training` step (last: it
+    changes the loaded model's weights).
     """
 
     model: Path
@@ -59,6 +60,10 @@ class KerasJob:
     reference_f64: Path | None = None
     layers_f64: Path | None = None
     bench: KerasBench | None = None
+    # One training step on the batch in `training_batch` (.npz: inputs, labels, loss), its gradients,
+    # BatchNorm statistics and optimizer steps written to `training` (`tf_side.training`).
+    training_batch: Path | None = None
+    training: Path | None = None
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)

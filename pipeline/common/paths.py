@@ -69,6 +69,30 @@ class ModelPaths:
         return self.dir / "model_opt_fx.py"
 
     @property
+    def native_dir(self) -> Path:
+        """The native PyTorch model generated from the Keras file alone (`native.generate`)."""
+        return self.dir / "native"
+
+    @property
+    def native_source(self) -> Path:
+        return self.native_dir / "model.py"
+
+    @property
+    def native_weights(self) -> Path:
+        """The native model's state_dict (safetensors: no pickle)."""
+        return self.native_dir / "model.safetensors"
+
+    @property
+    def native_weights_map(self) -> Path:
+        """Every Keras weight's state_dict key and layout transform."""
+        return self.native_dir / "weights_map.json"
+
+    @property
+    def native_parity(self) -> Path:
+        """One training step of the native model against Keras's (`verifier.training`)."""
+        return self.native_dir / "parity.json"
+
+    @property
     def manifest_json(self) -> Path:
         """Provenance of every artifact in the folder (`common.manifest`)."""
         return self.dir / "manifest.json"

@@ -71,3 +71,14 @@ def short(value: float) -> str:
 def describe_scaled(of: str = "max|reference|", atol: float = LAYER_ATOL, rtol: float = LAYER_RTOL) -> str:
     """The scaled rule as the reports print it (`atol`, `rtol`: as a result file recorded them)."""
     return f"{short(atol)} + {short(rtol)} · {of}"
+
+
+# Training parity (native model vs Keras, one step in float32): relative L2 error of every gradient,
+# BatchNorm moving statistic and optimizer update. Two float32 frameworks summing in different orders
+# agree to ~1e-6 of a tensor's norm; a wrong BatchNorm momentum or epsilon moves them by 1e-3 or more.
+TRAIN_RTOL = 1e-4
+# A gradient zero in exact arithmetic (a conv bias right before BatchNorm) holds float32 noise only, and
+# so does Adam's step on it. The denominator is floored so that such a tensor passes when Keras and torch
+# differ by no more than TRAIN_NOISE_FACTOR times torch float32's own error against its float64 step (the
+# floor is that bound / TRAIN_RTOL); a tensor well above its rounding is untouched by the floor.
+TRAIN_NOISE_FACTOR = NOISE_FACTOR

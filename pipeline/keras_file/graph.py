@@ -16,6 +16,9 @@ class KerasLayer:
     class_name: str
     config: dict
     inbound: tuple[str, ...]  # names of the layers whose outputs this one takes, in order
+    # An op of the config rather than a layer (Keras 3 `x + 3.0`, Keras 2 TFOpLambda): its operands in
+    # order, a layer name for a tensor and a float for a number; None for a layer.
+    operands: tuple[str | float, ...] | None = None
 
     @property
     def activation(self) -> str | None:
@@ -47,6 +50,31 @@ def _inbound_names(nodes) -> list[str]:
     return names
 
 
+def _operands(entry: dict) -> tuple[str | float, ...] | None:
+    """The operands of an op node (see `KerasLayer.operands`); None where `entry` is a layer."""
+    nodes = entry.get("inbound_nodes") or []
+    if nodes and isinstance(nodes[0], dict) and (str(entry.get("module", "")).startswith("keras.src.ops")
+                                                 or len(nodes[0].get("args", [])) > 1):
+        # Keras 3: a layer takes one argument (a tensor, or a list of them); an op takes its operands
+        # as arguments — the legacy .h5 Keras 3 writes drops the `module` that says so
+        args = nodes[0]["args"]
+    elif entry.get("class_name") == "TFOpLambda" and nodes and isinstance(nodes[0], list) and nodes[0]:
+        first = nodes[0][0]  # Keras 2: [[name, node, tensor, {"y": 3.0, "name": ...}]]
+        args = [[first[0], 0, 0]] + [first[3]["y"]] if len(first) > 3 and isinstance(first[3], dict) and "y" in first[3] else [first]
+    else:
+        return None
+    operands: list[str | float] = []
+    for arg in args:
+        if isinstance(arg, bool) or not isinstance(arg, int | float):
+            names = _inbound_names(arg)
+            if len(names) != 1:
+                return tuple(operands) + ("?",)  # an operand the native model cannot read: refused there
+            operands.append(names[0])
+        else:
+            operands.append(float(arg))
+    return tuple(operands)
+
+
 def layers(model_config: dict) -> list[KerasLayer]:
     """Every layer in config order (topological for models Keras writes); Sequential layers chain."""
     raw = model_config.get("config", {})
@@ -59,7 +87,7 @@ def layers(model_config: dict) -> list[KerasLayer]:
             inbound = (result[-1].name,) if result else ()
         else:
             inbound = tuple(_inbound_names(entry.get("inbound_nodes", [])))
-        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound))
+        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound, _operands(entry)))
     return result
 
 

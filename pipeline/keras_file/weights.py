@@ -18,6 +18,8 @@ _VAR_NAMES = {
     "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel", "bias"),
     "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
     "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
+    "Normalization": ("mean", "variance", "count"),
+    "LayerNormalization": ("gamma", "beta"),
 }
 _DEFAULT_VAR_NAMES = ("kernel", "bias")
 

@@ -82,7 +82,7 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
     validation = validate(paths.onnx, reference, keras.classifier, noise)
     written = [paths.onnx, paths.keras_reference, paths.keras_layers, paths.onnx_f64, paths.keras_reference_f64, paths.keras_layers_f64]
     manifest.record(paths.dir, "onnx", keras.path, written, started,
-                    data_file=cifar.locate(data) if data is not None else None, opset=options.opset)
+                    data_file=cifar.locate(data) if data is not None else None, opset=options.opset, keras_loader=summary.keras_version)
     return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64)
 
 

@@ -2,7 +2,8 @@
 
 Backends (`verifier.backends`): `keras` (reference, from the onnx stage's file or recomputed in a
 TensorFlow process), `onnxruntime` (model.onnx), `fx` (onnx2torch's GraphModule as converted), `torch`
-(model.pt2), `torch_opt` (model_opt.pt2) and `manual` (the hand-written ResNet8, where it applies).
+(model.pt2), `torch_opt` (model_opt.pt2), `native` (the model generated from the Keras file alone,
+`native/model.py`) and `manual` (the hand-written ResNet8, where it applies).
 Check set: all test images (for CIFAR-10-shaped models) and seeded random inputs at the batch sizes of
 `checkset.RANDOM_BATCH_SIZES`. For a classifier a pair passes when its max |Δprob| ≤ ATOL_PROB and no
 argmax disagrees (other models: `tolerances.output_tolerance`). Where an ONNX file is given, every
@@ -10,7 +11,8 @@ layer is compared too (`verifier.layer_compare`).
 
 The float64 proof: the Keras model rebuilt in float64 and converted the same way (`model_f64.onnx`),
 run in float64, must agree with Keras float64 to `tolerances.proof_tolerance` — the same function, with
-no float32 noise in the way. Float32 artifacts are then judged against the model's own float32 noise
+no float32 noise in the way; the native model, run in float64, is a second, independent path held to
+the same bound. Float32 artifacts are then judged against the model's own float32 noise
 (`verifier.precision`), and each one's error against Keras float64 is reported as a multiple of Keras
 float32's own. Verification passes when the proof, every pair and every layer do.
 """
@@ -50,6 +52,7 @@ class VerifyResult:
     user_inputs: int = 0  # the user's own samples (--inputs at the onnx stage)
     layers: LayerReport | None = None  # layer by layer, where an ONNX file is given
     proof: PairResult | None = None  # float64 conversion vs Keras float64, where both exist
+    native_proof: PairResult | None = None  # the native model in float64 vs Keras float64: the second path
     float64_note: str = ""  # why there is no float64 proof or noise measurement
     keras_noise: float | None = None  # Keras float32 vs Keras float64, max |Δ| over the pooled check set
     noise_ratios: dict[str, float] = field(default_factory=dict)  # backend -> its error vs float64 / Keras float32's
@@ -68,7 +71,11 @@ class VerifyResult:
     @property
     def passed(self) -> bool:
         return (self.outputs_passed and (self.layers is None or self.layers.passed)
-                and (self.proof is None or self.proof.passed))
+                and all(proof.passed for proof in self.proofs))
+
+    @property
+    def proofs(self) -> list[PairResult]:
+        return [proof for proof in (self.proof, self.native_proof) if proof is not None]
 
     def as_dict(self) -> dict:
         return {
@@ -85,6 +92,7 @@ class VerifyResult:
             "pairs": [pair.as_dict() for pair in self.pairs],
             "outputs_passed": self.outputs_passed,
             "float64_proof": self.proof.as_dict() if self.proof else None,
+            "float64_proof_native": self.native_proof.as_dict() if self.native_proof else None,
             "float64_note": self.float64_note,
             "keras_float32_noise": self.keras_noise,
             "noise_ratios": self.noise_ratios,
@@ -98,8 +106,9 @@ class VerifyResult:
     def raise_if_failed(self) -> None:
         """One CheckFailed listing every failing pair."""
         failures = [f"{p.a} vs {p.b}: {p.breach()}, {p.decisive_disagreements} argmax disagreements" for p in self.pairs if not p.passed]
-        if self.proof is not None and not self.proof.passed:
-            failures.insert(0, f"float64 proof ({self.proof.a} vs {self.proof.b}): {self.proof.breach()}")
+        for proof in reversed(self.proofs):
+            if not proof.passed:
+                failures.insert(0, f"float64 proof ({proof.a} vs {proof.b}): {proof.breach()}")
         divergence = self.layers.first_divergence if self.layers else None
         if divergence:
             failures.insert(0, f"first divergent layer: {divergence['keras_layer']}{layer_compare.fused_phrase(divergence['fused'])} "
@@ -163,6 +172,9 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
     keras64 = found.reference_f64.outputs()
     result.keras_noise = noise.outputs
     result.noise_ratios = {name: precision.ratio(out, keras64, noise) for name, out in outputs.items() if name != "keras"}
+    if "native" in outputs:
+        result.native_proof = compare("native64", backends.run_sets(backends.native64(sources), sets), "keras_f64", keras64,
+                                      classifier, proof=True)
     if sources.artifacts.onnx_f64 is None:
         result.float64_note = "no float64 conversion given (model_f64.onnx): the float64 proof is left out"
         return

@@ -2,6 +2,9 @@
 random weights (built with our own seed by `tf_side.zoo_build`), each as `.keras` and as a legacy
 `.h5`, through onnx, torch and verify — and `zoo/summary.md`, one row per model and format.
 
+The whole zoo takes hours on a small machine, so a run with `--models` adds its rows to those already in
+`summary.json` (a rerun replaces a model's row); each row carries the day it was run.
+
 A correct conversion must verify; a false alarm here is a bug as serious as a missed fault.
 """
 
@@ -33,19 +36,44 @@ class ZooRow:
     layers_compared: int
     verdict: str  # "verified", "FAILED: …", "does not convert: …"
     seconds: float
+    date: str = ""  # the day the row was run (UTC), so a table merged from several runs says so
 
 
 def run(out: Path, names: tuple[str, ...] = ARCHITECTURES, formats: tuple[str, ...] = FORMATS, progress: bool = True) -> list[ZooRow]:
     """Build every architecture in `names`, convert and verify it in each of `formats`; write
-    `<out>/zoo/summary.md` and `summary.json`. Returns the rows (a failing model is a row, not an error)."""
+    `<out>/zoo/summary.md` and `summary.json`, keeping the rows of earlier runs for other models and
+    formats. Returns this run's rows (a failing model is a row, not an error)."""
     from pipeline.runtimes import keras as keras_runtime
 
     folder = Path(out) / "zoo"
     built = {row["model"]: row for row in keras_runtime.build_zoo(folder / "models", list(names))}
-    rows = [_one(folder / "models" / f"{name}.{fmt}", folder / fmt, built[name], progress) for name in names for fmt in formats]
+    rows = []
+    for name in names:
+        for fmt in formats:
+            rows.append(_one(folder / "models" / f"{name}.{fmt}", folder / fmt, built[name], progress))
+            # written after every row: a run stopped halfway keeps what it measured
+            _write(folder, merged(_earlier(folder), rows))
+    return rows
+
+
+def merged(earlier: list[ZooRow], rows: list[ZooRow]) -> list[ZooRow]:
+    """`earlier` rows not rerun in `rows`, and `rows`, in the zoo's order (architecture, then format)."""
+    by_key = {(r.model, r.format): r for r in earlier} | {(r.model, r.format): r for r in rows}
+    order = {name: i for i, name in enumerate(ARCHITECTURES)}
+    return sorted(by_key.values(), key=lambda r: (order.get(r.model, len(order)), FORMATS.index(r.format) if r.format in FORMATS else len(FORMATS)))
+
+
+def _earlier(folder: Path) -> list[ZooRow]:
+    """The rows of earlier runs in `folder/summary.json` ([] if none, or written by an older version)."""
+    try:
+        return [ZooRow(**row) for row in json.loads((folder / "summary.json").read_text())]
+    except (OSError, ValueError, TypeError):
+        return []
+
+
+def _write(folder: Path, rows: list[ZooRow]) -> None:
     write_text(folder / "summary.json", json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     write_text(folder / "summary.md", table(rows) + "\n")
-    return rows
 
 
 def _one(model: Path, out: Path, built: dict, progress: bool) -> ZooRow:
@@ -54,7 +82,8 @@ def _one(model: Path, out: Path, built: dict, progress: bool) -> ZooRow:
     from pipeline.verifier.backends import Artifacts
 
     started = time.perf_counter()
-    row = ZooRow(model.stem, model.suffix.lstrip("."), built.get("layers", 0), False, None, None, None, 0, "", 0.0)
+    row = ZooRow(model.stem, model.suffix.lstrip("."), built.get("layers", 0), False, None, None, None, 0, "", 0.0,
+                 time.strftime("%Y-%m-%d", time.gmtime()))
     try:
         onnx_result = to_onnx.run(model, out, None)
         paths = ModelPaths.for_model(model, out)
@@ -95,11 +124,14 @@ def table(rows: list[ZooRow]) -> str:
     def figure(value, spec):
         return "—" if value is None else format(value, spec)
 
-    lines = ["| model | format | layers | converted? | float64 proof max \\|Δ\\| | float32 noise ratio | saturated | layers compared | verdict | s |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | format | layers | converted? | float64 proof max \\|Δ\\| | float32 noise ratio | saturated | layers compared "
+             "| verdict | s | run on |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.model} | .{r.format} | {r.layers} | {'yes' if r.converted else 'no'} | {figure(r.proof_max_abs_diff, '.1e')} | "
-                     f"{figure(r.noise_ratio, '.2f')} | {figure(r.saturated_share, '.0%')} | {r.layers_compared} | {r.verdict} | {r.seconds:.0f} |")
+                     f"{figure(r.noise_ratio, '.2f')} | {figure(r.saturated_share, '.0%')} | {r.layers_compared} | {r.verdict} | "
+                     f"{r.seconds:.0f} | {r.date or '—'} |")
     verified = sum(r.verdict.startswith("verified") for r in rows)
-    lines.append(f"\n{verified} of {len(rows)} verified; {sum(r.seconds for r in rows) / 60:.1f} min in all.")
+    days = sorted({r.date for r in rows if r.date})
+    when = f" (rows run {days[0]}{' to ' + days[-1] if len(days) > 1 else ''})" if days else ""
+    lines.append(f"\n{verified} of {len(rows)} verified; {sum(r.seconds for r in rows) / 60:.1f} min in all{when}.")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ from pipeline.common.errors import BadInput  # noqa: E402
 from pipeline.common.keras_job import ERROR_PREFIX, KerasJob, KerasJobResult  # noqa: E402
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
-from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx  # noqa: E402
+from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx, training  # noqa: E402
 from pipeline.tf_side.loading import input_shape_of, keras_api, load_keras_model  # noqa: E402
 
 
@@ -47,6 +47,9 @@ def run_job(job: KerasJob) -> KerasJobResult:
         result.float64 = _float64_parts(model, job, user_inputs)
     if job.bench is not None:
         result.bench = timing.bench(model, job.data, job.bench)
+    if job.training is not None:
+        with grouped_conv.without_xla(api, tracing=False):
+            training.step(model, job.training_batch, job.training)
     return result
 
 

@@ -35,6 +35,7 @@ class Artifacts:
     pt2: Path | None = None
     pt2_opt: Path | None = None  # the optimized program
     onnx_f64: Path | None = None  # the float64 rebuild's conversion: the float64 proof
+    native: Path | None = None  # the native model's source, `native/model.py` (its weights beside it)
 
 
 class Sources:
@@ -68,6 +69,15 @@ class Sources:
         from pipeline.converters import to_fx
 
         return to_fx.convert_raw(self.artifacts.onnx_f64, self.keras.layer_names if self.keras else ()).double()
+
+    @cached_property
+    def native(self):
+        """The generated native model in eval mode with its weights, and its source module (`native.load`)."""
+        from pipeline.common.paths import ModelPaths
+        from pipeline.native import load
+
+        source = Path(self.artifacts.native)
+        return load.load(source, ModelPaths(source.parent.parent).native_weights)
 
     @cached_property
     def manual(self):
@@ -183,6 +193,37 @@ def _graph_predict(gm, float64: bool = False) -> Predict:
 
     with_logits = fx_passes.with_logits(gm)
     return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None, float64=float64)
+
+
+def _native_predict(sources: Sources, float64: bool) -> Predict:
+    """The native model as a backend, with the logits its source names (`LOGITS`) where it ends in a softmax."""
+    import copy
+
+    import torch
+
+    from pipeline.native import load
+
+    model, module = sources.native
+    model = copy.deepcopy(model).double() if float64 else model
+
+    def predict(batch: np.ndarray) -> Outputs:
+        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float64 if float64 else np.float32))
+        with torch.inference_mode():
+            probs, local = load.run_with_locals(model, x) if module.LOGITS else (model(x), {})
+        return Outputs(probs.numpy(), local[module.LOGITS].numpy() if module.LOGITS else None)
+
+    return predict
+
+
+@register("native", needs="native")
+def native_backend(sources: Sources) -> Predict:
+    """The native model generated from the Keras file alone (`native/model.py` + `model.safetensors`)."""
+    return _native_predict(sources, float64=False)
+
+
+def native64(sources: Sources) -> Predict:
+    """The native model in float64 (`.double()`): the float64 proof's second, independent path."""
+    return _native_predict(sources, float64=True)
 
 
 @register("manual", needs="model")

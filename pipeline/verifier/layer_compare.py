@@ -128,6 +128,15 @@ def _manual_tensors(model, modules: dict[str, str], inputs: np.ndarray) -> dict[
     return {path: np.concatenate(parts) for path, parts in captured.items()}
 
 
+def _native_tensors(sources: Sources, inputs: np.ndarray) -> dict[str, np.ndarray]:
+    """{Keras layer: the native model's output there, channels-last}, by the names its source states (`native.load`)."""
+    from pipeline.native import load
+
+    model, module = sources.native
+    parts = [load.layer_outputs(model, module, batch) for batch in checkset.batches(inputs, checkset.TEST_BATCH_SIZE)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
+
+
 def _squeezed(shape: tuple[int, ...]) -> tuple[int, ...]:
     return tuple(d for d in shape if d != 1)
 
@@ -259,6 +268,7 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
     fx_names = {onnx_node: fx_names.get(module) for onnx_node, module in module_of.items()}
     fx_tensors = _fx_tensors(gm, {module_of[p.onnx_node] for p in compared if p.onnx_node in module_of}, inputs)
     modules, manual, manual_note = _manual_modules(keras, sources, inputs) if with_manual else ({}, {}, "")
+    native = _native_tensors(sources, inputs) if sources.artifacts.native is not None else {}
     fused: dict[str, list[str]] = {}
     for point in points:
         if point.fused_into:
@@ -281,8 +291,14 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
                 row.diffs.extend(diffs)
         if manual and module is not None and reference is not None:
             row.diffs.append(_diff("manual", reference, manual.get(module), layer_map.CHANNELS_FIRST, noise))
+        if native and reference is not None:
+            # by Keras name, in Keras's layout: no placement, so every layer with an output is compared
+            value = native.get(point.layer.name)
+            exact = value is None or value.shape == reference.shape  # by name means the same shape, not a reshape that fits
+            row.diffs.append(_diff("native", reference, value if exact else np.empty((0,)), value_map.KERAS, noise, by_value=True))
+            row.compared = True
         rows.append(row)
-    return LayerReport(rows, len(inputs), ["onnxruntime", "fx"] + (["manual"] if manual else []), manual_note,
+    return LayerReport(rows, len(inputs), ["onnxruntime", "fx"] + (["native"] if native else []) + (["manual"] if manual else []), manual_note,
                        placed_by="float64 value" if by_value else "graph walk")
 
 

@@ -1,0 +1,194 @@
+"""A native PyTorch model from the Keras file alone: `model.py` (plain source), its state_dict, and the
+map from every Keras weight to its state_dict key with the layout transform.
+
+Built from the config and weights the file states, read with h5py and JSON (`keras_file`) — no
+TensorFlow, no ONNX — so it is a conversion independent of the tf2onnx → onnx2torch path, and the model
+users keep training. Each layer is written by its emitter (`layers`); the helpers the source needs are
+`keras_ops`, copied into it.
+"""
+
+from __future__ import annotations
+
+import json
+import keyword
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.errors import BadInput
+from pipeline.keras_file.graph import KerasLayer
+from pipeline.keras_file.model import KerasModel
+from pipeline.native import keras_ops, layers
+from pipeline.native.layers import Context, Tensor
+
+# Names the generated source uses itself: a layer called `F` or `x` gets a trailing underscore.
+_RESERVED = {"self", "x", "torch", "F", "nn", "Model"} | {name for name in dir(keras_ops) if not name.startswith("_")}
+
+
+@dataclass
+class NativeModel:
+    """The generated model: `source` of model.py, its `state_dict` (numpy, float32), `weights_map`
+    ({"layer/weight": {"key", "permute", "reshape"}}), and what the weights do not carry (`not_carried`:
+    regularizers and constraints, which training in PyTorch must add back if wanted)."""
+
+    source: str
+    state_dict: dict[str, np.ndarray]
+    weights_map: dict[str, dict]
+    not_carried: list[str]
+
+
+def _identifier(name: str, taken: set[str]) -> str:
+    """`name` as a Python identifier not in `taken` (which it joins)."""
+    ident = re.sub(r"\W", "_", name)
+    if not ident or ident[0].isdigit() or keyword.iskeyword(ident):
+        ident = f"layer_{ident}"
+    while ident in taken or ident in _RESERVED:
+        ident += "_"
+    taken.add(ident)
+    return ident
+
+
+def _output_names(model: KerasModel) -> list[str]:
+    """The model's output layers as its config lists them (the last layer where it lists none)."""
+    raw = model.config.get("config", {})
+    outputs = raw.get("output_layers") if isinstance(raw, dict) else None
+    if not outputs:
+        return [model.layers[-1].name]
+    if isinstance(outputs[0], str):  # Keras 3 writes a single output unnested: ["name", 0, 0]
+        outputs = [outputs]
+    return [entry[0] for entry in outputs]
+
+
+def _not_carried(layer: KerasLayer) -> list[str]:
+    return [f"{layer.name}/{key}" for key, value in sorted(layer.config.items())
+            if key.endswith(("_regularizer", "_constraint")) and value is not None]
+
+
+def _statement(var: str, emitted: layers.Emitted, layer: KerasLayer, context: Context) -> tuple[list[str], str | None]:
+    """The forward lines assigning `layer`'s output to `var`, and the variable holding its logits where
+    its activation is a softmax."""
+    activation = emitted.activation
+    if activation in (None, "linear"):
+        return [f"{var} = {emitted.expr}"], None
+    if activation == "softmax":
+        logits = emitted.expr if emitted.expr.isidentifier() else f"{var}_logits"
+        lines = [] if logits == emitted.expr else [f"{logits} = {emitted.expr}"]
+        return lines + [f"{var} = {layers.activation_source(activation, logits, emitted.rank, context, layer)}"], logits
+    if emitted.expr.isidentifier():
+        return [f"{var} = {layers.activation_source(activation, emitted.expr, emitted.rank, context, layer)}"], None
+    return [f"{var} = {emitted.expr}", f"{var} = {layers.activation_source(activation, var, emitted.rank, context, layer)}"], None
+
+
+def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
+    """`model` as PyTorch source and weights (see `NativeModel`). `keras2`: the activations mean what
+    Keras 2 (tf-keras) makes of them — its hard_sigmoid is another function — as where tf-keras, not
+    Keras 3, loads the file; Keras 3 reads a Keras 2 file's hard_sigmoid as its own.
+
+    Raises:
+        BadInput: a layer or option with no native equivalent here, named; or a Keras weight the
+            generated model does not take.
+    """
+    weights = model.weights
+    taken: set[str] = set()
+    tensors: dict[str, Tensor] = {}
+    inputs: list[str] = []
+    init_lines: list[str] = []
+    forward_lines: list[str] = []
+    state_dict: dict[str, np.ndarray] = {}
+    weights_map: dict[str, dict] = {}
+    layer_outputs: dict[str, str] = {}
+    logits_of: dict[str, str] = {}
+    not_carried: list[str] = []
+    if model.layers and model.layers[0].class_name != "InputLayer":
+        # a Keras 2 Sequential states its input on its first layer, with no InputLayer of its own
+        shape = model.input_shape
+        if shape is None:
+            raise BadInput(f"layer {model.layers[0].name}: the model states no input shape; the native model needs one")
+        var = _identifier("inputs", taken)
+        inputs.append(var)
+        tensors[""] = Tensor(var, 1 + len(shape))
+        forward_lines.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
+    for index, layer in enumerate(model.layers):
+        var = _identifier(layer.name, taken)
+        comment = f"  # {layer.name} ({layer.class_name})"
+        if layer.class_name == "InputLayer":
+            shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or []
+            if len(shape) < 2:
+                raise BadInput(f"layer {layer.name}: input without a known rank; the native model needs it")
+            inputs.append(var)
+            tensors[layer.name] = Tensor(var, len(shape))
+            forward_lines.append(f"{var} = channels_first({var}){comment}: channels-last in, channels-first inside")
+            layer_outputs[layer.name] = var
+            continue
+        inbound = layer.inbound or (("",) if index == 0 else ())
+        sources = [tensors[name] for name in inbound if name in tensors]
+        if len(sources) != len(inbound) or not sources:
+            raise BadInput(f"layer {layer.name} ({layer.class_name}): its inputs {list(layer.inbound)} are not outputs of "
+                           "earlier layers; the native model needs a plain layer graph")
+        context = Context(var, keras2)
+        if layer.operands is not None:
+            emitted = layers.emit_op(layer, tensors, context)
+        else:
+            emitted = layers.emit(layer, weights.get(layer.name, {}), sources, context)
+        if emitted.module is not None:
+            init_lines.append(f"self.{var} = {emitted.module}{comment}")
+        lines, logits = _statement(var, emitted, layer, context)
+        lines[-1] += comment
+        forward_lines.extend(lines)
+        if logits:
+            logits_of[layer.name] = logits
+        tensors[layer.name] = Tensor(var, emitted.rank)
+        layer_outputs[layer.name] = var
+        not_carried.extend(_not_carried(layer))
+        for weight in emitted.in_source:
+            weights_map[f"{layer.name}/{weight}"] = {"key": None, "permute": None, "reshape": None, "note": "a constant in model.py"}
+        unmatched = sorted(set(weights.get(layer.name, {})) - set(emitted.weights) - set(emitted.in_source))
+        if unmatched:
+            raise BadInput(f"layer {layer.name}: weight {unmatched[0]} has no place in the native model")
+        for weight, rule in emitted.weights.items():
+            key = f"{var}.{rule.key}"
+            state_dict[key] = rule.apply(np.asarray(weights[layer.name][weight], dtype=np.float32))
+            weights_map[f"{layer.name}/{weight}"] = {"key": key, "permute": list(rule.permute) if rule.permute else None,
+                                                     "reshape": list(rule.reshape) if rule.reshape else None}
+    outputs = _output_names(model)
+    missing = [name for name in outputs if name not in tensors]
+    if missing:
+        raise BadInput(f"output layer {missing[0]} is not in the model's layers")
+    logits = logits_of.get(outputs[0]) if len(outputs) == 1 else None
+    ranks = {name: tensors[name].rank for name in outputs}
+    source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors)
+    return NativeModel(source, state_dict, weights_map, not_carried)
+
+
+def _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors) -> str:
+    ops = Path(keras_ops.__file__).read_text()
+    ops = ops[ops.index('"""', 3) + 3:].lstrip("\n")  # keras_ops without its module docstring
+    returns = [f"channels_last({tensors[name].var})" for name in outputs]
+    shapes = ", ".join(f"(N, {', '.join('…' for _ in range(ranks[name] - 1))})" for name in outputs)
+    body = "\n".join(f"        {line}" for line in init_lines) or "        pass"
+    steps = "\n".join(f"        {line}" for line in forward_lines)
+    header = f'''"""{model.name} as a PyTorch module, generated from its Keras config and weights alone.
+
+Inputs and outputs are laid out as in Keras (images channels-last: (N, H, W, C)); inside, tensors are
+channels-first. `forward` lists the Keras layers in graph order, each named in a comment.
+
+    from safetensors.torch import load_file
+    model = Model()
+    model.load_state_dict(load_file("model.safetensors"))
+
+Weights: model.safetensors; where each Keras weight went: weights_map.json.
+Outputs: {shapes}.
+"""
+
+'''
+    return (header + ops.rstrip("\n") + "\n\n\n"
+            + "# Keras layer name → the variable in `forward` holding its output (channels-first inside).\n"
+            + f"LAYER_OUTPUTS = {json.dumps(layer_outputs, indent=4)}\n"
+            + "# The variable holding the pre-softmax logits of the output, where the model ends in a softmax.\n"
+            + f"LOGITS = {logits!r}\n\n\n"
+            + "class Model(nn.Module):\n"
+            + f"    def __init__(self):\n        super().__init__()\n{body}\n\n"
+            + f"    def forward(self, {', '.join(inputs)}):\n{steps}\n"
+            + f"        return {', '.join(returns)}\n")

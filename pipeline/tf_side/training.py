@@ -1,0 +1,79 @@
+"""One training step of the Keras model, in the TensorFlow process: the ground truth the native PyTorch
+model's training is checked against (`verifier.training`).
+
+On the batch the torch side chose (`inputs`, `labels` in the batch file), with BatchNormalization in
+training mode and every Dropout's rate set to 0 (its random mask cannot be the same in two frameworks):
+the loss, every trainable weight's gradient, the BatchNorm moving statistics after that one forward
+pass, and each trainable weight after one SGD step and, from the same start, after one Adam step with
+Keras's defaults. Written as a plain `.npz`; weights are named `layer/weight` as the torch side names them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.atomic import atomic_path
+from pipeline.tf_side.loading import keras_api
+
+# The step's learning rate for both optimizers: small enough that one step stays near the start, large
+# enough that the update is far above float32 rounding of the weights.
+LEARNING_RATE = 1e-3
+
+
+def _name(variable, layer_name: str) -> str:
+    """`layer/weight` for a Keras variable of layer `layer_name` (Keras 3 `.path`, tf-keras `.name`)."""
+    raw = getattr(variable, "path", None) or variable.name
+    return f"{layer_name}/{raw.split('/')[-1].split(':')[0]}"
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
+
+
+def step(model, batch_file: Path, out: Path) -> None:
+    """Run the training step of the module docstring on `batch_file`'s batch; write `out` (.npz)."""
+    import tensorflow as tf
+
+    keras = keras_api(model)
+    with np.load(batch_file, allow_pickle=False) as batch:
+        x, labels, loss_kind = batch["inputs"], batch["labels"], str(batch["loss"])
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.Dropout):
+            layer.rate = 0.0
+    owners = {id(v): layer.name for layer in _leaf_layers(model) for v in layer.weights}
+    trainable = list(model.trainable_weights)
+    names = [_name(v, owners[id(v)]) for v in trainable]
+    start = [np.array(v.numpy()) for v in trainable]
+    if loss_kind == "sparse_categorical_crossentropy":
+        loss_fn = keras.losses.SparseCategoricalCrossentropy()
+    else:
+        loss_fn = keras.losses.MeanSquaredError()
+    with tf.GradientTape() as tape:
+        outputs = model(tf.constant(x), training=True)
+        loss = loss_fn(tf.constant(labels), outputs)
+    gradients = tape.gradient(loss, trainable)
+    arrays = {"loss": np.array(float(loss))}
+    for name, gradient in zip(names, gradients, strict=True):
+        arrays[f"grad/{name}"] = np.zeros(0) if gradient is None else np.asarray(tf.convert_to_tensor(gradient))
+    for layer in _leaf_layers(model):
+        if isinstance(layer, keras.layers.BatchNormalization):
+            arrays[f"moving/{layer.name}/moving_mean"] = np.asarray(layer.moving_mean.numpy())
+            arrays[f"moving/{layer.name}/moving_variance"] = np.asarray(layer.moving_variance.numpy())
+    for kind, optimizer in (("sgd", keras.optimizers.SGD(learning_rate=LEARNING_RATE)),
+                            ("adam", keras.optimizers.Adam(learning_rate=LEARNING_RATE))):
+        for variable, value in zip(trainable, start, strict=True):
+            variable.assign(value)
+        optimizer.apply_gradients([(g, v) for g, v in zip(gradients, trainable, strict=True) if g is not None])
+        for name, variable in zip(names, trainable, strict=True):
+            arrays[f"{kind}/{name}"] = np.asarray(variable.numpy())
+    arrays["adam_epsilon"] = np.array(float(keras.optimizers.Adam().epsilon))
+    arrays["learning_rate"] = np.array(LEARNING_RATE)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as handle:
+            np.savez(handle, **arrays)

@@ -1,0 +1,236 @@
+"""Training parity: one training step of the native PyTorch model against the same step in Keras.
+
+The torch side picks the batch (real test images with their labels where the model takes CIFAR-10
+images, else seeded inputs in the model's range with seeded labels or targets), Keras runs the step in
+its own process (`tf_side.training`), and the native model runs it here in training mode with every
+dropout at 0, in float32 — and in float64, which measures the float32 step's own rounding. Compared,
+each as a relative L2 error (`TRAIN_RTOL`): every trainable weight's gradient, the BatchNorm moving
+statistics after the forward pass, and every weight after one SGD step and after one Adam step (Keras's
+defaults mapped to torch's: `torch_adam_epsilon`), measured on the update (after − before).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.atomic import write_text
+from pipeline.common.errors import BadInput, CheckFailed
+from pipeline.common.keras_job import KerasJob
+from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
+from pipeline.data import checkset, cifar
+from pipeline.keras_file.model import KerasModel
+
+BATCH_SIZE = 16  # enough samples for BatchNorm statistics that mean something, small enough for a 224-px model here
+SEED = 1234
+ADAM_BETAS = (0.9, 0.999)  # Keras's and torch's defaults alike
+NOISE_GRADIENT = "gradient below its own float32 rounding (zero in exact arithmetic): the step on it is not compared"
+
+
+def torch_adam_epsilon(keras_epsilon: float, step: int = 1, beta2: float = ADAM_BETAS[1]) -> float:
+    """Keras adds epsilon to √v, torch to √v̂ = √v / √(1 − β₂ᵗ): the torch epsilon that takes step `step`
+    exactly as Keras's (1e-7 → 3.2e-6 at the first step; torch's default 1e-8 is another optimizer)."""
+    return keras_epsilon / math.sqrt(1.0 - beta2**step)
+
+
+@dataclass
+class ParityRow:
+    weight: str  # the Keras weight, `layer/weight`
+    kind: str  # "gradient", "moving statistic", "after SGD", "after Adam"
+    rel_l2: float  # ‖torch − Keras‖ / max(‖Keras‖, floor); for optimizer steps, of the update
+    norm: float  # ‖Keras‖ (the gradient, the statistic, or the update)
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class ParityReport:
+    batch: int
+    inputs: str  # where the batch came from
+    loss: str
+    loss_keras: float
+    loss_torch: float
+    rows: list[ParityRow] = field(default_factory=list)
+    rtol: float = TRAIN_RTOL
+
+    @property
+    def passed(self) -> bool:
+        return all(row.passed for row in self.rows)
+
+    @property
+    def worst(self) -> dict[str, float]:
+        """The largest relative error of each kind."""
+        worst: dict[str, float] = {}
+        for row in self.rows:
+            worst[row.kind] = max(worst.get(row.kind, 0.0), row.rel_l2)
+        return worst
+
+    def as_dict(self) -> dict:
+        return {"passed": self.passed, "rtol": self.rtol, "noise_factor": TRAIN_NOISE_FACTOR, "batch": self.batch, "inputs": self.inputs,
+                "loss": self.loss, "loss_keras": self.loss_keras, "loss_torch": self.loss_torch, "worst": self.worst,
+                "rows": [asdict(row) for row in self.rows]}
+
+    def raise_if_failed(self) -> None:
+        failing = [row for row in self.rows if not row.passed]
+        if failing:
+            first = failing[0]
+            raise CheckFailed(f"training parity failed at {first.weight} ({first.kind}): relative error {first.rel_l2:.3g} > {self.rtol:g}"
+                              f"; {len(failing)} of {len(self.rows)} checks fail")
+
+
+def batch_for(keras: KerasModel, data: Path | None, output_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """(inputs, labels or targets, loss name, where the inputs came from): real test images and labels
+    for a CIFAR-10 model when `data` is there, else seeded inputs in the model's own range, with seeded
+    labels (classifiers: sparse categorical cross-entropy) or targets of `output_shape` (others: MSE)."""
+    rng = np.random.default_rng(SEED)
+    labels = None
+    if data is not None and keras.input_shape == cifar.INPUT_SHAPE:
+        test = cifar.load(data)
+        inputs, labels, source = test.images[:BATCH_SIZE].astype(np.float32), test.labels[:BATCH_SIZE].astype(np.int64), "CIFAR-10 test images"
+    elif keras.input_shape is None:
+        raise BadInput("the model states no input shape; training parity needs one")
+    else:
+        low, high = (keras.input_ranges or checkset.DEFAULT_RANGES)[0]
+        inputs = rng.uniform(low, high, (BATCH_SIZE, *keras.input_shape)).astype(np.float32)
+        source = f"seeded inputs over [{low:g}, {high:g}]"
+    if keras.classifier:
+        labels = labels if labels is not None else rng.integers(0, output_shape[-1], BATCH_SIZE).astype(np.int64)
+        return inputs, labels, "sparse_categorical_crossentropy", source
+    return inputs, rng.standard_normal((BATCH_SIZE, *output_shape)).astype(np.float32), "mean_squared_error", source
+
+
+def keras_step(keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: str) -> dict[str, np.ndarray]:
+    """Keras's training step on the batch, run in the TensorFlow process (`tf_side.training`)."""
+    from pipeline.runtimes import keras as keras_runtime
+
+    with tempfile.TemporaryDirectory() as scratch:
+        batch, result = Path(scratch) / "batch.npz", Path(scratch) / "step.npz"
+        np.savez(batch, inputs=inputs, labels=labels, loss=np.array(loss))
+        keras_runtime.run(KerasJob(model=keras.path, training_batch=batch, training=result))
+        with np.load(result, allow_pickle=False) as archive:
+            return {key: archive[key] for key in archive.files}
+
+
+def _entry(weights_map: dict[str, dict], name: str) -> dict | None:
+    """`name`'s entry, also under the other name Keras versions give a depthwise kernel."""
+    layer, weight = name.rsplit("/", 1)
+    for candidate in (weight, {"kernel": "depthwise_kernel", "depthwise_kernel": "kernel"}.get(weight)):
+        if candidate and f"{layer}/{candidate}" in weights_map:
+            return weights_map[f"{layer}/{candidate}"]
+    return None
+
+
+def _as_torch(array: np.ndarray, entry: dict) -> np.ndarray:
+    if entry["permute"] is not None:
+        array = np.transpose(array, entry["permute"])
+    return array.reshape(entry["reshape"]) if entry["reshape"] is not None else array
+
+
+def _row(weight: str, kind: str, torch_value: np.ndarray, keras_value: np.ndarray, exact: np.ndarray) -> ParityRow:
+    """`torch_value` against `keras_value` (float32 both) as a relative L2 error, the denominator floored
+    at the float32 step's own rounding (`exact`: the float64 step's value) — see `TRAIN_NOISE_FACTOR`."""
+    norm = float(np.linalg.norm(keras_value.astype(np.float64)))
+    error = float(np.linalg.norm(torch_value - keras_value))
+    floor = TRAIN_NOISE_FACTOR * float(np.linalg.norm(torch_value - exact)) / TRAIN_RTOL
+    rel = float(error / max(norm, floor, np.finfo(np.float64).tiny))
+    return ParityRow(weight, kind, rel, norm, bool(rel <= TRAIN_RTOL))
+
+
+@dataclass
+class TorchStep:
+    """The step in torch, by state_dict key: gradients, statistics after the forward pass, weights
+    after SGD and after Adam (float64 arrays), and the loss."""
+
+    gradients: dict[str, np.ndarray]
+    statistics: dict[str, np.ndarray]
+    sgd: dict[str, np.ndarray]
+    adam: dict[str, np.ndarray]
+    loss: float
+
+
+def torch_step(model, inputs: np.ndarray, labels: np.ndarray, loss: str, keras_epsilon: float, learning_rate: float,
+               float64: bool = False) -> TorchStep:
+    """The same step as Keras's in torch, on a copy of `model` (in float64 with `float64`: the measure
+    of the float32 step's own rounding)."""
+    import copy
+
+    import torch
+    import torch.nn.functional as F
+
+    model = copy.deepcopy(model).train()
+    if float64:
+        model = model.double()
+        inputs = inputs.astype(np.float64)
+        labels = labels if loss == "sparse_categorical_crossentropy" else labels.astype(np.float64)
+    for module in model.modules():
+        if hasattr(module, "p") and "Dropout" in type(module).__name__:
+            module.p = 0.0
+    start = {key: value.detach().clone() for key, value in model.state_dict().items()}
+    outputs = model(torch.from_numpy(inputs))
+    if loss == "sparse_categorical_crossentropy":
+        # Keras on probabilities: clipped to [1e-7, 1 − 1e-7], then −log p[label], averaged over the batch
+        picked = outputs.clamp(1e-7, 1 - 1e-7).gather(1, torch.from_numpy(labels).view(-1, 1))
+        value = -torch.log(picked).mean()
+    else:
+        value = F.mse_loss(outputs, torch.from_numpy(labels))
+    value.backward()
+    named = dict(model.named_parameters())
+    gradients = {key: p.grad.detach().numpy().astype(np.float64) for key, p in named.items() if p.grad is not None}
+    statistics = {key: v.detach().numpy().astype(np.float64) for key, v in model.state_dict().items() if "running_" in key}
+    after = {}
+    for kind, make in (("sgd", lambda ps: torch.optim.SGD(ps, lr=learning_rate)),
+                       ("adam", lambda ps: torch.optim.Adam(ps, lr=learning_rate, betas=ADAM_BETAS,
+                                                            eps=torch_adam_epsilon(keras_epsilon)))):
+        with torch.no_grad():
+            for key, p in named.items():
+                p.copy_(start[key])
+        optimizer = make([p for p in named.values() if p.grad is not None])
+        optimizer.step()
+        after[kind] = {key: p.detach().numpy().astype(np.float64) for key, p in named.items()}
+    return TorchStep(gradients, statistics, after["sgd"], after["adam"], float(value.detach()))
+
+
+def run(keras: KerasModel, model, weights_map: dict[str, dict], data: Path | None, out: Path) -> ParityReport:
+    """Training parity of the native `model` (loaded from the files `weights_map` describes) with
+    `keras`; written to `out` (parity.json). The caller decides whether a failure raises."""
+    import torch
+
+    with torch.inference_mode():
+        output_shape = tuple(model.eval()(torch.zeros((1, *keras.input_shape))).shape[1:]) if keras.input_shape else ()
+    inputs, labels, loss, source = batch_for(keras, data, output_shape)
+    reference = keras_step(keras, inputs, labels, loss)
+    epsilon, rate = float(reference["adam_epsilon"]), float(reference["learning_rate"])
+    step = torch_step(model, inputs, labels, loss, epsilon, rate)
+    exact = torch_step(model, inputs, labels, loss, epsilon, rate, float64=True)
+    report = ParityReport(len(inputs), source, loss, float(reference["loss"]), step.loss)
+    starts = {key: value.detach().numpy().astype(np.float64) for key, value in model.state_dict().items()}
+    for name in sorted(key[len("grad/"):] for key in reference if key.startswith("grad/")):
+        entry = _entry(weights_map, name)
+        if entry is None or entry["key"] not in step.gradients:
+            raise CheckFailed(f"training parity: Keras trains {name}, which the native model does not (no state_dict key)")
+        key = entry["key"]
+        report.rows.append(_row(name, "gradient", step.gradients[key], _as_torch(reference[f"grad/{name}"], entry), exact.gradients[key]))
+        rounding = float(np.linalg.norm(step.gradients[key] - exact.gradients[key]))
+        if float(np.linalg.norm(exact.gradients[key])) < TRAIN_NOISE_FACTOR * rounding:
+            # zero in exact arithmetic: each framework steps along its own rounding noise (Adam, by its sign)
+            report.rows.extend(ParityRow(name, label, 0.0, 0.0, True, NOISE_GRADIENT) for label in ("after SGD", "after Adam"))
+            continue
+        for kind, label in (("sgd", "after SGD"), ("adam", "after Adam")):  # compared as updates: after − before
+            keras_update = _as_torch(reference[f"{kind}/{name}"], entry).astype(np.float64) - starts[key]
+            ours, exact_update = getattr(step, kind)[key] - starts[key], getattr(exact, kind)[key] - starts[key]
+            report.rows.append(_row(name, label, ours, keras_update, exact_update))
+    for key, value in reference.items():
+        if key.startswith("moving/"):
+            name = key[len("moving/"):]
+            entry = _entry(weights_map, name)
+            if entry is None or entry["key"] not in step.statistics:
+                raise CheckFailed(f"training parity: {name} has no statistic in the native model")
+            report.rows.append(_row(name, "moving statistic", step.statistics[entry["key"]], value, exact.statistics[entry["key"]]))
+    write_text(out, json.dumps(report.as_dict(), indent=2) + "\n")
+    return report
+

@@ -1,0 +1,179 @@
+"""The native PyTorch model generated from the Keras file alone (`pipeline.native`): readable source,
+safetensors weights with a map, equal to Keras (every pair, every layer, float64), loadable with torch
+and safetensors only, and training like Keras (`verifier.training`) — each checker shown to fail."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+import helpers
+from pipeline.common.tolerances import ATOL_PROB, TRAIN_RTOL
+from pipeline.keras_file.model import KerasModel
+from pipeline.native import generate, load
+from pipeline.native.layers import WeightRule
+from pipeline.stages import verify
+from pipeline.verifier import training
+from pipeline.verifier.backends import Artifacts
+
+# Runs in a fresh interpreter: only torch, safetensors and numpy — the way a user loads the model.
+CLEAN_PROCESS_SCRIPT = """
+import importlib.util, sys
+import numpy as np
+import torch
+from safetensors.torch import load_file
+
+folder, test_batch = sys.argv[1], sys.argv[2]
+spec = importlib.util.spec_from_file_location("model", f"{folder}/model.py")
+source = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(source)
+model = source.Model()
+model.load_state_dict(load_file(f"{folder}/model.safetensors"))
+model.eval()
+records = np.fromfile(test_batch, dtype=np.uint8).reshape(-1, 3073)
+labels = records[:, 0].astype(np.int64)
+images = records[:, 1:].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1).astype(np.float32)  # NHWC, as Keras takes them
+correct = 0
+with torch.inference_mode():
+    for start in range(0, len(images), 500):
+        probs = model(torch.from_numpy(images[start:start + 500]))
+        correct += int((probs.argmax(1).numpy() == labels[start:start + 500]).sum())
+leaked = sorted(name for name in ("pipeline", "tensorflow", "keras", "onnx", "onnx2torch", "onnxruntime") if name in sys.modules)
+print(correct, len(images), ",".join(leaked) or "-")
+"""
+
+
+@pytest.mark.slow
+def test_resnet8_native_model_scores_like_keras_in_a_clean_process(real_run):
+    _, paths, data = real_run
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(CLEAN_PROCESS_SCRIPT), str(paths.native_dir),
+                                str(data / "cifar-10-batches-bin" / "test_batch.bin")], capture_output=True, text=True)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    correct, total, leaked = completed.stdout.split()
+    evaluated = json.loads(paths.evaluate_json.read_text())
+    assert (int(correct), int(total)) == (evaluated["correct"], evaluated["total"])  # the converted model's own score
+    assert leaked == "-"
+
+
+@pytest.mark.slow
+def test_resnet8_native_model_verifies_in_every_pair_every_layer_and_float64(real_run):
+    _, paths, _ = real_run
+    summary = json.loads(paths.verify_json.read_text())
+    assert summary["passed"] and "native" in summary["backends"]
+    assert all(pair["passed"] for pair in summary["pairs"] if "native" in (pair["a"], pair["b"]))
+    assert summary["float64_proof_native"]["passed"] and summary["float64_proof_native"]["max_abs_diff"] < 1e-9
+    rows = summary["layers"]["layers"]
+    assert all(any(d["backend"] == "native" and d["passed"] for d in row["diffs"]) for row in rows)
+    parity = json.loads(paths.native_parity.read_text())
+    assert parity["passed"] and parity["inputs"] == "CIFAR-10 test images"
+    assert {row["kind"] for row in parity["rows"]} == {"gradient", "moving statistic", "after SGD", "after Adam"}
+
+
+def test_generated_source_reads_like_hand_written_pytorch(real_paths):
+    model, _ = real_paths
+    source = generate.generate(KerasModel.open(model)).source
+    assert "class Model(nn.Module):" in source and "import tensorflow" not in source and "pipeline" not in source
+    assert "self.conv2d_3 = SameConv(nn.Conv2d(16, 32, (3, 3), stride=(2, 2)), same=True)  # conv2d_3 (Conv2D)" in source
+    assert "self.batch_normalization = BatchNorm(16, eps=0.001, momentum=0.99)" in source
+    assert "dense = torch.softmax(dense_logits, dim=1)  # dense (Dense)" in source
+
+
+def test_weights_map_turns_every_keras_weight_into_its_state_dict_tensor(real_paths):
+    keras = KerasModel.open(real_paths[0])
+    native = generate.generate(keras)
+    names = {f"{layer}/{weight}" for layer, weights in keras.weights.items() for weight in weights}
+    assert set(native.weights_map) == names
+    for name, entry in native.weights_map.items():
+        layer, weight = name.split("/")
+        rule = WeightRule(entry["key"], tuple(entry["permute"]) if entry["permute"] else None, tuple(entry["reshape"]) if entry["reshape"] else None)
+        np.testing.assert_array_equal(rule.apply(keras.weights[layer][weight]), native.state_dict[entry["key"]])
+    assert native.weights_map["conv2d/kernel"] == {"key": "conv2d.conv.weight", "permute": [3, 2, 0, 1], "reshape": None}
+
+
+def test_native_model_equals_the_hand_written_resnet8(real_paths, tmp_path):
+    import torch
+
+    from pipeline.stages import native
+    from pipeline.verifier import resnet8
+
+    keras = KerasModel.open(real_paths[0])
+    result = native.run(real_paths[0], tmp_path, keras)
+    model, _ = load.load(result.source, result.weights)
+    manual = resnet8.from_keras(keras)[0]
+    x = torch.from_numpy(np.random.default_rng(0).uniform(0, 255, (16, 32, 32, 3)).astype(np.float32))
+    with torch.inference_mode():
+        delta = (model(x) - torch.softmax(manual.logits(x), -1)).abs().max().item()
+    assert delta <= ATOL_PROB
+
+
+def _copy_with_source_edit(paths, tmp_path, old: str, new: str):
+    """The real model's artifacts folder copied with `old` replaced by `new` in native/model.py."""
+    target = tmp_path / paths.dir.name
+    shutil.copytree(paths.dir, target)
+    source = target / "native" / "model.py"
+    text = source.read_text()
+    assert old in text
+    source.write_text(text.replace(old, new))
+    return target
+
+
+@pytest.mark.slow
+def test_a_planted_native_fault_is_named_at_its_layer(real_run, tmp_path):
+    _, paths, data = real_run
+    target = _copy_with_source_edit(paths, tmp_path, "self.batch_normalization_3 = BatchNorm(32, eps=0.001",
+                                    "self.batch_normalization_3 = BatchNorm(32, eps=0.5")
+    artifacts = Artifacts(helpers.REAL_MODEL, target / "model.onnx", target / "model.pt2", None, target / "model_f64.onnx",
+                          target / "native" / "model.py")
+    result = verify.run(artifacts, data, target, progress=False, plots=False)
+    assert not result.passed
+    divergence = result.as_dict()["first_divergence"]
+    assert (divergence["keras_layer"], divergence["backend"]) == ("batch_normalization_3", "native")
+    assert not result.native_proof.passed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("old, new, kind", [
+    # torch's convention (momentum = weight of the batch) in place of Keras's (weight of the running value)
+    ("momentum=0.99)", "momentum=0.01)", "moving statistic"),
+    # torch's default epsilon in place of the file's 1e-3: outputs and gradients move
+    ("eps=0.001", "eps=1e-05", "gradient"),
+])
+def test_training_parity_fails_on_planted_batchnorm_bugs(real_run, tmp_path, old, new, kind):
+    _, paths, data = real_run
+    target = _copy_with_source_edit(paths, tmp_path, old, new)
+    model, _ = load.load(target / "native" / "model.py", target / "native" / "model.safetensors")
+    weights_map = json.loads((target / "native" / "weights_map.json").read_text())
+    report = training.run(KerasModel.open(helpers.REAL_MODEL), model, weights_map, data, target / "native" / "parity.json")
+    assert not report.passed
+    assert report.worst[kind] > 100 * TRAIN_RTOL
+    with pytest.raises(Exception, match="training parity failed"):
+        report.raise_if_failed()
+
+
+def test_torch_adam_epsilon_takes_keras_first_step():
+    import torch
+
+    g = torch.tensor([1e-6, -3e-6, 2e-5, 0.1], dtype=torch.float64)
+    w = torch.zeros(4, dtype=torch.float64, requires_grad=True)
+    w.grad = g.clone()
+    torch.optim.Adam([w], lr=1e-3, eps=training.torch_adam_epsilon(1e-7)).step()
+    m, v = 0.1 * g, 0.001 * g**2  # Keras: w −= lr·√(1−β₂)/(1−β₁) · m / (√v + ε)
+    keras = -1e-3 * (0.001**0.5) / 0.1 * m / (v.sqrt() + 1e-7)
+    torch.testing.assert_close(w.detach(), keras, rtol=1e-12, atol=0)
+
+
+def test_unsupported_layer_is_named_in_one_line(tmp_path):
+    from pipeline.common.errors import BadInput
+    from pipeline.keras_file.graph import KerasLayer
+    from pipeline.native import layers
+    from pipeline.native.layers import Context, Tensor
+
+    layer = KerasLayer("lstm_1", "LSTM", {}, ("in",))
+    with pytest.raises(BadInput, match=r"layer lstm_1: LSTM has no native PyTorch equivalent.*ONNX path"):
+        layers.emit(layer, {}, [Tensor("x", 3)], Context("lstm_1", False))
