@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from pipeline.common.tolerances import TRAIN_RTOL
 from pipeline.stages import zoo
 from pipeline.verifier.layer_compare import NO_KERAS_OUTPUT
 
@@ -15,6 +16,7 @@ def test_a_zoo_member_verifies_with_the_float64_proof(zoo_member):
     assert row.converted and row.verdict == "verified", row
     assert row.proof_max_abs_diff is not None and row.proof_max_abs_diff < 1e-9
     assert row.noise_ratio is not None and row.saturated_share is not None and row.saturated_share < 1
+    assert row.native == "parity ✓" and row.parity_worst <= TRAIN_RTOL, row  # the native model, trained one step against Keras
     summary = out.parent
     assert json.loads((summary / "summary.json").read_text())[0]["verdict"] == "verified"
     assert "| MobileNetV3Small | .keras |" in (summary / "summary.md").read_text()
@@ -25,6 +27,7 @@ def test_a_zoo_member_verifies_with_the_float64_proof(zoo_member):
     fused = {name for r in layers["layers"] for name in r["fused"]}
     assert all(r["diffs"] or r["shared_with"] or r["keras_layer"] in fused or r["note"] == NO_KERAS_OUTPUT for r in layers["layers"])
     assert sum(bool(r["diffs"]) for r in layers["layers"]) >= 140  # by graph walk, before: 66
+    assert all(any(d["backend"] == "native" and d["passed"] for d in r["diffs"]) for r in layers["layers"])  # by Keras name
 
 
 def test_summary_table_says_what_did_not_convert():

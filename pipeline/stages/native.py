@@ -72,8 +72,8 @@ def _parity(paths: ModelPaths, keras: KerasModel, weights_map: dict, data: Path 
     from pipeline.native import load
     from pipeline.verifier import training
 
-    model, _ = load.load(paths.native_source, paths.native_weights)
-    return training.run(keras, model, weights_map, data, paths.native_parity)
+    model, source = load.load(paths.native_source, paths.native_weights)
+    return training.run(keras, model, source, weights_map, data, paths.native_parity)
 
 
 def _loaded_by_tf_keras(paths: ModelPaths, keras: KerasModel) -> bool:

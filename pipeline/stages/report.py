@@ -160,6 +160,22 @@ def _load(path: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def parity_table(parity: dict) -> str:
+    """The native model's training step against Keras's: the worst relative error of each kind (Markdown)."""
+    lines = ["| compared | tensors | worst relative L2 error | bound | |", "|---|---|---|---|---|"]
+    for kind, worst in parity["worst"].items():
+        rows = [r for r in parity["rows"] if r["kind"] == kind]
+        compared = [r for r in rows if not r["note"]]
+        skipped = f" (+{len(rows) - len(compared)} on zero gradients, not compared)" if len(rows) > len(compared) else ""
+        lines.append(f"| {kind} | {len(compared)}{skipped} "
+                     f"| {worst:.1e} | {parity['rtol']:g} | {'✓' if all(r['passed'] for r in rows) else '✗'} |")
+    lines.append(f"\nOne step on {parity['batch']} {parity['inputs']}, loss {parity['loss']} (Keras {parity['loss_keras']:.6g}, "
+                 f"native {parity['loss_torch']:.6g}); a tensor's bound widens to {parity['noise_factor']:g}× the float32 steps' own "
+                 f"error against float64 where that is larger ({parity.get('widened', 0)} of {len(parity['rows'])} here). "
+                 f"Training parity {'PASSED' if parity['passed'] else 'FAILED'}.")
+    return "\n".join(lines)
+
+
 def write_report(out_dir: Path, model: Path | None = None) -> Path:
     """(Re)write `report.md` in `out_dir` from whatever results are there; titled after `model`, or
     after the model the manifest names."""
@@ -171,6 +187,9 @@ def write_report(out_dir: Path, model: Path | None = None) -> Path:
         sections += ["## Equality across backends (`verify.json`)\n", verify_table(verify), ""]
         if verify.get("layers"):
             sections += ["## Layer by layer against Keras\n", layers_table(verify["layers"]), "", "![per-layer error](layers.png)", ""]
+    parity = _load(paths.native_parity)
+    if parity:
+        sections += ["## The native model's training step against Keras (`native/parity.json`)\n", parity_table(parity), ""]
     evaluate = _load(paths.evaluate_json)
     if evaluate and evaluate.get("applies") is False:
         sections += ["## Accuracy\n", f"Not evaluated: {evaluate['reason']}.", ""]
@@ -193,6 +212,11 @@ def summary(out_dir: Path) -> str:
                                f"{sum(p['argmax_disagreements'] for p in verify['pairs'])} argmax disagreements, "
                                f"{verify['test_images']:,} test + {verify['random_images']} random images"
                                + (f" + {verify['user_inputs']} of yours" if verify.get("user_inputs") else "")))
+    parity = _load(paths.native_parity)
+    if parity:
+        worst = ", ".join(f"{kind} {value:.1e}" for kind, value in parity["worst"].items())
+        rows.append(("native", f"training parity {'PASSED' if parity['passed'] else 'FAILED'} — worst relative error {worst} "
+                               f"(bound {parity['rtol']:g}); {paths.native_source}"))
     if evaluate and evaluate.get("applies") is False:
         rows.append(("evaluate", f"does not apply — {evaluate['reason']}"))
     elif evaluate:

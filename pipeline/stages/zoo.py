@@ -37,6 +37,10 @@ class ZooRow:
     verdict: str  # "verified", "FAILED: …", "does not convert: …"
     seconds: float
     date: str = ""  # the day the row was run (UTC), so a table merged from several runs says so
+    # The native model (`stages.native`): "verified, parity ✓", or why not; its training step's worst
+    # relative error against Keras's (gradients, statistics, SGD and Adam updates).
+    native: str = ""
+    parity_worst: float | None = None
 
 
 def run(out: Path, names: tuple[str, ...] = ARCHITECTURES, formats: tuple[str, ...] = FORMATS, progress: bool = True) -> list[ZooRow]:
@@ -76,8 +80,27 @@ def _write(folder: Path, rows: list[ZooRow]) -> None:
     write_text(folder / "summary.md", table(rows) + "\n")
 
 
+def _native(model: Path, paths: ModelPaths, row: ZooRow) -> Path | None:
+    """The native model of `model` with its training parity, into `row`; its source, for verify, or None
+    where it could not be generated (the ONNX path is verified all the same)."""
+    from pipeline.common.errors import CheckFailed
+    from pipeline.stages import native
+
+    try:
+        result = native.run(model, paths.dir, parity=True)
+    except CheckFailed as exc:
+        row.native = f"FAILED: {' '.join(str(exc).split())[:160]}"
+        return paths.native_source
+    except PipelineError as exc:
+        row.native = f"not generated: {' '.join(str(exc).split())[:160]}"
+        return None
+    row.parity_worst = max(result.parity.worst.values())
+    row.native = "parity ✓"
+    return result.source
+
+
 def _one(model: Path, out: Path, built: dict, progress: bool) -> ZooRow:
-    """One model file through onnx, torch and verify."""
+    """One model file through onnx, torch, native and verify."""
     from pipeline.stages import to_onnx, to_torch, verify
     from pipeline.verifier.backends import Artifacts
 
@@ -89,7 +112,9 @@ def _one(model: Path, out: Path, built: dict, progress: bool) -> ZooRow:
         paths = ModelPaths.for_model(model, out)
         torch_result = to_torch.run(onnx_result.onnx, paths.dir)
         row.converted = True
-        artifacts = Artifacts(model, paths.onnx, torch_result.pt2, torch_result.pt2_opt, paths.onnx_f64 if paths.onnx_f64.is_file() else None)
+        native_source = _native(model, paths, row)
+        artifacts = Artifacts(model, paths.onnx, torch_result.pt2, torch_result.pt2_opt, paths.onnx_f64 if paths.onnx_f64.is_file() else None,
+                              native_source)
         result = verify.run(artifacts, None, paths.dir, progress=progress, plots=False)
     except PipelineError as exc:
         row.verdict = f"{'FAILED' if row.converted else 'does not convert'}: {' '.join(str(exc).split())[:160]}"
@@ -125,11 +150,11 @@ def table(rows: list[ZooRow]) -> str:
         return "—" if value is None else format(value, spec)
 
     lines = ["| model | format | layers | converted? | float64 proof max \\|Δ\\| | float32 noise ratio | saturated | layers compared "
-             "| verdict | s | run on |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| verdict | native model | training parity (worst) | s | run on |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(f"| {r.model} | .{r.format} | {r.layers} | {'yes' if r.converted else 'no'} | {figure(r.proof_max_abs_diff, '.1e')} | "
                      f"{figure(r.noise_ratio, '.2f')} | {figure(r.saturated_share, '.0%')} | {r.layers_compared} | {r.verdict} | "
-                     f"{r.seconds:.0f} | {r.date or '—'} |")
+                     f"{r.native or '—'} | {figure(r.parity_worst, '.1e')} | {r.seconds:.0f} | {r.date or '—'} |")
     verified = sum(r.verdict.startswith("verified") for r in rows)
     days = sorted({r.date for r in rows if r.date})
     when = f" (rows run {days[0]}{' to ' + days[-1] if len(days) > 1 else ''})" if days else ""

@@ -5,7 +5,9 @@ On the batch the torch side chose (`inputs`, `labels` in the batch file), with B
 training mode and every Dropout's rate set to 0 (its random mask cannot be the same in two frameworks):
 the loss, every trainable weight's gradient, the BatchNorm moving statistics after that one forward
 pass, and each trainable weight after one SGD step and, from the same start, after one Adam step with
-Keras's defaults. Written as a plain `.npz`; weights are named `layer/weight` as the torch side names them.
+Keras's defaults. The same step of the float64 rebuild (`tf_side.float64`) is written beside it under
+`f64/`: Keras float32's own rounding, which the comparison is judged against. Written as a plain
+`.npz`; weights are named `layer/weight` as the torch side names them.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.atomic import atomic_path
+from pipeline.tf_side import float64
 from pipeline.tf_side.loading import keras_api
 
-# The step's learning rate for both optimizers: small enough that one step stays near the start, large
-# enough that the update is far above float32 rounding of the weights.
-LEARNING_RATE = 1e-3
+# Each optimizer's learning rate for its one step: an update far above the float32 spacing of the weights
+# it moves (Adam's step is ~lr per weight whatever the gradient; SGD's is lr · gradient, so it needs a
+# larger lr), or the comparison sees the weights' rounding instead of the optimizer.
+LEARNING_RATES = {"sgd": 0.1, "adam": 1e-3}
 
 
 def _name(variable, layer_name: str) -> str:
@@ -36,13 +40,12 @@ def _leaf_layers(model):
             yield layer
 
 
-def step(model, batch_file: Path, out: Path) -> None:
-    """Run the training step of the module docstring on `batch_file`'s batch; write `out` (.npz)."""
+def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str) -> dict[str, np.ndarray]:
+    """The training step of the module docstring on `model` (which it leaves changed), by `layer/weight`."""
     import tensorflow as tf
 
     keras = keras_api(model)
-    with np.load(batch_file, allow_pickle=False) as batch:
-        x, labels, loss_kind = batch["inputs"], batch["labels"], str(batch["loss"])
+    dtype = model.inputs[0].dtype
     for layer in _leaf_layers(model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
@@ -50,13 +53,12 @@ def step(model, batch_file: Path, out: Path) -> None:
     trainable = list(model.trainable_weights)
     names = [_name(v, owners[id(v)]) for v in trainable]
     start = [np.array(v.numpy()) for v in trainable]
-    if loss_kind == "sparse_categorical_crossentropy":
-        loss_fn = keras.losses.SparseCategoricalCrossentropy()
-    else:
-        loss_fn = keras.losses.MeanSquaredError()
+    loss_class = keras.losses.SparseCategoricalCrossentropy if loss_kind == "sparse_categorical_crossentropy" else keras.losses.MeanSquaredError
+    loss_fn = loss_class(dtype=dtype) if keras.__name__ == "keras" else loss_class()  # tf-keras losses take no dtype
+    targets = labels if loss_kind == "sparse_categorical_crossentropy" else labels.astype(dtype)
     with tf.GradientTape() as tape:
-        outputs = model(tf.constant(x), training=True)
-        loss = loss_fn(tf.constant(labels), outputs)
+        outputs = model(tf.constant(x.astype(dtype)), training=True)
+        loss = loss_fn(tf.constant(targets), outputs)
     gradients = tape.gradient(loss, trainable)
     arrays = {"loss": np.array(float(loss))}
     for name, gradient in zip(names, gradients, strict=True):
@@ -65,15 +67,33 @@ def step(model, batch_file: Path, out: Path) -> None:
         if isinstance(layer, keras.layers.BatchNormalization):
             arrays[f"moving/{layer.name}/moving_mean"] = np.asarray(layer.moving_mean.numpy())
             arrays[f"moving/{layer.name}/moving_variance"] = np.asarray(layer.moving_variance.numpy())
-    for kind, optimizer in (("sgd", keras.optimizers.SGD(learning_rate=LEARNING_RATE)),
-                            ("adam", keras.optimizers.Adam(learning_rate=LEARNING_RATE))):
+    for kind, optimizer in (("sgd", keras.optimizers.SGD(learning_rate=LEARNING_RATES["sgd"])),
+                            ("adam", keras.optimizers.Adam(learning_rate=LEARNING_RATES["adam"]))):
         for variable, value in zip(trainable, start, strict=True):
             variable.assign(value)
         optimizer.apply_gradients([(g, v) for g, v in zip(gradients, trainable, strict=True) if g is not None])
         for name, variable in zip(names, trainable, strict=True):
             arrays[f"{kind}/{name}"] = np.asarray(variable.numpy())
+    return arrays
+
+
+def step(model, batch_file: Path, out: Path) -> None:
+    """Run the training step of the module docstring on `batch_file`'s batch, in float32 and on the
+    float64 rebuild (where the model rebuilds); write `out` (.npz)."""
+    keras = keras_api(model)
+    with np.load(batch_file, allow_pickle=False) as batch:
+        x, labels, loss_kind = batch["inputs"], batch["labels"], str(batch["loss"])
+    try:
+        twin = float64.rebuild(model)  # before the step: it copies the weights and statistics as they start
+    except ValueError as exc:
+        twin, why = None, str(exc)
+    arrays = _step(model, x, labels, loss_kind)
+    if twin is not None:
+        arrays.update({f"f64/{key}": value for key, value in _step(twin, x, labels, loss_kind).items()})
+    else:
+        arrays["f64_unavailable"] = np.array(why)
     arrays["adam_epsilon"] = np.array(float(keras.optimizers.Adam().epsilon))
-    arrays["learning_rate"] = np.array(LEARNING_RATE)
+    arrays.update({f"learning_rate/{kind}": np.array(rate) for kind, rate in LEARNING_RATES.items()})
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:
             np.savez(handle, **arrays)

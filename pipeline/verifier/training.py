@@ -3,7 +3,8 @@
 The torch side picks the batch (real test images with their labels where the model takes CIFAR-10
 images, else seeded inputs in the model's range with seeded labels or targets), Keras runs the step in
 its own process (`tf_side.training`), and the native model runs it here in training mode with every
-dropout at 0, in float32 — and in float64, which measures the float32 step's own rounding. Compared,
+dropout at 0, in float32 — and in float64 on both sides, which measures each float32 step's own
+rounding (Keras's float64 step is its float64 rebuild's, `tf_side.training`). Compared,
 each as a relative L2 error (`TRAIN_RTOL`): every trainable weight's gradient, the BatchNorm moving
 statistics after the forward pass, and every weight after one SGD step and after one Adam step (Keras's
 defaults mapped to torch's: `torch_adam_epsilon`), measured on the update (after − before).
@@ -25,6 +26,7 @@ from pipeline.common.keras_job import KerasJob
 from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
 from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
+from pipeline.native import load
 
 BATCH_SIZE = 16  # enough samples for BatchNorm statistics that mean something, small enough for a 224-px model here
 SEED = 1234
@@ -46,6 +48,12 @@ class ParityRow:
     norm: float  # ‖Keras‖ (the gradient, the statistic, or the update)
     passed: bool
     note: str = ""
+    rounding: float = 0.0  # the float32 steps' own error on it (‖float32 − float64‖, the larger side's)
+
+    @property
+    def widened(self) -> bool:
+        """Judged against its rounding rather than its norm (`TRAIN_NOISE_FACTOR`)."""
+        return TRAIN_NOISE_FACTOR * self.rounding / TRAIN_RTOL > self.norm
 
 
 @dataclass
@@ -73,7 +81,7 @@ class ParityReport:
     def as_dict(self) -> dict:
         return {"passed": self.passed, "rtol": self.rtol, "noise_factor": TRAIN_NOISE_FACTOR, "batch": self.batch, "inputs": self.inputs,
                 "loss": self.loss, "loss_keras": self.loss_keras, "loss_torch": self.loss_torch, "worst": self.worst,
-                "rows": [asdict(row) for row in self.rows]}
+                "widened": sum(row.widened for row in self.rows), "rows": [asdict(row) | {"widened": row.widened} for row in self.rows]}
 
     def raise_if_failed(self) -> None:
         failing = [row for row in self.rows if not row.passed]
@@ -131,14 +139,15 @@ def _as_torch(array: np.ndarray, entry: dict) -> np.ndarray:
     return array.reshape(entry["reshape"]) if entry["reshape"] is not None else array
 
 
-def _row(weight: str, kind: str, torch_value: np.ndarray, keras_value: np.ndarray, exact: np.ndarray) -> ParityRow:
+def _row(weight: str, kind: str, torch_value: np.ndarray, keras_value: np.ndarray, rounding: float) -> ParityRow:
     """`torch_value` against `keras_value` (float32 both) as a relative L2 error, the denominator floored
-    at the float32 step's own rounding (`exact`: the float64 step's value) — see `TRAIN_NOISE_FACTOR`."""
+    at the float32 steps' own `rounding` (the larger of torch's and Keras's error against their float64
+    steps) — see `TRAIN_NOISE_FACTOR`."""
     norm = float(np.linalg.norm(keras_value.astype(np.float64)))
     error = float(np.linalg.norm(torch_value - keras_value))
-    floor = TRAIN_NOISE_FACTOR * float(np.linalg.norm(torch_value - exact)) / TRAIN_RTOL
+    floor = TRAIN_NOISE_FACTOR * rounding / TRAIN_RTOL
     rel = float(error / max(norm, floor, np.finfo(np.float64).tiny))
-    return ParityRow(weight, kind, rel, norm, bool(rel <= TRAIN_RTOL))
+    return ParityRow(weight, kind, rel, norm, bool(rel <= TRAIN_RTOL), rounding=rounding)
 
 
 @dataclass
@@ -153,10 +162,11 @@ class TorchStep:
     loss: float
 
 
-def torch_step(model, inputs: np.ndarray, labels: np.ndarray, loss: str, keras_epsilon: float, learning_rate: float,
-               float64: bool = False) -> TorchStep:
+def torch_step(model, logits: str | None, inputs: np.ndarray, labels: np.ndarray, loss: str, keras_epsilon: float,
+               learning_rates: dict[str, float], float64: bool = False) -> TorchStep:
     """The same step as Keras's in torch, on a copy of `model` (in float64 with `float64`: the measure
-    of the float32 step's own rounding)."""
+    of the float32 step's own rounding). `logits`: the variable of `forward` holding the pre-softmax
+    logits (the generated source's `LOGITS`), where the model ends in a softmax."""
     import copy
 
     import torch
@@ -171,9 +181,13 @@ def torch_step(model, inputs: np.ndarray, labels: np.ndarray, loss: str, keras_e
         if hasattr(module, "p") and "Dropout" in type(module).__name__:
             module.p = 0.0
     start = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    outputs = model(torch.from_numpy(inputs))
-    if loss == "sparse_categorical_crossentropy":
-        # Keras on probabilities: clipped to [1e-7, 1 − 1e-7], then −log p[label], averaged over the batch
+    outputs, local = load.run_with_locals(model, torch.from_numpy(inputs))
+    if loss == "sparse_categorical_crossentropy" and logits is not None:
+        # Keras takes the logits behind a softmax output (the `_keras_logits` it attaches), not the
+        # probabilities: no clipping, so a true class of probability < 1e-7 still has its gradient
+        value = F.cross_entropy(local[logits], torch.from_numpy(labels))
+    elif loss == "sparse_categorical_crossentropy":
+        # probabilities alone: Keras clips them to [1e-7, 1 − 1e-7], then −log p[label], over the batch
         picked = outputs.clamp(1e-7, 1 - 1e-7).gather(1, torch.from_numpy(labels).view(-1, 1))
         value = -torch.log(picked).mean()
     else:
@@ -183,8 +197,8 @@ def torch_step(model, inputs: np.ndarray, labels: np.ndarray, loss: str, keras_e
     gradients = {key: p.grad.detach().numpy().astype(np.float64) for key, p in named.items() if p.grad is not None}
     statistics = {key: v.detach().numpy().astype(np.float64) for key, v in model.state_dict().items() if "running_" in key}
     after = {}
-    for kind, make in (("sgd", lambda ps: torch.optim.SGD(ps, lr=learning_rate)),
-                       ("adam", lambda ps: torch.optim.Adam(ps, lr=learning_rate, betas=ADAM_BETAS,
+    for kind, make in (("sgd", lambda ps: torch.optim.SGD(ps, lr=learning_rates["sgd"])),
+                       ("adam", lambda ps: torch.optim.Adam(ps, lr=learning_rates["adam"], betas=ADAM_BETAS,
                                                             eps=torch_adam_epsilon(keras_epsilon)))):
         with torch.no_grad():
             for key, p in named.items():
@@ -195,42 +209,55 @@ def torch_step(model, inputs: np.ndarray, labels: np.ndarray, loss: str, keras_e
     return TorchStep(gradients, statistics, after["sgd"], after["adam"], float(value.detach()))
 
 
-def run(keras: KerasModel, model, weights_map: dict[str, dict], data: Path | None, out: Path) -> ParityReport:
-    """Training parity of the native `model` (loaded from the files `weights_map` describes) with
-    `keras`; written to `out` (parity.json). The caller decides whether a failure raises."""
+def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Path | None, out: Path) -> ParityReport:
+    """Training parity of the native `model` (with its `source` module and the `weights_map` it was
+    written with, `native.load`) with `keras`; written to `out` (parity.json). The caller decides
+    whether a failure raises."""
     import torch
 
     with torch.inference_mode():
         output_shape = tuple(model.eval()(torch.zeros((1, *keras.input_shape))).shape[1:]) if keras.input_shape else ()
-    inputs, labels, loss, source = batch_for(keras, data, output_shape)
+    inputs, labels, loss, origin = batch_for(keras, data, output_shape)
     reference = keras_step(keras, inputs, labels, loss)
-    epsilon, rate = float(reference["adam_epsilon"]), float(reference["learning_rate"])
-    step = torch_step(model, inputs, labels, loss, epsilon, rate)
-    exact = torch_step(model, inputs, labels, loss, epsilon, rate, float64=True)
-    report = ParityReport(len(inputs), source, loss, float(reference["loss"]), step.loss)
+    epsilon = float(reference["adam_epsilon"])
+    rates = {key.split("/", 1)[1]: float(value) for key, value in reference.items() if key.startswith("learning_rate/")}
+    step = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates)
+    exact = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates, float64=True)
+    report = ParityReport(len(inputs), origin, loss, float(reference["loss"]), step.loss)
     starts = {key: value.detach().numpy().astype(np.float64) for key, value in model.state_dict().items()}
+    keras64 = "f64/loss" in reference  # Keras's own float64 step, where the model rebuilds in float64
+
+    def rounding(ours: np.ndarray, ours64: np.ndarray, key: str, entry: dict, start: np.ndarray | int = 0) -> float:
+        """The float32 steps' own error on this tensor: torch's against its float64 step, and Keras's."""
+        torch_error = float(np.linalg.norm(ours - ours64))
+        if not keras64:
+            return torch_error
+        keras_value = _as_torch(reference[key], entry).astype(np.float64) - start
+        return max(torch_error, float(np.linalg.norm(keras_value - (_as_torch(reference[f"f64/{key}"], entry) - start))))
+
     for name in sorted(key[len("grad/"):] for key in reference if key.startswith("grad/")):
         entry = _entry(weights_map, name)
         if entry is None or entry["key"] not in step.gradients:
             raise CheckFailed(f"training parity: Keras trains {name}, which the native model does not (no state_dict key)")
         key = entry["key"]
-        report.rows.append(_row(name, "gradient", step.gradients[key], _as_torch(reference[f"grad/{name}"], entry), exact.gradients[key]))
-        rounding = float(np.linalg.norm(step.gradients[key] - exact.gradients[key]))
-        if float(np.linalg.norm(exact.gradients[key])) < TRAIN_NOISE_FACTOR * rounding:
+        noise = rounding(step.gradients[key], exact.gradients[key], f"grad/{name}", entry)
+        report.rows.append(_row(name, "gradient", step.gradients[key], _as_torch(reference[f"grad/{name}"], entry), noise))
+        if float(np.linalg.norm(exact.gradients[key])) < TRAIN_NOISE_FACTOR * noise:
             # zero in exact arithmetic: each framework steps along its own rounding noise (Adam, by its sign)
             report.rows.extend(ParityRow(name, label, 0.0, 0.0, True, NOISE_GRADIENT) for label in ("after SGD", "after Adam"))
             continue
         for kind, label in (("sgd", "after SGD"), ("adam", "after Adam")):  # compared as updates: after − before
             keras_update = _as_torch(reference[f"{kind}/{name}"], entry).astype(np.float64) - starts[key]
-            ours, exact_update = getattr(step, kind)[key] - starts[key], getattr(exact, kind)[key] - starts[key]
-            report.rows.append(_row(name, label, ours, keras_update, exact_update))
+            ours, ours64 = getattr(step, kind)[key] - starts[key], getattr(exact, kind)[key] - starts[key]
+            report.rows.append(_row(name, label, ours, keras_update, rounding(ours, ours64, f"{kind}/{name}", entry, starts[key])))
     for key, value in reference.items():
         if key.startswith("moving/"):
             name = key[len("moving/"):]
             entry = _entry(weights_map, name)
             if entry is None or entry["key"] not in step.statistics:
                 raise CheckFailed(f"training parity: {name} has no statistic in the native model")
-            report.rows.append(_row(name, "moving statistic", step.statistics[entry["key"]], value, exact.statistics[entry["key"]]))
+            ours = step.statistics[entry["key"]]
+            report.rows.append(_row(name, "moving statistic", ours, value, rounding(ours, exact.statistics[entry["key"]], key, entry)))
     write_text(out, json.dumps(report.as_dict(), indent=2) + "\n")
     return report
 
