@@ -203,3 +203,11 @@ def test_readme_fine_tune_example_runs_as_written(real_run, tmp_path):
     assert completed.returncode == 0, completed.stderr[-2000:]
     before, after = (float(line.rsplit(" ", 1)[1]) for line in completed.stdout.splitlines())
     assert before > 0.8 and after > 0.8, completed.stdout  # fine-tuning keeps a working model (figures: README)
+
+
+def test_names_from_the_file_cannot_become_code():
+    """Layer and file names go into comments and the docstring of model.py, which is imported: a newline
+    or quote in them must not end the comment."""
+    hostile = 'conv\nimport os; os.system("touch /tmp/pwned")  """'
+    assert generate._text(hostile) == "conv?import os? os.system(?touch /tmp/pwned?)  ???"
+    assert generate._identifier(hostile, set()).isidentifier()

@@ -39,6 +39,12 @@ class NativeModel:
     not_carried: list[str]
 
 
+def _text(value: str) -> str:
+    """`value` (a name from the user's file) safe to write in a comment or docstring of the generated
+    source: a newline or quote in a layer name must not become code when model.py is imported."""
+    return re.sub(r"[^\w .:/()+\-]", "?", value)
+
+
 def _identifier(name: str, taken: set[str]) -> str:
     """`name` as a Python identifier not in `taken` (which it joins)."""
     ident = re.sub(r"\W", "_", name)
@@ -112,7 +118,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         forward_lines.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
     for index, layer in enumerate(model.layers):
         var = _identifier(layer.name, taken)
-        comment = f"  # {layer.name} ({layer.class_name})"
+        comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
         if layer.class_name == "InputLayer":
             shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or []
             if len(shape) < 2:
@@ -169,7 +175,7 @@ def _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outp
     shapes = ", ".join(f"(N, {', '.join('…' for _ in range(ranks[name] - 1))})" for name in outputs)
     body = "\n".join(f"        {line}" for line in init_lines) or "        pass"
     steps = "\n".join(f"        {line}" for line in forward_lines)
-    header = f'''"""{model.name} as a PyTorch module, generated from its Keras config and weights alone.
+    header = f'''"""{_text(model.name)} as a PyTorch module, generated from its Keras config and weights alone.
 
 Inputs and outputs are laid out as in Keras (images channels-last: (N, H, W, C)); inside, tensors are
 channels-first. `forward` lists the Keras layers in graph order, each named in a comment.
