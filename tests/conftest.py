@@ -92,17 +92,18 @@ def family_models(tmp_path_factory) -> dict[tuple[str, str], tuple]:
 
 @pytest.fixture(scope="session")
 def zoo_member(tmp_path_factory):
-    """`zoo_member(NAME)`: the zoo architecture NAME built with calibrated random weights, as `.keras`,
-    through onnx, torch and verify — once per session: (its ZooRow, the model file, the artifacts root)."""
+    """`zoo_member(NAME, FORMAT)`: the zoo architecture NAME built with calibrated random weights, as
+    `.keras` (or FORMAT, "h5"), through onnx, torch, native and verify — once per session: (its ZooRow,
+    the model file, the artifacts root)."""
     from pipeline.stages import zoo
 
     done = {}
 
-    def member(name: str):
-        if name not in done:
-            root = tmp_path_factory.mktemp(f"zoo_{name}")
-            (row,) = zoo.run(root, (name,), ("keras",), progress=False)
-            done[name] = row, root / "zoo" / "models" / f"{name}.keras", root / "zoo" / "keras"
-        return done[name]
+    def member(name: str, fmt: str = "keras"):
+        if (name, fmt) not in done:
+            root = tmp_path_factory.mktemp(f"zoo_{name}_{fmt}")
+            (row,) = zoo.run(root, (name,), (fmt,), progress=False)
+            done[name, fmt] = row, root / "zoo" / "models" / f"{name}.{fmt}", root / "zoo" / fmt
+        return done[name, fmt]
 
     return member

@@ -30,6 +30,21 @@ def test_a_zoo_member_verifies_with_the_float64_proof(zoo_member):
     assert all(any(d["backend"] == "native" and d["passed"] for d in r["diffs"]) for r in layers["layers"])  # by Keras name
 
 
+@pytest.mark.slow
+def test_a_second_zoo_member_verifies_from_its_legacy_h5(zoo_member):
+    """EfficientNetV2B0 as the legacy `.h5` older models arrive in: a Keras 3 file read back by Keras 3's
+    legacy loader, squeeze-excite blocks, stochastic-depth Dropout with a noise shape, Normalization."""
+    row, model, out = zoo_member("EfficientNetV2B0", "h5")
+    assert row.converted and row.verdict == "verified", row
+    assert row.proof_max_abs_diff is not None and row.proof_max_abs_diff < 1e-9
+    assert row.native == "parity ✓" and row.parity_worst <= TRAIN_RTOL, row
+    summary = json.loads((out / "EfficientNetV2B0" / "verify.json").read_text())
+    assert summary["float64_proof_native"]["passed"]
+    layers = summary["layers"]["layers"]
+    assert all(any(d["backend"] == "native" and d["passed"] for d in r["diffs"]) for r in layers)
+    assert sum(any(d["backend"] == "onnxruntime" for d in r["diffs"]) for r in layers) >= 200  # placed by float64 value
+
+
 def test_summary_table_says_what_did_not_convert():
     rows = [zoo.ZooRow("A", "keras", 10, True, 1e-15, 1.1, 0.0, 5, "verified", 12.0),
             zoo.ZooRow("B", "h5", 20, False, None, None, None, 0, "does not convert: op X", 3.0)]

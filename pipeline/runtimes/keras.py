@@ -43,6 +43,9 @@ def run(job: KerasJob) -> KerasJobResult:
         errors = [line[len(ERROR_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
         if errors:
             raise BadInput(f"Keras/TensorFlow could not process {job.model}: {errors[-1]}")
+        if completed.returncode == -9:  # SIGKILL: on a machine that kills no one else, the kernel's out-of-memory killer
+            raise PipelineError(f"the TensorFlow process was killed (signal 9, most likely out of memory) while working on {job.model}; "
+                                "free memory or run one large model at a time")
         tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
         raise PipelineError(f"the TensorFlow process exited with code {completed.returncode}: {tail}")
 
