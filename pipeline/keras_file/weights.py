@@ -38,30 +38,48 @@ def _keras_weight_paths(graph: list[KerasLayer]) -> dict[str, KerasLayer]:
     return by_path
 
 
+def nested_layers(layer: KerasLayer) -> list[KerasLayer]:
+    """The layers of a model nested as a layer (ConvNeXt's Sequential stem), as `graph.layers` reads them;
+    [] for a plain layer."""
+    from pipeline.keras_file.graph import layers
+
+    return layers({"class_name": layer.class_name, "config": layer.config}) if isinstance(layer.config.get("layers"), list) else []
+
+
 def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]]:
     """{layer name: {weight name ('kernel', 'bias', 'gamma', ...): array}}, read with h5py from a legacy
-    .h5 or from the `model.weights.h5` inside a `.keras` zip (whose layers are `graph`)."""
+    .h5 or from the `model.weights.h5` inside a `.keras` zip (whose layers are `graph`). The layers of a
+    nested model are filed under their own names."""
     found: dict[str, dict] = {}
     if zipfile.is_zipfile(path):
         by_path = _keras_weight_paths(graph)
+        inner = {outer: _keras_weight_paths(nested_layers(layer)) for outer, layer in by_path.items() if nested_layers(layer)}
         with zipfile.ZipFile(path) as archive, h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as handle:
             root = handle["layers"] if "layers" in handle else handle
 
             def visit_keras(name, obj):
                 parts = name.split("/")
-                if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in by_path:
-                    layer, index = by_path[parts[0]], int(parts[2])
+                if len(parts) == 5 and parts[0] in inner and parts[1] == "layers" and parts[2] in inner[parts[0]]:
+                    owner, parts = inner[parts[0]], parts[2:]  # layers/<nested model>/layers/<layer>/vars/<i>
+                else:
+                    owner = by_path
+                if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in owner:
+                    layer, index = owner[parts[0]], int(parts[2])
                     names = _VAR_NAMES.get(layer.class_name, _DEFAULT_VAR_NAMES)
                     found.setdefault(layer.name, {})[names[index] if index < len(names) else f"var_{index}"] = obj[()]
 
             root.visititems(visit_keras)
         return found
+    nested = {layer.name: {inner.name for inner in nested_layers(layer)} for layer in graph if nested_layers(layer)}
     with h5py.File(path, "r") as handle:
         root = handle["model_weights"] if "model_weights" in handle else handle
 
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
-                layer, leaf = name.split("/")[0], name.rsplit("/", 1)[-1].split(":")[0]
+                parts = name.split("/")
+                layer, leaf = parts[0], parts[-1].split(":")[0]
+                if layer in nested and len(parts) >= 3 and parts[-2] in nested[layer]:
+                    layer = parts[-2]  # <nested model>/<nested model>/<layer>/<weight>
                 found.setdefault(layer, {})[leaf] = obj[()]
 
         root.visititems(visit)

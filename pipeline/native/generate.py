@@ -20,6 +20,7 @@ import numpy as np
 from pipeline.common.errors import BadInput
 from pipeline.keras_file.graph import KerasLayer
 from pipeline.keras_file.model import KerasModel
+from pipeline.keras_file.weights import nested_layers
 from pipeline.native import keras_ops, layers
 from pipeline.native.layers import Context, Tensor
 
@@ -107,6 +108,36 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     layer_outputs: dict[str, str] = {}
     logits_of: dict[str, str] = {}
     not_carried: list[str] = []
+
+    def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str) -> Tensor:
+        """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output."""
+        context = Context(var, keras2)
+        if layer.operands is not None:
+            emitted = layers.emit_op(layer, tensors, context)
+        else:
+            emitted = layers.emit(layer, weights.get(layer.name, {}), sources, context)
+        if emitted.module is not None:
+            init_lines.append(f"self.{var} = {emitted.module}{comment}")
+        lines, logits = _statement(var, emitted, layer, context)
+        lines[-1] += comment
+        forward_lines.extend(lines)
+        if logits:
+            logits_of[layer.name] = logits
+        tensors[layer.name] = Tensor(var, emitted.rank)
+        layer_outputs[layer.name] = var
+        not_carried.extend(_not_carried(layer))
+        for weight in emitted.in_source:
+            weights_map[f"{layer.name}/{weight}"] = {"key": None, "permute": None, "reshape": None, "note": "a constant in model.py"}
+        unmatched = sorted(set(weights.get(layer.name, {})) - set(emitted.weights) - set(emitted.in_source))
+        if unmatched:
+            raise BadInput(f"layer {layer.name}: weight {unmatched[0]} has no place in the native model")
+        for weight, rule in emitted.weights.items():
+            key = f"{var}.{rule.key}"
+            state_dict[key] = rule.apply(np.asarray(weights[layer.name][weight], dtype=np.float32))
+            weights_map[f"{layer.name}/{weight}"] = {"key": key, "permute": list(rule.permute) if rule.permute else None,
+                                                     "reshape": list(rule.reshape) if rule.reshape else None}
+        return tensors[layer.name]
+
     if model.layers and model.layers[0].class_name != "InputLayer":
         # a Keras 2 Sequential states its input on its first layer, with no InputLayer of its own
         shape = model.input_shape
@@ -133,31 +164,17 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         if len(sources) != len(inbound) or not sources:
             raise BadInput(f"layer {layer.name} ({layer.class_name}): its inputs {list(layer.inbound)} are not outputs of "
                            "earlier layers; the native model needs a plain layer graph")
-        context = Context(var, keras2)
-        if layer.operands is not None:
-            emitted = layers.emit_op(layer, tensors, context)
-        else:
-            emitted = layers.emit(layer, weights.get(layer.name, {}), sources, context)
-        if emitted.module is not None:
-            init_lines.append(f"self.{var} = {emitted.module}{comment}")
-        lines, logits = _statement(var, emitted, layer, context)
-        lines[-1] += comment
-        forward_lines.extend(lines)
-        if logits:
-            logits_of[layer.name] = logits
-        tensors[layer.name] = Tensor(var, emitted.rank)
-        layer_outputs[layer.name] = var
-        not_carried.extend(_not_carried(layer))
-        for weight in emitted.in_source:
-            weights_map[f"{layer.name}/{weight}"] = {"key": None, "permute": None, "reshape": None, "note": "a constant in model.py"}
-        unmatched = sorted(set(weights.get(layer.name, {})) - set(emitted.weights) - set(emitted.in_source))
-        if unmatched:
-            raise BadInput(f"layer {layer.name}: weight {unmatched[0]} has no place in the native model")
-        for weight, rule in emitted.weights.items():
-            key = f"{var}.{rule.key}"
-            state_dict[key] = rule.apply(np.asarray(weights[layer.name][weight], dtype=np.float32))
-            weights_map[f"{layer.name}/{weight}"] = {"key": key, "permute": list(rule.permute) if rule.permute else None,
-                                                     "reshape": list(rule.reshape) if rule.reshape else None}
+        if layer.class_name == "Sequential" and nested_layers(layer):
+            # a nested Sequential (ConvNeXt's stem): its layers in a chain, each under its own name
+            chain = sources
+            for inner in nested_layers(layer):
+                if inner.class_name != "InputLayer":
+                    inner_var = _identifier(inner.name, taken)
+                    chain = [add(inner, inner_var, chain, f"  # {_text(inner.name)} ({_text(inner.class_name)}, in {_text(layer.name)})")]
+            tensors[layer.name] = chain[0]
+            layer_outputs[layer.name] = chain[0].var
+            continue
+        add(layer, var, sources, comment)
     outputs = _output_names(model)
     missing = [name for name in outputs if name not in tensors]
     if missing:
