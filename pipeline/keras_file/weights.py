@@ -17,11 +17,18 @@ from pipeline.keras_file.graph import KerasLayer
 _VAR_NAMES = {
     "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel", "bias"),
     "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
-    "BatchNormalization": ("gamma", "beta", "moving_mean", "moving_variance"),
     "Normalization": ("mean", "variance", "count"),
-    "LayerNormalization": ("gamma", "beta"),
 }
 _DEFAULT_VAR_NAMES = ("kernel", "bias")
+
+
+def _var_names(layer: KerasLayer) -> tuple[str, ...]:
+    """The names of `layer`'s vars/0, vars/1, ... in a `.keras` file: a BatchNormalization or
+    LayerNormalization without `scale` has no gamma (InceptionV3's), without `center` no beta."""
+    if layer.class_name in ("BatchNormalization", "LayerNormalization"):
+        stats = ("moving_mean", "moving_variance") if layer.class_name == "BatchNormalization" else ()
+        return tuple(name for name, kept in (("gamma", layer.config.get("scale", True)), ("beta", layer.config.get("center", True))) if kept) + stats
+    return _VAR_NAMES.get(layer.class_name, _DEFAULT_VAR_NAMES)
 
 
 def _keras_weight_paths(graph: list[KerasLayer]) -> dict[str, KerasLayer]:
@@ -65,7 +72,7 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
                     owner = by_path
                 if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in owner:
                     layer, index = owner[parts[0]], int(parts[2])
-                    names = _VAR_NAMES.get(layer.class_name, _DEFAULT_VAR_NAMES)
+                    names = _var_names(layer)
                     found.setdefault(layer.name, {})[names[index] if index < len(names) else f"var_{index}"] = obj[()]
 
             root.visititems(visit_keras)
