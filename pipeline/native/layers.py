@@ -439,7 +439,9 @@ def _rescaling(layer, weights, inputs, context):
     scale, offset = layer.config.get("scale", 1.0), layer.config.get("offset", 0.0)
     if not isinstance(scale, int | float) or not isinstance(offset, int | float):
         raise unsupported(layer, "a scale or offset per channel")
-    return Emitted(None, f"{x.var} * {_number(scale)} + {_number(offset)}", x.rank)
+    # Keras multiplies by its scale and offset rounded to float32, in a float64 model too: the same numbers
+    # here make the float64 model Keras's function (1/255 rounded is 6e-8 away, which the proof would see)
+    return Emitted(None, f"{x.var} * {_number(np.float32(scale))} + {_number(np.float32(offset))}", x.rank)
 
 
 @emits("Normalization")
