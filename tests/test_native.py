@@ -91,7 +91,7 @@ def test_weights_map_turns_every_keras_weight_into_its_state_dict_tensor(real_pa
     assert set(native.weights_map) == names
     for name, entry in native.weights_map.items():
         layer, weight = name.split("/")
-        rule = WeightRule(entry["key"], tuple(entry["permute"]) if entry["permute"] else None, tuple(entry["reshape"]) if entry["reshape"] else None)
+        rule = WeightRule.from_map(entry)
         np.testing.assert_array_equal(rule.apply(keras.weights[layer][weight]), native.state_dict[entry["key"]])
     assert native.weights_map["conv2d/kernel"] == {"key": "conv2d.conv.weight", "permute": [3, 2, 0, 1], "reshape": None}
 

@@ -44,12 +44,12 @@ def test_real_verify_json(real_run):
     assert completed.returncode == 0, completed.stderr[-3000:]
     saved = json.loads(paths.verify_json.read_text())
     assert saved["passed"] and saved["test_images"] == 10_000
-    assert {"keras", "onnxruntime", "torch", "manual"} <= set(saved["backends"])
+    assert {"keras", "onnxruntime", "torch", "native", "manual"} <= set(saved["backends"])
     for pair in saved["pairs"]:
         assert pair["max_abs_diff"] <= ATOL_PROB and pair["argmax_disagreements"] == 0
         assert pair["test_images"] == 10_000
     assert saved["first_divergence"] is None and saved["layers"]["passed"]
-    assert len(saved["layers"]["layers"]) == 29 and saved["layers"]["backends"] == ["onnxruntime", "fx", "manual"]
+    assert len(saved["layers"]["layers"]) == 29 and saved["layers"]["backends"] == ["onnxruntime", "fx", "native", "manual"]
 
 
 @pytest.mark.real_data

@@ -27,6 +27,11 @@ class WeightRule:
     permute: tuple[int, ...] | None = None
     reshape: tuple[int, ...] | None = None
 
+    @classmethod
+    def from_map(cls, entry: dict) -> WeightRule:
+        """The rule a `weights_map.json` entry states."""
+        return cls(entry["key"], tuple(entry["permute"]) if entry["permute"] else None, tuple(entry["reshape"]) if entry["reshape"] else None)
+
     def apply(self, array: np.ndarray) -> np.ndarray:
         if self.permute is not None:
             array = np.transpose(array, self.permute)

@@ -27,6 +27,7 @@ from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
 from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import load
+from pipeline.native.layers import WeightRule
 
 BATCH_SIZE = 16  # enough samples for BatchNorm statistics that mean something, small enough for a 224-px model here
 SEED = 1234
@@ -134,9 +135,8 @@ def _entry(weights_map: dict[str, dict], name: str) -> dict | None:
 
 
 def _as_torch(array: np.ndarray, entry: dict) -> np.ndarray:
-    if entry["permute"] is not None:
-        array = np.transpose(array, entry["permute"])
-    return array.reshape(entry["reshape"]) if entry["reshape"] is not None else array
+    """A Keras array in its state_dict tensor's layout, by its `weights_map.json` entry."""
+    return WeightRule.from_map(entry).apply(array)
 
 
 def _row(weight: str, kind: str, torch_value: np.ndarray, keras_value: np.ndarray, rounding: float) -> ParityRow:
