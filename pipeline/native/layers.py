@@ -80,10 +80,6 @@ def emits(*class_names: str):
     return decorate
 
 
-def supported(class_name: str) -> bool:
-    return class_name in _EMITTERS
-
-
 def emit(layer: KerasLayer, weights: dict, inputs: list[Tensor], context: Context) -> Emitted:
     """`layer` as source (see `Emitted`). Raises BadInput naming the layer where its class or an option is not supported."""
     if layer.class_name not in _EMITTERS:
@@ -152,11 +148,6 @@ def _kernel(weights: dict, *names: str):
         if name in weights:
             return name, weights[name]
     raise BadInput(f"weights {'/'.join(names)} missing")
-
-
-@emits("InputLayer")
-def _input(layer, weights, inputs, context):
-    raise AssertionError("inputs are handled by the generator")
 
 
 @emits("Conv1D", "Conv2D")
