@@ -150,14 +150,20 @@ def _kernel(weights: dict, *names: str):
     raise BadInput(f"weights {'/'.join(names)} missing")
 
 
+def _same(layer: KerasLayer) -> bool:
+    """Whether a convolution pads 'same' (else 'valid'); BadInput for another padding or channels_first."""
+    if layer.config.get("data_format", "channels_last") != "channels_last":
+        raise unsupported(layer, "data_format channels_first")
+    if layer.config.get("padding") not in ("same", "valid"):
+        raise unsupported(layer, f"padding '{layer.config.get('padding')}'")
+    return layer.config["padding"] == "same"
+
+
 @emits("Conv1D", "Conv2D")
 def _conv(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     dims = 1 if layer.class_name == "Conv1D" else 2
-    if config.get("data_format", "channels_last") != "channels_last":
-        raise unsupported(layer, "data_format channels_first")
-    if config.get("padding") not in ("same", "valid"):
-        raise unsupported(layer, f"padding '{config.get('padding')}'")
+    same = _same(layer)
     name, kernel = _kernel(weights, "kernel")
     groups = int(config.get("groups", 1))
     kernel_size, strides = _pair(config["kernel_size"], dims), _pair(config.get("strides", 1), dims)
@@ -169,19 +175,18 @@ def _conv(layer, weights, inputs, context):
     rules = {name: WeightRule("conv.weight", permute)}
     if bias:
         rules["bias"] = WeightRule("conv.bias")
-    return Emitted(f"SameConv({conv}, same={config['padding'] == 'same'})", f"self.{context.attr}({x.var})", x.rank, rules,
+    return Emitted(f"SameConv({conv}, same={same})", f"self.{context.attr}({x.var})", x.rank, rules,
                    config.get("activation"))
 
 
 @emits("Conv2DTranspose")
 def _conv_transpose(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
-    if config.get("padding") not in ("same", "valid") or config.get("data_format", "channels_last") != "channels_last":
-        raise unsupported(layer, "this padding or data_format")
+    same = _same(layer)
     kernel_size, strides = _pair(config["kernel_size"], 2), _pair(config.get("strides", 1), 2)
     if config.get("output_padding") is not None or _pair(config.get("dilation_rate", 1), 2) != (1, 1):
         raise unsupported(layer, "output_padding or dilation")
-    if config["padding"] == "same" and any(k < s for k, s in zip(kernel_size, strides, strict=True)):
+    if same and any(k < s for k, s in zip(kernel_size, strides, strict=True)):
         raise unsupported(layer, "padding 'same' with a kernel smaller than its stride")
     kernel = weights["kernel"]  # (kh, kw, out, in)
     bias = bool(config.get("use_bias", True))
@@ -189,15 +194,14 @@ def _conv_transpose(layer, weights, inputs, context):
     rules = {"kernel": WeightRule("conv.weight", (3, 2, 0, 1))}  # → (in, out, kh, kw)
     if bias:
         rules["bias"] = WeightRule("conv.bias")
-    return Emitted(f"SameConvTranspose({conv}, same={config['padding'] == 'same'})", f"self.{context.attr}({x.var})", x.rank, rules,
+    return Emitted(f"SameConvTranspose({conv}, same={same})", f"self.{context.attr}({x.var})", x.rank, rules,
                    config.get("activation"))
 
 
 @emits("DepthwiseConv2D")
 def _depthwise(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
-    if config.get("padding") not in ("same", "valid") or config.get("data_format", "channels_last") != "channels_last":
-        raise unsupported(layer, "this padding or data_format")
+    same = _same(layer)
     name, kernel = _kernel(weights, "depthwise_kernel", "kernel")
     kh, kw, channels, multiplier = kernel.shape
     strides, dilation = _pair(config.get("strides", 1), 2), _pair(config.get("dilation_rate", 1), 2)
@@ -207,21 +211,20 @@ def _depthwise(layer, weights, inputs, context):
     rules = {name: WeightRule("conv.weight", (2, 3, 0, 1), (channels * multiplier, 1, kh, kw))}
     if bias:
         rules["bias"] = WeightRule("conv.bias")
-    return Emitted(f"SameConv({conv}, same={config['padding'] == 'same'})", f"self.{context.attr}({x.var})", x.rank, rules,
+    return Emitted(f"SameConv({conv}, same={same})", f"self.{context.attr}({x.var})", x.rank, rules,
                    config.get("activation"))
 
 
 @emits("SeparableConv2D")
 def _separable(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
-    if config.get("padding") not in ("same", "valid") or config.get("data_format", "channels_last") != "channels_last":
-        raise unsupported(layer, "this padding or data_format")
+    same = _same(layer)
     kh, kw, channels, multiplier = weights["depthwise_kernel"].shape
     c_out = weights["pointwise_kernel"].shape[-1]
     strides, dilation = _pair(config.get("strides", 1), 2), _pair(config.get("dilation_rate", 1), 2)
     bias = bool(config.get("use_bias", True))
     depthwise = (f"SameConv({_torch_conv(2, channels, channels * multiplier, (kh, kw), strides, dilation, channels, False)}, "
-                 f"same={config['padding'] == 'same'})")
+                 f"same={same})")
     pointwise = _torch_conv(2, channels * multiplier, c_out, 1, bias=bias)
     rules = {"depthwise_kernel": WeightRule("depthwise.conv.weight", (2, 3, 0, 1), (channels * multiplier, 1, kh, kw)),
              "pointwise_kernel": WeightRule("pointwise.weight", (3, 2, 0, 1))}
