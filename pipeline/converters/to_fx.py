@@ -54,16 +54,17 @@ def convert_raw(onnx_path: Path, layer_names: list[str] = ()):
 
 
 def convert(onnx_path: Path, layer_names: list[str] = ()):
-    """onnx2torch's GraphModule with static reshapes and slices (exportable), and the number of reshapes made static.
+    """onnx2torch's GraphModule with static reshapes, slices and pads (exportable), and the number of reshapes made static.
 
     Raises:
         BadInput: see `convert_raw`.
     """
-    from pipeline.converters.fx_passes import static_reshapes, static_slices
+    from pipeline.converters.fx_passes import static_pads, static_reshapes, static_slices
 
     gm = convert_raw(onnx_path, layer_names)
     reshapes = static_reshapes(gm, onnx_graph.input_shape(onnx_path))
     static_slices(gm)
+    static_pads(gm)
     return gm, reshapes
 
 

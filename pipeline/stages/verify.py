@@ -10,8 +10,8 @@ argmax disagrees (other models: `tolerances.output_tolerance`). Where an ONNX fi
 layer is compared too (`verifier.layer_compare`).
 
 The float64 proof: the Keras model rebuilt in float64 and converted the same way (`model_f64.onnx`),
-run in float64, must agree with Keras float64 to `tolerances.proof_tolerance` — the same function, with
-no float32 noise in the way; the native model, run in float64, is a second, independent path held to
+run in float64 on the first `checkset.PROOF_SAMPLES` inputs of each check set, must agree with Keras
+float64 to `tolerances.proof_tolerance` — the same function, with no float32 noise in the way; the native model, run in float64, is a second, independent path held to
 the same bound. Float32 artifacts are then judged against the model's own float32 noise
 (`verifier.precision`), and each one's error against Keras float64 is reported as a multiple of Keras
 float32's own. Verification passes when the proof, every pair and every layer do.
@@ -172,14 +172,17 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
     keras64 = found.reference_f64.outputs()
     result.keras_noise = noise.outputs
     result.noise_ratios = {name: precision.ratio(out, keras64, noise) for name, out in outputs.items() if name != "keras"}
+    proof_sets = checkset.proof_subset(sets)  # the first PROOF_SAMPLES of each set (why: checkset)
+    proof_keras64 = {name: Outputs(*(None if part is None else part[:checkset.PROOF_SAMPLES] for part in (out.probs, out.logits)))
+                     for name, out in keras64.items()}
     if "native" in outputs:
-        result.native_proof = compare("native64", backends.run_sets(backends.native64(sources), sets), "keras_f64", keras64,
-                                      classifier, proof=True)
+        result.native_proof = compare("native64", backends.run_sets(backends.native64(sources), proof_sets), "keras_f64",
+                                      proof_keras64, classifier, proof=True)
     if sources.artifacts.onnx_f64 is None:
         result.float64_note = "no float64 conversion given (model_f64.onnx): the float64 proof is left out"
         return
-    proof_outputs = backends.run_sets(backends.fx64(sources), sets)
-    result.proof = compare("fx64", proof_outputs, "keras_f64", keras64, classifier, proof=True)
+    proof_outputs = backends.run_sets(backends.fx64(sources), proof_sets)
+    result.proof = compare("fx64", proof_outputs, "keras_f64", proof_keras64, classifier, proof=True)
 
 
 def _layer_noise(found: KerasOutputs) -> dict[str, float] | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 
 from pipeline.common.atomic import atomic_path
@@ -27,7 +28,8 @@ def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[
         model = keras.Model(model.inputs, model.outputs)
     spec = (tf.TensorSpec((None, *input_shape_of(model)), tf.as_dtype(dtype), name=INPUT_NAME),)
     with grouped_conv.without_xla(keras, tracing=True):
-        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset)
+        proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, optimizers=_collecting_optimizers())
+    gc.collect()  # the frozen graphs tf2onnx leaves behind, before the next conversion or the outputs
     rewrites = onnx_fixes.rewrite(proto)
     onnx_fixes.check_ops(proto, opset, [layer.name for layer in model.layers])
     onnx_fixes.canonical_names(proto)  # after the check: its message quotes the names tf2onnx gave
@@ -35,3 +37,24 @@ def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[
     with atomic_path(onnx_path) as tmp:
         onnx.save(proto, str(tmp))
     return {name: count for name, count in rewrites.items() if count}
+
+
+def _collecting_optimizers() -> dict:
+    """tf2onnx's own optimizers, in its order, each started after a full garbage collection.
+
+    Catching an optimizer's errors (its default), tf2onnx deep-copies the whole graph, constants included,
+    before every optimizer; each copy it drops is a reference cycle that only a full collection frees, and
+    the copies pile up. Measured on VGG16's float64 rebuild (400 MB of weights): 15.5 GB peak in the
+    optimizers, 5.8 GB with a collection before each — the same optimizers, the same graph.
+    """
+    from tf2onnx import optimizer
+
+    class Collected:
+        def __init__(self, factory):
+            self.factory = factory
+
+        def __call__(self):
+            gc.collect()
+            return self.factory()
+
+    return {name: Collected(factory) for name, factory in optimizer._get_optimizers().items()}  # noqa: SLF001 — no public list

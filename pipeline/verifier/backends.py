@@ -128,9 +128,27 @@ def run_sets(predict: Predict, sets: dict[str, np.ndarray], progress=None) -> di
     return results
 
 
+# Torch has no oneDNN convolution in float64 on CPU: its fallback (slow_conv2d) unfolds the whole batch
+# first (im2col) — measured 1.4 GB for one 3×3×64 convolution at 96 px and batch 32, so 11 GB at the check
+# set's 256 (VGG16's first block; it was killed out of memory). A float64 backend therefore runs a batch in
+# slices of FLOAT64_ROWS rows: the same values (float64 rounding does not depend on the batch), bounded memory.
+FLOAT64_ROWS = 32
+
+
+def _in_slices(predict: Predict, rows: int) -> Predict:
+    """`predict`, run on at most `rows` rows at a time and the results joined."""
+
+    def sliced(batch: np.ndarray) -> Outputs:
+        parts = [predict(part) for part in checkset.batches(batch, rows)]
+        logits = [p.logits for p in parts]
+        return Outputs(np.concatenate([p.probs for p in parts]), None if any(item is None for item in logits) else np.concatenate(logits))
+
+    return sliced
+
+
 def torch_predict(module, returns_logits: bool = False, device=None, float64: bool = False) -> Predict:
     """A torch module as a backend; `returns_logits`: it returns (logits, probabilities). On `device` if
-    given; with `float64`, fed float64 (the float32 inputs, cast exactly)."""
+    given; with `float64`, fed float64 (the float32 inputs, cast exactly) FLOAT64_ROWS rows at a time."""
     import torch
 
     def predict(batch: np.ndarray) -> Outputs:
@@ -142,7 +160,7 @@ def torch_predict(module, returns_logits: bool = False, device=None, float64: bo
             return Outputs(probs.cpu().numpy(), logits.cpu().numpy())
         return Outputs(result.cpu().numpy())
 
-    return predict
+    return _in_slices(predict, FLOAT64_ROWS) if float64 else predict
 
 
 @register("onnxruntime", needs="onnx")
@@ -212,7 +230,7 @@ def _native_predict(sources: Sources, float64: bool) -> Predict:
             probs, local = load.run_with_locals(model, x) if module.LOGITS else (model(x), {})
         return Outputs(probs.numpy(), local[module.LOGITS].numpy() if module.LOGITS else None)
 
-    return predict
+    return _in_slices(predict, FLOAT64_ROWS) if float64 else predict
 
 
 @register("native", needs="native")
