@@ -12,9 +12,9 @@ layer is compared too (`verifier.layer_compare`).
 The float64 proof: the Keras model rebuilt in float64 and converted the same way (`model_f64.onnx`),
 run in float64 on the first `checkset.PROOF_SAMPLES` inputs of each check set, must agree with Keras
 float64 to `tolerances.proof_tolerance` — the same function, with no float32 noise in the way; the
-native model, run in float64, is a second, independent path held to the same bound. Float32 artifacts are then judged against the model's own float32 noise
-(`verifier.precision`), and each one's error against Keras float64 is reported as a multiple of Keras
-float32's own. Verification passes when the proof, every pair and every layer do.
+native model, run in float64, is a second, independent path held to the same bound. Float32 artifacts
+are then judged against the model's own float32 noise (`verifier.precision`), and each one's error
+against Keras float64 is reported as a multiple of Keras float32's own. Verification passes when the proof, every pair and every layer do.
 """
 
 from __future__ import annotations
