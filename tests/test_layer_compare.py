@@ -136,3 +136,18 @@ def test_a_layer_not_placed_by_value_is_not_compared(real_layers, real_run, monk
         report = layer_compare.run(model, sources, outputs, inputs, with_manual=False, layers_f64=layers64)
     assert report.first_divergence is None and not any(row.diffs for row in report.rows)
     assert all("not compared" in row.note for row in report.rows)
+
+
+def test_counterparts_align_graphs_one_op_apart_never_by_counter_names():
+    """tf2onnx may leave one more op in the float64 graph than in the float32 one (EfficientNetB0: a Reshape
+    in one squeeze-excite block); its counter names (`Conv__4`) then name different nodes in the two."""
+    from onnx import helper
+
+    def graph(ops):
+        nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=name) for i, (op, name) in enumerate(ops)]
+        return helper.make_model(helper.make_graph(nodes, "g", [], []))
+
+    f64 = graph([("Conv", "Conv__1"), ("Reshape", "Reshape__2"), ("Relu", "Relu__3"), ("Conv", "Conv__4"), ("Conv", "Conv__5")])
+    f32 = graph([("Conv", "Conv__1"), ("Relu", "Relu__2"), ("Conv", "Conv__3"), ("Conv", "Conv__4")])
+    pairs = {name: node.name for name, node in layer_compare._counterparts(f64, f32).items()}
+    assert pairs == {"Conv__1": "Conv__1", "Relu__3": "Relu__2", "Conv__4": "Conv__3", "Conv__5": "Conv__4"}

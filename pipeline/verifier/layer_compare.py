@@ -216,14 +216,17 @@ def fused_phrase(fused: list[str]) -> str:
 
 
 def _counterparts(proto_f64, proto) -> dict:
-    """{float64 graph node name: the same node of `proto`}. tf2onnx writes the two graphs alike: node for
-    node in the same order, the names equal but for the scope of a wrapper Keras numbered differently (a
-    Sequential converted as a functional model). So by position where the op sequences agree, else by name."""
+    """{float64 graph node name: the same node of `proto`}. tf2onnx writes the two graphs alike, node for
+    node in the same order — but its optimizers may leave one more op in one of them (EfficientNetB0: a
+    Reshape in one squeeze-excite block of the float64 graph only), and names carry counters (`Conv__110`)
+    that then point at different nodes, or a wrapper's scope Keras numbered differently. So nodes are
+    paired by aligning the two op-type sequences (the longest matching blocks); a node in a stretch that
+    does not align has no counterpart, and its layer is not compared — never compared with another node."""
+    import difflib
+
     nodes64, nodes = [n for n in proto_f64.graph.node if n.output], [n for n in proto.graph.node if n.output]
-    if len(nodes64) == len(nodes) and all(a.op_type == b.op_type for a, b in zip(nodes64, nodes, strict=True)):
-        return {a.name: b for a, b in zip(nodes64, nodes, strict=True)}
-    by_name = {node.name: node for node in nodes}
-    return {node.name: by_name[node.name] for node in nodes64 if node.name in by_name}
+    matcher = difflib.SequenceMatcher(None, [n.op_type for n in nodes64], [n.op_type for n in nodes], autojunk=False)
+    return {nodes64[block.a + i].name: nodes[block.b + i] for block in matcher.get_matching_blocks() for i in range(block.size)}
 
 
 def _fused_into(name: str, consumers: dict[str, list[str]], placements: dict) -> str | None:
