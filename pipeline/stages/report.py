@@ -47,13 +47,15 @@ def _float64_lines(verify: dict) -> list[str]:
     proof = verify.get("float64_proof")
     if proof:
         lines.append(f"Float64 proof (the model rebuilt in float64, converted the same way, run in float64, vs Keras float64): "
-                     f"max |Δ| {proof['max_abs_diff']:.2e} (tolerance {proof['tolerance']:.1e}) — {'✓' if proof['passed'] else '✗'}.")
+                     f"max |Δ| {proof['max_abs_diff']:.2e} (tolerance {proof['tolerance']:.1e}) on {proof['images']:,} inputs — "
+                     f"{'✓' if proof['passed'] else '✗'}.")
     elif verify.get("float64_note"):
         lines.append(f"No float64 proof: {verify['float64_note']}.")
     native = verify.get("float64_proof_native")
     if native:
         lines.append(f"Float64 proof, second path (the native model generated from the Keras file alone, run in float64, vs Keras "
-                     f"float64): max |Δ| {native['max_abs_diff']:.2e} (tolerance {native['tolerance']:.1e}) — {'✓' if native['passed'] else '✗'}.")
+                     f"float64): max |Δ| {native['max_abs_diff']:.2e} (tolerance {native['tolerance']:.1e}) on {native['images']:,} inputs — "
+                     f"{'✓' if native['passed'] else '✗'}.")
     if verify.get("keras_float32_noise") is not None:
         ratios = ", ".join(f"{name} {value:.2f}×" for name, value in verify.get("noise_ratios", {}).items())
         lines.append(f"Keras float32 vs Keras float64: max |Δ| {verify['keras_float32_noise']:.2e} (the model's own float32 noise); "
