@@ -76,14 +76,24 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
             target = tuple(-1 if i == varying[0] else d for i, d in enumerate(shape_small))
         else:
             raise BadInput(f"Reshape {node.target!r} mixes the batch dimension into others {shape_small}; cannot make it static")
-        with gm.graph.inserting_after(node):
-            replacement = gm.graph.call_function(torch.reshape, (node.args[0], target))
-        node.replace_all_uses_with(replacement)
-        gm.graph.erase_node(node)
+        _swap(gm, node, torch.reshape, (node.args[0], target))
+    _tidy(gm)
+    return len(reshapes)
+
+
+def _swap(gm: fx.GraphModule, node: fx.Node, target, args: tuple, kwargs: dict | None = None) -> None:
+    """Replace `node` (an onnx2torch module call) by a call of the function `target`, in place."""
+    with gm.graph.inserting_after(node):
+        replacement = gm.graph.call_function(target, args, kwargs)
+    node.replace_all_uses_with(replacement)
+    gm.graph.erase_node(node)
+
+
+def _tidy(gm: fx.GraphModule) -> None:
+    """After `_swap`s: drop the constants and modules nothing uses any more, and recompile."""
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
-    return len(reshapes)
 
 
 def _proportional_to_batch(small: int, large: int) -> bool:
@@ -139,15 +149,10 @@ def static_slices(gm: fx.GraphModule) -> int:
             if index is None:
                 continue
             target, args = operator.getitem, (node.args[0], index)
-        with gm.graph.inserting_after(node):
-            replacement = gm.graph.call_function(target, args)
-        node.replace_all_uses_with(replacement)
-        gm.graph.erase_node(node)
+        _swap(gm, node, target, args)
         replaced += 1
     if replaced:
-        gm.graph.eliminate_dead_code()
-        gm.delete_all_unused_submodules()
-        gm.recompile()
+        _tidy(gm)
     return replaced
 
 
@@ -168,27 +173,22 @@ def static_pads(gm: fx.GraphModule) -> int:
 
     replaced = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_module" or not isinstance(gm.get_submodule(node.target), OnnxPadDynamic) or node.kwargs:
+        module = gm.get_submodule(node.target) if node.op == "call_module" else None
+        if not isinstance(module, OnnxPadDynamic) or node.kwargs:
             continue
         constants = [constant_of(gm, arg) for arg in node.args[1:]]
         if any(c is None for c in constants):
             continue
-        module = gm.get_submodule(node.target)
         pads = _torch_pads(constants[0].tolist())
         if module.mode != "constant" and any(pads[-4:]):
             continue  # onnx2torch refuses these at run time; left as they are, so it still does
         value = float(constants[1]) if len(constants) > 1 and constants[1].numel() else 0.0
         pads = pads if module.mode == "constant" else pads[:-4]
-        with gm.graph.inserting_after(node):
-            replacement = gm.graph.call_function(torch.nn.functional.pad, (node.args[0], pads),
-                                                 {"mode": module.mode, **({"value": value} if module.mode == "constant" else {})})
-        node.replace_all_uses_with(replacement)
-        gm.graph.erase_node(node)
+        _swap(gm, node, torch.nn.functional.pad, (node.args[0], pads),
+              {"mode": module.mode, **({"value": value} if module.mode == "constant" else {})})
         replaced += 1
     if replaced:
-        gm.graph.eliminate_dead_code()
-        gm.delete_all_unused_submodules()
-        gm.recompile()
+        _tidy(gm)
     return replaced
 
 
