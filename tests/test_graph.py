@@ -35,3 +35,30 @@ def test_weights_only_file_is_bad_input(tmp_path):
         handle.create_dataset("dense/kernel:0", data=[1.0])
     with pytest.raises(BadInput, match="no model config"):
         KerasModel.open(tmp_path / "weights.h5")
+
+
+def test_an_unnamed_weight_is_read_under_its_layer_attribute_name(tmp_path):
+    """ConvNeXt's LayerScale makes its weight without a name: Keras files it as `variable` (legacy .h5)
+    or vars/0 (.keras). Both read as `gamma`, the name the training step gives it (`tf_side.training`)."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    from pipeline.keras_file import weights
+
+    scale = graph.KerasLayer("block_layer_scale", "LayerScale", {}, ())
+    legacy = tmp_path / "model.h5"
+    with h5py.File(legacy, "w") as handle:
+        group = handle.create_group("model_weights/block_layer_scale")
+        group.attrs["weight_names"] = [b"block_layer_scale/variable"]
+        group.create_dataset("block_layer_scale/variable", data=np.ones(3, np.float32))
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as handle:
+        handle.create_dataset("layers/layer_scale/vars/0", data=np.ones(3, np.float32))
+    packed = tmp_path / "model.keras"
+    with zipfile.ZipFile(packed, "w") as archive:
+        archive.writestr("model.weights.h5", buffer.getvalue())
+    for path in (legacy, packed):
+        assert list(weights.read(path, [scale])["block_layer_scale"]) == ["gamma"]

@@ -18,8 +18,11 @@ _VAR_NAMES = {
     "SeparableConv1D": ("depthwise_kernel", "pointwise_kernel", "bias"),
     "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
     "Normalization": ("mean", "variance", "count"),
+    "LayerScale": ("gamma",),  # Keras's own attribute name: the weight is made without one
 }
 _DEFAULT_VAR_NAMES = ("kernel", "bias")
+# The name Keras gives a weight made without one (`add_weight(shape=...)`): `variable`, `variable_7`, ...
+AUTO_NAMED = re.compile(r"variable(_\d+)?")
 
 
 def _var_names(layer: KerasLayer) -> tuple[str, ...]:
@@ -84,10 +87,27 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 parts = name.split("/")
-                layer, leaf = parts[0], parts[-1].split(":")[0]
+                layer, leaf = parts[0], _leaf(parts[-1])
                 if layer in nested and len(parts) >= 3 and parts[-2] in nested[layer]:
                     layer = parts[-2]  # <nested model>/<nested model>/<layer>/<weight>
                 found.setdefault(layer, {})[leaf] = obj[()]
 
         root.visititems(visit)
+        classes = {layer.name: layer.class_name for outer in graph for layer in [outer, *nested_layers(outer)]}
+        for layer, weights in found.items():
+            if classes.get(layer) in _VAR_NAMES and all(AUTO_NAMED.fullmatch(name) for name in weights):
+                # a legacy .h5 keeps the counter names; `weight_names` lists the weights in creation order
+                order = [_leaf(str(name, "utf-8") if isinstance(name, bytes) else name) for name in _weight_names(root, layer)]
+                names = _VAR_NAMES[classes[layer]]
+                found[layer] = {names[order.index(name)] if name in order[: len(names)] else name: value for name, value in weights.items()}
     return found
+
+
+def _leaf(h5_name: str) -> str:
+    """`conv2d/kernel:0` → `kernel`."""
+    return h5_name.split("/")[-1].split(":")[0]
+
+
+def _weight_names(root: h5py.Group, layer: str) -> list:
+    """The `weight_names` attribute of `layer`'s group in a legacy .h5 ([] where there is none)."""
+    return list(root[layer].attrs.get("weight_names", [])) if layer in root else []

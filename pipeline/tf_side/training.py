@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.atomic import atomic_path
+from pipeline.keras_file.weights import AUTO_NAMED
 from pipeline.tf_side import float64
 from pipeline.tf_side.loading import keras_api
 
@@ -26,10 +27,15 @@ from pipeline.tf_side.loading import keras_api
 LEARNING_RATES = {"sgd": 0.1, "adam": 1e-3}
 
 
-def _name(variable, layer_name: str) -> str:
-    """`layer/weight` for a Keras variable of layer `layer_name` (Keras 3 `.path`, tf-keras `.name`)."""
-    raw = getattr(variable, "path", None) or variable.name
-    return f"{layer_name}/{raw.split('/')[-1].split(':')[0]}"
+def _name(variable, layer) -> str:
+    """`layer/weight` for a Keras variable of `layer` (Keras 3 `.path`, tf-keras `.name`). A weight made
+    without a name (ConvNeXt's LayerScale) gets Keras's counter name, `variable` or `variable_7` — a
+    different one in the float64 twin, built later in the same process —, so it is named after the
+    layer attribute that holds it, as `keras_file.weights` names it."""
+    raw = (getattr(variable, "path", None) or variable.name).split("/")[-1].split(":")[0]
+    if AUTO_NAMED.fullmatch(raw):
+        raw = next((attribute for attribute, value in vars(layer).items() if value is variable), raw)
+    return f"{layer.name}/{raw}"
 
 
 def _leaf_layers(model):
@@ -49,7 +55,7 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str) -> dict[str,
     for layer in _leaf_layers(model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
-    owners = {id(v): layer.name for layer in _leaf_layers(model) for v in layer.weights}
+    owners = {id(v): layer for layer in _leaf_layers(model) for v in layer.weights}
     trainable = list(model.trainable_weights)
     names = [_name(v, owners[id(v)]) for v in trainable]
     start = [np.array(v.numpy()) for v in trainable]
