@@ -52,8 +52,8 @@ onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outpu
 $(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) $(CODE_onnx)
 	$(PY) -m pipeline onnx $(ARGS) $(if $(INPUTS),--inputs $(INPUTS)) $(if $(INPUT_RANGE),--input-range $(INPUT_RANGE))
 
-torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_fx.py
-$(DIR)/model.pt2 $(DIR)/model_opt.pt2 &: $(DIR)/model.onnx $(CODE_torch)
+torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_aoti.pt2 (AOTInductor), model_fx.py
+$(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 &: $(DIR)/model.onnx $(CODE_torch)
 	$(PY) -m pipeline torch $(ARGS)
 
 native: $(DIR)/native/model.py ## the Keras file alone -> native/model.py + model.safetensors + weights_map.json (trainable)
@@ -61,15 +61,15 @@ $(DIR)/native/model.py $(DIR)/native/model.safetensors $(DIR)/native/weights_map
 	$(PY) -m pipeline native $(ARGS)
 
 verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, native, hand-written model
-$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/native/model.py $(TEST_SET) $(CODE_verify)
+$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $(DIR)/native/model.py $(TEST_SET) $(CODE_verify)
 	$(PY) -m pipeline verify $(ARGS)
 
 evaluate: $(DIR)/evaluate.json ## stage 4: CIFAR-10 accuracy of model.pt2, gated at 0.85
 $(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) $(CODE_evaluate)
 	$(PY) -m pipeline evaluate $(ARGS)
 
-bench: $(DIR)/bench.json ## images/s of Keras, onnxruntime, onnx2torch, model.pt2, model_opt.pt2 (eager, compiled)
-$(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(TEST_SET) $(CODE_bench)
+bench: $(DIR)/bench.json ## batch-1 latency and images/s of Keras, onnxruntime, onnx2torch, model.pt2, model_opt.pt2 (eager, compiled), model_aoti.pt2
+$(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $(TEST_SET) $(CODE_bench)
 	$(PY) -m pipeline bench $(ARGS)
 
 zoo: ## Keras Applications (calibrated random weights, .keras and .h5) through onnx, torch, verify: $(OUT)/zoo/summary.md

@@ -107,13 +107,17 @@ def cmd_torch(args) -> int:
     started = time.perf_counter()
     if args.onnx is None:
         manifest.require_same_model(_model_paths(args).dir, args.model)
-    result = to_torch.run(args.onnx or _model_paths(args).onnx, _model_paths(args).dir, _layer_names(args.model))
+    result = to_torch.run(args.onnx or _model_paths(args).onnx, _model_paths(args).dir, _layer_names(args.model),
+                          aot=not getattr(args, "no_aot", False))
     opt = result.optimizations
     _say(f"torch: wrote {result.pt2} and {result.fx_code.name} ({result.reshapes_made_static} reshape(s) made static); "
          f"model.pt2 vs onnxruntime max |Δ| {result.validation.max_abs_diff:.2e}")
     _say(f"torch: wrote {result.pt2_opt.name} ({opt.batchnorms_folded} BatchNorm(s) folded, {opt.native_ops} wrapper(s) made native, "
-         f"{opt.linears_folded} Linear(s)); vs onnxruntime max |Δ| {result.validation_opt.max_abs_diff:.2e} "
-         f"[{time.perf_counter() - started:.1f} s]")
+         f"{opt.linears_folded} Linear(s)); vs onnxruntime max |Δ| {result.validation_opt.max_abs_diff:.2e}")
+    if result.validation_aoti is not None:
+        _say(f"torch: wrote {result.pt2_aoti.name} (AOTInductor, compiled in {result.aoti_seconds:.1f} s); "
+             f"vs onnxruntime max |Δ| {result.validation_aoti.max_abs_diff:.2e}")
+    _say(f"torch: done [{time.perf_counter() - started:.1f} s]")
     return 0
 
 
@@ -153,7 +157,8 @@ def cmd_verify(args) -> int:
         manifest.require_same_model(paths.dir, args.model)
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None,
                               paths.onnx_f64 if paths.onnx_f64.is_file() else None,
-                              paths.native_source if paths.native_source.is_file() else None)
+                              paths.native_source if paths.native_source.is_file() else None,
+                              paths.pt2_aoti if paths.pt2_aoti.is_file() else None)
     data = _data(args.data)
     started = time.perf_counter()
     result = verify.run(artifacts, data, paths.dir, allow_unsafe_code=args.allow_unsafe_code, keras=keras)
@@ -259,7 +264,10 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,native,verify,evaluate,bench,report,zoo,all}")
     sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
     sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)
-    sub.add_parser("torch", parents=[common, onnx_opt], help="model.onnx → model.pt2 + model_fx.py").set_defaults(func=cmd_torch)
+    torch_parser = sub.add_parser("torch", parents=[common, onnx_opt],
+                                  help="model.onnx → model.pt2 + model_fx.py, model_opt.pt2, model_aoti.pt2 (AOTInductor)")
+    torch_parser.add_argument("--no-aot", action="store_true", help="skip the AOTInductor package (a compile of seconds to minutes)")
+    torch_parser.set_defaults(func=cmd_torch)
     native_parser = sub.add_parser("native", parents=[common], help="Keras file alone → native/model.py, model.safetensors, "
                                                                     "weights_map.json (a PyTorch model to keep training)")
     native_parser.add_argument("--no-parity", action="store_true", help="skip the training step against Keras (no TensorFlow process)")

@@ -65,6 +65,11 @@ class ModelPaths:
         return self.dir / "model_opt.pt2"
 
     @property
+    def pt2_aoti(self) -> Path:
+        """The optimized program compiled ahead of time (AOTInductor package), same interface as model.pt2."""
+        return self.dir / "model_aoti.pt2"
+
+    @property
     def fx_opt_code(self) -> Path:
         return self.dir / "model_opt_fx.py"
 

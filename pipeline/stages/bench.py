@@ -1,11 +1,13 @@
 """`make bench`: images/s of every way to run the model, in one run, same images, same threads.
 
 Backends: Keras/TF `predict` (in its own process, TensorFlow pinned to the same thread count), ONNX
-Runtime, onnx2torch's GraphModule as converted (eager), `model.pt2` (eager), `model_opt.pt2` (eager) and
-`model_opt.pt2` under `torch.compile` (inductor, freezing on). Each figure is the best of `repeats`
-passes over the images after a warm-up, the backends' passes interleaved (`time_backends`). Also measured in the same run: this machine's sgemm
-GFLOP/s (torch.mm), and — from the ONNX graph, not typed in — the model's FLOPs per image, so each
-backend's effective GFLOP/s can be read against the machine's peak.
+Runtime, onnx2torch's GraphModule as converted (eager), `model.pt2` (eager), `model_opt.pt2` (eager),
+`model_opt.pt2` under `torch.compile` (inductor, freezing on) and `model_aoti.pt2` (AOTInductor). Each
+throughput is the best of `repeats` passes over the images after a warm-up, the backends' passes
+interleaved (`time_backends`); batch-1 latency (MLPerf Tiny's metric) is timed call by call, the
+backends' calls interleaved, as p50 and p99 (`latencies`). Also measured in the same run: this machine's
+sgemm GFLOP/s (torch.mm), and — from the ONNX graph, not typed in — the model's FLOPs per image, so each
+backend's effective GFLOP/s reads as a share of the machine's peak.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from pipeline.common.paths import ModelPaths
 from pipeline.data import checkset
 
 BATCH_SIZES = (1, 32, 256)
+LATENCY_CALLS = 2_000  # single-image calls per backend for the p50/p99 (after WARMUP_IMAGES of warm-up)
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,7 @@ class BenchResult:
     model_flops_per_image: int
     results: list[dict] = field(default_factory=list)  # {backend, batch_size, images_per_s, effective_gflops}
     notes: dict = field(default_factory=dict)
+    latency_us: dict = field(default_factory=dict)  # backend -> {"p50": µs, "p99": µs} of one image per call
 
     def images_per_s(self, backend: str, batch_size: int) -> float | None:
         return next((r["images_per_s"] for r in self.results if r["backend"] == backend and r["batch_size"] == batch_size), None)
@@ -117,6 +121,28 @@ def time_backends(runners: dict, images: np.ndarray, batch_size: int, repeats: i
     return {name: len(images) / seconds for name, seconds in best.items()}
 
 
+LATENCY_BLOCK = 100  # calls in a row per backend: a thread pool still spinning after the last call of one backend
+#                     (ONNX Runtime's do) slows only the first call of the next block, which is not counted
+
+
+def latencies(runners: dict, images: np.ndarray, calls: int = LATENCY_CALLS) -> dict[str, dict[str, float]]:
+    """p50 and p99 microseconds of one image per call, for each runner: `calls` calls each after a warm-up,
+    interleaved in blocks of LATENCY_BLOCK calls (A, B, C, A, ...) so a slow spell of this shared machine
+    hits every backend alike."""
+    singles = [images[i % len(images)][None] for i in range(max(calls, WARMUP_IMAGES))]
+    for run_batch in runners.values():
+        for one in singles[:WARMUP_IMAGES]:
+            run_batch(one)
+    times: dict[str, list[float]] = {name: [] for name in runners}
+    for start in range(0, calls, LATENCY_BLOCK):
+        block = singles[start: start + LATENCY_BLOCK]
+        for name, run_batch in runners.items():
+            run_batch(block[0])  # the block's first call: another backend's threads may still be spinning
+            times[name].extend(_seconds(lambda r=run_batch, one=one: r(one)) for one in block)
+    return {name: {"p50": round(float(np.percentile(t, 50)) * 1e6, 1), "p99": round(float(np.percentile(t, 99)) * 1e6, 1)}
+            for name, t in times.items()}
+
+
 def _torch_runner(module, device):
     import torch
 
@@ -153,6 +179,10 @@ def torch_runners(paths: ModelPaths, onnx_path: Path, device, compile_warmup: np
         _torch_runner(compiled, device)(compile_warmup[:size])
     notes["torch.compile seconds (all batch sizes)"] = round(time.perf_counter() - started, 1)
     runners["model_opt.pt2 compiled"] = _torch_runner(compiled, device)
+    if paths.pt2_aoti.is_file() and device.type == "cpu":  # the package is compiled for the CPU
+        from pipeline.runtimes import aoti
+
+        runners["model_aoti.pt2"] = _torch_runner(aoti.load(paths.pt2_aoti), device)
     return runners, notes
 
 
@@ -202,6 +232,8 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     for name in runners:
         for size in options.batch_sizes:
             _record(result, name, size, speeds[size][name])
+    if 1 in options.batch_sizes:
+        result.latency_us = latencies(runners, images, min(LATENCY_CALLS, max(options.images, 1)))
     if options.with_keras:
         job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads))
         for size, speed in keras_runtime.run(job).bench.items():
@@ -227,17 +259,24 @@ def _cpu_name() -> str:
 
 
 def table(result: BenchResult) -> str:
-    """Markdown table: one row per backend, one column per batch size, plus the ratio to ONNX Runtime."""
+    """Markdown table: one row per backend — batch-1 latency p50/p99 and its ratio to ONNX Runtime's, images/s
+    per batch size, GFLOP/s at the largest batch as a share of the machine's sgemm, and the ratio to ONNX Runtime."""
     sizes = sorted({r["batch_size"] for r in result.results})
     backends = list(dict.fromkeys(r["backend"] for r in result.results))
-    lines = ["| backend | " + " | ".join(f"batch {s} img/s" for s in sizes) + f" | GFLOP/s @ {sizes[-1]} | vs onnxruntime @ {sizes[-1]} |",
-             "|---|" + "---|" * (len(sizes) + 2)]
+    latency = result.latency_us
+    lines = ["| backend | batch 1 p50 µs | p99 µs | vs onnxruntime (p50) | " + " | ".join(f"batch {s} img/s" for s in sizes)
+             + f" | GFLOP/s @ {sizes[-1]} (of sgemm) | vs onnxruntime @ {sizes[-1]} |",
+             "|---|" + "---|" * (len(sizes) + 5)]
     reference = result.images_per_s("onnxruntime", sizes[-1])
+    peak = result.machine["sgemm_gflops"]
     for backend in backends:
         speeds = [result.images_per_s(backend, s) for s in sizes]
         last = speeds[-1] or 0.0
-        lines.append(f"| {backend} | " + " | ".join(f"{v:,.0f}" if v else "—" for v in speeds)
-                     + f" | {last * result.model_flops_per_image / 1e9:.1f} | {last / reference:.2f}× |")
+        gflops = last * result.model_flops_per_image / 1e9
+        mine, theirs = latency.get(backend), latency.get("onnxruntime")
+        timing = (f"{mine['p50']:,.0f} | {mine['p99']:,.0f} | {theirs['p50'] / mine['p50']:.2f}×" if mine and theirs else "— | — | —")
+        lines.append(f"| {backend} | {timing} | " + " | ".join(f"{v:,.0f}" if v else "—" for v in speeds)
+                     + f" | {gflops:.1f} ({gflops / peak:.0%}) | {last / reference:.2f}× |")
     m = result.machine
     lines.append(f"\n{m['cpu']}, {m['threads']} threads, device {m['device']}; sgemm {m['sgemm_gflops']} GFLOP/s; "
                  f"model {result.model_flops_per_image / 1e6:.2f} MFLOP/image; {m['images']:,} test images, best of {m['repeats']}.")
@@ -245,7 +284,7 @@ def table(result: BenchResult) -> str:
 
 
 def plot(result: BenchResult, path: Path) -> None:
-    """Grouped bars: images/s per backend at each batch size."""
+    """Grouped bars of images/s per backend at each batch size; beside them, batch-1 latency p50 and p99."""
     from pipeline.common import figures
 
     plt = figures.pyplot()
@@ -253,14 +292,27 @@ def plot(result: BenchResult, path: Path) -> None:
     sizes = sorted({r["batch_size"] for r in result.results})
     backends = list(dict.fromkeys(r["backend"] for r in result.results))
     width = 0.8 / len(backends)
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, (ax, lat) = plt.subplots(1, 2, figsize=(13, 4.8), gridspec_kw={"width_ratios": [3, 2]})
     for i, backend in enumerate(backends):
         values = [result.images_per_s(backend, s) or 0 for s in sizes]
         ax.bar([x + i * width for x in range(len(sizes))], values, width, label=backend)
     ax.set_xticks([x + width * (len(backends) - 1) / 2 for x in range(len(sizes))], [f"batch {s}" for s in sizes])
     ax.set_ylabel("images / s")
     m = result.machine
-    ax.set_title(f"ResNet8 inference, {m['threads']} threads, {m['device']} ({m['cpu'][:40]})")
+    ax.set_title(f"throughput, {m['threads']} threads, {m['device']} ({m['cpu'][:40]})", fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
+    timed = [b for b in backends if b in result.latency_us]
+    if timed:
+        rows = range(len(timed))
+        lat.barh([r + 0.2 for r in rows], [result.latency_us[b]["p50"] for b in timed], 0.4, label="p50")
+        lat.barh([r - 0.2 for r in rows], [result.latency_us[b]["p99"] for b in timed], 0.4, label="p99")
+        lat.set_yticks(list(rows), timed, fontsize=8)
+        lat.set_xscale("log")
+        lat.set_xlabel("µs per call, one image")
+        lat.set_title("batch-1 latency (MLPerf Tiny's metric)", fontsize=10)
+        lat.legend(fontsize=8)
+        lat.grid(True, axis="x", alpha=0.3)
+    else:
+        lat.axis("off")
     figures.save(fig, path, dpi=110)

@@ -38,10 +38,15 @@ class TorchResult:
     pt2_opt: Path
     optimizations: OptimizeReport
     validation_opt: PairResult  # model_opt.pt2 against onnxruntime
+    pt2_aoti: Path | None = None  # the AOTInductor package, where asked for
+    validation_aoti: PairResult | None = None  # model_aoti.pt2 against onnxruntime
+    aoti_seconds: float = 0.0  # its compile time
 
 
-def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = ()) -> TorchResult:
-    """Convert `onnx_path`; write `model.pt2`, `model_fx.py`, `model_opt.pt2`, `model_opt_fx.py` into `out_dir`.
+def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool = False) -> TorchResult:
+    """Convert `onnx_path`; write `model.pt2`, `model_fx.py`, `model_opt.pt2`, `model_opt_fx.py` into
+    `out_dir`, and with `aot` the AOTInductor package `model_aoti.pt2` (a compile of seconds to minutes:
+    the CLI's `torch` asks for it, the zoo and the layer families do not).
 
     `layer_names` (the Keras model's, if known) let an unconvertible op be named by its layer.
 
@@ -64,11 +69,21 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = ()) -> TorchRes
     write_text(paths.fx_code, to_fx.fx_source(gm, onnx_path))
     validation = validate(paths.pt2, onnx_path, sets, ort_outputs, classifier, noise)
     optimized, report = fx_optimize.optimize(gm, shape)
-    _save(to_fx.export(optimized, shape), paths.pt2_opt)
+    program = to_fx.export(optimized, shape)
+    _save(program, paths.pt2_opt)
     write_text(paths.fx_opt_code, to_fx.fx_source(optimized, onnx_path, "after fx_optimize"))
     validation_opt = validate(paths.pt2_opt, onnx_path, sets, ort_outputs, classifier, noise)
-    manifest.record(paths.dir, "torch", None, [paths.pt2, paths.fx_code, paths.pt2_opt], started)
-    return TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
+    result = TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
+    written = [paths.pt2, paths.fx_code, paths.pt2_opt]
+    if aot:
+        from pipeline.converters import aot_compile
+
+        paths.pt2_aoti.unlink(missing_ok=True)  # never a package of an earlier conversion beside this one
+        result.aoti_seconds = aot_compile.compile_package(program, paths.pt2_aoti)
+        result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
+        result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
+    manifest.record(paths.dir, "torch", None, written, started)
+    return result
 
 
 def _save(program, path: Path) -> None:
@@ -89,12 +104,14 @@ def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...], store
 
 
 def validate(pt2: Path, onnx_path: Path, sets: dict[str, np.ndarray], ort_outputs: dict[str, Outputs], classifier: bool,
-             noise: Float32Noise | None = None) -> PairResult:
-    """A reloaded `.pt2` against ONNX Runtime's outputs on `sets`, within the model's float32 `noise` where known.
+             noise: Float32Noise | None = None, backend: str = "torch") -> PairResult:
+    """A reloaded `.pt2` against ONNX Runtime's outputs on `sets`, within the model's float32 `noise` where
+    known; `backend` says how it loads ("torch": torch.export, "aoti": an AOTInductor package).
 
     Raises:
         CheckFailed: beyond the output tolerance, or an argmax differs (classifiers).
     """
-    predict = backends.load("torch", backends.Sources(backends.Artifacts(pt2=pt2)))
-    result = compare("torch", backends.run_sets(predict, sets), "onnxruntime", ort_outputs, classifier, noise)
+    field = "pt2_aoti" if backend == "aoti" else "pt2"
+    predict = backends.load(backend, backends.Sources(backends.Artifacts(**{field: pt2})))
+    result = compare(backend, backends.run_sets(predict, sets), "onnxruntime", ort_outputs, classifier, noise)
     return require(result, f"{pt2} disagrees with {onnx_path}", with_counts=False)

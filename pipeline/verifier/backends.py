@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
-from pipeline.runtimes import ort, pt2
+from pipeline.runtimes import aoti, ort, pt2
 
 
 @dataclass
@@ -36,6 +36,7 @@ class Artifacts:
     pt2_opt: Path | None = None  # the optimized program
     onnx_f64: Path | None = None  # the float64 rebuild's conversion: the float64 proof
     native: Path | None = None  # the native model's source, `native/model.py` (its weights beside it)
+    pt2_aoti: Path | None = None  # the optimized program compiled ahead of time (AOTInductor)
 
 
 class Sources:
@@ -197,6 +198,12 @@ def torch_backend(sources: Sources) -> Predict:
 def torch_opt_backend(sources: Sources) -> Predict:
     """`model_opt.pt2` (BatchNorm folded, native ops) loaded with `torch.export.load`."""
     return torch_predict(pt2.load_module(sources.artifacts.pt2_opt))
+
+
+@register("aoti", needs="pt2_aoti")
+def aoti_backend(sources: Sources) -> Predict:
+    """`model_aoti.pt2`, the AOTInductor package, loaded with `aoti_load_package`."""
+    return torch_predict(aoti.load(sources.artifacts.pt2_aoti))
 
 
 def fx64(sources: Sources) -> Predict:
