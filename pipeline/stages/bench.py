@@ -5,7 +5,7 @@ Runtime, onnx2torch's GraphModule as converted (eager), `model.pt2` (eager), `mo
 `model_opt.pt2` under `torch.compile` (inductor, freezing on) and `model_aoti.pt2` (AOTInductor). Each
 throughput is the best of `repeats` passes over the images after a warm-up, the backends' passes
 interleaved (`time_backends`); batch-1 latency (MLPerf Tiny's metric) is timed call by call, the
-backends' calls interleaved, as p50 and p99 (`latencies`). Also measured in the same run: this machine's
+backends' calls interleaved in blocks, as p50 and p99 (`latencies`). Also measured in the same run: this machine's
 sgemm GFLOP/s (torch.mm), and — from the ONNX graph, not typed in — the model's FLOPs per image, so each
 backend's effective GFLOP/s reads as a share of the machine's peak.
 """
@@ -28,6 +28,9 @@ from pipeline.data import checkset
 
 BATCH_SIZES = (1, 32, 256)
 LATENCY_CALLS = 2_000  # single-image calls per backend for the p50/p99 (after WARMUP_IMAGES of warm-up)
+# Calls in a row per backend: a thread pool still spinning after one backend's last call (ONNX Runtime's
+# do) slows only the first call of the next backend's block, which is not counted.
+LATENCY_BLOCK = 100
 
 
 @dataclass(frozen=True)
@@ -119,10 +122,6 @@ def time_backends(runners: dict, images: np.ndarray, batch_size: int, repeats: i
         for name, run_batch in runners.items():
             best[name] = min(best[name], _seconds(lambda r=run_batch: one_pass(r, batches)))
     return {name: len(images) / seconds for name, seconds in best.items()}
-
-
-LATENCY_BLOCK = 100  # calls in a row per backend: a thread pool still spinning after the last call of one backend
-#                     (ONNX Runtime's do) slows only the first call of the next block, which is not counted
 
 
 def latencies(runners: dict, images: np.ndarray, calls: int = LATENCY_CALLS) -> dict[str, dict[str, float]]:
