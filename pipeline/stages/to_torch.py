@@ -60,6 +60,7 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     if not Path(onnx_path).is_file():
         raise BadInput(f"{onnx_path} does not exist; run `make onnx` first")
     paths = ModelPaths(Path(out_dir))
+    paths.pt2_aoti.unlink(missing_ok=True)  # never a package of an earlier conversion beside this one
     gm, n_static = to_fx.convert(onnx_path, layer_names)
     shape = onnx_graph.input_shape(onnx_path)
     stored = KerasReference(paths.keras_reference) if paths.keras_reference.is_file() else None
@@ -78,7 +79,6 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     if aot:
         from pipeline.converters import aot_compile
 
-        paths.pt2_aoti.unlink(missing_ok=True)  # never a package of an earlier conversion beside this one
         result.aoti_seconds = aot_compile.compile_package(program, paths.pt2_aoti)
         result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
         result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
