@@ -151,3 +151,18 @@ def test_counterparts_align_graphs_one_op_apart_never_by_counter_names():
     f32 = graph([("Conv", "Conv__1"), ("Relu", "Relu__2"), ("Conv", "Conv__3"), ("Conv", "Conv__4")])
     pairs = {name: node.name for name, node in layer_compare._counterparts(f64, f32).items()}
     assert pairs == {"Conv__1": "Conv__1", "Relu__3": "Relu__2", "Conv__4": "Conv__3", "Conv__5": "Conv__4"}
+
+
+def test_counterparts_pair_model_named_nodes_by_name_whatever_their_order():
+    """NASNetMobile: tf2onnx wrote two sibling Adds in one order in the float32 graph and in the other in
+    the float64 one; aligned by op type alone, each would be compared with the other (a false alarm)."""
+    from onnx import helper
+
+    def graph(ops):
+        nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=name) for i, (op, name) in enumerate(ops)]
+        return helper.make_model(helper.make_graph(nodes, "g", [], []))
+
+    f64 = graph([("Conv", "m/conv"), ("Add", "m/add_2/Add"), ("Add", "m/add3/Add"), ("Relu", "Relu__7")])
+    f32 = graph([("Conv", "m/conv"), ("Add", "m/add3/Add"), ("Add", "m/add_2/Add"), ("Relu", "Relu__9")])
+    pairs = {name: node.name for name, node in layer_compare._counterparts(f64, f32).items()}
+    assert pairs == {"m/conv": "m/conv", "m/add_2/Add": "m/add_2/Add", "m/add3/Add": "m/add3/Add", "Relu__7": "Relu__9"}

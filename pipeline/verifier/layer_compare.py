@@ -14,6 +14,8 @@ float64 conversion, the graph walk of `layer_map` places layers, and a shape mis
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -216,17 +218,31 @@ def fused_phrase(fused: list[str]) -> str:
 
 
 def _counterparts(proto_f64, proto) -> dict:
-    """{float64 graph node name: the same node of `proto`}. tf2onnx writes the two graphs alike, node for
-    node in the same order — but its optimizers may leave one more op in one of them (EfficientNetB0: a
-    Reshape in one squeeze-excite block of the float64 graph only), and names carry counters (`Conv__110`)
-    that then point at different nodes, or a wrapper's scope Keras numbered differently. So nodes are
-    paired by aligning the two op-type sequences (the longest matching blocks); a node in a stretch that
-    does not align has no counterpart, and its layer is not compared — never compared with another node."""
+    """{float64 graph node name: the same node of `proto`}. tf2onnx writes the two graphs alike, but not
+    node for node: it may order sibling branches differently (NASNetMobile: `reduction_add3` before
+    `reduction_add_2` in one graph, after it in the other), its optimizers may leave one more op in one
+    of them (EfficientNetB0: a Reshape in one squeeze-excite block of the float64 graph only), and the
+    names of the nodes it makes carry counters (`Conv__110`) that then point at different nodes. So a
+    node whose name comes from the model (no counter) pairs with the node of that name; the others by
+    aligning the two op-type sequences (the longest matching blocks), among nodes not paired by name. A
+    node left over has no counterpart, and its layer is not compared — never compared with another node."""
     import difflib
 
     nodes64, nodes = [n for n in proto_f64.graph.node if n.output], [n for n in proto.graph.node if n.output]
+    named = {n.name: n for n in nodes if n.name and not _COUNTER_NAME.fullmatch(n.name)}
+    pairs = {n.name: named[n.name] for n in nodes64 if n.name in named}
+    taken = {id(node) for node in pairs.values()}
     matcher = difflib.SequenceMatcher(None, [n.op_type for n in nodes64], [n.op_type for n in nodes], autojunk=False)
-    return {nodes64[block.a + i].name: nodes[block.b + i] for block in matcher.get_matching_blocks() for i in range(block.size)}
+    for block in matcher.get_matching_blocks():
+        for a, b in zip(nodes64[block.a: block.a + block.size], nodes[block.b: block.b + block.size], strict=True):
+            if a.name not in pairs and id(b) not in taken:
+                pairs[a.name] = b
+                taken.add(id(b))
+    return pairs
+
+
+# A name tf2onnx made for a node of its own, numbered in creation order: `Conv__110`, `const_fold_opt__12`.
+_COUNTER_NAME = re.compile(r".*__\d+")
 
 
 def _fused_into(name: str, consumers: dict[str, list[str]], placements: dict) -> str | None:
