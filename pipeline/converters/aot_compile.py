@@ -18,13 +18,12 @@ from pathlib import Path
 INDUCTOR_OPTIONS = {"freezing": True}
 
 
-def compile_package(program, path: Path, options: dict | None = None) -> float:
-    """Compile the ExportedProgram `program` into the AOTInductor package `path` (replaced whole, never half-written) with
-    `options` (default `INDUCTOR_OPTIONS`); returns the seconds it took."""
+def compile_package(program, path: Path) -> float:
+    """Compile the ExportedProgram `program` into the AOTInductor package `path` (replaced whole, never
+    half-written) with `INDUCTOR_OPTIONS`; returns the seconds it took."""
     import torch
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": not asked for
-    configs = dict(INDUCTOR_OPTIONS if options is None else options)
     started = time.perf_counter()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -32,6 +31,6 @@ def compile_package(program, path: Path, options: dict | None = None) -> float:
     # the file, so a temporary name (atomic_path's) would be the name inside it.
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as scratch:
         built = Path(scratch) / path.name
-        torch._inductor.aoti_compile_and_package(program, package_path=str(built), inductor_configs=configs)  # noqa: SLF001
+        torch._inductor.aoti_compile_and_package(program, package_path=str(built), inductor_configs=dict(INDUCTOR_OPTIONS))  # noqa: SLF001
         os.replace(built, path)
     return time.perf_counter() - started

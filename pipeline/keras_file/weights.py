@@ -87,7 +87,7 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 parts = name.split("/")
-                layer, leaf = parts[0], _leaf(parts[-1])
+                layer, leaf = parts[0], weight_leaf(parts[-1])
                 if layer in nested and len(parts) >= 3 and parts[-2] in nested[layer]:
                     layer = parts[-2]  # <nested model>/<nested model>/<layer>/<weight>
                 found.setdefault(layer, {})[leaf] = obj[()]
@@ -97,14 +97,14 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
         for layer, weights in found.items():
             if classes.get(layer) in _VAR_NAMES and all(AUTO_NAMED.fullmatch(name) for name in weights):
                 # a legacy .h5 keeps the counter names; `weight_names` lists the weights in creation order
-                order = [_leaf(str(name, "utf-8") if isinstance(name, bytes) else name) for name in _weight_names(root, layer)]
+                order = [weight_leaf(str(name, "utf-8") if isinstance(name, bytes) else name) for name in _weight_names(root, layer)]
                 names = _VAR_NAMES[classes[layer]]
                 found[layer] = {names[order.index(name)] if name in order[: len(names)] else name: value for name, value in weights.items()}
     return found
 
 
-def _leaf(h5_name: str) -> str:
-    """`conv2d/kernel:0` → `kernel`."""
+def weight_leaf(h5_name: str) -> str:
+    """A weight's own name from its full one: `conv2d/kernel:0` → `kernel`."""
     return h5_name.split("/")[-1].split(":")[0]
 
 

@@ -111,7 +111,6 @@ def validate(pt2: Path, onnx_path: Path, sets: dict[str, np.ndarray], ort_output
     Raises:
         CheckFailed: beyond the output tolerance, or an argmax differs (classifiers).
     """
-    field = "pt2_aoti" if backend == "aoti" else "pt2"
-    predict = backends.load(backend, backends.Sources(backends.Artifacts(**{field: pt2})))
+    predict = backends.load(backend, backends.Sources(backends.Artifacts(**{backends.needs(backend): pt2})))
     result = compare(backend, backends.run_sets(predict, sets), "onnxruntime", ort_outputs, classifier, noise)
     return require(result, f"{pt2} disagrees with {onnx_path}", with_counts=False)

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.atomic import atomic_path
-from pipeline.keras_file.weights import AUTO_NAMED
+from pipeline.keras_file.weights import AUTO_NAMED, weight_leaf
 from pipeline.tf_side import float64
 from pipeline.tf_side.loading import keras_api
 
@@ -32,7 +32,7 @@ def _name(variable, layer) -> str:
     without a name (ConvNeXt's LayerScale) gets Keras's counter name, `variable` or `variable_7` — a
     different one in the float64 twin, built later in the same process —, so it is named after the
     layer attribute that holds it, as `keras_file.weights` names it."""
-    raw = (getattr(variable, "path", None) or variable.name).split("/")[-1].split(":")[0]
+    raw = weight_leaf(getattr(variable, "path", None) or variable.name)
     if AUTO_NAMED.fullmatch(raw):
         raw = next((attribute for attribute, value in vars(layer).items() if value is variable), raw)
     return f"{layer.name}/{raw}"

@@ -109,6 +109,11 @@ def available(artifacts: Artifacts) -> list[str]:
     return [name for name, (needs, _) in _REGISTRY.items() if getattr(artifacts, needs) is not None]
 
 
+def needs(name: str) -> str:
+    """The `Artifacts` field backend `name` loads from."""
+    return _REGISTRY[name][0]
+
+
 def load(name: str, sources: Sources) -> Predict:
     """Backend `name`'s predict function over `sources` (NotApplicable where it does not apply)."""
     return _REGISTRY[name][1](sources)

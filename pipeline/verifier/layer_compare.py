@@ -15,7 +15,6 @@ float64 conversion, the graph walk of `layer_map` places layers, and a shape mis
 from __future__ import annotations
 
 import re
-
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
