@@ -20,7 +20,7 @@ ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
 CODE_MK  := .make/code.mk
 
-.PHONY: help install fetch onnx torch native verify evaluate bench zoo all test zoo-test clean
+.PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo all test zoo-test clean
 .DEFAULT_GOAL := help
 
 help: ## list the targets and variables
@@ -71,6 +71,9 @@ $(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) $(CODE_evaluate)
 bench: $(DIR)/bench.json ## batch-1 latency and images/s of Keras, onnxruntime, onnx2torch, model.pt2, model_opt.pt2 (eager, compiled), model_aoti.pt2
 $(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $(TEST_SET) $(CODE_bench)
 	$(PY) -m pipeline bench $(ARGS)
+
+aot-options: $(DIR)/model_opt.pt2 $(TEST_SET) ## each AOTInductor setting for model_aoti.pt2 compiled, checked and timed against onnxruntime: aot_options.md
+	$(PY) -m pipeline aot-options $(ARGS)
 
 zoo: ## Keras Applications (calibrated random weights, .keras and .h5) through onnx, torch, verify: $(OUT)/zoo/summary.md
 	$(PY) -m pipeline zoo --out $(OUT) $(if $(ZOO),--models $(ZOO))

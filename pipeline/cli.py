@@ -1,4 +1,4 @@
-"""`python -m pipeline {fetch,onnx,torch,verify,evaluate,bench,report,all}`: parse, call the stage, print,
+"""`python -m pipeline {fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,all}`: parse, call the stage, print,
 map errors to exit codes. Nothing else lives here.
 
 Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors are one line on stderr;
@@ -206,6 +206,17 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_aot_options(args) -> int:
+    from pipeline.stages import aot_options
+
+    started = time.perf_counter()
+    names = tuple(n.strip() for n in args.variants.split(";") if n.strip()) if args.variants else ()
+    aot_options.run(_model_paths(args), args.data, names)
+    print((_model_paths(args).dir / "aot_options.md").read_text(), end="")
+    _say(f"aot-options: wrote {_model_paths(args).dir / 'aot_options.md'} [{time.perf_counter() - started:.1f} s]")
+    return 0
+
+
 def cmd_report(args) -> int:
     from pipeline.stages import report
 
@@ -261,7 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "Normalization states, else [0,1], [-1,1] and [0,255])")
 
     parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,native,verify,evaluate,bench,report,zoo,all}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,all}")
     sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
     sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)
     torch_parser = sub.add_parser("torch", parents=[common, onnx_opt],
@@ -292,6 +303,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--threads", type=int, default=BenchOptions.threads, help="threads for every backend (default: %(default)s)")
     bench_parser.add_argument("--no-keras", action="store_true", help="leave out Keras (no TensorFlow process)")
     bench_parser.set_defaults(func=cmd_bench)
+    aot_parser = sub.add_parser("aot-options", parents=[common],
+                                help="each AOTInductor setting compiled, checked and timed against onnxruntime (aot_options.md)")
+    aot_parser.add_argument("--variants", help="semicolon-separated variant names (default: all; see aot_options.VARIANTS)")
+    aot_parser.set_defaults(func=cmd_aot_options)
     sub.add_parser("report", parents=[common], help="rewrite report.md and print the summary").set_defaults(func=cmd_report)
     zoo_parser = sub.add_parser("zoo", parents=[common], help="Keras Applications with calibrated random weights through onnx, torch, "
                                                                "verify: OUT/zoo/summary.md")

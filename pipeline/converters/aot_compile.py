@@ -18,9 +18,9 @@ from pathlib import Path
 INDUCTOR_OPTIONS = {"freezing": True}
 
 
-def compile_package(program, path: Path) -> float:
+def compile_package(program, path: Path, options: dict | None = None) -> float:
     """Compile the ExportedProgram `program` into the AOTInductor package `path` (replaced whole, never
-    half-written) with `INDUCTOR_OPTIONS`; returns the seconds it took."""
+    half-written) with the inductor settings `options` (default `INDUCTOR_OPTIONS`); returns the seconds it took."""
     import torch
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": not asked for
@@ -31,6 +31,10 @@ def compile_package(program, path: Path) -> float:
     # the file, so a temporary name (atomic_path's) would be the name inside it.
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as scratch:
         built = Path(scratch) / path.name
-        torch._inductor.aoti_compile_and_package(program, package_path=str(built), inductor_configs=dict(INDUCTOR_OPTIONS))  # noqa: SLF001
+        # Under no_grad: inductor freezes (folds and prepacks the weights) only when gradients are off; with
+        # them on, "freezing" is silently ignored.
+        with torch.no_grad():
+            torch._inductor.aoti_compile_and_package(  # noqa: SLF001
+                program, package_path=str(built), inductor_configs=dict(INDUCTOR_OPTIONS if options is None else options))
         os.replace(built, path)
     return time.perf_counter() - started
