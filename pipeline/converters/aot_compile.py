@@ -13,8 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
-# Inductor settings the package is compiled with; each option tried and its figure is in the README
-# ("Speed"). freezing: the weights become constants, folded and prepacked for oneDNN (inference only).
+# Inductor settings the package is compiled with, chosen by `make aot-options` (every setting tried, its
+# figures in the README, "Speed"). freezing: the weights become constants, folded and prepacked for oneDNN
+# with BiasAdd/ReLU/Add fused into the convolutions (inference only): 0.91× ONNX Runtime at batch 256, 0.72× without.
 INDUCTOR_OPTIONS = {"freezing": True}
 
 
