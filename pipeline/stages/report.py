@@ -202,6 +202,19 @@ def write_report(out_dir: Path, model: Path | None = None) -> Path:
     return paths.report_md
 
 
+def _stage_times(paths: ModelPaths) -> list[tuple[str, str]]:
+    """The row of each stage's seconds (as the manifest recorded them when the stage last ran; start-up of
+    its interpreter not included) and their sum."""
+    stages = {name: facts for name, facts in manifest.load(paths.dir).get("stages", {}).items() if "seconds" in facts}
+    if not stages:
+        return []
+    parts = [f"{name} {facts['seconds']:.1f}"
+             + (f" (AOT compile {facts['aot_compile_seconds']:.1f})" if "aot_compile_seconds" in facts else "")
+             for name, facts in stages.items()]
+    total = sum(facts["seconds"] for facts in stages.values())
+    return [("seconds", f"{' · '.join(parts)} — {total:.1f} in all (each stage when it last ran; interpreter start-up not counted)")]
+
+
 def summary(out_dir: Path) -> str:
     """The short table `make all` ends with."""
     paths = ModelPaths(Path(out_dir))
@@ -227,5 +240,6 @@ def summary(out_dir: Path) -> str:
         rows.append(("evaluate", f"{'PASSED' if evaluate['passed'] else 'FAILED'} — model.pt2 top-1 "
                                  f"{evaluate['accuracy']:.4f} ({evaluate['correct']:,}/{evaluate['total']:,}){sub}; {others}"))
     rows.append(("report", str(paths.report_md)))
+    rows.extend(_stage_times(paths))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)

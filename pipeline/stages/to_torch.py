@@ -82,7 +82,7 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
         result.aoti_seconds = aot_compile.compile_package(program, paths.pt2_aoti)
         result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
         result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
-    manifest.record(paths.dir, "torch", None, written, started)
+    manifest.record(paths.dir, "torch", None, written, started, **({"aot_compile_seconds": round(result.aoti_seconds, 1)} if aot else {}))
     return result
 
 
