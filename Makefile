@@ -9,6 +9,7 @@ OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
 DATA   ?= data## fetched model and CIFAR-10 test set
 INPUTS ?=## optional .npy of your own sample inputs, shape (N, *input shape), added to every check
 ZOO    ?=## optional comma-separated architectures for `make zoo` (default: all 13)
+VARIANTS ?=## optional semicolon-separated settings for `make aot-options` (default: all)
 INPUT_RANGE ?=## optional LO,HI to draw the random check inputs from (default: the model's own range, else several)
 
 PY    := .venv/bin/python
@@ -73,7 +74,7 @@ $(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $
 	$(PY) -m pipeline bench $(ARGS)
 
 aot-options: $(DIR)/model_opt.pt2 $(TEST_SET) ## each AOTInductor setting for model_aoti.pt2 compiled, checked and timed against onnxruntime: aot_options.md
-	$(PY) -m pipeline aot-options $(ARGS)
+	$(PY) -m pipeline aot-options $(ARGS) $(if $(VARIANTS),--variants "$(VARIANTS)")
 
 zoo: ## Keras Applications (calibrated random weights, .keras and .h5) through onnx, torch, verify: $(OUT)/zoo/summary.md
 	$(PY) -m pipeline zoo --out $(OUT) $(if $(ZOO),--models $(ZOO))

@@ -211,9 +211,10 @@ def cmd_aot_options(args) -> int:
 
     started = time.perf_counter()
     names = tuple(n.strip() for n in args.variants.split(";") if n.strip()) if args.variants else ()
-    aot_options.run(_model_paths(args), args.data, names)
-    print((_model_paths(args).dir / "aot_options.md").read_text(), end="")
-    _say(f"aot-options: wrote {_model_paths(args).dir / 'aot_options.md'} [{time.perf_counter() - started:.1f} s]")
+    paths = _model_paths(args)
+    aot_options.run(paths, args.data, names)
+    print(paths.aot_options_md.read_text(), end="")
+    _say(f"aot-options: wrote {paths.aot_options_md} [{time.perf_counter() - started:.1f} s]")
     return 0
 
 

@@ -66,9 +66,9 @@ def test_a_file_that_is_not_a_package_is_bad_input(tmp_path):
 
 
 @pytest.mark.real_data
-def test_the_package_is_frozen_its_convolutions_prepacked_for_onednn(real_run):
+def test_the_package_is_frozen_its_convolutions_fused_onednn_calls(real_run):
     """Freezing applies only with gradients off; with them on, inductor ignores it and the package calls
-    ATen's generic convolution (0.72× instead of 0.91× of ONNX Runtime at batch 256, README "Speed")."""
+    ATen's generic convolution (3,548 instead of 3,974 img/s at batch 256 here, README "Speed")."""
     import re
     import zipfile
 

@@ -111,6 +111,15 @@ class ModelPaths:
         return self.dir / "bench.png"
 
     @property
+    def aot_options_json(self) -> Path:
+        """`make aot-options`: each AOTInductor setting's figures (`stages/aot_options`)."""
+        return self.dir / "aot_options.json"
+
+    @property
+    def aot_options_md(self) -> Path:
+        return self.dir / "aot_options.md"
+
+    @property
     def fx_code(self) -> Path:
         return self.dir / "model_fx.py"
 

@@ -2,7 +2,7 @@
 shared library in a package, dynamic batch as the program has it.
 
 Per-operator dispatch, not arithmetic, is what a 12.5-MMAC model spends its time on at batch 1: a
-compiled package runs the whole graph from C++, with the convolutions' weights prepacked once.
+compiled package runs the whole graph from C++ (README "Speed": how far that gets, and what still costs).
 """
 
 from __future__ import annotations
@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 # Inductor settings the package is compiled with, chosen by `make aot-options` (every setting tried, its
-# figures in the README, "Speed"). freezing: the weights become constants, folded and prepacked for oneDNN
-# with BiasAdd/ReLU/Add fused into the convolutions (inference only): 0.91× ONNX Runtime at batch 256, 0.72× without.
+# figures in the README, "Speed"). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
+# fused into oneDNN convolutions (inference only; prepacked too where the batch is static, not ours).
 INDUCTOR_OPTIONS = {"freezing": True}
 
 

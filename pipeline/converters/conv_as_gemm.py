@@ -31,8 +31,9 @@ _CONV2D_DEFAULTS = (None, None, None, (1, 1), (0, 0), (1, 1), 1)  # aten.conv2d'
 
 
 def rewrite(gm) -> int:
-    """Replace, in place, every `aten.conv2d` of the exported module `gm` that `conv_as_gemm` covers (groups 1,
-    dilation 1, numeric padding); returns how many were replaced."""
+    """Replace, in place, every `aten.conv2d` of the exported module `gm` that `conv_as_gemm` covers (batched
+    4-D input, groups 1, dilation 1; string padding is another overload, left as it is); returns how many
+    were replaced."""
     import torch
 
     conv2d = torch.ops.aten.conv2d.default
@@ -41,7 +42,8 @@ def rewrite(gm) -> int:
         if node.op != "call_function" or node.target is not conv2d:
             continue
         x, weight, bias, stride, padding, dilation, groups = (*node.args, *_CONV2D_DEFAULTS[len(node.args):])
-        if node.kwargs or groups != 1 or tuple(dilation) != (1, 1) or isinstance(padding, str):
+        value = x.meta.get("val")
+        if node.kwargs or groups != 1 or tuple(dilation) != (1, 1) or value is None or value.dim() != 4:
             continue
         with gm.graph.inserting_before(node):
             gemm = gm.graph.call_function(conv_as_gemm, (x, weight, bias, tuple(stride), tuple(padding)))

@@ -18,9 +18,12 @@ def load(path: Path):
 
     try:
         package = torch._inductor.aoti_load_package(str(path))  # noqa: SLF001 — the documented entry point lives there
-    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+        run, outputs = package.loader.boxed_run, package.loader.get_call_spec()[1]
+    except (RuntimeError, ValueError, OSError, KeyError, AttributeError) as exc:
         raise BadInput(f"{path} is not a loadable AOTInductor package ({' '.join(str(exc).split())[:160]}); rerun `make torch`") from exc
+    if torch.utils._pytree.treespec_loads(outputs).num_leaves != 1:  # noqa: SLF001
+        return package  # not one of ours: its own __call__ gives every output back in its structure
     # The package's own __call__ parses its input and output specs from JSON on every call (~20 µs, against
-    # ONNX Runtime's ~0.3 ms for a whole batch-1 inference here); ours is one tensor in, one out, so the compiled runner is called directly.
-    run = package.loader.boxed_run
+    # ONNX Runtime's ~0.3 ms for a whole batch-1 inference here); ours is one tensor in, one out, so the
+    # compiled runner is called directly.
     return lambda images: run([images])[0]

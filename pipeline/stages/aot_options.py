@@ -21,12 +21,14 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.atomic import write_text
-from pipeline.common.errors import BadInput, CheckFailed
+from pipeline.common.errors import BadInput, CheckFailed, PipelineError
 from pipeline.common.paths import ModelPaths
 from pipeline.common.tolerances import ATOL_PROB
+from pipeline.converters import aot_compile
 
-TIMED_IMAGES = 2_560  # test images per batch-256 pass (10 batches) and the pool the single-image calls draw from
+TIMED_IMAGES = 2_560  # per batch-256 pass, a multiple of 256 (the batch-256-only package takes no other size); the pool of single-image calls
 LATENCY_CALLS = 1_000  # single-image calls per backend for the p50
+CHILD_TIMEOUT_S = 1_800  # one variant's compile and timing (max_autotune took 2 min here)
 
 
 @dataclass(frozen=True)
@@ -42,23 +44,25 @@ class Variant:
     convs_as_gemm: bool = False  # convolutions rewritten as im2col + GEMM (`conv_as_gemm`) before compiling
 
 
-FREEZING = {"freezing": True}
+FREEZING = aot_compile.INDUCTOR_OPTIONS  # the shipped setting: the row "freezing" is the package `make torch` builds
 VARIANTS = (
     Variant("default", "no settings: ATen convolutions (oneDNN behind them), inductor's own kernels between them"),
-    Variant("freezing", "weights folded and prepacked for oneDNN; BiasAdd, ReLU and the residual Add fused into the convolutions",
-            FREEZING),
+    Variant("freezing", "shipped: weights folded, BiasAdd, ReLU and the residual Add fused into oneDNN convolutions "
+            "(weights prepacked only where the batch is static)", FREEZING),
     Variant("freezing, NCHW", "as freezing, layout optimisation off (no channels-last activations)",
             {**FREEZING, "layout_optimization": False}),
-    Variant("freezing, batch 1 only", "as freezing, the program exported for batch 1 alone (static shapes)", FREEZING, static_batch=1),
+    Variant("freezing, batch 1 only", "as freezing, the program exported for batch 1 alone: weights prepacked once", FREEZING,
+            static_batch=1),
     Variant("freezing, batch 256 only", "as freezing, exported for batch 256 alone", FREEZING, static_batch=256),
     Variant("freezing, 1 thread", "as freezing, torch and ONNX Runtime on one thread each", FREEZING, threads=1),
     Variant("freezing, oneDNN AVX2", "as freezing, oneDNN held to AVX2 kernels (ONEDNN_MAX_CPU_ISA)", FREEZING,
             env={"ONEDNN_MAX_CPU_ISA": "AVX2"}),
     Variant("no epilogue fusion", "as freezing, inductor's pointwise fusion off (epilogue_fusion False)",
             {**FREEZING, "epilogue_fusion": False}),
-    Variant("im2col + GEMM", "convolutions as channels-last im2col + addmm (the input permute folded in); ATen GEMMs",
-            convs_as_gemm=True),
-    Variant("im2col + GEMM, max_autotune", "as im2col + GEMM, frozen, GEMMs autotuned among inductor's CPU C++ templates and ATen",
+    Variant("im2col + GEMM", "convolutions as channels-last im2col + addmm (NCHW only around them, for inductor to cancel "
+            "against the input permute); ATen GEMMs", convs_as_gemm=True),
+    Variant("im2col + GEMM, max_autotune", "as im2col + GEMM, frozen, GEMMs autotuned (at the export's batch-2 size hint) "
+            "among inductor's CPU C++ templates and ATen",
             {**FREEZING, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}, convs_as_gemm=True),
 )
 
@@ -79,22 +83,26 @@ def run(paths: ModelPaths, data: Path, names: tuple[str, ...] = (), progress: bo
     rows = []
     for variant in tqdm(chosen, desc="aot-options (variants)", disable=not progress):
         rows.append(_in_child(variant, paths, data))
-    write_text(paths.dir / "aot_options.json", json.dumps(rows, indent=2) + "\n")
-    write_text(paths.dir / "aot_options.md", table(rows) + "\n")
+        # After every variant: a later one failing (a compile error, memory) keeps the minutes already measured.
+        write_text(paths.aot_options_json, json.dumps(rows, indent=2) + "\n")
+        write_text(paths.aot_options_md, table(rows) + "\n")
     return rows
 
 
 def _in_child(variant: Variant, paths: ModelPaths, data: Path) -> dict:
     with tempfile.TemporaryDirectory(prefix="aot-option-") as scratch:
         result = Path(scratch) / "row.json"
-        job = {"variant": variant.name, "dir": str(paths.dir), "data": str(data), "package": str(Path(scratch) / "model_aoti.pt2"),
+        job = {"variant": asdict(variant), "dir": str(paths.dir), "data": str(data), "package": str(Path(scratch) / "model_aoti.pt2"),
                "result": str(result)}
         env = {**os.environ, **variant.env}
-        child = subprocess.run([sys.executable, "-m", "pipeline.stages.aot_options", json.dumps(job)], env=env,
-                               capture_output=True, text=True)
+        try:
+            child = subprocess.run([sys.executable, "-m", "pipeline.stages.aot_options", json.dumps(job)], env=env,
+                                   capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
+        except subprocess.TimeoutExpired as exc:
+            raise PipelineError(f"AOT variant {variant.name!r} took over {CHILD_TIMEOUT_S} s; leave it out with --variants") from exc
         if child.returncode != 0 or not result.is_file():
             tail = " ".join(child.stderr.split()[-40:])
-            raise CheckFailed(f"AOT variant {variant.name!r} failed (exit {child.returncode}): {tail}")
+            raise PipelineError(f"AOT variant {variant.name!r} failed (exit {child.returncode}): {tail}")
         return json.loads(result.read_text())
 
 
@@ -102,7 +110,7 @@ def measure(variant: Variant, paths: ModelPaths, data: Path, package: Path) -> d
     """Compile `variant` into `package`, check it against ONNX Runtime on the test images, time both."""
     import torch
 
-    from pipeline.converters import aot_compile, conv_as_gemm, to_fx
+    from pipeline.converters import conv_as_gemm, to_fx
     from pipeline.data import cifar
     from pipeline.runtimes import aoti
     from pipeline.runtimes.pt2 import load_program
@@ -111,15 +119,18 @@ def measure(variant: Variant, paths: ModelPaths, data: Path, package: Path) -> d
     threads = variant.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
     images = cifar.load(data).images[:TIMED_IMAGES].astype(np.float32)
-    module = load_program(paths.pt2_opt).module()
-    rewritten = conv_as_gemm.rewrite(module) if variant.convs_as_gemm else 0
-    example = torch.from_numpy(images[: variant.static_batch or 2])
-    with torch.no_grad():
-        if variant.static_batch:
-            program = torch.export.export(module, (example,))
-        else:
-            batch = torch.export.Dim("batch", min=1, max=to_fx.MAX_BATCH)
-            program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+    if len(images) < TIMED_IMAGES:
+        raise BadInput(f"{data} holds {len(images):,} test images; the timing needs {TIMED_IMAGES:,}")
+    program, rewritten = load_program(paths.pt2_opt), 0  # as it is: what `make torch` compiles
+    if variant.convs_as_gemm or variant.static_batch:
+        module = program.module()
+        if variant.convs_as_gemm:
+            rewritten = conv_as_gemm.rewrite(module)
+            if not rewritten:
+                raise CheckFailed(f"AOT variant {variant.name!r}: no convolution was rewritten; it would time the plain model")
+        with torch.no_grad():
+            program = (torch.export.export(module, (torch.from_numpy(images[: variant.static_batch]),)) if variant.static_batch
+                       else to_fx.export(module, images.shape[1:]))
     seconds = aot_compile.compile_package(program, package, variant.inductor)
     compiled = aoti.load(package)
     ort = bench.onnxruntime_runner(paths.onnx, threads)
@@ -165,7 +176,7 @@ def table(rows: list[dict]) -> str:
 
 
 def _child(job: dict) -> None:
-    variant = next(v for v in VARIANTS if v.name == job["variant"])
+    variant = Variant(**job["variant"])
     started = time.perf_counter()
     row = measure(variant, ModelPaths(Path(job["dir"])), Path(job["data"]), Path(job["package"]))
     row["seconds"] = round(time.perf_counter() - started, 1)
