@@ -25,6 +25,7 @@ from pipeline.common.errors import BadInput, CheckFailed, PipelineError
 from pipeline.common.paths import ModelPaths
 from pipeline.common.tolerances import ATOL_PROB
 from pipeline.converters import aot_compile
+from pipeline.stages import bench
 
 TIMED_IMAGES = 2_560  # per batch-256 pass, a multiple of 256 (the batch-256-only package takes no other size); the pool of single-image calls
 LATENCY_CALLS = 1_000  # single-image calls per backend for the p50
@@ -72,9 +73,7 @@ def run(paths: ModelPaths, data: Path, names: tuple[str, ...] = (), progress: bo
     table; returns its rows."""
     from tqdm import tqdm
 
-    for needed in (paths.onnx, paths.pt2_opt):
-        if not needed.is_file():
-            raise BadInput(f"{needed} does not exist; run `make torch` first")
+    bench.require_built(paths.onnx, paths.pt2_opt)
     known = {v.name: v for v in VARIANTS}
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -114,7 +113,6 @@ def measure(variant: Variant, paths: ModelPaths, data: Path, package: Path) -> d
     from pipeline.data import cifar
     from pipeline.runtimes import aoti
     from pipeline.runtimes.pt2 import load_program
-    from pipeline.stages import bench
 
     threads = variant.threads or os.cpu_count() or 1
     torch.set_num_threads(threads)
@@ -132,12 +130,8 @@ def measure(variant: Variant, paths: ModelPaths, data: Path, package: Path) -> d
             program = (torch.export.export(module, (torch.from_numpy(images[: variant.static_batch]),)) if variant.static_batch
                        else to_fx.export(module, images.shape[1:]))
     seconds = aot_compile.compile_package(program, package, variant.inductor)
-    compiled = aoti.load(package)
+    aot = bench.torch_runner(aoti.load(package), torch.device("cpu"))
     ort = bench.onnxruntime_runner(paths.onnx, threads)
-
-    def aot(batch):
-        with torch.inference_mode():
-            return compiled(torch.from_numpy(batch))
 
     sizes = [variant.static_batch] if variant.static_batch else [1, 256]
     worst, flips, checked = 0.0, 0, 0

@@ -142,7 +142,8 @@ def latencies(runners: dict, images: np.ndarray, calls: int = LATENCY_CALLS) -> 
             for name, t in times.items()}
 
 
-def _torch_runner(module, device):
+def torch_runner(module, device):
+    """`module` as a runner of NumPy batches: inference mode, on `device`, synchronised on CUDA."""
     import torch
 
     def run_batch(batch):
@@ -165,23 +166,23 @@ def torch_runners(paths: ModelPaths, onnx_path: Path, device, compile_warmup: np
     from pipeline.runtimes.pt2 import load_module
 
     runners, notes = {}, {}
-    runners["onnx2torch eager"] = _torch_runner(to_fx.convert_raw(onnx_path).to(device), device)
-    runners["model.pt2 eager"] = _torch_runner(load_module(paths.pt2).to(device), device)
+    runners["onnx2torch eager"] = torch_runner(to_fx.convert_raw(onnx_path).to(device), device)
+    runners["model.pt2 eager"] = torch_runner(load_module(paths.pt2).to(device), device)
     optimized = load_module(paths.pt2_opt).to(device)
-    runners["model_opt.pt2 eager"] = _torch_runner(optimized, device)
+    runners["model_opt.pt2 eager"] = torch_runner(optimized, device)
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True  # constant-fold weights and prepack them for oneDNN: inference only
     compiled = torch.compile(optimized)
     started = time.perf_counter()
     for size in batch_sizes:  # one compile per batch-size specialisation, before timing starts
-        _torch_runner(compiled, device)(compile_warmup[:size])
+        torch_runner(compiled, device)(compile_warmup[:size])
     notes["torch.compile seconds (all batch sizes)"] = round(time.perf_counter() - started, 1)
-    runners["model_opt.pt2 compiled"] = _torch_runner(compiled, device)
+    runners["model_opt.pt2 compiled"] = torch_runner(compiled, device)
     if paths.pt2_aoti.is_file() and device.type == "cpu":  # the package is compiled for the CPU
         from pipeline.runtimes import aoti
 
-        runners["model_aoti.pt2"] = _torch_runner(aoti.load(paths.pt2_aoti), device)
+        runners["model_aoti.pt2"] = torch_runner(aoti.load(paths.pt2_aoti), device)
     return runners, notes
 
 
@@ -196,6 +197,13 @@ def onnxruntime_runner(onnx_path: Path, threads: int):
     return lambda batch: session.run(None, {name: batch})
 
 
+def require_built(*needed: Path) -> None:
+    """BadInput naming the first of the artifacts `needed` that is not there."""
+    for path in needed:
+        if not path.is_file():
+            raise BadInput(f"{path} does not exist; run `make torch` first")
+
+
 def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOptions(), progress: bool = True) -> BenchResult:
     """Time every backend at every batch size; write `bench.json` and `bench.png` into `out_dir`."""
     import onnxruntime
@@ -208,9 +216,7 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     from pipeline.runtimes import keras as keras_runtime
 
     paths = ModelPaths(Path(out_dir))
-    for needed in (paths.onnx, paths.pt2, paths.pt2_opt):
-        if not needed.is_file():
-            raise BadInput(f"{needed} does not exist; run `make torch` first")
+    require_built(paths.onnx, paths.pt2, paths.pt2_opt)
     device = devices.select(options.device, options.allow_tf32)
     torch.set_num_threads(options.threads)
     images = cifar.load(data).images[: options.images].astype(np.float32)
