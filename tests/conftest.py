@@ -81,13 +81,18 @@ def real_reference_copy(real_run, tmp_path) -> Path:
 @pytest.fixture(scope="session")
 def family_models(tmp_path_factory) -> dict[tuple[str, str], tuple]:
     """{(family, flavour): (model file, artifacts folder)}, each converted by the worker."""
+    from concurrent.futures import ThreadPoolExecutor
+
     folder, out = tmp_path_factory.mktemp("families"), tmp_path_factory.mktemp("families_out")
-    jobs = {}
-    for flavour in families.FLAVOURS:
-        for name, path in families.build(folder, flavour).items():
-            jobs[(name, flavour)] = (path, out / f"{name}_{flavour}")
-    families.convert_all(list(jobs.values()))
-    return jobs
+
+    def flavour_jobs(flavour: str) -> dict[tuple[str, str], tuple]:
+        jobs = {(name, flavour): (path, out / f"{name}_{flavour}") for name, path in families.build(folder, flavour).items()}
+        families.convert_all(list(jobs.values()))
+        return jobs
+
+    # One TensorFlow process per flavour, both at once: tf2onnx converts on one core, and CI has two.
+    with ThreadPoolExecutor(len(families.FLAVOURS)) as pool:
+        return {key: job for jobs in pool.map(flavour_jobs, families.FLAVOURS) for key, job in jobs.items()}
 
 
 @pytest.fixture(scope="session")

@@ -53,6 +53,10 @@ def _worker_running(parent: int) -> bool:
     return False
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["ctrl-c", "kill-9"])
 def test_interrupted_onnx_rerun_leaves_model_onnx_intact(sig, tiny_converted, tiny_data, tmp_path):
     model, _, paths, _, _ = tiny_converted
@@ -61,7 +65,10 @@ def test_interrupted_onnx_rerun_leaves_model_onnx_intact(sig, tiny_converted, ti
     before = (folder / "model.onnx").read_bytes()
     command = [sys.executable, "-m", "pipeline", "onnx", "--model", str(model), "--data", str(tiny_data), "--out", str(tmp_path)]
     # Its own process group, as a terminal gives a command: the signal reaches the stage and its TensorFlow worker.
-    process = subprocess.Popen(command, cwd=helpers.ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    # Ctrl-C's default action restored in the child: a runner started in the background (`cmd &`) hands its
+    # children SIGINT ignored, and Python then never raises KeyboardInterrupt — the stage would not stop.
+    process = subprocess.Popen(command, cwd=helpers.ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                               preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
     while not _worker_running(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -31,10 +31,12 @@ def test_a_zoo_member_verifies_with_the_float64_proof(zoo_member):
     assert all(any(d["backend"] == "native" and d["passed"] for d in r["diffs"]) for r in layers["layers"] if r["note"] != NO_KERAS_OUTPUT)
 
 
-@pytest.mark.slow
+@pytest.mark.zoo
 def test_a_second_zoo_member_verifies_from_its_legacy_h5(zoo_member):
     """EfficientNetV2B0 as the legacy `.h5` older models arrive in: a Keras 3 file read back by Keras 3's
-    legacy loader, squeeze-excite blocks, stochastic-depth Dropout with a noise shape, Normalization."""
+    legacy loader, squeeze-excite blocks, stochastic-depth Dropout with a noise shape, Normalization.
+    In `make zoo-test` (3½ minutes); `make test` keeps the legacy-loader path on small Keras-3-written
+    `.h5` files (test_families) and the real ResNet8."""
     row, model, out = zoo_member("EfficientNetV2B0", "h5")
     assert row.converted and row.verdict == "verified", row
     assert row.proof_max_abs_diff is not None and row.proof_max_abs_diff < 1e-9
