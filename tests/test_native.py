@@ -156,11 +156,56 @@ def test_training_parity_fails_on_planted_batchnorm_bugs(real_run, tmp_path, old
     target = _copy_with_source_edit(paths, tmp_path, old, new)
     model, source = load.load(target / "native" / "model.py", target / "native" / "model.safetensors")
     weights_map = json.loads((target / "native" / "weights_map.json").read_text())
-    report = training.run(KerasModel.open(helpers.REAL_MODEL), model, source, weights_map, data, target / "native" / "parity.json")
-    assert not report.passed
+    report = training.run(KerasModel.open(helpers.REAL_MODEL), model, source, weights_map, data, target / "native" / "parity.json",
+                          stored=target / paths.keras_training_step.name)
+    assert not report.passed and report.keras_step == training.STORED_STEP
     assert report.worst[kind] > 100 * TRAIN_RTOL
     with pytest.raises(Exception, match="training parity failed"):
         report.raise_if_failed()
+
+
+@pytest.mark.slow
+def test_the_native_stage_takes_keras_step_from_the_onnx_stage(real_run):
+    """`all` starts no TensorFlow process for the native stage's parity: the onnx stage's took Keras's step."""
+    _, paths, _ = real_run
+    parity = json.loads(paths.native_parity.read_text())
+    assert parity["passed"] and parity["keras_step"] == training.STORED_STEP
+
+
+@pytest.mark.slow
+def test_a_wrong_stored_keras_step_fails_parity_at_its_weight(real_run, tmp_path):
+    """The stored step is what the native model is held to: one gradient of it 1% off (float32 and float64
+    alike, as a different Keras step would be) fails there, and only there."""
+    _, paths, data = real_run
+    with np.load(paths.keras_training_step) as archive:
+        stored = {key: archive[key] for key in archive.files}
+    for key in ("grad/conv2d_4/kernel", "f64/grad/conv2d_4/kernel"):
+        stored[key] = stored[key] * np.float32(1.01)
+    np.savez(tmp_path / "step.npz", **stored)
+    model, source = load.load(paths.native_source, paths.native_weights)
+    weights_map = json.loads(paths.native_weights_map.read_text())
+    report = training.run(KerasModel.open(helpers.REAL_MODEL), model, source, weights_map, data, tmp_path / "parity.json",
+                          stored=tmp_path / "step.npz")
+    assert report.keras_step == training.STORED_STEP
+    assert {(row.weight, row.kind) for row in report.rows if not row.passed} == {("conv2d_4/kernel", "gradient")}
+
+
+def test_a_stored_keras_step_is_used_only_for_its_own_model_and_batch(tmp_path):
+    from types import SimpleNamespace
+
+    from pipeline.common.keras_job import STEP_BATCH_KEYS, STEP_MODEL_KEY
+    from pipeline.verifier.training_batch import stored_step
+
+    inputs, labels, keras = np.arange(12, dtype=np.float32).reshape(2, 6), np.array([1, 0]), SimpleNamespace(sha256="a" * 64)
+    batch = dict(zip(STEP_BATCH_KEYS, (inputs, labels, np.array("mean_squared_error")), strict=True))
+    np.savez(tmp_path / "step.npz", **{"grad/d/kernel": np.ones(3), **batch, STEP_MODEL_KEY: np.array(keras.sha256)})
+    path = tmp_path / "step.npz"
+    assert set(stored_step(path, keras, inputs, labels, "mean_squared_error")) == {"grad/d/kernel"}
+    assert stored_step(path, keras, inputs + 1, labels, "mean_squared_error") is None
+    assert stored_step(path, keras, inputs, labels[::-1], "mean_squared_error") is None
+    assert stored_step(path, keras, inputs, labels, "sparse_categorical_crossentropy") is None
+    assert stored_step(path, SimpleNamespace(sha256="b" * 64), inputs, labels, "mean_squared_error") is None
+    assert stored_step(tmp_path / "missing.npz", keras, inputs, labels, "mean_squared_error") is None
 
 
 def test_torch_adam_epsilon_takes_keras_first_step():

@@ -25,6 +25,11 @@ ERROR_PREFIX = "pipeline-error: "
 WORKER_TIMEOUT_S = 1800
 
 
+# What a stored training step was taken on (`training` below): the batch, and the model's SHA-256.
+STEP_BATCH_KEYS = ("batch/inputs", "batch/labels", "batch/loss")
+STEP_MODEL_KEY = "model_sha256"
+
+
 @dataclass(frozen=True)
 class KerasBench:
     """Time Keras `predict` on the first `images` test images at each batch size, best of `repeats`."""
@@ -61,7 +66,8 @@ class KerasJob:
     layers_f64: Path | None = None
     bench: KerasBench | None = None
     # One training step on the batch in `training_batch` (.npz: inputs, labels, loss), its gradients,
-    # BatchNorm statistics and optimizer steps written to `training` (`tf_side.training`).
+    # BatchNorm statistics and optimizer steps written to `training` (`tf_side.training`), with what it
+    # was taken on under STEP_BATCH_KEYS and STEP_MODEL_KEY.
     training_batch: Path | None = None
     training: Path | None = None
 

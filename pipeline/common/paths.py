@@ -37,6 +37,12 @@ class ModelPaths:
         return self.dir / "keras_layers.npz"
 
     @property
+    def keras_training_step(self) -> Path:
+        """Keras's training step on the parity batch, taken by the onnx stage's TensorFlow process where
+        the batch is known before conversion (`verifier.training_batch`); the native stage reuses it."""
+        return self.dir / "keras_training_step.npz"
+
+    @property
     def onnx_f64(self) -> Path:
         """The float64 rebuild of the Keras model, converted the same way: the float64 proof's artifact."""
         return self.dir / "model_f64.onnx"

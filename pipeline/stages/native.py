@@ -68,12 +68,13 @@ def run(model_path: Path, out_dir: Path, keras: KerasModel | None = None, parity
 
 
 def _parity(paths: ModelPaths, keras: KerasModel, weights_map: dict, data: Path | None) -> ParityReport:
-    """One training step of the reloaded native model against Keras's (`verifier.training`)."""
+    """One training step of the reloaded native model against Keras's (`verifier.training`; Keras's step
+    the onnx stage stored, where it fits)."""
     from pipeline.native import load
     from pipeline.verifier import training
 
     model, source = load.load(paths.native_source, paths.native_weights)
-    return training.run(keras, model, source, weights_map, data, paths.native_parity)
+    return training.run(keras, model, source, weights_map, data, paths.native_parity, stored=paths.keras_training_step)
 
 
 def _loaded_by_tf_keras(paths: ModelPaths, keras: KerasModel) -> bool:

@@ -1,6 +1,7 @@
 """Stage 1: Keras → `model.onnx` (tf2onnx), plus Keras's reference outputs on the check set; and the
 same for the model rebuilt in float64 (`model_f64.onnx`, the float64 proof's artifact, and the float64
-outputs float32 is judged against).
+outputs float32 is judged against); and, where its batch is known in advance, Keras's training step for
+the native stage's parity (`keras_training_step.npz`, `verifier.training_batch`).
 
 TensorFlow runs in its own process (`runtimes.keras` → `tf_side`). Back here, the ONNX file is checked
 at once against those Keras outputs under ONNX Runtime, within the model's own float32 noise where it
@@ -9,6 +10,7 @@ was measured (`verifier.precision`); a breach fails the stage.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +21,7 @@ from pipeline.common.paths import ModelPaths
 from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import keras as keras_runtime
-from pipeline.verifier import backends, precision
+from pipeline.verifier import backends, precision, training_batch
 from pipeline.verifier.compare import PairResult, compare, require
 from pipeline.verifier.keras_reference import KerasReference
 from pipeline.verifier.precision import Float32Noise
@@ -69,18 +71,26 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
     keras = model if isinstance(model, KerasModel) else KerasModel.open(model, options.allow_unsafe_code)
     keras.check_weights()  # before Keras: NaN weights convert, and then verify as "max |Δ| nan"
     paths = ModelPaths.for_model(keras.path, out)
-    for stale in (paths.onnx_f64, paths.keras_layers_f64):  # a model that no longer rebuilds must not keep an old proof
+    # A model that no longer rebuilds must not keep an old proof, nor one without a known batch an old step.
+    for stale in (paths.onnx_f64, paths.keras_layers_f64, paths.keras_training_step):
         stale.unlink(missing_ok=True)
-    summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
-                                         inputs=options.inputs, onnx=paths.onnx, opset=options.opset,
-                                         input_ranges=checkset.choose_ranges(keras.input_ranges, options.input_range),
-                                         reference=paths.keras_reference, layers=paths.keras_layers,
-                                         onnx_f64=paths.onnx_f64, reference_f64=paths.keras_reference_f64,
-                                         layers_f64=paths.keras_layers_f64))
+    with tempfile.TemporaryDirectory() as scratch:
+        # Keras's training step for the native stage's parity, taken in this TensorFlow process where the
+        # batch is known now (`training_batch`): the native stage then starts no TensorFlow of its own.
+        batch = (training_batch.write_batch(Path(scratch) / "batch.npz", *training_batch.batch_for(keras, data, ())[:3])
+                 if training_batch.known_in_advance(keras, data) else None)
+        summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
+                                             inputs=options.inputs, onnx=paths.onnx, opset=options.opset,
+                                             input_ranges=checkset.choose_ranges(keras.input_ranges, options.input_range),
+                                             reference=paths.keras_reference, layers=paths.keras_layers,
+                                             onnx_f64=paths.onnx_f64, reference_f64=paths.keras_reference_f64,
+                                             layers_f64=paths.keras_layers_f64,
+                                             training_batch=batch, training=paths.keras_training_step if batch else None))
     reference = KerasReference(paths.keras_reference)
     noise = precision.measure_stored(reference, paths.keras_reference_f64)
     validation = validate(paths.onnx, reference, keras.classifier, noise)
-    written = [paths.onnx, paths.keras_reference, paths.keras_layers, paths.onnx_f64, paths.keras_reference_f64, paths.keras_layers_f64]
+    written = [paths.onnx, paths.keras_reference, paths.keras_layers, paths.onnx_f64, paths.keras_reference_f64, paths.keras_layers_f64,
+               paths.keras_training_step]
     manifest.record(paths.dir, "onnx", keras.path, written, started,
                     data_file=cifar.locate(data) if data is not None else None, opset=options.opset, keras_loader=summary.keras_version)
     return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64)

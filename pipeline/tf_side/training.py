@@ -17,6 +17,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.atomic import atomic_path
+from pipeline.common.checksums import sha256_of
+from pipeline.common.keras_job import STEP_BATCH_KEYS, STEP_MODEL_KEY
 from pipeline.keras_file.weights import AUTO_NAMED, weight_leaf
 from pipeline.tf_side import float64
 from pipeline.tf_side.loading import keras_api
@@ -83,9 +85,10 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str) -> dict[str,
     return arrays
 
 
-def step(model, batch_file: Path, out: Path) -> None:
+def step(model, model_path: Path, batch_file: Path, out: Path) -> None:
     """Run the training step of the module docstring on `batch_file`'s batch, in float32 and on the
-    float64 rebuild (where the model rebuilds); write `out` (.npz)."""
+    float64 rebuild (where the model rebuilds); write `out` (.npz), with the batch and `model_path`'s
+    SHA-256 (`verifier.training_batch`: a later stage reuses the step only for this model and batch)."""
     keras = keras_api(model)
     with np.load(batch_file, allow_pickle=False) as batch:
         x, labels, loss_kind = batch["inputs"], batch["labels"], str(batch["loss"])
@@ -99,6 +102,8 @@ def step(model, batch_file: Path, out: Path) -> None:
     else:
         arrays["f64_unavailable"] = np.array(why)
     arrays["adam_epsilon"] = np.array(float(keras.optimizers.Adam().epsilon))
+    arrays.update(dict(zip(STEP_BATCH_KEYS, (x, labels, np.array(loss_kind)), strict=True)))
+    arrays[STEP_MODEL_KEY] = np.array(sha256_of(model_path))
     arrays.update({f"learning_rate/{kind}": np.array(rate) for kind, rate in LEARNING_RATES.items()})
     with atomic_path(out) as tmp:
         with open(tmp, "wb") as handle:

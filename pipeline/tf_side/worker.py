@@ -2,7 +2,8 @@
 
 The model is checked with h5py before Keras sees it (this is the process that would run a Lambda's
 code), loaded once, then the job's parts run in order: conversion, reference outputs, layer outputs,
-timing. Any failure ends in exit code 2 and one stderr line prefixed `ERROR_PREFIX`.
+timing, training step. Any failure ends in exit code 2 and one stderr line prefixed `ERROR_PREFIX` —
+but a training step the onnx stage asked for ahead of the native stage, which is left out instead.
 """
 
 from __future__ import annotations
@@ -48,8 +49,14 @@ def run_job(job: KerasJob) -> KerasJobResult:
     if job.bench is not None:
         result.bench = timing.bench(model, job.data, job.bench)
     if job.training is not None:
-        with grouped_conv.without_xla(api, tracing=False):
-            training.step(model, job.training_batch, job.training)
+        try:
+            with grouped_conv.without_xla(api, tracing=False):
+                training.step(model, job.model, job.training_batch, job.training)
+        except Exception:
+            if not job.onnx:
+                raise
+            # Taken ahead for the native stage by the onnx stage's job: its failure must not fail the
+            # conversion. No step is stored; the native stage takes it itself and reports what fails.
     return result
 
 

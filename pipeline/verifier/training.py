@@ -21,17 +21,17 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.atomic import write_text
-from pipeline.common.errors import BadInput, CheckFailed
+from pipeline.common.errors import CheckFailed
 from pipeline.common.keras_job import KerasJob
 from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
-from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import load
 from pipeline.native.layers import WeightRule
+from pipeline.verifier.training_batch import batch_for, stored_step, write_batch
 
-BATCH_SIZE = 16  # enough samples for BatchNorm statistics that mean something, small enough for a 224-px model here
-SEED = 1234
 ADAM_BETAS = (0.9, 0.999)  # Keras's and torch's defaults alike
+STORED_STEP = "taken by the onnx stage's TensorFlow process, stored with the batch"
+OWN_STEP = "taken in a TensorFlow process of its own"
 NOISE_GRADIENT = "gradient below its own float32 rounding (zero in exact arithmetic): the step on it is not compared"
 
 
@@ -65,6 +65,7 @@ class ParityReport:
     loss_keras: float
     loss_torch: float
     rows: list[ParityRow] = field(default_factory=list)
+    keras_step: str = ""  # where Keras's step came from: STORED_STEP or OWN_STEP
     rtol: float = TRAIN_RTOL
 
     @property
@@ -81,7 +82,7 @@ class ParityReport:
 
     def as_dict(self) -> dict:
         return {"passed": self.passed, "rtol": self.rtol, "noise_factor": TRAIN_NOISE_FACTOR, "batch": self.batch, "inputs": self.inputs,
-                "loss": self.loss, "loss_keras": self.loss_keras, "loss_torch": self.loss_torch, "worst": self.worst,
+                "loss": self.loss, "loss_keras": self.loss_keras, "loss_torch": self.loss_torch, "keras_step": self.keras_step, "worst": self.worst,
                 "widened": sum(row.widened for row in self.rows), "rows": [asdict(row) | {"widened": row.widened} for row in self.rows]}
 
     def raise_if_failed(self) -> None:
@@ -92,34 +93,12 @@ class ParityReport:
                               f"; {len(failing)} of {len(self.rows)} checks fail")
 
 
-def batch_for(keras: KerasModel, data: Path | None, output_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, str, str]:
-    """(inputs, labels or targets, loss name, where the inputs came from): real test images and labels
-    for a CIFAR-10 model when `data` is there, else seeded inputs in the model's own range, with seeded
-    labels (classifiers: sparse categorical cross-entropy) or targets of `output_shape` (others: MSE)."""
-    rng = np.random.default_rng(SEED)
-    labels = None
-    if data is not None and keras.input_shape == cifar.INPUT_SHAPE:
-        test = cifar.load(data)
-        inputs, labels, source = test.images[:BATCH_SIZE].astype(np.float32), test.labels[:BATCH_SIZE].astype(np.int64), "CIFAR-10 test images"
-    elif keras.input_shape is None:
-        raise BadInput("the model states no input shape; training parity needs one")
-    else:
-        low, high = (keras.input_ranges or checkset.DEFAULT_RANGES)[0]
-        inputs = rng.uniform(low, high, (BATCH_SIZE, *keras.input_shape)).astype(np.float32)
-        source = f"seeded inputs over [{low:g}, {high:g}]"
-    if keras.classifier:
-        labels = labels if labels is not None else rng.integers(0, output_shape[-1], BATCH_SIZE).astype(np.int64)
-        return inputs, labels, "sparse_categorical_crossentropy", source
-    return inputs, rng.standard_normal((BATCH_SIZE, *output_shape)).astype(np.float32), "mean_squared_error", source
-
-
 def keras_step(keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: str) -> dict[str, np.ndarray]:
     """Keras's training step on the batch, run in the TensorFlow process (`tf_side.training`)."""
     from pipeline.runtimes import keras as keras_runtime
 
     with tempfile.TemporaryDirectory() as scratch:
-        batch, result = Path(scratch) / "batch.npz", Path(scratch) / "step.npz"
-        np.savez(batch, inputs=inputs, labels=labels, loss=np.array(loss))
+        batch, result = write_batch(Path(scratch) / "batch.npz", inputs, labels, loss), Path(scratch) / "step.npz"
         keras_runtime.run(KerasJob(model=keras.path, training_batch=batch, training=result))
         with np.load(result, allow_pickle=False) as archive:
             return {key: archive[key] for key in archive.files}
@@ -209,21 +188,25 @@ def torch_step(model, logits: str | None, inputs: np.ndarray, labels: np.ndarray
     return TorchStep(gradients, statistics, after["sgd"], after["adam"], float(value.detach()))
 
 
-def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Path | None, out: Path) -> ParityReport:
+def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Path | None, out: Path,
+        stored: Path | None = None) -> ParityReport:
     """Training parity of the native `model` (with its `source` module and the `weights_map` it was
-    written with, `native.load`) with `keras`; written to `out` (parity.json). The caller decides
-    whether a failure raises."""
+    written with, `native.load`) with `keras`; written to `out` (parity.json). Keras's step is the one
+    the onnx stage stored at `stored`, where it was taken on this model and batch
+    (`training_batch.stored_step`), else `keras_step`'s. The caller decides whether a failure raises."""
     import torch
 
     with torch.inference_mode():
         output_shape = tuple(model.eval()(torch.zeros((1, *keras.input_shape))).shape[1:]) if keras.input_shape else ()
     inputs, labels, loss, origin = batch_for(keras, data, output_shape)
-    reference = keras_step(keras, inputs, labels, loss)
+    found = stored_step(stored, keras, inputs, labels, loss) if stored is not None else None
+    reference = found if found is not None else keras_step(keras, inputs, labels, loss)
     epsilon = float(reference["adam_epsilon"])
     rates = {key.split("/", 1)[1]: float(value) for key, value in reference.items() if key.startswith("learning_rate/")}
     step = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates)
     exact = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates, float64=True)
-    report = ParityReport(len(inputs), origin, loss, float(reference["loss"]), step.loss)
+    report = ParityReport(len(inputs), origin, loss, float(reference["loss"]), step.loss,
+                          keras_step=STORED_STEP if found is not None else OWN_STEP)
     starts = {key: value.detach().numpy().astype(np.float64) for key, value in model.state_dict().items()}
     keras64 = "f64/loss" in reference  # Keras's own float64 step, where the model rebuilds in float64
 

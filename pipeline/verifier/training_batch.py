@@ -1,0 +1,68 @@
+"""The batch training parity is run on (`verifier.training`), and Keras's step on it kept for reuse.
+
+The torch side picks the batch. Where it can do so before the model's outputs are known — a CIFAR-10
+classifier with the test set: its images and labels (`known_in_advance`) — the onnx stage hands it to
+the TensorFlow process it starts anyway, which takes Keras's step last and stores it with the batch and
+the model's SHA-256 (`tf_side.training`); the native stage then uses that step (`stored_step`) instead
+of starting TensorFlow again, but only for this very model and batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.common.errors import BadInput
+from pipeline.common.keras_job import STEP_BATCH_KEYS, STEP_MODEL_KEY
+from pipeline.data import checkset, cifar
+from pipeline.keras_file.model import KerasModel
+
+BATCH_SIZE = 16  # enough samples for BatchNorm statistics that mean something, small enough for a 224-px model here
+SEED = 1234
+
+
+def batch_for(keras: KerasModel, data: Path | None, output_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, str, str]:
+    """(inputs, labels or targets, loss name, where the inputs came from): real test images and labels
+    for a CIFAR-10 model when `data` is there, else seeded inputs in the model's own range, with seeded
+    labels (classifiers: sparse categorical cross-entropy) or targets of `output_shape` (others: MSE)."""
+    rng = np.random.default_rng(SEED)
+    labels = None
+    if data is not None and keras.input_shape == cifar.INPUT_SHAPE:
+        test = cifar.load(data)
+        inputs, labels, source = test.images[:BATCH_SIZE].astype(np.float32), test.labels[:BATCH_SIZE].astype(np.int64), "CIFAR-10 test images"
+    elif keras.input_shape is None:
+        raise BadInput("the model states no input shape; training parity needs one")
+    else:
+        low, high = (keras.input_ranges or checkset.DEFAULT_RANGES)[0]
+        inputs = rng.uniform(low, high, (BATCH_SIZE, *keras.input_shape)).astype(np.float32)
+        source = f"seeded inputs over [{low:g}, {high:g}]"
+    if keras.classifier:
+        labels = labels if labels is not None else rng.integers(0, output_shape[-1], BATCH_SIZE).astype(np.int64)
+        return inputs, labels, "sparse_categorical_crossentropy", source
+    return inputs, rng.standard_normal((BATCH_SIZE, *output_shape)).astype(np.float32), "mean_squared_error", source
+
+
+def known_in_advance(keras: KerasModel, data: Path | None) -> bool:
+    """Whether `batch_for` needs no output shape: a CIFAR-10-shaped classifier with the test set (the labels come from it)."""
+    return data is not None and keras.input_shape == cifar.INPUT_SHAPE and keras.classifier
+
+
+def write_batch(path: Path, inputs: np.ndarray, labels: np.ndarray, loss: str) -> Path:
+    """The batch file the TensorFlow process reads (`tf_side.training.step`)."""
+    np.savez(path, inputs=inputs, labels=labels, loss=np.array(loss))
+    return path
+
+
+def stored_step(path: Path, keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: str) -> dict[str, np.ndarray] | None:
+    """Keras's step stored at `path`, without the keys saying what it was taken on — if it was taken on
+    `keras` (same SHA-256) and exactly this batch; else None (the caller runs the step)."""
+    if not Path(path).is_file():
+        return None
+    with np.load(path, allow_pickle=False) as archive:
+        stored = {key: archive[key] for key in archive.files}
+    if STEP_MODEL_KEY not in stored or str(stored[STEP_MODEL_KEY]) != keras.sha256 or not all(key in stored for key in STEP_BATCH_KEYS):
+        return None
+    same = (np.array_equal(stored["batch/inputs"], inputs) and np.array_equal(stored["batch/labels"], labels)
+            and str(stored["batch/loss"]) == loss)
+    return {key: value for key, value in stored.items() if key not in (*STEP_BATCH_KEYS, STEP_MODEL_KEY)} if same else None
