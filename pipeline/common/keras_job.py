@@ -70,6 +70,7 @@ class KerasJob:
     # was taken on under STEP_BATCH_KEYS and STEP_MODEL_KEY.
     training_batch: Path | None = None
     training: Path | None = None
+    training_ahead: bool = False  # taken ahead for a later stage: a failure leaves the step out instead of failing the job
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)

@@ -85,7 +85,8 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
                                              reference=paths.keras_reference, layers=paths.keras_layers,
                                              onnx_f64=paths.onnx_f64, reference_f64=paths.keras_reference_f64,
                                              layers_f64=paths.keras_layers_f64,
-                                             training_batch=batch, training=paths.keras_training_step if batch else None))
+                                             training_batch=batch, training=paths.keras_training_step if batch else None,
+                                             training_ahead=True))
     reference = KerasReference(paths.keras_reference)
     noise = precision.measure_stored(reference, paths.keras_reference_f64)
     validation = validate(paths.onnx, reference, keras.classifier, noise)

@@ -3,7 +3,7 @@
 The model is checked with h5py before Keras sees it (this is the process that would run a Lambda's
 code), loaded once, then the job's parts run in order: conversion, reference outputs, layer outputs,
 timing, training step. Any failure ends in exit code 2 and one stderr line prefixed `ERROR_PREFIX` —
-but a training step the onnx stage asked for ahead of the native stage, which is left out instead.
+but a training step asked for ahead (`training_ahead`), which is left out instead.
 """
 
 from __future__ import annotations
@@ -53,9 +53,9 @@ def run_job(job: KerasJob) -> KerasJobResult:
             with grouped_conv.without_xla(api, tracing=False):
                 training.step(model, job.model, job.training_batch, job.training)
         except Exception:
-            if not job.onnx:
+            if not job.training_ahead:
                 raise
-            # Taken ahead for the native stage by the onnx stage's job: its failure must not fail the
+            # Taken ahead (the onnx stage's job, for the native stage): its failure must not fail the
             # conversion. No step is stored; the native stage takes it itself and reports what fails.
     return result
 

@@ -27,7 +27,7 @@ from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import load
 from pipeline.native.layers import WeightRule
-from pipeline.verifier.training_batch import batch_for, stored_step, write_batch
+from pipeline.verifier.training_batch import batch_for, read_step, stored_step, write_batch
 
 ADAM_BETAS = (0.9, 0.999)  # Keras's and torch's defaults alike
 STORED_STEP = "taken by the onnx stage's TensorFlow process, stored with the batch"
@@ -100,8 +100,7 @@ def keras_step(keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: 
     with tempfile.TemporaryDirectory() as scratch:
         batch, result = write_batch(Path(scratch) / "batch.npz", inputs, labels, loss), Path(scratch) / "step.npz"
         keras_runtime.run(KerasJob(model=keras.path, training_batch=batch, training=result))
-        with np.load(result, allow_pickle=False) as archive:
-            return {key: archive[key] for key in archive.files}
+        return read_step(result)[0]
 
 
 def _entry(weights_map: dict[str, dict], name: str) -> dict | None:

@@ -54,15 +54,20 @@ def write_batch(path: Path, inputs: np.ndarray, labels: np.ndarray, loss: str) -
     return path
 
 
+def read_step(path: Path) -> tuple[dict[str, np.ndarray], list[np.ndarray | None]]:
+    """Keras's step written at `path` (`tf_side.training.step`), and what it was taken on: the batch's
+    inputs, labels and loss, and the model's SHA-256 (STEP_BATCH_KEYS, STEP_MODEL_KEY; None where missing)."""
+    with np.load(path, allow_pickle=False) as archive:
+        step = {key: archive[key] for key in archive.files}
+    return step, [step.pop(key, None) for key in (*STEP_BATCH_KEYS, STEP_MODEL_KEY)]
+
+
 def stored_step(path: Path, keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: str) -> dict[str, np.ndarray] | None:
-    """Keras's step stored at `path`, without the keys saying what it was taken on — if it was taken on
-    `keras` (same SHA-256) and exactly this batch; else None (the caller runs the step)."""
+    """Keras's step stored at `path` if it was taken on `keras` (same SHA-256) and exactly this batch;
+    else None (the caller runs the step)."""
     if not Path(path).is_file():
         return None
-    with np.load(path, allow_pickle=False) as archive:
-        stored = {key: archive[key] for key in archive.files}
-    if STEP_MODEL_KEY not in stored or str(stored[STEP_MODEL_KEY]) != keras.sha256 or not all(key in stored for key in STEP_BATCH_KEYS):
-        return None
-    same = (np.array_equal(stored["batch/inputs"], inputs) and np.array_equal(stored["batch/labels"], labels)
-            and str(stored["batch/loss"]) == loss)
-    return {key: value for key, value in stored.items() if key not in (*STEP_BATCH_KEYS, STEP_MODEL_KEY)} if same else None
+    step, taken_on = read_step(path)
+    expected = (inputs, labels, np.array(loss), np.array(keras.sha256))
+    same = all(found is not None and np.array_equal(found, wanted) for found, wanted in zip(taken_on, expected, strict=True))
+    return step if same else None
