@@ -70,11 +70,60 @@ def test_the_package_is_frozen_its_convolutions_fused_onednn_calls(real_run):
     """Freezing applies only with gradients off; with them on, inductor ignores it and the package calls
     ATen's generic convolution (3,548 instead of 3,974 img/s at batch 256 here, README "Speed")."""
     import re
-    import zipfile
 
     _, paths, _ = real_run
-    with zipfile.ZipFile(paths.pt2_aoti) as package:
-        wrapper = "".join(package.read(n).decode() for n in package.namelist() if n.endswith("wrapper.cpp"))
-    calls = re.findall(r"(aoti_torch_cpu_\w+)\(", wrapper)
+    calls = re.findall(r"(aoti_torch_cpu_\w+)\(", _wrapper(paths.pt2_aoti, aoti.MODEL))
     assert sum("mkldnn__convolution_pointwise" in c for c in calls) == 9  # ResNet8's nine, ReLU/Add fused in
     assert "aoti_torch_cpu_convolution" not in calls
+
+
+def _wrapper(package_path, model: str) -> str:
+    """The C++ wrapper of `model` in the AOTInductor package at `package_path`."""
+    import zipfile
+
+    with zipfile.ZipFile(package_path) as package:
+        return "".join(package.read(n).decode() for n in package.namelist()
+                       if n.endswith("wrapper.cpp") and f"/aotinductor/{model}/" in n)
+
+
+@pytest.mark.real_data
+def test_the_batch1_model_computes_its_convolutions_itself(real_run):
+    """The package's batch-1 model: no oneDNN convolution (their per-call set-up is most of a batch-1
+    inference), every convolution an im2col GEMM compiled into the package (README "Speed")."""
+    _, paths, _ = real_run
+    assert aoti.models(paths.pt2_aoti) == [aoti.BATCH1, aoti.MODEL]
+    wrapper = _wrapper(paths.pt2_aoti, aoti.BATCH1)
+    assert wrapper and "convolution" not in wrapper
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_a_wrong_batch1_model_fails_the_torch_stage_check_at_batch_1_only(real_run, tmp_path):
+    """A one-image batch runs on the package's batch1 model: a fault there shows at batch 1 and nowhere else."""
+    import torch
+
+    from pipeline.common.errors import CheckFailed
+    from pipeline.converters import aot_compile, onnx_graph
+    from pipeline.runtimes.pt2 import load_program
+    from pipeline.stages import to_torch
+    from pipeline.verifier.keras_reference import KerasReference
+
+    _, paths, _ = real_run
+    shape = onnx_graph.input_shape(paths.onnx)
+    broken = load_program(paths.pt2_opt)  # its own tensors: the dynamic model below keeps the right weights
+    name, weight = next((n, t) for n, t in broken.state_dict.items() if t.dim() == 4)
+    with torch.no_grad():
+        weight.mul_(1.02)  # the first convolution's weight 2 % off
+    package = tmp_path / "model_aoti.pt2"
+    aot_compile.compile_package(load_program(paths.pt2_opt), package, batch1=aot_compile.batch1_program(broken, shape))
+    sets, outputs, classifier = to_torch._onnxruntime_reference(paths.onnx, shape, KerasReference(paths.keras_reference))  # noqa: SLF001
+    single = [k for k in sets if checkset.batch_size_of(k) == 1]
+    assert single and len(single) < len(sets)
+
+    def check(names):
+        return to_torch.validate(package, paths.onnx, {k: sets[k] for k in names}, {k: outputs[k] for k in names}, classifier,
+                                 backend="aoti")
+
+    with pytest.raises(CheckFailed, match="disagrees"):
+        check(single)
+    assert check([k for k in sets if k not in single]).passed

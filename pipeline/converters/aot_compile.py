@@ -1,8 +1,15 @@
-"""`model_aoti.pt2`: the optimized program (`fx_optimize`) compiled ahead of time by AOTInductor into one
-shared library in a package, dynamic batch as the program has it.
+"""`model_aoti.pt2`: the optimized program (`fx_optimize`) compiled ahead of time by AOTInductor into a
+package of two models, each a shared library:
 
-Per-operator dispatch, not arithmetic, is what a 12.5-MMAC model spends its time on at batch 1: a
-compiled package runs the whole graph from C++ (README "Speed": how far that gets, and what still costs).
+- `model` (the package's default): dynamic batch as the program has it, oneDNN convolutions with their
+  BiasAdd/ReLU/Add fused in — the throughput model;
+- `batch1`: the same program for one image, its convolutions as im2col + GEMM (`conv_as_gemm`) compiled
+  by inductor's C++ GEMM templates, weights packed at compile time — MLPerf Tiny's single-stream latency.
+  oneDNN builds each convolution's primitive descriptor again on every call, most of a batch-1 inference
+  (README, "Speed").
+
+`runtimes.aoti.load` runs a one-image batch on `batch1`, any other on `model`; from C++, name the model
+(`AOTIModelPackageLoader(path, "batch1")`).
 """
 
 from __future__ import annotations
@@ -17,25 +24,54 @@ from pathlib import Path
 # figures in the README, "Speed"). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
 # fused into oneDNN convolutions (inference only; prepacked too where the batch is static, not ours).
 INDUCTOR_OPTIONS = {"freezing": True}
+# The batch-1 model's: max_autotune lets inductor's C++ GEMM templates (and ATen's, where faster or where
+# a template does not apply) compile the im2col GEMMs.
+BATCH1_OPTIONS = {**INDUCTOR_OPTIONS, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
-def compile_package(program, path: Path, options: dict | None = None) -> float:
-    """Compile the ExportedProgram `program` into the AOTInductor package `path` (replaced whole, never
-    half-written) with the inductor settings `options` (default `INDUCTOR_OPTIONS`); returns the seconds it took."""
+def batch1_program(program, sample_shape: tuple[int, ...]):
+    """`program` for one input of `sample_shape` alone, its convolutions as im2col + GEMM (`conv_as_gemm`);
+    None where it has no convolution to rewrite (the gain measured is the convolutions': a model without
+    one is left its any-batch model alone, and a compile saved)."""
     import torch
+
+    from pipeline.converters import conv_as_gemm
+
+    module = program.module()
+    if not conv_as_gemm.rewrite(module):
+        return None
+    with torch.no_grad():
+        return torch.export.export(module, (torch.zeros((1, *sample_shape)),))
+
+
+def compile_package(program, path: Path, options: dict | None = None, batch1=None) -> float:
+    """Compile the ExportedProgram `program` into the AOTInductor package `path` (replaced whole, never
+    half-written) with the inductor settings `options` (default `INDUCTOR_OPTIONS`), and with it, where given,
+    the batch-1 program `batch1` (`batch1_program`) under `BATCH1_OPTIONS`; returns the seconds it took."""
+    import torch
+    from torch._inductor.package import package_aoti
+
+    from pipeline.runtimes import aoti
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": not asked for
     started = time.perf_counter()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    models = {aoti.MODEL: (program, dict(INDUCTOR_OPTIONS if options is None else options))}
+    if batch1 is not None:
+        models[aoti.BATCH1] = (batch1, dict(BATCH1_OPTIONS))
     # Compiled under its own name in a folder beside it, then moved: the package's archive is named after
     # the file, so a temporary name (atomic_path's) would be the name inside it.
     with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as scratch:
         built = Path(scratch) / path.name
+        files = {}
         # Under no_grad: inductor freezes (folds and prepacks the weights) only when gradients are off; with
         # them on, "freezing" is silently ignored.
         with torch.no_grad():
-            torch._inductor.aoti_compile_and_package(  # noqa: SLF001
-                program, package_path=str(built), inductor_configs=dict(INDUCTOR_OPTIONS if options is None else options))
+            for name, (exported, settings) in models.items():
+                args, kwargs = exported.example_inputs
+                files[name] = torch._inductor.aot_compile(  # noqa: SLF001 — what aoti_compile_and_package runs per model
+                    exported.module(check_guards=False), args, kwargs, options={**settings, "aot_inductor.package": True})
+        package_aoti(str(built), files)
         os.replace(built, path)
     return time.perf_counter() - started

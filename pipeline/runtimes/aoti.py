@@ -3,13 +3,30 @@ run without Python tracing, onnx2torch or a compiler in the process."""
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput
 
+# The models inside our package (`converters.aot_compile`): `model` takes any batch and is what a loader
+# takes by default; `batch1`, where there, is compiled for one image alone.
+MODEL, BATCH1 = "model", "batch1"
+
+
+def models(path: Path) -> list[str]:
+    """The names of the models in the package `path` (`[]` for a file that is not a zip archive)."""
+    try:
+        with zipfile.ZipFile(path) as package:
+            names = package.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return []
+    return sorted({parts[parts.index("aotinductor") + 1] for parts in (n.split("/") for n in names)
+                   if "aotinductor" in parts[:-2]})
+
 
 def load(path: Path):
-    """The compiled model in `path`: a callable taking an NHWC float32 tensor, returning probabilities.
+    """The compiled model in `path`: a callable taking an NHWC float32 tensor, returning probabilities — a
+    one-image batch run by the package's `batch1` model where it has one, any other by `model`.
 
     Raises:
         BadInput: the file is not an AOTInductor package this torch can load.
@@ -19,6 +36,8 @@ def load(path: Path):
     try:
         package = torch._inductor.aoti_load_package(str(path))  # noqa: SLF001 — the documented entry point lives there
         run, outputs = package.loader.boxed_run, package.loader.get_call_spec()[1]
+        single = (torch._inductor.package.load_package(str(path), BATCH1).loader.boxed_run  # noqa: SLF001
+                  if BATCH1 in models(path) else None)
     except (RuntimeError, ValueError, OSError, KeyError, AttributeError) as exc:
         raise BadInput(f"{path} is not a loadable AOTInductor package ({' '.join(str(exc).split())[:160]}); rerun `make torch`") from exc
     if torch.utils._pytree.treespec_loads(outputs).num_leaves != 1:  # noqa: SLF001
@@ -26,4 +45,6 @@ def load(path: Path):
     # The package's own __call__ parses its input and output specs from JSON on every call (~20 µs, against
     # ONNX Runtime's ~0.3 ms for a whole batch-1 inference here); ours is one tensor in, one out, so the
     # compiled runner is called directly.
-    return lambda images: run([images])[0]
+    if single is None:
+        return lambda images: run([images])[0]
+    return lambda images: (single if len(images) == 1 else run)([images])[0]

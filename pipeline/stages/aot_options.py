@@ -65,6 +65,11 @@ VARIANTS = (
     Variant("im2col + GEMM, max_autotune", "as im2col + GEMM, frozen, GEMMs autotuned (at the export's batch-2 size hint) "
             "among inductor's CPU C++ templates and ATen",
             {**FREEZING, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}, convs_as_gemm=True),
+    Variant("im2col + GEMM, max_autotune, batch 1 only", "shipped as the package's batch1 model: as im2col + GEMM, "
+            "exported for batch 1 alone, GEMMs autotuned among inductor's CPU C++ templates and ATen",
+            aot_compile.BATCH1_OPTIONS, static_batch=1, convs_as_gemm=True),
+    Variant("im2col + GEMM, max_autotune, batch 256 only", "as the batch-1 row, exported for batch 256 alone",
+            aot_compile.BATCH1_OPTIONS, static_batch=256, convs_as_gemm=True),
 )
 
 

@@ -45,8 +45,9 @@ class TorchResult:
 
 def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool = False) -> TorchResult:
     """Convert `onnx_path`; write `model.pt2`, `model_fx.py`, `model_opt.pt2`, `model_opt_fx.py` into
-    `out_dir`, and with `aot` the AOTInductor package `model_aoti.pt2` (a compile of seconds to minutes:
-    the CLI's `torch` asks for it, the zoo and the layer families do not).
+    `out_dir`, and with `aot` the AOTInductor package `model_aoti.pt2`, its any-batch and batch-1 models
+    (`aot_compile`; a compile of seconds to minutes: the CLI's `torch` asks for it, the zoo and the layer
+    families do not).
 
     `layer_names` (the Keras model's, if known) let an unconvertible op be named by its layer.
 
@@ -79,7 +80,7 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     if aot:
         from pipeline.converters import aot_compile
 
-        result.aoti_seconds = aot_compile.compile_package(program, paths.pt2_aoti)
+        result.aoti_seconds = aot_compile.compile_package(program, paths.pt2_aoti, batch1=aot_compile.batch1_program(program, shape))
         result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
         result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
     manifest.record(paths.dir, "torch", None, written, started, **({"aot_compile_seconds": round(result.aoti_seconds, 1)} if aot else {}))
