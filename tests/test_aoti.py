@@ -127,3 +127,48 @@ def test_a_wrong_batch1_model_fails_the_torch_stage_check_at_batch_1_only(real_r
     with pytest.raises(CheckFailed, match="disagrees"):
         check(single)
     assert check([k for k in sets if k not in single]).passed
+
+
+class _ConvThenMatmul:
+    """A convolution, then a product of two activations: a GEMM whose operands are both computed, which
+    inductor's C++ template does not take (it packs a constant weight)."""
+
+    @staticmethod
+    def build():
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+
+            def forward(self, x):
+                y = self.conv(x.permute(0, 3, 1, 2)).flatten(2)
+                return torch.softmax((y @ y.transpose(1, 2)).flatten(1), dim=1)
+
+        torch.manual_seed(0)
+        return Net().eval()
+
+
+def test_a_gemm_the_template_cannot_take_compiles_with_aten_beside_it(tmp_path, monkeypatch):
+    import torch
+
+    from pipeline.converters import aot_compile, to_fx
+
+    net, x = _ConvThenMatmul.build(), torch.rand(3, 6, 6, 3)
+    program = to_fx.export(net, (6, 6, 3))  # dynamic batch, as the torch stage exports
+    tried = []
+    compile_one = aot_compile._compile  # noqa: SLF001
+
+    def recording(exported, settings):
+        tried.append(settings)
+        return compile_one(exported, settings)
+
+    monkeypatch.setattr(aot_compile, "_compile", recording)
+    package = tmp_path / "model_aoti.pt2"
+    aot_compile.compile_package(program, package, batch1=aot_compile.batch1_program(program, (6, 6, 3)))
+    assert tried[1:] == [aot_compile.BATCH1_OPTIONS, aot_compile.BATCH1_FALLBACK]  # the template alone failed, then both
+    assert aoti.models(package) == [aoti.BATCH1, aoti.MODEL]
+    with torch.no_grad():
+        assert torch.allclose(aoti.load(package)(x[:1]), net(x[:1]), atol=1e-6)
+        assert torch.allclose(aoti.load(package)(x), net(x), atol=1e-6)
