@@ -32,12 +32,12 @@ def load(path: Path):
         BadInput: the file is not an AOTInductor package this torch can load.
     """
     import torch
+    from torch._inductor.package import load_package
 
     try:
         package = torch._inductor.aoti_load_package(str(path))  # noqa: SLF001 — the documented entry point lives there
         run, outputs = package.loader.boxed_run, package.loader.get_call_spec()[1]
-        single = (torch._inductor.package.load_package(str(path), BATCH1).loader.boxed_run  # noqa: SLF001
-                  if BATCH1 in models(path) else None)
+        single = load_package(str(path), BATCH1).loader.boxed_run if BATCH1 in models(path) else None
     except (RuntimeError, ValueError, OSError, KeyError, AttributeError) as exc:
         raise BadInput(f"{path} is not a loadable AOTInductor package ({' '.join(str(exc).split())[:160]}); rerun `make torch`") from exc
     if torch.utils._pytree.treespec_loads(outputs).num_leaves != 1:  # noqa: SLF001
