@@ -45,10 +45,10 @@ class Variant:
     convs_as_gemm: bool = False  # convolutions rewritten as im2col + GEMM (`conv_as_gemm`) before compiling
 
 
-FREEZING = aot_compile.INDUCTOR_OPTIONS  # the shipped setting: the row "freezing" is the package `make torch` builds
+FREEZING = aot_compile.INDUCTOR_OPTIONS  # the shipped setting: the row "freezing" is the package's any-batch `model`
 VARIANTS = (
     Variant("default", "no settings: ATen convolutions (oneDNN behind them), inductor's own kernels between them"),
-    Variant("freezing", "shipped: weights folded, BiasAdd, ReLU and the residual Add fused into oneDNN convolutions "
+    Variant("freezing", "shipped (the package's `model`): weights folded, BiasAdd, ReLU and the residual Add fused into oneDNN convolutions "
             "(weights prepacked only where the batch is static)", FREEZING),
     Variant("freezing, NCHW", "as freezing, layout optimisation off (no channels-last activations)",
             {**FREEZING, "layout_optimization": False}),
@@ -60,13 +60,13 @@ VARIANTS = (
             env={"ONEDNN_MAX_CPU_ISA": "AVX2"}),
     Variant("no epilogue fusion", "as freezing, inductor's pointwise fusion off (epilogue_fusion False)",
             {**FREEZING, "epilogue_fusion": False}),
-    Variant("im2col + GEMM", "convolutions as channels-last im2col + addmm (NCHW only around them, for inductor to cancel "
-            "against the input permute); ATen GEMMs", convs_as_gemm=True),
+    Variant("im2col + GEMM", "convolutions as channels-last im2col (`unfold`) + addmm, each weight matrix a constant of "
+            "the module; dynamic batch; ATen GEMMs", convs_as_gemm=True),
     Variant("im2col + GEMM, max_autotune", "as im2col + GEMM, frozen, GEMMs autotuned (at the export's batch-2 size hint) "
             "among inductor's CPU C++ templates and ATen",
             {**FREEZING, "max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN"}, convs_as_gemm=True),
-    Variant("im2col + GEMM, max_autotune, batch 1 only", "shipped as the package's batch1 model: as im2col + GEMM, "
-            "exported for batch 1 alone, GEMMs autotuned among inductor's CPU C++ templates and ATen",
+    Variant("im2col + GEMM, max_autotune, batch 1 only", "shipped (the package's `batch1`): as im2col + GEMM, exported "
+            "for batch 1 alone, frozen, every GEMM inductor's C++ template (`aot_compile.BATCH1_OPTIONS`)",
             aot_compile.BATCH1_OPTIONS, static_batch=1, convs_as_gemm=True),
     Variant("im2col + GEMM, max_autotune, batch 256 only", "as the batch-1 row, exported for batch 256 alone",
             aot_compile.BATCH1_OPTIONS, static_batch=256, convs_as_gemm=True),
