@@ -172,3 +172,23 @@ def test_a_gemm_the_template_cannot_take_compiles_with_aten_beside_it(tmp_path, 
     with torch.no_grad():
         assert torch.allclose(aoti.load(package)(x[:1]), net(x[:1]), atol=1e-6)
         assert torch.allclose(aoti.load(package)(x), net(x), atol=1e-6)
+
+
+def test_a_batch1_model_that_fails_to_build_leaves_the_any_batch_model_and_says_why(tmp_path, monkeypatch):
+    import torch
+
+    from pipeline.converters import aot_compile, to_fx
+    from pipeline.stages import to_torch
+
+    net, x = _ConvThenMatmul.build(), torch.rand(3, 6, 6, 3)
+
+    def fails(program, shape):
+        raise RuntimeError("export at batch 1 refused")
+
+    monkeypatch.setattr(aot_compile, "batch1_program", fails)
+    package = tmp_path / "model_aoti.pt2"
+    seconds, why = to_torch._compile_aot(to_fx.export(net, (6, 6, 3)), (6, 6, 3), package)  # noqa: SLF001
+    assert why == "not built (RuntimeError: export at batch 1 refused)" and seconds > 0
+    assert aoti.models(package) == [aoti.MODEL]
+    with torch.no_grad():
+        assert torch.allclose(aoti.load(package)(x[:1]), net(x[:1]), atol=1e-6)

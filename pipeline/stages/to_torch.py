@@ -41,6 +41,7 @@ class TorchResult:
     pt2_aoti: Path | None = None  # the AOTInductor package, where asked for
     validation_aoti: PairResult | None = None  # model_aoti.pt2 against onnxruntime
     aoti_seconds: float = 0.0  # its compile time
+    aoti_batch1: str = ""  # why the package has no batch-1 model, where it has none
 
 
 def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool = False) -> TorchResult:
@@ -78,13 +79,27 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     result = TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
     written = [paths.pt2, paths.fx_code, paths.pt2_opt]
     if aot:
-        from pipeline.converters import aot_compile
-
-        result.aoti_seconds = aot_compile.compile_package(program, paths.pt2_aoti, batch1=aot_compile.batch1_program(program, shape))
+        result.aoti_seconds, result.aoti_batch1 = _compile_aot(program, shape, paths.pt2_aoti)
         result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
         result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
     manifest.record(paths.dir, "torch", None, written, started, **({"aot_compile_seconds": round(result.aoti_seconds, 1)} if aot else {}))
     return result
+
+
+def _compile_aot(program, shape: tuple[int, ...], path: Path) -> tuple[float, str]:
+    """`model_aoti.pt2` from `program`: its any-batch model and, where it can be built, its batch-1 model;
+    the seconds it took, and why there is no batch-1 model ("" where there is one)."""
+    from pipeline.converters import aot_compile
+
+    started = time.perf_counter()
+    try:
+        batch1 = aot_compile.batch1_program(program, shape)
+        aot_compile.compile_package(program, path, batch1=batch1)
+        return time.perf_counter() - started, "" if batch1 is not None else "not built: no convolution to compute as a GEMM"
+    except Exception as exc:  # noqa: BLE001 — the batch-1 model is a speed-up: where it fails, the any-batch model still ships
+        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+    aot_compile.compile_package(program, path)  # a failure here is the any-batch model's own, and raises
+    return time.perf_counter() - started, f"not built ({reason})"
 
 
 def _save(program, path: Path) -> None:
