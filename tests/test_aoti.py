@@ -158,13 +158,13 @@ def test_a_gemm_the_template_cannot_take_compiles_with_aten_beside_it(tmp_path, 
     net, x = _ConvThenMatmul.build(), torch.rand(3, 6, 6, 3)
     program = to_fx.export(net, (6, 6, 3))  # dynamic batch, as the torch stage exports
     tried = []
-    compile_one = aot_compile._compile  # noqa: SLF001
+    compile_one = aot_compile.compile_model
 
     def recording(exported, settings):
         tried.append(settings)
         return compile_one(exported, settings)
 
-    monkeypatch.setattr(aot_compile, "_compile", recording)
+    monkeypatch.setattr(aot_compile, "compile_model", recording)
     package = tmp_path / "model_aoti.pt2"
     aot_compile.compile_package(program, package, batch1=aot_compile.batch1_program(program, (6, 6, 3)))
     assert tried[1:] == [aot_compile.BATCH1_OPTIONS, aot_compile.BATCH1_FALLBACK]  # the template alone failed, then both

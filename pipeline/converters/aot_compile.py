@@ -53,43 +53,46 @@ def compile_package(program, path: Path, options: dict | None = None, batch1=Non
     """Compile the ExportedProgram `program` into the AOTInductor package `path` (replaced whole, never
     half-written) with the inductor settings `options` (default `INDUCTOR_OPTIONS`), and with it, where given,
     the batch-1 program `batch1` (`batch1_program`) under `BATCH1_OPTIONS`; returns the seconds it took."""
-    import torch
-    from torch._inductor.package import package_aoti
-
     from pipeline.runtimes import aoti
 
-    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": not asked for
     started = time.perf_counter()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    models = {aoti.MODEL: (program, dict(INDUCTOR_OPTIONS if options is None else options))}
+    files = {aoti.MODEL: compile_model(program, INDUCTOR_OPTIONS if options is None else options)}
     if batch1 is not None:
-        models[aoti.BATCH1] = (batch1, dict(BATCH1_OPTIONS))
-    # Compiled under its own name in a folder beside it, then moved: the package's archive is named after
-    # the file, so a temporary name (atomic_path's) would be the name inside it.
-    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as scratch:
-        built = Path(scratch) / path.name
-        files = {}
-        # Under no_grad: inductor freezes (folds and prepacks the weights) only when gradients are off; with
-        # them on, "freezing" is silently ignored.
-        with torch.no_grad():
-            for name, (exported, settings) in models.items():
-                files[name] = _compile(exported, settings)
-        package_aoti(str(built), files)
-        os.replace(built, path)
+        files[aoti.BATCH1] = compile_model(batch1, BATCH1_OPTIONS)
+    write_package(path, files)
     return time.perf_counter() - started
 
 
-def _compile(exported, settings: dict) -> list:
-    """The files of one model of a package: `exported` compiled with the inductor `settings` (with ATen's
-    GEMMs beside the C++ template where that has no choice for a GEMM, `BATCH1_FALLBACK`)."""
+def compile_model(exported, settings: dict) -> list:
+    """The files of one model of a package (`write_package`): `exported` compiled with the inductor
+    `settings` (under `BATCH1_OPTIONS`, with ATen's GEMMs beside the C++ template where that has no choice
+    for a GEMM: `BATCH1_FALLBACK`)."""
     import torch
 
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": not asked for
     args, kwargs = exported.example_inputs
     try:
-        return torch._inductor.aot_compile(  # noqa: SLF001 — what aoti_compile_and_package runs per model
-            exported.module(check_guards=False), args, kwargs, options={**settings, "aot_inductor.package": True})
+        # Under no_grad: inductor freezes (folds and prepacks the weights) only when gradients are off; with
+        # them on, "freezing" is silently ignored.
+        with torch.no_grad():
+            return torch._inductor.aot_compile(  # noqa: SLF001 — what aoti_compile_and_package runs per model
+                exported.module(check_guards=False), args, kwargs, options={**settings, "aot_inductor.package": True})
     except torch._inductor.exc.InductorError as exc:  # noqa: SLF001
         if settings != BATCH1_OPTIONS or "NoValidChoicesError" not in str(exc):
             raise
-        return _compile(exported, BATCH1_FALLBACK)
+        return compile_model(exported, BATCH1_FALLBACK)
+
+
+def write_package(path: Path, files: dict[str, list]) -> None:
+    """The AOTInductor package `path` (replaced whole, never half-written) of the models `files`
+    ({name: `compile_model`'s files})."""
+    from torch._inductor.package import package_aoti
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Packaged under its own name in a folder beside it, then moved: the package's archive is named after
+    # the file, so a temporary name (atomic_path's) would be the name inside it.
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=f".{path.stem}.") as scratch:
+        built = Path(scratch) / path.name
+        package_aoti(str(built), files)
+        os.replace(built, path)

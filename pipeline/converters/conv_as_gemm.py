@@ -11,8 +11,6 @@ so `rewrite` stores each convolution's matrix as a buffer instead of reshaping t
 
 from __future__ import annotations
 
-import functools
-
 
 def gemm_matrix(weight):
     """A convolution weight (Cout, Cin, kh, kw) as the (kh·kw·Cin, Cout) matrix `conv_as_gemm` multiplies by:
@@ -50,19 +48,19 @@ def rewrite(gm) -> int:
     left as it is), each weight's matrix added to `gm` as a buffer; returns how many were replaced."""
     import torch
 
+    from pipeline.converters.fx_passes import constant_of
+
     conv2d = torch.ops.aten.conv2d.default
     replaced = 0
     for node in list(gm.graph.nodes):
         if node.op != "call_function" or node.target is not conv2d:
             continue
         x, weight, bias, stride, padding, dilation, groups = (*node.args, *_CONV2D_DEFAULTS[len(node.args):])
-        value = x.meta.get("val")
-        if (node.kwargs or groups != 1 or tuple(dilation) != (1, 1) or value is None or value.dim() != 4
-                or weight.op != "get_attr"):
+        value, tensor = x.meta.get("val"), constant_of(gm, weight)
+        if node.kwargs or groups != 1 or tuple(dilation) != (1, 1) or value is None or value.dim() != 4 or tensor is None:
             continue
-        tensor = functools.reduce(getattr, weight.target.split("."), gm).detach()
         name = f"{MATRIX_PREFIX}{replaced}"
-        gm.register_buffer(name, gemm_matrix(tensor))
+        gm.register_buffer(name, gemm_matrix(tensor.detach()))
         with gm.graph.inserting_before(node):
             matrix = gm.graph.get_attr(name)
             gemm = gm.graph.call_function(conv_as_gemm, (x, matrix, bias, tuple(tensor.shape[2:]), tuple(stride), tuple(padding)))

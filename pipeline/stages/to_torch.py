@@ -90,16 +90,21 @@ def _compile_aot(program, shape: tuple[int, ...], path: Path) -> tuple[float, st
     """`model_aoti.pt2` from `program`: its any-batch model and, where it can be built, its batch-1 model;
     the seconds it took, and why there is no batch-1 model ("" where there is one)."""
     from pipeline.converters import aot_compile
+    from pipeline.runtimes import aoti
 
     started = time.perf_counter()
+    files = {aoti.MODEL: aot_compile.compile_model(program, aot_compile.INDUCTOR_OPTIONS)}  # a failure here raises
+    why = ""
     try:
         batch1 = aot_compile.batch1_program(program, shape)
-        aot_compile.compile_package(program, path, batch1=batch1)
-        return time.perf_counter() - started, "" if batch1 is not None else "not built: no convolution to compute as a GEMM"
+        if batch1 is None:
+            why = "not built: no convolution to compute as a GEMM"
+        else:
+            files[aoti.BATCH1] = aot_compile.compile_model(batch1, aot_compile.BATCH1_OPTIONS)
     except Exception as exc:  # noqa: BLE001 — the batch-1 model is a speed-up: where it fails, the any-batch model still ships
-        reason = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
-    aot_compile.compile_package(program, path)  # a failure here is the any-batch model's own, and raises
-    return time.perf_counter() - started, f"not built ({reason})"
+        why = f"not built ({' '.join(f'{type(exc).__name__}: {exc}'.split())[:200]})"
+    aot_compile.write_package(path, files)
+    return time.perf_counter() - started, why
 
 
 def _save(program, path: Path) -> None:
