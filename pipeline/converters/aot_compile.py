@@ -10,15 +10,24 @@ package of two models, each a shared library:
 
 `runtimes.aoti.load` runs a one-image batch on `batch1`, any other on `model`; from C++, name the model
 (`AOTIModelPackageLoader(path, "batch1")`).
+
+`python -m pipeline.converters.aot_compile PROGRAM SHAPE RESULT` compiles the batch-1 model in a process of
+its own (`batch1_beside`, `main`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import logging
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+from pipeline.common.errors import PipelineError
 
 # Inductor settings the package is compiled with, chosen by `make aot-options` (every setting tried, its
 # figures in the README, "Speed"). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
@@ -29,8 +38,12 @@ INDUCTOR_OPTIONS = {"freezing": True}
 # compiled and timed: 155.8 s against 65.9 s for ResNet8's two models on a first compile here, for no
 # faster a package (README, "Speed"). Where the template does not apply, BATCH1_FALLBACK adds ATen's GEMMs. The autotuner's
 # tables on stderr would fill the stage's output.
+# epilogue_fusion off: fusing the next pointwise op into a GEMM template fails inductor's code generation on
+# MobileNetV2, MobileNetV3Small, EfficientNetB0 and ResNet50 ("AssertionError: wrong ndim" in its store), which
+# left them without a batch-1 model; unfused, ResNet8's is no slower (the ReLU goes into the next im2col copy).
 _QUIET = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
-BATCH1_OPTIONS = {**INDUCTOR_OPTIONS, "max_autotune": True, "max_autotune_gemm_backends": "CPP", **_QUIET}
+BATCH1_OPTIONS = {**INDUCTOR_OPTIONS, "max_autotune": True, "max_autotune_gemm_backends": "CPP", "epilogue_fusion": False,
+                  **_QUIET}
 BATCH1_FALLBACK = {**BATCH1_OPTIONS, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
@@ -61,6 +74,37 @@ def compile_package(program, path: Path, options: dict | None = None, batch1=Non
         files[aoti.BATCH1] = compile_model(batch1, BATCH1_OPTIONS)
     write_package(path, files)
     return time.perf_counter() - started
+
+
+@contextlib.contextmanager
+def batch1_beside(program_path: Path, sample_shape: tuple[int, ...]):
+    """Compile the batch-1 model of the program saved in `program_path` (`batch1_program`, `BATCH1_OPTIONS`)
+    in a process of its own while the body runs — each compile keeps about one core busy, so the torch stage
+    compiles the any-batch model meanwhile. Yields a function that waits for it and returns its files
+    (`compile_model`'s; None where no convolution was rewritten). The process is killed if the body raises.
+
+    Raises (from the function):
+        PipelineError: the compile failed; the message is its reason.
+    """
+    with tempfile.TemporaryDirectory(prefix="batch1-") as scratch:
+        result, log = Path(scratch) / "result.json", Path(scratch) / "stderr.txt"
+        with open(log, "w") as stderr:  # a file, not a pipe: inductor's warnings can fill a pipe nobody reads yet
+            child = subprocess.Popen([sys.executable, "-m", __name__, str(program_path), json.dumps(list(sample_shape)),
+                                      str(result)], stdout=subprocess.DEVNULL, stderr=stderr)
+
+        def files():
+            code = child.wait()
+            if code != 0 or not result.is_file():
+                lines = log.read_text().strip().splitlines()
+                raise PipelineError(lines[-1] if lines else f"the batch-1 compile exited with code {code}")
+            return json.loads(result.read_text())["files"]
+
+        try:
+            yield files
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 def compile_model(exported, settings: dict) -> list:
@@ -96,3 +140,27 @@ def write_package(path: Path, files: dict[str, list]) -> None:
         built = Path(scratch) / path.name
         package_aoti(str(built), files)
         os.replace(built, path)
+
+
+def main(argv: list[str]) -> int:
+    """`batch1_beside`'s process: argv is PROGRAM (the saved optimized program, `model_opt.pt2`), SHAPE (one
+    input's shape, JSON) and RESULT, which gets `{"files": [...]}` (`compile_model`'s files; null where no
+    convolution was rewritten). A failure exits 1, its reason the last line on stderr."""
+    from pipeline.runtimes.pt2 import load_program
+
+    program_path, shape, result = Path(argv[0]), tuple(json.loads(argv[1])), Path(argv[2])
+    try:
+        batch1 = batch1_program(load_program(program_path), shape)
+        files = None if batch1 is None else compile_model(batch1, BATCH1_OPTIONS)
+    except Exception as exc:  # noqa: BLE001 — the parent says why in one line; the any-batch model still ships
+        print(f"{type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
+    if files is not None and not all(isinstance(f, str) for f in files):  # paths cross the process boundary, nothing else
+        print(f"TypeError: the compile returned more than file paths: {files!r:.200}", file=sys.stderr)
+        return 1
+    result.write_text(json.dumps({"files": files}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

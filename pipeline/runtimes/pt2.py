@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput
@@ -17,7 +18,7 @@ def load_program(path: Path):
 
     try:
         return torch.export.load(str(path))
-    except (RuntimeError, ValueError, OSError, KeyError) as exc:
+    except (RuntimeError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:  # BadZipFile: not a .pt2 archive at all
         raise BadInput(f"{path} is not a loadable torch.export program ({exc}); rerun `make torch`") from exc
 
 

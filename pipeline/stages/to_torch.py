@@ -17,7 +17,7 @@ import numpy as np
 
 from pipeline.common import manifest
 from pipeline.common.atomic import atomic_path, write_text
-from pipeline.common.errors import BadInput
+from pipeline.common.errors import BadInput, PipelineError
 from pipeline.common.paths import ModelPaths
 from pipeline.converters import onnx_graph, to_fx
 from pipeline.converters.fx_optimize import OptimizeReport
@@ -79,30 +79,33 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     result = TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
     written = [paths.pt2, paths.fx_code, paths.pt2_opt]
     if aot:
-        result.aoti_seconds, result.aoti_batch1 = _compile_aot(program, shape, paths.pt2_aoti)
+        result.aoti_seconds, result.aoti_batch1 = _compile_aot(program, paths.pt2_opt, shape, paths.pt2_aoti)
         result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
         result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
     manifest.record(paths.dir, "torch", None, written, started, **({"aot_compile_seconds": round(result.aoti_seconds, 1)} if aot else {}))
     return result
 
 
-def _compile_aot(program, shape: tuple[int, ...], path: Path) -> tuple[float, str]:
-    """`model_aoti.pt2` from `program`: its any-batch model and, where it can be built, its batch-1 model;
-    the seconds it took, and why there is no batch-1 model ("" where there is one)."""
+def _compile_aot(program, program_path: Path, shape: tuple[int, ...], path: Path) -> tuple[float, str]:
+    """`model_aoti.pt2` from `program` (saved in `program_path`): its any-batch model and, where it can be
+    built, its batch-1 model, compiled side by side; the seconds it took, and why there is no batch-1 model
+    ("" where there is one)."""
     from pipeline.converters import aot_compile
     from pipeline.runtimes import aoti
 
     started = time.perf_counter()
-    files = {aoti.MODEL: aot_compile.compile_model(program, aot_compile.INDUCTOR_OPTIONS)}  # a failure here raises
     why = ""
-    try:
-        batch1 = aot_compile.batch1_program(program, shape)
-        if batch1 is None:
-            why = "not built: no convolution to compute as a GEMM"
+    with aot_compile.batch1_beside(program_path, shape) as batch1_files:
+        files = {aoti.MODEL: aot_compile.compile_model(program, aot_compile.INDUCTOR_OPTIONS)}  # a failure here raises
+        try:
+            batch1 = batch1_files()
+        except PipelineError as exc:  # the batch-1 model is a speed-up: where it fails, the any-batch model still ships
+            why = f"not built ({' '.join(str(exc).split())[:200]})"
         else:
-            files[aoti.BATCH1] = aot_compile.compile_model(batch1, aot_compile.BATCH1_OPTIONS)
-    except Exception as exc:  # noqa: BLE001 — the batch-1 model is a speed-up: where it fails, the any-batch model still ships
-        why = f"not built ({' '.join(f'{type(exc).__name__}: {exc}'.split())[:200]})"
+            if batch1 is None:
+                why = "not built: no convolution to compute as a GEMM"
+            else:
+                files[aoti.BATCH1] = batch1
     aot_compile.write_package(path, files)
     return time.perf_counter() - started, why
 
