@@ -193,6 +193,30 @@ def test_a_batch1_model_that_fails_to_build_leaves_the_any_batch_model_and_says_
         assert torch.allclose(aoti.load(package)(x[:1]), net(x[:1]), atol=1e-6)
 
 
+def test_the_batch1_compile_is_killed_when_the_stage_leaves_first(tmp_path, monkeypatch):
+    """Where the any-batch compile fails, the batch-1 compile beside it does not run on: its process is killed."""
+    import signal
+    import subprocess
+
+    import torch
+
+    from pipeline.converters import aot_compile, to_fx
+
+    program_path = tmp_path / "model_opt.pt2"
+    torch.export.save(to_fx.export(_ConvThenMatmul.build(), (6, 6, 3)), str(program_path))
+    started, popen = [], subprocess.Popen
+
+    def recording(*args, **kwargs):
+        started.append(popen(*args, **kwargs))
+        return started[-1]
+
+    monkeypatch.setattr(aot_compile.subprocess, "Popen", recording)
+    with pytest.raises(RuntimeError, match="the any-batch compile failed"), aot_compile.batch1_beside(program_path, (6, 6, 3)):
+        raise RuntimeError("the any-batch compile failed")
+    (child,) = started
+    assert child.returncode == -signal.SIGKILL  # killed, not finished (its import of torch alone takes seconds)
+
+
 @pytest.mark.slow
 def test_a_zoo_member_gets_its_batch1_model_checked_by_the_torch_stage(zoo_member, tmp_path):
     """MobileNetV3Small (squeeze-excite, hard-swish, depthwise convolutions left to oneDNN) through the torch
@@ -202,7 +226,6 @@ def test_a_zoo_member_gets_its_batch1_model_checked_by_the_torch_stage(zoo_membe
     import shutil
 
     from pipeline.common.paths import ModelPaths
-    from pipeline.converters import onnx_graph
     from pipeline.stages import to_torch
     from pipeline.verifier.keras_reference import KerasReference
 
@@ -213,6 +236,6 @@ def test_a_zoo_member_gets_its_batch1_model_checked_by_the_torch_stage(zoo_membe
         shutil.copy(getattr(built, name), getattr(mine, name))
     result = to_torch.run(mine.onnx, mine.dir, aot=True)
     assert result.aoti_batch1 == "" and aoti.models(mine.pt2_aoti) == [aoti.BATCH1, aoti.MODEL]
-    assert result.validation_aoti.passed
-    sets, _, _ = to_torch._onnxruntime_reference(mine.onnx, onnx_graph.input_shape(mine.onnx), KerasReference(mine.keras_reference))  # noqa: SLF001
-    assert any(checkset.batch_size_of(name) == 1 for name in sets)  # what the stage checked ran on the batch-1 model
+    # The stage's check (it raises where the package disagrees) had one-image sets, which `aoti.load` runs on
+    # the batch-1 model (tests/test_aoti.py: a wrong batch-1 model fails on exactly those).
+    assert any(checkset.batch_size_of(name) == 1 for name in KerasReference(mine.keras_reference).set_names() if name.startswith("random_"))

@@ -137,13 +137,11 @@ def test_checksum_mismatch_in_the_mirror_exits_2_keeping_nothing(tmp_path):
     assert not (data / "models" / "pretrainedResnet.h5").exists()
 
 
-def test_a_pt2_that_is_not_an_archive_is_bad_input(tmp_path):
-    """A `model.pt2` overwritten by something else (torch.export.load raises zipfile.BadZipFile): one line
-    that says to rebuild it, not a traceback."""
-    from pipeline.common.errors import BadInput
-    from pipeline.runtimes.pt2 import load_program
-
-    path = tmp_path / "model.pt2"
-    path.write_text("this is a text file, not a program\n")
-    with pytest.raises(BadInput, match="not a loadable torch.export program.*rerun `make torch`"):
-        load_program(path)
+def test_a_model_pt2_that_is_not_an_archive_exits_2_in_one_line(tmp_path, tiny_data):
+    """A `model.pt2` overwritten by something else: one line that says to rebuild it — not torch.export's own
+    logged traceback, nor zipfile's."""
+    folder = tmp_path / "out" / "pretrainedResnet"
+    folder.mkdir(parents=True)
+    (folder / "model.pt2").write_text("this is a text file, not a program\n")
+    completed = helpers.run_cli("evaluate", "--out", str(tmp_path / "out"), "--data", str(tiny_data))
+    helpers.assert_one_line_error(completed, "model.pt2 is not a loadable torch.export program", "rerun `make torch`")

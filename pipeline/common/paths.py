@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +11,15 @@ DEFAULT_DATA = Path("data")
 DEFAULT_OUT = Path("artifacts")
 # `make fetch` puts the model here, under the data folder, as the mirror lays it out.
 DEFAULT_MODEL = DEFAULT_DATA / "models" / "pretrainedResnet.h5"
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding `pipeline/`
+
+
+def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment with `extra` set, and the package importable in a child `python -m
+    pipeline...` wherever it is installed (an editable install, or a checkout on PYTHONPATH)."""
+    env = {**os.environ, **(extra or {})}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PACKAGE_ROOT), env.get("PYTHONPATH")]))
+    return env
 
 
 @dataclass(frozen=True)

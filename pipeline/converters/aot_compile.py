@@ -21,6 +21,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,22 +29,21 @@ import time
 from pathlib import Path
 
 from pipeline.common.errors import PipelineError
+from pipeline.common.paths import child_environment
 
 # Inductor settings the package is compiled with, chosen by `make aot-options` (every setting tried, its
 # figures in the README, "Speed"). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
 # fused into oneDNN convolutions (inference only; prepacked too where the batch is static, not ours).
 INDUCTOR_OPTIONS = {"freezing": True}
 # The batch-1 model's: max_autotune lets inductor's C++ GEMM templates compile the im2col GEMMs; the
-# template alone (no ATen choice) leaves nothing to benchmark — with ATen beside it, each candidate is
-# compiled and timed: 155.8 s against 65.9 s for ResNet8's two models on a first compile here, for no
-# faster a package (README, "Speed"). Where the template does not apply, BATCH1_FALLBACK adds ATen's GEMMs. The autotuner's
-# tables on stderr would fill the stage's output.
-# epilogue_fusion off: fusing the next pointwise op into a GEMM template fails inductor's code generation on
-# MobileNetV2, MobileNetV3Small, EfficientNetB0 and ResNet50 ("AssertionError: wrong ndim" in its store), which
-# left them without a batch-1 model; unfused, ResNet8's is no slower (the ReLU goes into the next im2col copy).
-_QUIET = {"autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
+# template alone (no ATen choice) leaves nothing to benchmark — with ATen beside it each candidate is
+# compiled and timed, for no faster a package (README, "Speed"). Where the template does not apply,
+# BATCH1_FALLBACK adds ATen's GEMMs. Epilogue fusion off: with pointwise ops fused into a template's
+# epilogue, inductor's code generation failed on four of six zoo models tried ("AssertionError: wrong
+# ndim"), and ResNet8's batch-1 model is no slower without it (README, "Speed").
 BATCH1_OPTIONS = {**INDUCTOR_OPTIONS, "max_autotune": True, "max_autotune_gemm_backends": "CPP", "epilogue_fusion": False,
-                  **_QUIET}
+                  # the autotuner's tables on stderr would bury the one line that says why a compile failed
+                  "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}
 BATCH1_FALLBACK = {**BATCH1_OPTIONS, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
@@ -76,34 +76,57 @@ def compile_package(program, path: Path, options: dict | None = None, batch1=Non
     return time.perf_counter() - started
 
 
+# Longest the batch-1 model's compile may take before it is given up (the any-batch model ships alone):
+# DenseNet121's, the longest measured here, took about 2 minutes.
+BATCH1_TIMEOUT_S = 1800
+
+
 @contextlib.contextmanager
 def batch1_beside(program_path: Path, sample_shape: tuple[int, ...]):
     """Compile the batch-1 model of the program saved in `program_path` (`batch1_program`, `BATCH1_OPTIONS`)
-    in a process of its own while the body runs — each compile keeps about one core busy, so the torch stage
-    compiles the any-batch model meanwhile. Yields a function that waits for it and returns its files
-    (`compile_model`'s; None where no convolution was rewritten). The process is killed if the body raises.
+    in a process of its own while the body runs, so that the torch stage's compile of the any-batch model
+    overlaps it. Yields a function that waits for it (at most `BATCH1_TIMEOUT_S`) and returns its files
+    (`compile_model`'s; None where no convolution was rewritten). Whenever the body leaves before the
+    compile is done, the process and the compilers it started are killed.
 
     Raises (from the function):
-        PipelineError: the compile failed; the message is its reason.
+        PipelineError: the compile failed, did not start, or ran past its time; the message says why.
     """
     with tempfile.TemporaryDirectory(prefix="batch1-") as scratch:
         result, log = Path(scratch) / "result.json", Path(scratch) / "stderr.txt"
-        with open(log, "w") as stderr:  # a file, not a pipe: inductor's warnings can fill a pipe nobody reads yet
-            child = subprocess.Popen([sys.executable, "-m", __name__, str(program_path), json.dumps(list(sample_shape)),
-                                      str(result)], stdout=subprocess.DEVNULL, stderr=stderr)
+        command = [sys.executable, "-m", __name__, str(program_path), json.dumps(list(sample_shape)), str(result)]
+        try:
+            with open(log, "w") as stderr:  # a file, not a pipe: inductor's warnings could fill a pipe nobody reads yet
+                # its own session: killing the group reaches the g++ processes the compile starts, too
+                child = subprocess.Popen(command, env=child_environment(), stdout=subprocess.DEVNULL, stderr=stderr,
+                                         start_new_session=True)
+        except OSError as exc:
+            child, not_started = None, f"the batch-1 compile did not start ({exc})"
 
         def files():
-            code = child.wait()
-            if code != 0 or not result.is_file():
-                lines = log.read_text().strip().splitlines()
-                raise PipelineError(lines[-1] if lines else f"the batch-1 compile exited with code {code}")
-            return json.loads(result.read_text())["files"]
+            if child is None:
+                raise PipelineError(not_started)
+            try:
+                code = child.wait(timeout=BATCH1_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                raise PipelineError(f"the batch-1 compile took over {BATCH1_TIMEOUT_S} s") from None
+            report = json.loads(result.read_text()) if result.is_file() else {}
+            if code == 0 and "files" in report:
+                return report["files"]
+            if "error" in report:
+                raise PipelineError(report["error"])
+            if code < 0:
+                likely = ", most likely out of memory" if code == -signal.SIGKILL else ""
+                raise PipelineError(f"the batch-1 compile was killed (signal {-code}{likely})")
+            lines = log.read_text().strip().splitlines()
+            raise PipelineError(f"the batch-1 compile exited with code {code}" + (f": {lines[-1]}" if lines else ""))
 
         try:
             yield files
         finally:
-            if child.poll() is None:
-                child.kill()
+            if child is not None and child.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
                 child.wait()
 
 
@@ -145,18 +168,20 @@ def write_package(path: Path, files: dict[str, list]) -> None:
 def main(argv: list[str]) -> int:
     """`batch1_beside`'s process: argv is PROGRAM (the saved optimized program, `model_opt.pt2`), SHAPE (one
     input's shape, JSON) and RESULT, which gets `{"files": [...]}` (`compile_model`'s files; null where no
-    convolution was rewritten). A failure exits 1, its reason the last line on stderr."""
+    convolution was rewritten) or `{"error": "why"}` (exit 1)."""
+    if len(argv) != 3:
+        print(f"usage: python -m {__name__} PROGRAM SHAPE RESULT", file=sys.stderr)
+        return 2
     from pipeline.runtimes.pt2 import load_program
 
     program_path, shape, result = Path(argv[0]), tuple(json.loads(argv[1])), Path(argv[2])
     try:
         batch1 = batch1_program(load_program(program_path), shape)
         files = None if batch1 is None else compile_model(batch1, BATCH1_OPTIONS)
+        if files is not None and not all(isinstance(f, str) for f in files):  # paths cross the boundary, nothing else
+            raise TypeError(f"the compile returned more than file paths: {files!r:.200}")
     except Exception as exc:  # noqa: BLE001 — the parent says why in one line; the any-batch model still ships
-        print(f"{type(exc).__name__}: {' '.join(str(exc).split())}", file=sys.stderr)
-        return 1
-    if files is not None and not all(isinstance(f, str) for f in files):  # paths cross the process boundary, nothing else
-        print(f"TypeError: the compile returned more than file paths: {files!r:.200}", file=sys.stderr)
+        result.write_text(json.dumps({"error": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}))
         return 1
     result.write_text(json.dumps({"files": files}))
     return 0

@@ -15,9 +15,7 @@ from pathlib import Path
 
 from pipeline.common.errors import BadInput, PipelineError
 from pipeline.common.keras_job import ERROR_PREFIX, WORKER_MODULE, WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE, KerasJob, KerasJobResult
-
-_PACKAGE_ROOT = Path(__file__).resolve().parents[2]
-
+from pipeline.common.paths import child_environment
 
 def run(job: KerasJob) -> KerasJobResult:
     """Run `job` in a TensorFlow process; return what it reports.
@@ -31,7 +29,7 @@ def run(job: KerasJob) -> KerasJobResult:
     with tempfile.TemporaryDirectory() as scratch:
         job_path, result_path = Path(scratch) / "job.json", Path(scratch) / "result.json"
         job_path.write_text(job.to_json())
-        env = _environment()
+        env = child_environment()
         command = [sys.executable, "-m", WORKER_MODULE, str(job_path), str(result_path)]
         try:
             completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True, timeout=limit)
@@ -50,13 +48,6 @@ def run(job: KerasJob) -> KerasJobResult:
         raise PipelineError(f"the TensorFlow process exited with code {completed.returncode}: {tail}")
 
 
-def _environment() -> dict[str, str]:
-    """This process's environment, with the package importable in the child wherever it is installed."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_PACKAGE_ROOT), env.get("PYTHONPATH")]))
-    return env
-
-
 def build_zoo(folder: Path, names: list[str]) -> list[dict]:
     """Build the zoo's Keras Applications models into `folder` (NAME.keras and NAME.h5) in a TensorFlow
     process; one summary dict per model (layers, input range, seconds, top-probability percentiles).
@@ -65,7 +56,7 @@ def build_zoo(folder: Path, names: list[str]) -> list[dict]:
         PipelineError: the builder failed (its last lines).
     """
     command = [sys.executable, "-m", ZOO_BUILDER_MODULE, str(folder), *names]
-    completed = subprocess.run(command, env=_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    completed = subprocess.run(command, env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if completed.returncode != 0:
         tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
         raise PipelineError(f"building the zoo failed (exit {completed.returncode}): {tail}")

@@ -16,9 +16,12 @@ def load_program(path: Path):
     """
     import torch
 
+    # Not an archive at all: said here, before torch.export.load logs a traceback of its own on stderr.
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise BadInput(f"{path} is not a loadable torch.export program (not a .pt2 archive); rerun `make torch`")
     try:
         return torch.export.load(str(path))
-    except (RuntimeError, ValueError, OSError, KeyError, zipfile.BadZipFile) as exc:  # BadZipFile: not a .pt2 archive at all
+    except (RuntimeError, ValueError, OSError, KeyError, AssertionError, zipfile.BadZipFile) as exc:
         raise BadInput(f"{path} is not a loadable torch.export program ({exc}); rerun `make torch`") from exc
 
 

@@ -22,7 +22,7 @@ import numpy as np
 
 from pipeline.common.atomic import write_text
 from pipeline.common.errors import BadInput, CheckFailed, PipelineError
-from pipeline.common.paths import ModelPaths
+from pipeline.common.paths import ModelPaths, child_environment
 from pipeline.common.tolerances import ATOL_PROB
 from pipeline.converters import aot_compile
 from pipeline.stages import bench
@@ -58,7 +58,8 @@ VARIANTS = (
     Variant("freezing, 1 thread", "as freezing, torch and ONNX Runtime on one thread each", FREEZING, threads=1),
     Variant("freezing, oneDNN AVX2", "as freezing, oneDNN held to AVX2 kernels (ONEDNN_MAX_CPU_ISA)", FREEZING,
             env={"ONEDNN_MAX_CPU_ISA": "AVX2"}),
-    Variant("no epilogue fusion", "as freezing, inductor's pointwise fusion off (epilogue_fusion False)",
+    Variant("no epilogue fusion", "as freezing, epilogue_fusion False (pointwise ops fused into a GEMM template's epilogue; "
+            "freezing alone uses no template, so this is a control)",
             {**FREEZING, "epilogue_fusion": False}),
     Variant("im2col + GEMM", "convolutions as channels-last im2col (`unfold`) + addmm, each weight matrix a constant of "
             "the module; dynamic batch; ATen GEMMs", convs_as_gemm=True),
@@ -98,7 +99,7 @@ def _in_child(variant: Variant, paths: ModelPaths, data: Path) -> dict:
         result = Path(scratch) / "row.json"
         job = {"variant": asdict(variant), "dir": str(paths.dir), "data": str(data), "package": str(Path(scratch) / "model_aoti.pt2"),
                "result": str(result)}
-        env = {**os.environ, **variant.env}
+        env = child_environment(variant.env)
         try:
             child = subprocess.run([sys.executable, "-m", "pipeline.stages.aot_options", json.dumps(job)], env=env,
                                    capture_output=True, text=True, timeout=CHILD_TIMEOUT_S)
