@@ -17,6 +17,7 @@ from pipeline.common.errors import BadInput, PipelineError
 from pipeline.common.keras_job import ERROR_PREFIX, WORKER_MODULE, WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE, KerasJob, KerasJobResult
 from pipeline.common.paths import child_environment
 
+
 def run(job: KerasJob) -> KerasJobResult:
     """Run `job` in a TensorFlow process; return what it reports.
 
