@@ -35,3 +35,48 @@ def test_cuda_without_gpu_is_bad_input(tiny_converted, tiny_data):
     model, _, paths, _, _ = tiny_converted
     with pytest.raises(BadInput, match="no CUDA device"):
         bench.run(model, paths.dir, tiny_data, bench.BenchOptions(device="cuda", with_keras=False), progress=False)
+
+
+def test_agreement_names_a_backend_that_computes_something_else(tiny_converted, tiny_data):
+    """`agreement` (the bench's column against ONNX Runtime) is near zero for the real backends, and shows a
+    backend 2 % off in its largest difference and one with two classes swapped in its argmax flips."""
+    import numpy as np
+    import torch
+
+    from pipeline.data import cifar
+    from pipeline.runtimes.pt2 import load_module
+
+    _, _, paths, _, _ = tiny_converted
+    images = cifar.load(tiny_data).images.astype(np.float32)
+    right = bench.torch_runner(load_module(paths.pt2_opt), torch.device("cpu"))
+    outputs = right(images)
+    top = int(outputs.argmax(-1)[0])
+    other = (top + 1) % outputs.shape[-1]
+    swap = torch.arange(outputs.shape[-1])
+    swap[[top, other]] = swap[[other, top]]
+    runners = {"onnxruntime": bench.onnxruntime_runner(paths.onnx, threads=2), "model_opt.pt2 eager": right,
+               "2 % off": lambda batch: right(batch) * 1.02, "classes swapped": lambda batch: right(batch)[:, swap]}
+    agree = bench.agreement(runners, images, batch_size=32)
+    assert agree["model_opt.pt2 eager"]["max_abs"] < 1e-5 and agree["model_opt.pt2 eager"]["argmax_flips"] == 0
+    assert agree["2 % off"]["max_abs"] == pytest.approx(0.02 * float(outputs.max()), rel=0.01)
+    assert agree["2 % off"]["argmax_flips"] == 0  # a uniform scale moves no argmax: the difference column is what shows it
+    flipped = int((outputs.argmax(-1) == top).sum() + (outputs.argmax(-1) == other).sum())
+    assert flipped >= 1 and agree["classes swapped"]["argmax_flips"] == flipped
+
+
+def test_the_gpu_package_path_compiles_and_agrees_on_the_cpu(tiny_converted, tmp_path):
+    """`compile_for_device` (how `make bench --device cuda` builds `model_aoti_cuda.pt2`): re-exported on the
+    device, compiled, packaged; run here with the CPU as the device, it agrees with `model_opt.pt2`."""
+    import torch
+
+    from pipeline.converters import aot_compile, onnx_graph
+    from pipeline.runtimes import aoti
+    from pipeline.runtimes.pt2 import load_module, load_program
+
+    _, _, paths, _, _ = tiny_converted
+    package = tmp_path / "model_aoti_cuda.pt2"
+    aot_compile.compile_for_device(load_program(paths.pt2_opt), onnx_graph.input_shape(paths.onnx), torch.device("cpu"), package)
+    assert aoti.models(package) == [aoti.MODEL]
+    images = torch.rand(5, *onnx_graph.input_shape(paths.onnx)) * 255
+    with torch.inference_mode():
+        assert torch.allclose(aoti.load(package, single_threaded=True)(images), load_module(paths.pt2_opt)(images), atol=1e-5)

@@ -86,6 +86,11 @@ class ModelPaths:
         return self.dir / "model_aoti.pt2"
 
     @property
+    def pt2_aoti_cuda(self) -> Path:
+        """The same, compiled for a CUDA GPU (any-batch model alone): `make bench` with `--device cuda` writes it."""
+        return self.dir / "model_aoti_cuda.pt2"
+
+    @property
     def fx_opt_code(self) -> Path:
         return self.dir / "model_opt_fx.py"
 

@@ -76,6 +76,16 @@ def compile_package(program, path: Path, options: dict | None = None, batch1=Non
     return time.perf_counter() - started
 
 
+def compile_for_device(program, sample_shape: tuple[int, ...], device, path: Path) -> None:
+    """The any-batch model of `program` compiled for `device` (a CUDA GPU; the torch stage's package is the
+    CPU's) under `INDUCTOR_OPTIONS`, written as the package `path`."""
+    from pipeline.converters import to_fx
+    from pipeline.runtimes import aoti
+
+    on_device = to_fx.export(program.module().to(device), sample_shape, str(device))
+    write_package(path, {aoti.MODEL: compile_model(on_device, INDUCTOR_OPTIONS)})
+
+
 # Longest the batch-1 model's compile may take before it is given up (the any-batch model ships alone):
 # DenseNet121's, the longest measured here, took about 2 minutes.
 BATCH1_TIMEOUT_S = 1800

@@ -68,12 +68,12 @@ def convert(onnx_path: Path, layer_names: list[str] = ()):
     return gm, reshapes
 
 
-def export(gm, sample_shape: tuple[int, ...]):
-    """`torch.export` with a dynamic batch dimension (1 … MAX_BATCH)."""
+def export(gm, sample_shape: tuple[int, ...], device: str = "cpu"):
+    """`torch.export` of `gm` (its weights on `device`) with a dynamic batch dimension (1 … MAX_BATCH)."""
     import torch
 
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    example = torch.zeros((2, *sample_shape), dtype=torch.float32)
+    example = torch.zeros((2, *sample_shape), dtype=torch.float32, device=device)
     with torch.no_grad():
         return torch.export.export(gm, (example,), dynamic_shapes=({0: batch},))
 

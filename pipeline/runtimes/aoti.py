@@ -24,9 +24,11 @@ def models(path: Path) -> list[str]:
                    if "aotinductor" in parts[:-2]})
 
 
-def load(path: Path):
+def load(path: Path, single_threaded: bool = False):
     """The compiled model in `path`: a callable taking an NHWC float32 tensor, returning probabilities — a
     one-image batch run by the package's `batch1` model where it has one, any other by `model`.
+    `single_threaded`: without the runtime's synchronisation between runs (CUDA events), which a CUDA graph
+    cannot capture; for one calling thread only.
 
     Raises:
         BadInput: the file is not an AOTInductor package this torch can load.
@@ -35,9 +37,10 @@ def load(path: Path):
     from torch._inductor.package import load_package
 
     try:
-        package = torch._inductor.aoti_load_package(str(path))  # noqa: SLF001 — the documented entry point lives there
+        package = torch._inductor.aoti_load_package(str(path), run_single_threaded=single_threaded)  # noqa: SLF001 — the documented entry point lives there
         run, outputs = package.loader.boxed_run, package.loader.get_call_spec()[1]
-        single = load_package(str(path), BATCH1).loader.boxed_run if BATCH1 in models(path) else None
+        single = (load_package(str(path), BATCH1, run_single_threaded=single_threaded).loader.boxed_run
+                  if BATCH1 in models(path) else None)
     except (RuntimeError, ValueError, OSError, KeyError, AttributeError) as exc:
         raise BadInput(f"{path} is not a loadable AOTInductor package ({' '.join(str(exc).split())[:160]}); rerun `make torch`") from exc
     if torch.utils._pytree.treespec_loads(outputs).num_leaves != 1:  # noqa: SLF001

@@ -2,12 +2,18 @@
 
 Backends: Keras/TF `predict` (in its own process, TensorFlow pinned to the same thread count), ONNX
 Runtime, onnx2torch's GraphModule as converted (eager), `model.pt2` (eager), `model_opt.pt2` (eager),
-`model_opt.pt2` under `torch.compile` (inductor, freezing on) and `model_aoti.pt2` (AOTInductor). Each
+`model_opt.pt2` under `torch.compile` (inductor, freezing on) and `model_aoti.pt2` (AOTInductor). On a
+CUDA GPU also: `model_opt.pt2` eager in channels-last, the compiled model replayed from a CUDA graph, the
+model compiled with max_autotune (Triton convolution templates) replayed from a CUDA graph, and the
+any-batch model compiled by AOTInductor for the GPU, called directly and from a CUDA graph; there the
+images are copied to the GPU once and the models timed on them (the copy is timed apart). Each
 throughput is the best of `repeats` passes over the images after a warm-up, the backends' passes
 interleaved (`time_backends`); batch-1 latency (MLPerf Tiny's metric) is timed call by call, the
 backends' calls interleaved in blocks, as p50 and p99 (`latencies`). Also measured in the same run: this machine's
-sgemm GFLOP/s (torch.mm), and — from the ONNX graph, not typed in — the model's FLOPs per image, so each
-backend's effective GFLOP/s reads as a share of the machine's peak.
+sgemm GFLOP/s (torch.mm), the model's FLOPs per image from the ONNX graph (not typed in), so each
+backend's effective GFLOP/s reads as a share of the machine's peak, and each backend's largest difference
+from ONNX Runtime and argmax disagreements over the images (`agreement`): a faster backend counts only if
+it computes the same thing.
 """
 
 from __future__ import annotations
@@ -28,6 +34,9 @@ from pipeline.data import checkset
 
 BATCH_SIZES = (1, 32, 256)
 LATENCY_CALLS = 2_000  # single-image calls per backend for the p50/p99 (after WARMUP_IMAGES of warm-up)
+# Images per pass at batch 1: one call per image, so the throughput is 1 / the mean call, which 2,000 calls
+# time as well as 10,000, in a fifth of the time (eager torch on a GPU: ~1 ms a call, launch-bound).
+BATCH1_IMAGES = 2_000
 # Calls in a row per backend: a thread pool still spinning after one backend's last call (ONNX Runtime's
 # do) slows only the first call of the next backend's block, which is not counted.
 LATENCY_BLOCK = 100
@@ -51,6 +60,7 @@ class BenchResult:
     results: list[dict] = field(default_factory=list)  # {backend, batch_size, images_per_s, effective_gflops}
     notes: dict = field(default_factory=dict)
     latency_us: dict = field(default_factory=dict)  # backend -> {"p50": µs, "p99": µs} of one image per call
+    agreement: dict = field(default_factory=dict)  # backend -> {"max_abs", "argmax_flips"} against onnxruntime
 
     def images_per_s(self, backend: str, batch_size: int) -> float | None:
         return next((r["images_per_s"] for r in self.results if r["backend"] == backend and r["batch_size"] == batch_size), None)
@@ -107,8 +117,11 @@ def time_backends(runners: dict, images: np.ndarray, batch_size: int, repeats: i
     """Best images/s of each runner over `repeats` passes of `images` in batches of `batch_size`.
 
     Passes are interleaved (A, B, C, A, B, C, ...) after one warm-up each, so a slow spell of this
-    shared machine hits every backend alike instead of one backend's whole measurement.
+    shared machine hits every backend alike instead of one backend's whole measurement. At batch 1 a pass
+    is the first `BATCH1_IMAGES` images.
     """
+    if batch_size == 1:
+        images = images[:BATCH1_IMAGES]
     batches = list(checkset.batches(images, batch_size))
 
     def one_pass(run_batch, chosen):
@@ -142,13 +155,52 @@ def latencies(runners: dict, images: np.ndarray, calls: int = LATENCY_CALLS) -> 
             for name, t in times.items()}
 
 
-def torch_runner(module, device):
-    """`module` as a runner of NumPy batches: inference mode, on `device`, synchronised on CUDA."""
+class DeviceImages:
+    """NumPy batches as torch tensors on `device`. On a GPU each batch is copied there once and kept, so the
+    models are timed on images already in its memory, as a GPU's throughput is quoted; the copy itself is
+    timed apart (`host_copy_gb_s`)."""
+
+    def __init__(self, device):
+        self.device = device
+        self._copies: dict = {}  # (address, shape) -> (the NumPy batch, kept alive so the address stays its, tensor)
+
+    def __call__(self, batch: np.ndarray):
+        import torch
+
+        if self.device.type == "cpu":
+            return torch.from_numpy(batch)
+        key = (batch.__array_interface__["data"][0], batch.shape)
+        if key not in self._copies:
+            self._copies[key] = (batch, torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+        return self._copies[key][1]
+
+
+def host_copy_gb_s(images: np.ndarray, device) -> dict[str, float]:
+    """GB/s of copying `images` from host memory to the GPU `device`, from ordinary (pageable) and from pinned
+    memory: what a GPU figure of `DeviceImages` leaves out."""
     import torch
+
+    pageable = torch.from_numpy(np.ascontiguousarray(images))
+    pinned = pageable.pin_memory()
+    speeds = {}
+    for name, source in (("pageable", pageable), ("pinned", pinned)):
+        source.to(device)
+        torch.cuda.synchronize()
+        seconds = min(_seconds(lambda s=source: (s.to(device, non_blocking=True), torch.cuda.synchronize())) for _ in range(3))
+        speeds[name] = round(source.nbytes / seconds / 1e9, 1)
+    return speeds
+
+
+def torch_runner(module, device, images: DeviceImages | None = None):
+    """`module` as a runner of NumPy batches (turned into tensors on `device` by `images`): inference mode,
+    synchronised on CUDA."""
+    import torch
+
+    images = images or DeviceImages(device)
 
     def run_batch(batch):
         with torch.inference_mode():
-            out = module(torch.from_numpy(batch).to(device))
+            out = module(images(batch))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return out
@@ -156,34 +208,138 @@ def torch_runner(module, device):
     return run_batch
 
 
+def cuda_graph_runner(module, images: DeviceImages, warmups: list[np.ndarray]):
+    """`module` replayed from CUDA graphs, one per input shape, captured after warm-up calls on a side stream
+    (as CUDA requires): a call is one graph launch instead of one launch per kernel. The shapes of `warmups`
+    are captured here, so that a capture that fails raises here; any other on its first call. The output is
+    the graph's own buffer, overwritten by the next call of the same shape."""
+    import torch
+
+    graphs = {}
+
+    def capture(batch: np.ndarray) -> None:
+        with torch.inference_mode():
+            example = images(batch).clone()
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                for _ in range(3):
+                    module(example)
+            torch.cuda.current_stream().wait_stream(side)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = module(example)
+        graphs[batch.shape] = (graph, example, output)
+
+    def run_batch(batch):
+        if batch.shape not in graphs:  # the last, shorter batch of a pass
+            capture(batch)
+        graph, example, output = graphs[batch.shape]
+        with torch.inference_mode():  # the input buffer is an inference tensor
+            example.copy_(images(batch))
+        graph.replay()
+        torch.cuda.synchronize()
+        return output
+
+    for warmup in warmups:
+        capture(warmup)
+    return run_batch
+
+
 def torch_runners(paths: ModelPaths, onnx_path: Path, device, compile_warmup: np.ndarray,
                   batch_sizes: tuple[int, ...] = BATCH_SIZES) -> tuple[dict, dict]:
-    """{backend name: run_batch} for the torch backends, and notes (compile time); the compiled model is
-    compiled for each of `batch_sizes` before any timing."""
+    """{backend name: run_batch} for the torch backends, and notes (compile times, and on a GPU what could not
+    be measured); the compiled models are compiled, and the CUDA graphs captured, for each of `batch_sizes`
+    before any timing."""
     import torch
 
     from pipeline.converters import to_fx
     from pipeline.runtimes.pt2 import load_module
 
+    images = DeviceImages(device)
     runners, notes = {}, {}
-    runners["onnx2torch eager"] = torch_runner(to_fx.convert_raw(onnx_path).to(device), device)
-    runners["model.pt2 eager"] = torch_runner(load_module(paths.pt2).to(device), device)
+    runners["onnx2torch eager"] = torch_runner(to_fx.convert_raw(onnx_path).to(device), device, images)
+    runners["model.pt2 eager"] = torch_runner(load_module(paths.pt2).to(device), device, images)
     optimized = load_module(paths.pt2_opt).to(device)
-    runners["model_opt.pt2 eager"] = torch_runner(optimized, device)
+    runners["model_opt.pt2 eager"] = torch_runner(optimized, device, images)
+    if device.type == "cuda":
+        channels_last = load_module(paths.pt2_opt).to(device, memory_format=torch.channels_last)
+        runners["model_opt.pt2 eager, channels-last"] = torch_runner(channels_last, device, images)
     import torch._inductor.config as inductor_config
 
     inductor_config.freezing = True  # constant-fold weights and prepack them for oneDNN: inference only
     compiled = torch.compile(optimized)
     started = time.perf_counter()
     for size in batch_sizes:  # one compile per batch-size specialisation, before timing starts
-        torch_runner(compiled, device)(compile_warmup[:size])
+        torch_runner(compiled, device, images)(compile_warmup[:size])
     notes["torch.compile seconds (all batch sizes)"] = round(time.perf_counter() - started, 1)
-    runners["model_opt.pt2 compiled"] = torch_runner(compiled, device)
-    if paths.pt2_aoti.is_file() and device.type == "cpu":  # the package is compiled for the CPU
+    runners["model_opt.pt2 compiled"] = torch_runner(compiled, device, images)
+    if device.type == "cuda":
+        warmups = [compile_warmup[:size] for size in batch_sizes]
+        _add_cuda_graph(runners, notes, "model_opt.pt2 compiled, CUDA graph", compiled, images, warmups)
+        # max_autotune: each convolution timed against inductor's Triton templates (their BiasAdd/ReLU/Add fused
+        # in, fp32 without TF32 as cuDNN's), one compile per batch size.
+        tuned = torch.compile(optimized, mode="max-autotune-no-cudagraphs", dynamic=False)
+        started = time.perf_counter()
+        for size in batch_sizes:
+            torch_runner(tuned, device, images)(compile_warmup[:size])
+        notes["torch.compile max-autotune seconds (all batch sizes)"] = round(time.perf_counter() - started, 1)
+        _add_cuda_graph(runners, notes, "model_opt.pt2 max-autotune, CUDA graph", tuned, images, warmups)
+        package = _gpu_package(paths, onnx_path, device, notes)
+        if package is not None:
+            runners["model_aoti_cuda.pt2"] = torch_runner(package, device, images)
+            _add_cuda_graph(runners, notes, "model_aoti_cuda.pt2, CUDA graph", package, images, warmups)
+    elif paths.pt2_aoti.is_file():  # the torch stage's package is compiled for the CPU
         from pipeline.runtimes import aoti
 
-        runners["model_aoti.pt2"] = torch_runner(aoti.load(paths.pt2_aoti), device)
+        runners["model_aoti.pt2"] = torch_runner(aoti.load(paths.pt2_aoti), device, images)
     return runners, notes
+
+
+def _add_cuda_graph(runners: dict, notes: dict, name: str, module, images: DeviceImages, warmups: list) -> None:
+    """Add `module` replayed from CUDA graphs as backend `name`; where capture fails, a note says why."""
+    try:
+        runners[name] = cuda_graph_runner(module, images, warmups)
+    except RuntimeError as exc:
+        notes[f"{name}: not measured"] = " ".join(str(exc).split())[:300]
+
+
+def _gpu_package(paths: ModelPaths, onnx_path: Path, device, notes: dict):
+    """`model_opt.pt2` compiled by AOTInductor for the GPU (any batch), loaded single-threaded (as a CUDA graph
+    needs it); None, with a note saying why, where it does not compile. Written beside the CPU package as
+    `model_aoti_cuda.pt2`."""
+    from pipeline.converters import aot_compile, onnx_graph
+    from pipeline.runtimes import aoti
+    from pipeline.runtimes.pt2 import load_program
+
+    started = time.perf_counter()
+    try:
+        aot_compile.compile_for_device(load_program(paths.pt2_opt), onnx_graph.input_shape(onnx_path), device,
+                                       paths.pt2_aoti_cuda)
+        package = aoti.load(paths.pt2_aoti_cuda, single_threaded=True)
+    except Exception as exc:  # noqa: BLE001 — one backend fewer, said in the notes; the others are still timed
+        notes["model_aoti_cuda.pt2: not measured"] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+        return None
+    notes["AOTInductor compile seconds (model_aoti_cuda.pt2)"] = round(time.perf_counter() - started, 1)
+    return package
+
+
+def agreement(runners: dict, images: np.ndarray, batch_size: int) -> dict[str, dict]:
+    """Each backend's largest |difference| from ONNX Runtime's outputs over `images` (in batches of
+    `batch_size`) and how many argmaxes differ."""
+    outputs = {name: np.concatenate([_numpy(run(batch)) for batch in checkset.batches(images, batch_size)])
+               for name, run in runners.items()}
+    reference = outputs.pop("onnxruntime")
+    return {name: {"max_abs": float(np.abs(out - reference).max()),
+                   "argmax_flips": int((out.argmax(-1) != reference.argmax(-1)).sum())}
+            for name, out in outputs.items()}
+
+
+def _numpy(output) -> np.ndarray:
+    """A backend's output as a float32 array: ONNX Runtime's first output, or a torch tensor on any device."""
+    if isinstance(output, list):
+        return np.asarray(output[0], dtype=np.float32)
+    return output.detach().float().cpu().numpy()
 
 
 def onnxruntime_runner(onnx_path: Path, threads: int):
@@ -218,13 +374,18 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     paths = ModelPaths(Path(out_dir))
     require_built(paths.onnx, paths.pt2, paths.pt2_opt)
     device = devices.select(options.device, options.allow_tf32)
+    gpu = device.type == "cuda"
+    if gpu:  # cuDNN times its algorithms for each shape on first use and keeps the fastest (same fp32 arithmetic)
+        torch.backends.cudnn.benchmark = True
     torch.set_num_threads(options.threads)
     images = cifar.load(data).images[: options.images].astype(np.float32)
     flops = model_flops_per_image(paths.onnx)
     machine = {
         "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": options.threads, "device": str(device),
-        "tf32": bool(options.allow_tf32) if device.type == "cuda" else None,
-        "gpu": torch.cuda.get_device_name() if device.type == "cuda" else None,
+        "tf32": bool(options.allow_tf32) if gpu else None,
+        "gpu": torch.cuda.get_device_name() if gpu else None,
+        "cudnn_benchmark": True if gpu else None,
+        "host_to_gpu_gb_s": host_copy_gb_s(images, device) if gpu else None,
         "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "sgemm_gflops": round(sgemm_gflops(options.threads), 1), "images": len(images), "repeats": options.repeats,
     }
@@ -239,6 +400,7 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
             _record(result, name, size, speeds[size][name])
     if 1 in options.batch_sizes:
         result.latency_us = latencies(runners, images, min(LATENCY_CALLS, max(options.images, 1)))
+    result.agreement = agreement(runners, images, max(options.batch_sizes))
     if options.with_keras:
         job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads))
         for size, speed in keras_runtime.run(job).bench.items():
@@ -265,13 +427,14 @@ def _cpu_name() -> str:
 
 def table(result: BenchResult) -> str:
     """Markdown table: one row per backend — batch-1 latency p50/p99 and its ratio to ONNX Runtime's, images/s
-    per batch size, GFLOP/s at the largest batch as a share of the machine's sgemm, and the ratio to ONNX Runtime."""
+    per batch size, GFLOP/s at the largest batch as a share of the machine's sgemm, the ratio to ONNX Runtime,
+    and the largest difference from ONNX Runtime's outputs with the argmax disagreements."""
     sizes = sorted({r["batch_size"] for r in result.results})
     backends = list(dict.fromkeys(r["backend"] for r in result.results))
     latency = result.latency_us
     lines = ["| backend | batch 1 p50 µs | p99 µs | vs onnxruntime (p50) | " + " | ".join(f"batch {s} img/s" for s in sizes)
-             + f" | GFLOP/s @ {sizes[-1]} (of sgemm) | vs onnxruntime @ {sizes[-1]} |",
-             "|---|" + "---|" * (len(sizes) + 5)]
+             + f" | GFLOP/s @ {sizes[-1]} (of sgemm) | vs onnxruntime @ {sizes[-1]} | max abs diff (argmax flips) |",
+             "|---|" + "---|" * (len(sizes) + 6)]
     reference = result.images_per_s("onnxruntime", sizes[-1])
     peak = result.machine["sgemm_gflops"]
     for backend in backends:
@@ -280,11 +443,19 @@ def table(result: BenchResult) -> str:
         gflops = last * result.model_flops_per_image / 1e9
         mine, theirs = latency.get(backend), latency.get("onnxruntime")
         timing = (f"{mine['p50']:,.0f} | {mine['p99']:,.0f} | {theirs['p50'] / mine['p50']:.2f}×" if mine and theirs else "— | — | —")
+        agree = result.agreement.get(backend)
+        same = f"{agree['max_abs']:.1e} ({agree['argmax_flips']})" if agree else "—"
         lines.append(f"| {backend} | {timing} | " + " | ".join(f"{v:,.0f}" if v else "—" for v in speeds)
-                     + f" | {gflops:.1f} ({gflops / peak:.0%}) | {last / reference:.2f}× |")
+                     + f" | {gflops:.1f} ({gflops / peak:.0%}) | {last / reference:.2f}× | {same} |")
     m = result.machine
-    lines.append(f"\n{m['cpu']}, {m['threads']} threads, device {m['device']}; sgemm {m['sgemm_gflops']} GFLOP/s; "
+    where = f"{m['cpu']}, {m['threads']} threads, device {m['device']}"
+    if m.get("gpu"):
+        where += (f" ({m['gpu']}, TF32 {'on' if m['tf32'] else 'off'}, cuDNN benchmark on; torch timed on images already"
+                  f" on the GPU, host→GPU copy {m['host_to_gpu_gb_s']['pageable']} GB/s pageable,"
+                  f" {m['host_to_gpu_gb_s']['pinned']} GB/s pinned)")
+    lines.append(f"\n{where}; sgemm {m['sgemm_gflops']} GFLOP/s; "
                  f"model {result.model_flops_per_image / 1e6:.2f} MFLOP/image; {m['images']:,} test images, best of {m['repeats']}.")
+    lines.extend(f"{name}: {value}" for name, value in result.notes.items())
     return "\n".join(lines)
 
 
