@@ -38,7 +38,6 @@ def conv_as_gemm(x, matrix, bias, kernel: tuple[int, int], stride: tuple[int, in
     return out.reshape(n, out_h, out_w, matrix.shape[1]).permute(0, 3, 1, 2)
 
 
-_CONV2D_DEFAULTS = (None, None, None, (1, 1), (0, 0), (1, 1), 1)  # aten.conv2d's arguments where a call leaves them out
 MATRIX_PREFIX = "gemm_matrix_"  # the buffers `rewrite` adds, one per convolution replaced
 
 
@@ -46,19 +45,13 @@ def rewrite(gm) -> int:
     """Replace, in place, every `aten.conv2d` of the exported module `gm` that `conv_as_gemm` covers (batched
     4-D input, groups 1, dilation 1, a weight that is a constant of `gm`; string padding is another overload,
     left as it is), each weight's matrix added to `gm` as a buffer; returns how many were replaced."""
-    import torch
+    from pipeline.converters.fx_passes import plain_conv2d
 
-    from pipeline.converters.fx_passes import constant_of
-
-    conv2d = torch.ops.aten.conv2d.default
     replaced = 0
     for node in list(gm.graph.nodes):
-        if node.op != "call_function" or node.target is not conv2d:
+        if (conv := plain_conv2d(gm, node)) is None:
             continue
-        x, weight, bias, stride, padding, dilation, groups = (*node.args, *_CONV2D_DEFAULTS[len(node.args):])
-        value, tensor = x.meta.get("val"), constant_of(gm, weight)
-        if node.kwargs or groups != 1 or tuple(dilation) != (1, 1) or value is None or value.dim() != 4 or tensor is None:
-            continue
+        x, _, bias, stride, padding, tensor = conv
         name = f"{MATRIX_PREFIX}{replaced}"
         gm.register_buffer(name, gemm_matrix(tensor.detach()))
         with gm.graph.inserting_before(node):

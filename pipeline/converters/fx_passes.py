@@ -102,6 +102,22 @@ def _proportional_to_batch(small: int, large: int) -> bool:
     return small % batch_small == 0 and large % batch_large == 0 and small // batch_small == large // batch_large
 
 
+_CONV2D_DEFAULTS = (None, None, None, (1, 1), (0, 0), (1, 1), 1)  # aten.conv2d's arguments where a call leaves them out
+
+
+def plain_conv2d(gm: fx.GraphModule, node: fx.Node) -> tuple | None:
+    """(x, weight node, bias node, stride, padding, the weight's tensor) of `node` where it is an `aten.conv2d`
+    that a rewrite into our own convolutions covers — batched 4-D input, groups 1, dilation 1, numeric
+    padding, a weight that is a constant of `gm` — else None."""
+    if node.op != "call_function" or node.target is not torch.ops.aten.conv2d.default or node.kwargs:
+        return None
+    x, weight, bias, stride, padding, dilation, groups = (*node.args, *_CONV2D_DEFAULTS[len(node.args):])
+    value, tensor = x.meta.get("val"), constant_of(gm, weight)
+    if groups != 1 or tuple(dilation) != (1, 1) or value is None or value.dim() != 4 or tensor is None or isinstance(padding, str):
+        return None
+    return x, weight, bias, tuple(stride), tuple(padding), tensor
+
+
 def constant_of(gm: fx.GraphModule, arg) -> torch.Tensor | None:
     """The tensor behind a `get_attr` node (an ONNX initializer), or None if `arg` is not one."""
     if not isinstance(arg, fx.Node) or arg.op != "get_attr":

@@ -43,6 +43,7 @@ class Variant:
     threads: int | None = None  # torch's and ONNX Runtime's threads (default: every core)
     env: dict = field(default_factory=dict)  # environment of the variant's process (oneDNN's settings)
     convs_as_gemm: bool = False  # convolutions rewritten as im2col + GEMM (`conv_as_gemm`) before compiling
+    direct_convs: bool = False  # convolutions rewritten as calls of our AVX-512 kernel (`conv_direct`) before compiling
 
 
 FREEZING = aot_compile.INDUCTOR_OPTIONS  # the shipped setting: the row "freezing" is the package's any-batch `model`
@@ -71,6 +72,10 @@ VARIANTS = (
             aot_compile.BATCH1_OPTIONS, static_batch=1, convs_as_gemm=True),
     Variant("im2col + GEMM, max_autotune, batch 256 only", "as the batch-1 row, exported for batch 256 alone",
             aot_compile.BATCH1_OPTIONS, static_batch=256, convs_as_gemm=True),
+    Variant("direct kernel, batch 1 only", "convolutions as calls of our own AVX-512 kernel (`k2t::conv2d_direct`: "
+            "channels-last, register-blocked, bias, residual Add and ReLU fused), exported for batch 1 alone, frozen, "
+            "as `aot_compile.BATCH1_OPTIONS` (not shipped: the package then needs the kernel's library loaded)",
+            aot_compile.BATCH1_OPTIONS, static_batch=1, direct_convs=True),
 )
 
 
@@ -115,9 +120,9 @@ def measure(variant: Variant, paths: ModelPaths, data: Path, package: Path) -> d
     """Compile `variant` into `package`, check it against ONNX Runtime on the test images, time both."""
     import torch
 
-    from pipeline.converters import conv_as_gemm, to_fx
+    from pipeline.converters import conv_as_gemm, conv_direct, to_fx
     from pipeline.data import cifar
-    from pipeline.runtimes import aoti
+    from pipeline.runtimes import aoti, direct_conv
     from pipeline.runtimes.pt2 import load_program
 
     threads = variant.threads or os.cpu_count() or 1
@@ -126,10 +131,12 @@ def measure(variant: Variant, paths: ModelPaths, data: Path, package: Path) -> d
     if len(images) < TIMED_IMAGES:
         raise BadInput(f"{data} holds {len(images):,} test images; the timing needs {TIMED_IMAGES:,}")
     program, rewritten = load_program(paths.pt2_opt), 0  # as it is: what `make torch` compiles
-    if variant.convs_as_gemm or variant.static_batch:
+    if variant.direct_convs and not direct_conv.load():
+        raise BadInput(f"AOT variant {variant.name!r} needs a processor with AVX-512")
+    if variant.convs_as_gemm or variant.direct_convs or variant.static_batch:
         module = program.module()
-        if variant.convs_as_gemm:
-            rewritten = conv_as_gemm.rewrite(module)
+        if variant.convs_as_gemm or variant.direct_convs:
+            rewritten = (conv_as_gemm if variant.convs_as_gemm else conv_direct).rewrite(module)
             if not rewritten:
                 raise CheckFailed(f"AOT variant {variant.name!r}: no convolution was rewritten; it would time the plain model")
         with torch.no_grad():

@@ -1,0 +1,60 @@
+"""Convolutions rewritten as calls of our own kernel (`runtimes.direct_conv`, `k2t::conv2d_direct`): computed
+directly in the channels-last layout, a residual Add and a ReLU that follow fused in. The batch-1 model of `model_aoti.pt2` is
+compiled from a program rewritten so where the kernel runs (AVX-512); elsewhere `conv_as_gemm`'s.
+"""
+
+from __future__ import annotations
+
+PACKED_PREFIX, BIAS_PREFIX = "direct_packed_", "direct_bias_"  # the buffers `rewrite` adds, one pair per convolution
+
+
+def rewrite(gm) -> int:
+    """Replace, in place, every `aten.conv2d` of the exported module `gm` that the kernel covers (batched 4-D
+    float input, groups 1, dilation 1, the same stride on both axes, weight and bias constants of `gm`) by
+    `k2t.conv2d_direct`, with what follows folded in where the convolution is its only input: a residual Add,
+    then a ReLU; each packed weight and bias added to `gm` as buffers. Returns how many convolutions were replaced. `runtimes.direct_conv.load()`
+    must have registered the operator."""
+    import torch
+
+    from pipeline.converters.fx_passes import constant_of, plain_conv2d
+    from pipeline.runtimes import direct_conv
+
+    relu, add = torch.ops.aten.relu.default, torch.ops.aten.add.Tensor
+    replaced = 0
+    for node in list(gm.graph.nodes):
+        if (conv := plain_conv2d(gm, node)) is None:
+            continue
+        x, _, bias, stride, padding, tensor = conv
+        bias_tensor = None if bias is None else constant_of(gm, bias)
+        if len(set(stride)) != 1 or x.meta["val"].dtype != torch.float32 or (bias is not None and bias_tensor is None):
+            continue
+        packed, full_bias = direct_conv.pack(tensor.detach(), None if bias_tensor is None else bias_tensor.detach())
+        gm.register_buffer(f"{PACKED_PREFIX}{replaced}", packed)
+        gm.register_buffer(f"{BIAS_PREFIX}{replaced}", full_bias)
+        # What follows, folded in where the convolution is its only input of it: a residual Add (of another
+        # tensor of the same shape), then a ReLU.
+        chain, residual = [node], None  # the convolution and what is folded into it, in graph order
+        users = list(node.users)
+        if len(users) == 1 and users[0].op == "call_function" and users[0].target is add and not users[0].kwargs:
+            others = [a for a in users[0].args if a is not node]
+            value_out, other = users[0].meta.get("val"), others[0] if len(others) == 1 else None
+            if (isinstance(other, torch.fx.Node) and value_out is not None and other.meta.get("val") is not None
+                    and tuple(other.meta["val"].shape) == tuple(value_out.shape)):
+                chain.append(users[0])
+                residual = other
+        users = list(chain[-1].users)
+        fuse = len(users) == 1 and users[0].op == "call_function" and users[0].target is relu
+        if fuse:
+            chain.append(users[0])
+        with gm.graph.inserting_before(chain[-1]):  # after the residual, which may come after the convolution
+            args = (x, gm.graph.get_attr(f"{PACKED_PREFIX}{replaced}"), gm.graph.get_attr(f"{BIAS_PREFIX}{replaced}"),
+                    int(tensor.shape[0]), list(stride), list(padding), fuse, residual)
+            call = gm.graph.call_function(torch.ops.k2t.conv2d_direct.default, args)
+        call.meta = dict(chain[-1].meta)  # its value, which the next convolution's match reads
+        chain[-1].replace_all_uses_with(call)
+        for done in reversed(chain):
+            gm.graph.erase_node(done)
+        replaced += 1
+    gm.graph.eliminate_dead_code()  # the weights' own get_attr nodes, now unused
+    gm.recompile()
+    return replaced

@@ -1,0 +1,98 @@
+"""`k2t::conv2d_direct`: a convolution computed directly in the channels-last layout by our own AVX-512
+kernel (`kernels/direct_conv.cpp`), for the batch-1 model of `model_aoti.pt2`: at one image, oneDNN's
+per-call set-up and inductor's im2col + GEMM template leave ResNet8 at about half ONNX Runtime's speed
+(README, "Speed").
+
+`load()` builds the kernel with this machine's compiler for this machine's processor (once; the library is
+kept in a folder named after the source, the torch version and the flags) and registers the operator;
+a package whose batch-1 model calls it needs it loaded first (`runtimes.aoti.load` does).
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from pipeline.common.errors import PipelineError
+
+SOURCE = Path(__file__).with_name("kernels") / "direct_conv.cpp"
+FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden")
+LANES = 16  # fp32 lanes of an AVX-512 register: output channels are packed in multiples of it
+
+
+def library_path() -> Path:
+    """Where this source, built for this torch with `FLAGS`, is kept (it is built there when missing)."""
+    import torch
+
+    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    root = Path(os.environ.get("PIPELINE_KERNEL_CACHE", Path(tempfile.gettempdir()) / "keras2torch-kernels"))
+    return root / key / "direct_conv.so"
+
+
+def _build(path: Path) -> None:
+    from torch.utils import cpp_extension
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may build at once: each renames its own
+    includes = [f"-I{folder}" for folder in cpp_extension.include_paths()]
+    libraries = [f"-L{folder}" for folder in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu", "-ltorch"]
+    command = ["g++", *FLAGS, "-fopenmp", *includes, str(SOURCE), "-o", str(partial), *libraries,
+               f"-D_GLIBCXX_USE_CXX11_ABI={int(__import__('torch')._C._GLIBCXX_USE_CXX11_ABI)}"]
+    try:
+        subprocess.run(command, check=True, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise PipelineError(f"the direct-convolution kernel did not build: {' '.join(detail.split())[:300]}") from exc
+    os.replace(partial, path)
+
+
+@functools.cache
+def load() -> bool:
+    """Build the kernel if this machine has no build of it yet, register `torch.ops.k2t.conv2d_direct`, and
+    say whether it runs here (False on a processor without AVX-512, where the batch-1 model keeps inductor's
+    GEMMs).
+
+    Raises:
+        PipelineError: the kernel could not be built (no compiler, say); the message says why.
+    """
+    import torch
+
+    path = library_path()
+    if not path.is_file():
+        _build(path)
+    torch.ops.load_library(str(path))
+
+    @torch.library.register_fake("k2t::conv2d_direct")
+    def _shape(x, packed, bias, out_channels, stride, padding, relu, residual=None):  # noqa: ARG001 — the operator's signature
+        n, _, height, width = x.shape
+        kh, kw = packed.shape[:2]
+        out_h = (height + 2 * padding[0] - kh) // stride[0] + 1
+        out_w = (width + 2 * padding[1] - kw) // stride[1] + 1
+        return x.new_empty((n, out_h, out_w, out_channels)).permute(0, 3, 1, 2)
+
+    return bool(torch.ops.k2t.conv2d_direct_available())
+
+
+def pack(weight, bias):
+    """A convolution's weight (Cout, Cin, kh, kw) as (kh, kw, Cin, Cout rounded up to LANES), and its bias (or
+    zeros) likewise, the padding channels zero: what `conv2d_direct` takes."""
+    import torch
+
+    out_channels = weight.shape[0]
+    padded = -(-out_channels // LANES) * LANES
+    packed = torch.zeros((*weight.shape[2:], weight.shape[1], padded), dtype=torch.float32)
+    packed[..., :out_channels] = weight.permute(2, 3, 1, 0)
+    full_bias = torch.zeros(padded, dtype=torch.float32)
+    if bias is not None:
+        full_bias[:out_channels] = bias
+    return packed.contiguous(), full_bias
+
+
+if __name__ == "__main__":  # python -m pipeline.runtimes.direct_conv: build it here and say whether it runs
+    print(library_path(), "runs here" if load() else "built, but this processor has no AVX-512")
+    sys.exit(0)
