@@ -54,7 +54,8 @@ $(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) $(CODE_onnx)
 	$(PY) -m pipeline onnx $(ARGS) $(if $(INPUTS),--inputs $(INPUTS)) $(if $(INPUT_RANGE),--input-range $(INPUT_RANGE))
 
 torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_aoti.pt2 (AOTInductor), model_fx.py
-$(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 &: $(DIR)/model.onnx $(CODE_torch)
+# the batch-1 model's convolution kernel is C++, which the import graph does not see
+$(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 &: $(DIR)/model.onnx $(CODE_torch) $(wildcard pipeline/runtimes/kernels/*.cpp)
 	$(PY) -m pipeline torch $(ARGS)
 
 native: $(DIR)/native/model.py ## the Keras file alone -> native/model.py + model.safetensors + weights_map.json (trainable)

@@ -6,6 +6,7 @@ import json
 import numpy as np
 import pytest
 
+from pipeline.common.errors import BadInput
 from pipeline.common.tolerances import ATOL_PROB
 from pipeline.data import checkset, cifar
 from pipeline.runtimes import aoti
@@ -58,8 +59,6 @@ def test_verify_and_bench_take_the_aoti_package(real_run):
 
 
 def test_a_file_that_is_not_a_package_is_bad_input(tmp_path):
-    from pipeline.common.errors import BadInput
-
     (tmp_path / "model_aoti.pt2").write_bytes(b"not a zip")
     with pytest.raises(BadInput, match="not a loadable AOTInductor package"):
         aoti.load(tmp_path / "model_aoti.pt2")
@@ -89,11 +88,30 @@ def _wrapper(package_path, model: str) -> str:
 @pytest.mark.real_data
 def test_the_batch1_model_computes_its_convolutions_itself(real_run):
     """The package's batch-1 model: no oneDNN convolution (their per-call set-up is most of a batch-1
-    inference), every convolution an im2col GEMM compiled into the package (README "Speed")."""
+    inference); where our kernel runs, its nine convolutions are calls of the kernel's C entry point, not
+    of the proxy executor (README "Speed"); elsewhere im2col GEMMs compiled into the package."""
+    from pipeline.runtimes import direct_conv
+
     _, paths, _ = real_run
     assert aoti.models(paths.pt2_aoti) == [aoti.BATCH1, aoti.MODEL]
     wrapper = _wrapper(paths.pt2_aoti, aoti.BATCH1)
     assert wrapper and "convolution" not in wrapper
+    if direct_conv.load():
+        assert wrapper.count(f"AOTI_TORCH_ERROR_CODE_CHECK({direct_conv.ENTRY}(") == 9  # ResNet8's nine, called directly
+        assert aoti.calls_direct_kernel(paths.pt2_aoti)
+
+
+def test_a_package_that_calls_the_kernel_says_so_where_it_cannot_run(real_run, monkeypatch):
+    """On a processor without AVX-512 (here: `direct_conv.load` says so), loading a package whose batch-1 model
+    calls our kernel is BadInput, with what to do, not a crash at the first call."""
+    from pipeline.runtimes import direct_conv
+
+    _, paths, _ = real_run
+    if not aoti.calls_direct_kernel(paths.pt2_aoti):
+        pytest.skip("this machine's package does not call the kernel (no AVX-512)")
+    monkeypatch.setattr(direct_conv, "load", lambda: False)
+    with pytest.raises(BadInput, match="no AVX-512; rerun `make torch` here"):
+        aoti.load(paths.pt2_aoti)
 
 
 @pytest.mark.real_data

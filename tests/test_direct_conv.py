@@ -53,6 +53,16 @@ def test_the_kernel_is_the_convolution_to_float32_rounding(kernel, shape, relu, 
         assert float((got.double() - exact).abs().max()) <= 4 * aten_error + 1e-6
 
 
+def test_padding_may_differ_on_each_side(kernel):
+    """(top, bottom, left, right): what a zero pad folded into the convolution leaves it."""
+    gen = torch.Generator().manual_seed(1)
+    x, weight = torch.randn(1, 16, 9, 9, generator=gen), torch.randn(32, 16, 3, 3, generator=gen)
+    packed, bias = direct_conv.pack(weight, None)
+    got = torch.ops.k2t.conv2d_direct(x, packed, bias, 32, [2, 2], [0, 1, 2, 1], False, None)
+    expected = torch.nn.functional.conv2d(torch.nn.functional.pad(x, (2, 1, 0, 1)), weight, stride=2)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-4)
+
+
 def test_a_wrong_packed_weight_is_seen(kernel):
     """The comparison above fails a kernel fed one weight moved by 2 % of the largest: it is not blind."""
     gen = torch.Generator().manual_seed(0)
@@ -66,7 +76,8 @@ def test_a_wrong_packed_weight_is_seen(kernel):
 
 
 class _Block(torch.nn.Module):
-    """A residual block as Keras's ResNets export it: conv → ReLU → conv, + shortcut, ReLU; and a 1×1 stride-2 conv."""
+    """A residual block as Keras's ResNets export it: conv → ReLU → conv, + shortcut, ReLU; then a zero pad of the
+    bottom and right and a 1×1 stride-2 conv."""
 
     def __init__(self):
         super().__init__()
@@ -75,10 +86,10 @@ class _Block(torch.nn.Module):
 
     def forward(self, x):
         y = torch.relu(self.b(torch.relu(self.a(x))) + x)
-        return self.down(y)
+        return self.down(torch.nn.functional.pad(y, (0, 1, 0, 1)))  # TensorFlow's 'same' at stride 2: bottom and right
 
 
-def test_the_rewrite_folds_the_residual_add_and_the_relus_and_computes_the_same(kernel):
+def test_the_rewrite_folds_the_residual_add_the_relus_and_the_pad_and_computes_the_same(kernel):
     module = _Block().eval()
     x = torch.randn(1, 8, 10, 10)
     with torch.no_grad():
@@ -88,6 +99,6 @@ def test_the_rewrite_folds_the_residual_add_and_the_relus_and_computes_the_same(
     targets = [n.target for n in exported.graph.nodes if n.op == "call_function"]
     assert targets.count(torch.ops.k2t.conv2d_direct.default) == 3
     assert torch.ops.aten.relu.default not in targets and torch.ops.aten.add.Tensor not in targets
-    assert torch.ops.aten.conv2d.default not in targets
+    assert torch.ops.aten.conv2d.default not in targets and torch.ops.aten.pad.default not in targets
     with torch.no_grad():
         torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-5)

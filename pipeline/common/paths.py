@@ -86,6 +86,12 @@ class ModelPaths:
         return self.dir / "model_aoti.pt2"
 
     @property
+    def aoti_kernels(self) -> Path:
+        """The library of our convolution kernel (`runtimes.direct_conv`), beside a package whose batch-1 model
+        calls it: load it (globally) before that model, from Python or C++."""
+        return self.dir / "model_aoti_kernels.so"
+
+    @property
     def pt2_aoti_cuda(self) -> Path:
         """The same, compiled for a CUDA GPU (any-batch model alone): `make bench` with `--device cuda` writes it."""
         return self.dir / "model_aoti_cuda.pt2"

@@ -48,15 +48,21 @@ BATCH1_FALLBACK = {**BATCH1_OPTIONS, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
 def batch1_program(program, sample_shape: tuple[int, ...]):
-    """`program` for one input of `sample_shape` alone, its convolutions as im2col + GEMM (`conv_as_gemm`);
-    None where it has no convolution to rewrite (the gain measured is the convolutions': a model without
-    one is left its any-batch model alone, and a compile saved)."""
+    """`program` for one input of `sample_shape` alone, its convolutions calls of our own kernel
+    (`conv_direct`) where it runs here (AVX-512), else im2col + GEMM (`conv_as_gemm`); None where it has no
+    convolution to rewrite (the gain measured is the convolutions': a model without one is left its
+    any-batch model alone, and a compile saved)."""
     import torch
 
-    from pipeline.converters import conv_as_gemm
+    from pipeline.converters import conv_as_gemm, conv_direct
+    from pipeline.runtimes import direct_conv
 
     module = program.module()
-    if not conv_as_gemm.rewrite(module):
+    try:
+        rewrite = conv_direct.rewrite if direct_conv.load() else conv_as_gemm.rewrite
+    except PipelineError:  # the kernel did not build here: inductor's GEMMs still make a batch-1 model
+        rewrite = conv_as_gemm.rewrite
+    if not rewrite(module):
         return None
     with torch.no_grad():
         return torch.export.export(module, (torch.zeros((1, *sample_shape)),))
@@ -148,16 +154,26 @@ def compile_model(exported, settings: dict) -> list:
 
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": not asked for
     args, kwargs = exported.example_inputs
+    compile_settings = settings
+    if _calls_direct_kernel(exported):  # the package calls our kernel's C entry point, not the proxy executor
+        from pipeline.runtimes import direct_conv
+
+        compile_settings = {**settings, **direct_conv.shim_options()}
     try:
         # Under no_grad: inductor freezes (folds and prepacks the weights) only when gradients are off; with
         # them on, "freezing" is silently ignored.
         with torch.no_grad():
             return torch._inductor.aot_compile(  # noqa: SLF001 — what aoti_compile_and_package runs per model
-                exported.module(check_guards=False), args, kwargs, options={**settings, "aot_inductor.package": True})
+                exported.module(check_guards=False), args, kwargs, options={**compile_settings, "aot_inductor.package": True})
     except torch._inductor.exc.InductorError as exc:  # noqa: SLF001
         if settings != BATCH1_OPTIONS or "NoValidChoicesError" not in str(exc):
             raise
         return compile_model(exported, BATCH1_FALLBACK)
+
+
+def _calls_direct_kernel(exported) -> bool:
+    """Whether the ExportedProgram `exported` calls `k2t.conv2d_direct` (`conv_direct`)."""
+    return any(node.op == "call_function" and str(node.target).startswith("k2t.conv2d_direct") for node in exported.graph.nodes)
 
 
 def write_package(path: Path, files: dict[str, list]) -> None:

@@ -8,11 +8,28 @@ from __future__ import annotations
 PACKED_PREFIX, BIAS_PREFIX = "direct_packed_", "direct_bias_"  # the buffers `rewrite` adds, one pair per convolution
 
 
+def _fold_zero_pad(x, padding: tuple):
+    """(input, padding) for a convolution of `x` with `padding` (rows, columns): where `x` is a zero `aten.pad`
+    of the last two dimensions used by this convolution alone — TensorFlow's 'same' at stride 2 pads the
+    bottom and the right only — its input, and the padding (top, bottom, left, right) of both together."""
+    import torch
+
+    top = bottom = padding[0]
+    left = right = padding[1]
+    if (x.op == "call_function" and x.target is torch.ops.aten.pad.default and len(x.users) == 1 and not x.kwargs
+            and len(x.args) >= 2 and len(x.args[1]) == 4 and min(x.args[1]) >= 0
+            and (x.args[2] if len(x.args) > 2 else "constant") == "constant" and not (x.args[3] if len(x.args) > 3 else 0.0)):
+        pad_left, pad_right, pad_top, pad_bottom = x.args[1]
+        return x.args[0], (top + pad_top, bottom + pad_bottom, left + pad_left, right + pad_right)
+    return x, padding
+
+
 def rewrite(gm) -> int:
     """Replace, in place, every `aten.conv2d` of the exported module `gm` that the kernel covers (batched 4-D
     float input, groups 1, dilation 1, the same stride on both axes, weight and bias constants of `gm`) by
     `k2t.conv2d_direct`, with what follows folded in where the convolution is its only input: a residual Add,
-    then a ReLU; each packed weight and bias added to `gm` as buffers. Returns how many convolutions were replaced. `runtimes.direct_conv.load()`
+    then a ReLU; and a zero pad before it that only it reads; each packed weight and bias added to `gm` as
+    buffers. Returns how many convolutions were replaced. `runtimes.direct_conv.load()`
     must have registered the operator."""
     import torch
 
@@ -28,6 +45,7 @@ def rewrite(gm) -> int:
         bias_tensor = None if bias is None else constant_of(gm, bias)
         if len(set(stride)) != 1 or x.meta["val"].dtype != torch.float32 or (bias is not None and bias_tensor is None):
             continue
+        x, padding = _fold_zero_pad(x, padding)
         packed, full_bias = direct_conv.pack(tensor.detach(), None if bias_tensor is None else bias_tensor.detach())
         gm.register_buffer(f"{PACKED_PREFIX}{replaced}", packed)
         gm.register_buffer(f"{BIAS_PREFIX}{replaced}", full_bias)

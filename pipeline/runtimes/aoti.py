@@ -6,7 +6,8 @@ from __future__ import annotations
 import zipfile
 from pathlib import Path
 
-from pipeline.common.errors import BadInput
+from pipeline.common.errors import BadInput, PipelineError
+from pipeline.runtimes import direct_conv
 
 # The models inside our package (`converters.aot_compile`): `model` takes any batch and is what a loader
 # takes by default; `batch1`, where there, is compiled for one image alone.
@@ -24,6 +25,16 @@ def models(path: Path) -> list[str]:
                    if "aotinductor" in parts[:-2]})
 
 
+def calls_direct_kernel(path: Path) -> bool:
+    """Whether a model of the package `path` calls our convolution kernel (`runtimes.direct_conv`), whose
+    library must then be loaded before the package."""
+    try:
+        with zipfile.ZipFile(path) as package:
+            return any(name.endswith("wrapper.cpp") and direct_conv.ENTRY.encode() in package.read(name) for name in package.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
+
+
 def load(path: Path, single_threaded: bool = False):
     """The compiled model in `path`: a callable taking an NHWC float32 tensor, returning probabilities — a
     one-image batch run by the package's `batch1` model where it has one, any other by `model`.
@@ -36,6 +47,13 @@ def load(path: Path, single_threaded: bool = False):
     import torch
     from torch._inductor.package import load_package
 
+    if calls_direct_kernel(path):
+        try:
+            runs = direct_conv.load()
+        except PipelineError as exc:
+            raise BadInput(f"{path} calls our convolution kernel, which does not build here ({exc}); rerun `make torch`") from exc
+        if not runs:
+            raise BadInput(f"{path} calls our AVX-512 convolution kernel and this processor has no AVX-512; rerun `make torch` here")
     try:
         package = torch._inductor.aoti_load_package(str(path), run_single_threaded=single_threaded)  # noqa: SLF001 — the documented entry point lives there
         run, outputs = package.loader.boxed_run, package.loader.get_call_spec()[1]

@@ -10,6 +10,7 @@ a package whose batch-1 model calls it needs it loaded first (`runtimes.aoti.loa
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import hashlib
 import os
@@ -23,6 +24,12 @@ from pipeline.common.errors import PipelineError
 SOURCE = Path(__file__).with_name("kernels") / "direct_conv.cpp"
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden")
 LANES = 16  # fp32 lanes of an AVX-512 register: output channels are packed in multiples of it
+# The kernel's C entry point (kernels/direct_conv.cpp): its name, which a package that calls it holds in its
+# code, and its declaration, which AOTInductor writes into that code (`shim_options`).
+ENTRY = "aoti_torch_cpu_conv2d_direct"
+SHIM = (f"AOTITorchError {ENTRY}(AtenTensorHandle x, AtenTensorHandle packed, AtenTensorHandle bias, int64_t out_channels, "
+        "const int64_t* stride, int64_t stride_len_, const int64_t* padding, int64_t padding_len_, int32_t relu, "
+        "AtenTensorHandle* residual, AtenTensorHandle* ret0)")
 
 
 def library_path() -> Path:
@@ -65,17 +72,28 @@ def load() -> bool:
     path = library_path()
     if not path.is_file():
         _build(path)
+    # Global: a package's model resolves the C entry point (SHIM) against the libraries already loaded.
+    ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
     torch.ops.load_library(str(path))
 
     @torch.library.register_fake("k2t::conv2d_direct")
     def _shape(x, packed, bias, out_channels, stride, padding, relu, residual=None):  # noqa: ARG001 — the operator's signature
         n, _, height, width = x.shape
         kh, kw = packed.shape[:2]
-        out_h = (height + 2 * padding[0] - kh) // stride[0] + 1
-        out_w = (width + 2 * padding[1] - kw) // stride[1] + 1
+        top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+        out_h = (height + top + bottom - kh) // stride[0] + 1
+        out_w = (width + left + right - kw) // stride[1] + 1
         return x.new_empty((n, out_h, out_w, out_channels)).permute(0, 3, 1, 2)
 
     return bool(torch.ops.k2t.conv2d_direct_available())
+
+
+def shim_options() -> dict:
+    """Inductor settings that make a package call the kernel through its C entry point, not the proxy executor
+    (`load()` first)."""
+    import torch
+
+    return {"aot_inductor.custom_ops_to_c_shims": {torch.ops.k2t.conv2d_direct.default: [SHIM]}}
 
 
 def pack(weight, bias):

@@ -9,6 +9,7 @@ the model's own float32 noise, where the onnx stage measured it (`verifier.preci
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from pipeline.common.paths import ModelPaths
 from pipeline.converters import onnx_graph, to_fx
 from pipeline.converters.fx_optimize import OptimizeReport
 from pipeline.data import checkset
+from pipeline.runtimes import aoti, direct_conv
 from pipeline.verifier import backends, precision
 from pipeline.verifier.backends import Outputs
 from pipeline.verifier.compare import PairResult, compare, require
@@ -81,6 +83,10 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     if aot:
         result.aoti_seconds, result.aoti_batch1 = _compile_aot(program, paths.pt2_opt, shape, paths.pt2_aoti)
         result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
+        paths.aoti_kernels.unlink(missing_ok=True)
+        if aoti.calls_direct_kernel(paths.pt2_aoti):  # what a C++ program must load before the batch-1 model
+            shutil.copyfile(direct_conv.library_path(), paths.aoti_kernels)
+            written.append(paths.aoti_kernels)
         result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
     manifest.record(paths.dir, "torch", None, written, started, **({"aot_compile_seconds": round(result.aoti_seconds, 1)} if aot else {}))
     return result
@@ -91,7 +97,6 @@ def _compile_aot(program, program_path: Path, shape: tuple[int, ...], path: Path
     built, its batch-1 model, compiled side by side; the seconds it took, and why there is no batch-1 model
     ("" where there is one)."""
     from pipeline.converters import aot_compile
-    from pipeline.runtimes import aoti
 
     started = time.perf_counter()
     why = ""

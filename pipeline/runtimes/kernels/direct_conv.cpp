@@ -7,8 +7,11 @@
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
+#include <torch/csrc/inductor/aoti_torch/utils.h>
 
 #include <algorithm>
+
+#include <omp.h>
 
 #ifdef __AVX512F__
 #include <immintrin.h>
@@ -19,29 +22,10 @@ struct Geometry {
   int64_t hp, wp, cin, cout_padded, cout, kh, kw, stride, ho, wo;
 };
 
-// One block: RB consecutive output pixels of row `oh`, starting at column `ow`, output channels [c0, c0 + 16·NV).
+// A block's epilogue: + residual, ReLU, stored (the last vector of the channels masked to those that exist).
 template <int NV, int RB>
-inline void block(const float* in, const float* w, const float* bias, const float* residual, float* out,
-                  const Geometry& g, int64_t oh, int64_t ow, int64_t c0, bool relu, __mmask16 last_mask) {
-  __m512 acc[RB][NV];
-  for (int v = 0; v < NV; ++v) {
-    const __m512 b = _mm512_loadu_ps(bias + c0 + 16 * v);
-    for (int p = 0; p < RB; ++p) acc[p][v] = b;
-  }
-  for (int64_t i = 0; i < g.kh; ++i) {
-    for (int64_t j = 0; j < g.kw; ++j) {
-      const float* row = in + ((oh * g.stride + i) * g.wp + ow * g.stride + j) * g.cin;
-      const float* wk = w + (i * g.kw + j) * g.cin * g.cout_padded + c0;
-      for (int64_t ci = 0; ci < g.cin; ++ci) {
-        __m512 wv[NV];
-        for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + ci * g.cout_padded + 16 * v);
-        for (int p = 0; p < RB; ++p) {
-          const __m512 x = _mm512_set1_ps(row[p * g.stride * g.cin + ci]);
-          for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_fmadd_ps(x, wv[v], acc[p][v]);
-        }
-      }
-    }
-  }
+inline void store(__m512 (&acc)[RB][NV], const float* residual, float* out, const Geometry& g, int64_t oh, int64_t ow,
+                  int64_t c0, bool relu, __mmask16 last_mask) {
   const __m512 zero = _mm512_setzero_ps();
   const bool ends = c0 + 16 * NV >= g.cout_padded;  // this block holds the last (maybe partial) vector
   for (int p = 0; p < RB; ++p) {
@@ -60,12 +44,83 @@ inline void block(const float* in, const float* w, const float* bias, const floa
   }
 }
 
-// Output row `oh`, channels [c0, c0 + 16·NV): blocks of RB pixels, the rest one pixel at a time.
+// One block: RB consecutive output pixels of row `oh`, starting at column `ow`, output channels [c0, c0 + 16·NV).
+template <int NV, int RB>
+inline void block(const float* in, const float* w, const float* bias, const float* residual, float* out,
+                  const Geometry& g, int64_t oh, int64_t ow, int64_t c0, bool relu, __mmask16 last_mask) {
+  __m512 acc[RB][NV];
+  for (int v = 0; v < NV; ++v) {
+    const __m512 b = _mm512_loadu_ps(bias + c0 + 16 * v);
+    for (int p = 0; p < RB; ++p) acc[p][v] = b;
+  }
+  for (int64_t i = 0; i < g.kh; ++i) {
+    for (int64_t j = 0; j < g.kw; ++j) {
+      const float* row = in + ((oh * g.stride + i) * g.wp + ow * g.stride + j) * g.cin;
+      const float* wk = w + (i * g.kw + j) * g.cin * g.cout_padded + c0;
+      for (int64_t ci = 0; ci < g.cin; ++ci) {
+        __m512 wv[NV];
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + ci * g.cout_padded + 16 * v);
+#pragma GCC unroll 32
+        for (int p = 0; p < RB; ++p) {
+          const __m512 x = _mm512_set1_ps(row[p * g.stride * g.cin + ci]);
+#pragma GCC unroll 16
+          for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_fmadd_ps(x, wv[v], acc[p][v]);
+        }
+      }
+    }
+  }
+  store<NV, RB>(acc, residual, out, g, oh, ow, c0, relu, last_mask);
+}
+
+// The same block at stride 1 with a KW-wide kernel: each input value is broadcast once and multiplied into
+// the KW output pixels it reaches (RB+KW-1 broadcasts and NV·KW weight loads for NV·KW·RB multiply-adds,
+// against NV+RB loads for NV·RB above): the narrow layers (16 channels, one vector) are otherwise bound by
+// the loads, not the arithmetic.
+template <int NV, int RB, int KW>
+inline void block_s1(const float* in, const float* w, const float* bias, const float* residual, float* out,
+                     const Geometry& g, int64_t oh, int64_t ow, int64_t c0, bool relu, __mmask16 last_mask) {
+  __m512 acc[RB][NV];
+  for (int v = 0; v < NV; ++v) {
+    const __m512 b = _mm512_loadu_ps(bias + c0 + 16 * v);
+    for (int p = 0; p < RB; ++p) acc[p][v] = b;
+  }
+  for (int64_t i = 0; i < g.kh; ++i) {
+    const float* row = in + ((oh + i) * g.wp + ow) * g.cin;
+    const float* wk = w + i * KW * g.cin * g.cout_padded + c0;
+    for (int64_t ci = 0; ci < g.cin; ++ci) {
+      __m512 wv[KW][NV];
+#pragma GCC unroll 16
+      for (int j = 0; j < KW; ++j)
+#pragma GCC unroll 16
+        for (int v = 0; v < NV; ++v) wv[j][v] = _mm512_loadu_ps(wk + (j * g.cin + ci) * g.cout_padded + 16 * v);
+#pragma GCC unroll 32
+      for (int c = 0; c < RB + KW - 1; ++c) {
+        const __m512 x = _mm512_set1_ps(row[c * g.cin + ci]);
+#pragma GCC unroll 16
+        for (int j = 0; j < KW; ++j) {
+          const int p = c - j;
+          if (p < 0 || p >= RB) continue;
+#pragma GCC unroll 16
+          for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_fmadd_ps(x, wv[j][v], acc[p][v]);
+        }
+      }
+    }
+  }
+  store<NV, RB>(acc, residual, out, g, oh, ow, c0, relu, last_mask);
+}
+
 // Blocks of RB pixels, then of RB/2, RB/4 ... down to one, so a short row still runs in wide blocks.
 template <int NV, int RB>
 inline void row(const float* in, const float* w, const float* bias, const float* residual, float* out,
                 const Geometry& g, int64_t oh, int64_t c0, bool relu, __mmask16 last_mask, int64_t ow = 0) {
-  for (; ow + RB <= g.wo; ow += RB) block<NV, RB>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
+  for (; ow + RB <= g.wo; ow += RB) {
+    if (g.stride == 1 && g.kw == 3 && NV * 3 + NV * RB <= 30) {
+      block_s1<NV, RB, 3>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
+    } else {
+      block<NV, RB>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
+    }
+  }
   if constexpr (RB > 1) {
     if (ow < g.wo) row<NV, RB / 2>(in, w, bias, residual, out, g, oh, c0, relu, last_mask, ow);
   }
@@ -95,44 +150,43 @@ at::Tensor conv2d_direct(const at::Tensor& x, const at::Tensor& packed, const at
                          const std::optional<at::Tensor>& residual) {
 #ifdef __AVX512F__
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && packed.dim() == 4, "conv2d_direct: a 4-D float32 input");
-  TORCH_CHECK(stride.size() == 2 && stride[0] == stride[1] && padding.size() == 2, "conv2d_direct: one stride for both axes");
+  TORCH_CHECK(stride.size() == 2 && stride[0] == stride[1], "conv2d_direct: one stride for both axes");
+  TORCH_CHECK(padding.size() == 2 || padding.size() == 4, "conv2d_direct: padding (rows, columns) or (top, bottom, left, right)");
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t kh = packed.size(0), kw = packed.size(1), cout_padded = packed.size(3);
   TORCH_CHECK(packed.size(2) == cin && bias.numel() == cout_padded && packed.is_contiguous() && bias.is_contiguous(),
               "conv2d_direct: weights packed for another input");
-  const int64_t ph = padding[0], pw = padding[1], s = stride[0];
-  const Geometry g{h + 2 * ph, w + 2 * pw, cin, cout_padded, out_channels, kh, kw, s,
-                   (h + 2 * ph - kh) / s + 1, (w + 2 * pw - kw) / s + 1};
-  // The input channels-last with its zero border, written here in one pass (ATen's permute, pad and
-  // contiguous would be three calls, each a dispatch and an allocation, on tensors of a few kB).
-  const float* in_ptr;
-  at::Tensor staged;
-  if (!ph && !pw && x.is_contiguous(at::MemoryFormat::ChannelsLast)) {
-    in_ptr = x.data_ptr<float>();
-  } else {
-    staged = at::empty({n, g.hp, g.wp, cin}, x.options());
-    float* dst = staged.data_ptr<float>();
-    const float* src = x.data_ptr<float>();
-    const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
-    for (int64_t image = 0; image < n; ++image)
-      for (int64_t r = 0; r < g.hp; ++r) {
-        float* line = dst + (image * g.hp + r) * g.wp * cin;
-        const int64_t ih = r - ph;
-        if (ih < 0 || ih >= h) { std::fill(line, line + g.wp * cin, 0.0f); continue; }
-        std::fill(line, line + pw * cin, 0.0f);
-        std::fill(line + (pw + w) * cin, line + g.wp * cin, 0.0f);
-        float* px = line + pw * cin;
-        const float* base = src + image * sn + ih * sh;
-        if (sc == 1) {
-          for (int64_t c = 0; c < w; ++c) std::copy(base + c * sw, base + c * sw + cin, px + c * cin);
-        } else {
-          for (int64_t c = 0; c < w; ++c)
-            for (int64_t ci = 0; ci < cin; ++ci) px[c * cin + ci] = base[c * sw + ci * sc];
-        }
-      }
-    in_ptr = dst;
-  }
+  const bool sides = padding.size() == 4;  // TensorFlow's 'same' pads one side more than the other at stride 2
+  const int64_t top = padding[0], bottom = sides ? padding[1] : padding[0];
+  const int64_t left = sides ? padding[2] : padding[1], right = sides ? padding[3] : padding[1], s = stride[0];
+  const Geometry g{h + top + bottom, w + left + right, cin, cout_padded, out_channels, kh, kw, s,
+                   (h + top + bottom - kh) / s + 1, (w + left + right - kw) / s + 1};
+  // The input channels-last with its zero border, written in the same parallel region as the convolution
+  // (ATen's permute, pad and contiguous would be three calls, each a dispatch and an allocation).
+  const bool stage = top || bottom || left || right || !x.is_contiguous(at::MemoryFormat::ChannelsLast);
+  at::Tensor staged = stage ? at::empty({n, g.hp, g.wp, cin}, x.options()) : x;
+  const float* src = x.data_ptr<float>();
+  float* dst = staged.data_ptr<float>();
+  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
+  auto stage_row = [&](int64_t image, int64_t r) {
+    float* line = dst + (image * g.hp + r) * g.wp * cin;
+    const int64_t ih = r - top;
+    if (ih < 0 || ih >= h) { std::fill(line, line + g.wp * cin, 0.0f); return; }
+    std::fill(line, line + left * cin, 0.0f);
+    std::fill(line + (left + w) * cin, line + g.wp * cin, 0.0f);
+    float* px = line + left * cin;
+    const float* base = src + image * sn + ih * sh;
+    if (sc == 1 && sw == cin) {  // a channels-last row: one copy
+      std::copy(base, base + w * cin, px);
+    } else if (sc == 1) {
+      for (int64_t c = 0; c < w; ++c) std::copy(base + c * sw, base + c * sw + cin, px + c * cin);
+    } else {
+      for (int64_t c = 0; c < w; ++c)
+        for (int64_t ci = 0; ci < cin; ++ci) px[c * cin + ci] = base[c * sw + ci * sc];
+    }
+  };
   at::Tensor out = at::empty({n, g.ho, g.wo, out_channels}, x.options());
+  const float* in_ptr = staged.data_ptr<float>();
   const float* w_ptr = packed.data_ptr<float>();
   const float* b_ptr = bias.data_ptr<float>();
   float* out_ptr = out.data_ptr<float>();
@@ -145,14 +199,23 @@ at::Tensor conv2d_direct(const at::Tensor& x, const at::Tensor& packed, const at
   const float* res_ptr = residual.has_value() ? added.data_ptr<float>() : nullptr;
   const int tail = static_cast<int>(out_channels - (cout_padded - 16));
   const __mmask16 last_mask = static_cast<__mmask16>((1u << tail) - 1u);
-  at::parallel_for(0, n * g.ho, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
+  const int64_t rows_in = stage ? n * g.hp : 0, rows_out = n * g.ho;
+  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows_out)));
+  // One OpenMP region a convolution: the threads stage the input rows, meet, then split the output rows.
+#pragma omp parallel num_threads(threads)
+  {
+    const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
+    for (int64_t r = t; r < rows_in; r += count) stage_row(r / g.hp, r % g.hp);
+    if (rows_in) {
+#pragma omp barrier
+    }
+    for (int64_t r = rows_out * t / count; r < rows_out * (t + 1) / count; ++r) {
       const int64_t image = r / g.ho, oh = r % g.ho;
       const int64_t offset = image * g.ho * g.wo * out_channels;
       row_any(in_ptr + image * g.hp * g.wp * cin, w_ptr, b_ptr, res_ptr ? res_ptr + offset : nullptr, out_ptr + offset,
               g, oh, relu, last_mask);
     }
-  });
+  }
   return out.permute({0, 3, 1, 2});
 #else
   TORCH_CHECK(false, "conv2d_direct was built without AVX-512");
@@ -165,6 +228,25 @@ bool conv2d_direct_available() {
 #else
   return false;
 #endif
+}
+
+// The C entry point an AOTInductor package calls directly (`aot_inductor.custom_ops_to_c_shims`, declared in
+// pipeline/runtimes/direct_conv.py as SHIM), instead of boxing each call's arguments through its proxy
+// executor and the dispatcher. Arguments as torchgen's C shims take them: int[] as pointer and length, bool
+// as int32, Tensor? as a pointer to a handle (null: none); the output through `ret0`.
+extern "C" __attribute__((visibility("default"))) AOTITorchError aoti_torch_cpu_conv2d_direct(
+    AtenTensorHandle x, AtenTensorHandle packed, AtenTensorHandle bias, int64_t out_channels, const int64_t* stride,
+    int64_t stride_len_, const int64_t* padding, int64_t padding_len_, int32_t relu, AtenTensorHandle* residual,
+    AtenTensorHandle* ret0) {
+  AOTI_TORCH_CONVERT_EXCEPTION_TO_ERROR_CODE({
+    using torch::aot_inductor::tensor_handle_to_tensor_pointer;
+    std::optional<at::Tensor> added;
+    if (residual != nullptr) added = *tensor_handle_to_tensor_pointer(*residual);
+    at::Tensor out = conv2d_direct(*tensor_handle_to_tensor_pointer(x), *tensor_handle_to_tensor_pointer(packed),
+                                   *tensor_handle_to_tensor_pointer(bias), out_channels, at::IntArrayRef(stride, stride_len_),
+                                   at::IntArrayRef(padding, padding_len_), relu != 0, added);
+    *ret0 = torch::aot_inductor::new_tensor_handle(std::move(out));
+  });
 }
 
 TORCH_LIBRARY(k2t, m) {
