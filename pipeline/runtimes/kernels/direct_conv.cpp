@@ -22,6 +22,15 @@ struct Geometry {
   int64_t hp, wp, cin, cout_padded, cout, kh, kw, stride, ho, wo;
 };
 
+// A block's accumulators, each starting from the bias of its output channels.
+template <int NV, int RB>
+inline void start(__m512 (&acc)[RB][NV], const float* bias, int64_t c0) {
+  for (int v = 0; v < NV; ++v) {
+    const __m512 b = _mm512_loadu_ps(bias + c0 + 16 * v);
+    for (int p = 0; p < RB; ++p) acc[p][v] = b;
+  }
+}
+
 // A block's epilogue: + residual, ReLU, stored (the last vector of the channels masked to those that exist).
 template <int NV, int RB>
 inline void store(__m512 (&acc)[RB][NV], const float* residual, float* out, const Geometry& g, int64_t oh, int64_t ow,
@@ -49,10 +58,7 @@ template <int NV, int RB>
 inline void block(const float* in, const float* w, const float* bias, const float* residual, float* out,
                   const Geometry& g, int64_t oh, int64_t ow, int64_t c0, bool relu, __mmask16 last_mask) {
   __m512 acc[RB][NV];
-  for (int v = 0; v < NV; ++v) {
-    const __m512 b = _mm512_loadu_ps(bias + c0 + 16 * v);
-    for (int p = 0; p < RB; ++p) acc[p][v] = b;
-  }
+  start<NV, RB>(acc, bias, c0);
   for (int64_t i = 0; i < g.kh; ++i) {
     for (int64_t j = 0; j < g.kw; ++j) {
       const float* row = in + ((oh * g.stride + i) * g.wp + ow * g.stride + j) * g.cin;
@@ -81,10 +87,7 @@ template <int NV, int RB, int KW>
 inline void block_s1(const float* in, const float* w, const float* bias, const float* residual, float* out,
                      const Geometry& g, int64_t oh, int64_t ow, int64_t c0, bool relu, __mmask16 last_mask) {
   __m512 acc[RB][NV];
-  for (int v = 0; v < NV; ++v) {
-    const __m512 b = _mm512_loadu_ps(bias + c0 + 16 * v);
-    for (int p = 0; p < RB; ++p) acc[p][v] = b;
-  }
+  start<NV, RB>(acc, bias, c0);
   for (int64_t i = 0; i < g.kh; ++i) {
     const float* row = in + ((oh + i) * g.wp + ow) * g.cin;
     const float* wk = w + i * KW * g.cin * g.cout_padded + c0;
