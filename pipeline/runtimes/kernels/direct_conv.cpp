@@ -203,9 +203,13 @@ at::Tensor conv2d_direct(const at::Tensor& x, const at::Tensor& packed, const at
   const int tail = static_cast<int>(out_channels - (cout_padded - 16));
   const __mmask16 last_mask = static_cast<__mmask16>((1u << tail) - 1u);
   const int64_t rows_in = stage ? n * g.hp : 0, rows_out = n * g.ho;
-  const int threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows_out)));
+  // Below SERIAL_MACS multiply-adds (ResNet8's 1×1 shortcuts: 131k) waking a second thread costs more than
+  // it saves: such a convolution runs on the calling thread alone.
+  constexpr int64_t SERIAL_MACS = 200000;
+  const int64_t macs = n * g.ho * g.wo * out_channels * kh * kw * cin;
+  const int threads = macs < SERIAL_MACS ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows_out)));
   // One OpenMP region a convolution: the threads stage the input rows, meet, then split the output rows.
-#pragma omp parallel num_threads(threads)
+#pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
     for (int64_t r = t; r < rows_in; r += count) stage_row(r / g.hp, r % g.hp);
