@@ -18,8 +18,10 @@
 
 namespace {
 
+// The input (h, w, cin) channels-last and unpadded: a window reaching past its edge (top and left padding,
+// and the bottom and right beyond) reads nothing there — the zeros padding would have added.
 struct Geometry {
-  int64_t hp, wp, cin, cout_padded, cout, kh, kw, stride, ho, wo;
+  int64_t h, w, top, left, cin, cout_padded, cout, kh, kw, stride, ho, wo;
 };
 
 // A block's accumulators, each starting from the bias of its output channels.
@@ -54,14 +56,18 @@ inline void store(__m512 (&acc)[RB][NV], const float* residual, float* out, cons
 }
 
 // One block: RB consecutive output pixels of row `oh`, starting at column `ow`, output channels [c0, c0 + 16·NV).
-template <int NV, int RB>
+// EDGE: some of its windows reach past the input's left or right edge (checked per pixel only then).
+template <int NV, int RB, bool EDGE>
 inline void block(const float* in, const float* w, const float* bias, const float* residual, float* out,
                   const Geometry& g, int64_t oh, int64_t ow, int64_t c0, bool relu, __mmask16 last_mask) {
   __m512 acc[RB][NV];
   start<NV, RB>(acc, bias, c0);
   for (int64_t i = 0; i < g.kh; ++i) {
+    const int64_t ih = oh * g.stride + i - g.top;
+    if (ih < 0 || ih >= g.h) continue;
     for (int64_t j = 0; j < g.kw; ++j) {
-      const float* row = in + ((oh * g.stride + i) * g.wp + ow * g.stride + j) * g.cin;
+      const int64_t iw0 = ow * g.stride + j - g.left;
+      const float* row = in + ih * g.w * g.cin;
       const float* wk = w + (i * g.kw + j) * g.cin * g.cout_padded + c0;
       for (int64_t ci = 0; ci < g.cin; ++ci) {
         __m512 wv[NV];
@@ -69,7 +75,9 @@ inline void block(const float* in, const float* w, const float* bias, const floa
         for (int v = 0; v < NV; ++v) wv[v] = _mm512_loadu_ps(wk + ci * g.cout_padded + 16 * v);
 #pragma GCC unroll 32
         for (int p = 0; p < RB; ++p) {
-          const __m512 x = _mm512_set1_ps(row[p * g.stride * g.cin + ci]);
+          const int64_t iw = iw0 + p * g.stride;
+          if (EDGE && (iw < 0 || iw >= g.w)) continue;
+          const __m512 x = _mm512_set1_ps(row[iw * g.cin + ci]);
 #pragma GCC unroll 16
           for (int v = 0; v < NV; ++v) acc[p][v] = _mm512_fmadd_ps(x, wv[v], acc[p][v]);
         }
@@ -83,13 +91,16 @@ inline void block(const float* in, const float* w, const float* bias, const floa
 // the KW output pixels it reaches (RB+KW-1 broadcasts and NV·KW weight loads for NV·KW·RB multiply-adds,
 // against NV+RB loads for NV·RB above): the narrow layers (16 channels, one vector) are otherwise bound by
 // the loads, not the arithmetic.
-template <int NV, int RB, int KW>
+template <int NV, int RB, int KW, bool EDGE>
 inline void block_s1(const float* in, const float* w, const float* bias, const float* residual, float* out,
                      const Geometry& g, int64_t oh, int64_t ow, int64_t c0, bool relu, __mmask16 last_mask) {
   __m512 acc[RB][NV];
   start<NV, RB>(acc, bias, c0);
   for (int64_t i = 0; i < g.kh; ++i) {
-    const float* row = in + ((oh + i) * g.wp + ow) * g.cin;
+    const int64_t ih = oh + i - g.top;
+    if (ih < 0 || ih >= g.h) continue;
+    const float* row = in + ih * g.w * g.cin;
+    const int64_t iw0 = ow - g.left;
     const float* wk = w + i * KW * g.cin * g.cout_padded + c0;
     for (int64_t ci = 0; ci < g.cin; ++ci) {
       __m512 wv[KW][NV];
@@ -99,7 +110,8 @@ inline void block_s1(const float* in, const float* w, const float* bias, const f
         for (int v = 0; v < NV; ++v) wv[j][v] = _mm512_loadu_ps(wk + (j * g.cin + ci) * g.cout_padded + 16 * v);
 #pragma GCC unroll 32
       for (int c = 0; c < RB + KW - 1; ++c) {
-        const __m512 x = _mm512_set1_ps(row[c * g.cin + ci]);
+        if (EDGE && (iw0 + c < 0 || iw0 + c >= g.w)) continue;
+        const __m512 x = _mm512_set1_ps(row[(iw0 + c) * g.cin + ci]);
 #pragma GCC unroll 16
         for (int j = 0; j < KW; ++j) {
           const int p = c - j;
@@ -118,10 +130,13 @@ template <int NV, int RB>
 inline void row(const float* in, const float* w, const float* bias, const float* residual, float* out,
                 const Geometry& g, int64_t oh, int64_t c0, bool relu, __mmask16 last_mask, int64_t ow = 0) {
   for (; ow + RB <= g.wo; ow += RB) {
-    if (g.stride == 1 && g.kw == 3 && NV * 3 + NV * RB <= 30) {
-      block_s1<NV, RB, 3>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
+    const bool edge = ow * g.stride - g.left < 0 || (ow + RB - 1) * g.stride + g.kw - 1 - g.left >= g.w;
+    if (g.stride == 1 && g.kw == 3) {
+      if (edge) block_s1<NV, RB, 3, true>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
+      else block_s1<NV, RB, 3, false>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
     } else {
-      block<NV, RB>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
+      if (edge) block<NV, RB, true>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
+      else block<NV, RB, false>(in, w, bias, residual, out, g, oh, ow, c0, relu, last_mask);
     }
   }
   if constexpr (RB > 1) {
@@ -162,34 +177,12 @@ at::Tensor conv2d_direct(const at::Tensor& x, const at::Tensor& packed, const at
   const bool sides = padding.size() == 4;  // TensorFlow's 'same' pads one side more than the other at stride 2
   const int64_t top = padding[0], bottom = sides ? padding[1] : padding[0];
   const int64_t left = sides ? padding[2] : padding[1], right = sides ? padding[3] : padding[1], s = stride[0];
-  const Geometry g{h + top + bottom, w + left + right, cin, cout_padded, out_channels, kh, kw, s,
+  const Geometry g{h, w, top, left, cin, cout_padded, out_channels, kh, kw, s,
                    (h + top + bottom - kh) / s + 1, (w + left + right - kw) / s + 1};
-  // The input channels-last with its zero border, written in the same parallel region as the convolution
-  // (ATen's permute, pad and contiguous would be three calls, each a dispatch and an allocation).
-  const bool stage = top || bottom || left || right || !x.is_contiguous(at::MemoryFormat::ChannelsLast);
-  at::Tensor staged = stage ? at::empty({n, g.hp, g.wp, cin}, x.options()) : x;
-  const float* src = x.data_ptr<float>();
-  float* dst = staged.data_ptr<float>();
-  const int64_t sn = x.stride(0), sc = x.stride(1), sh = x.stride(2), sw = x.stride(3);
-  auto stage_row = [&](int64_t image, int64_t r) {
-    float* line = dst + (image * g.hp + r) * g.wp * cin;
-    const int64_t ih = r - top;
-    if (ih < 0 || ih >= h) { std::fill(line, line + g.wp * cin, 0.0f); return; }
-    std::fill(line, line + left * cin, 0.0f);
-    std::fill(line + (left + w) * cin, line + g.wp * cin, 0.0f);
-    float* px = line + left * cin;
-    const float* base = src + image * sn + ih * sh;
-    if (sc == 1 && sw == cin) {  // a channels-last row: one copy
-      std::copy(base, base + w * cin, px);
-    } else if (sc == 1) {
-      for (int64_t c = 0; c < w; ++c) std::copy(base + c * sw, base + c * sw + cin, px + c * cin);
-    } else {
-      for (int64_t c = 0; c < w; ++c)
-        for (int64_t ci = 0; ci < cin; ++ci) px[c * cin + ci] = base[c * sw + ci * sc];
-    }
-  };
+  // Read in place where the input is channels-last already (every convolution's output here is); else one copy.
+  const at::Tensor nhwc = x.contiguous(at::MemoryFormat::ChannelsLast);
   at::Tensor out = at::empty({n, g.ho, g.wo, out_channels}, x.options());
-  const float* in_ptr = staged.data_ptr<float>();
+  const float* in_ptr = nhwc.data_ptr<float>();
   const float* w_ptr = packed.data_ptr<float>();
   const float* b_ptr = bias.data_ptr<float>();
   float* out_ptr = out.data_ptr<float>();
@@ -202,24 +195,20 @@ at::Tensor conv2d_direct(const at::Tensor& x, const at::Tensor& packed, const at
   const float* res_ptr = residual.has_value() ? added.data_ptr<float>() : nullptr;
   const int tail = static_cast<int>(out_channels - (cout_padded - 16));
   const __mmask16 last_mask = static_cast<__mmask16>((1u << tail) - 1u);
-  const int64_t rows_in = stage ? n * g.hp : 0, rows_out = n * g.ho;
+  const int64_t rows_out = n * g.ho;
   // Below SERIAL_MACS multiply-adds (ResNet8's 1×1 shortcuts: 131k) waking a second thread costs more than
   // it saves: such a convolution runs on the calling thread alone.
   constexpr int64_t SERIAL_MACS = 200000;
   const int64_t macs = n * g.ho * g.wo * out_channels * kh * kw * cin;
   const int threads = macs < SERIAL_MACS ? 1 : static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), rows_out)));
-  // One OpenMP region a convolution: the threads stage the input rows, meet, then split the output rows.
+  // One OpenMP region a convolution, the output rows split between its threads.
 #pragma omp parallel num_threads(threads) if (threads > 1)
   {
     const int64_t t = omp_get_thread_num(), count = omp_get_num_threads();
-    for (int64_t r = t; r < rows_in; r += count) stage_row(r / g.hp, r % g.hp);
-    if (rows_in) {
-#pragma omp barrier
-    }
     for (int64_t r = rows_out * t / count; r < rows_out * (t + 1) / count; ++r) {
       const int64_t image = r / g.ho, oh = r % g.ho;
       const int64_t offset = image * g.ho * g.wo * out_channels;
-      row_any(in_ptr + image * g.hp * g.wp * cin, w_ptr, b_ptr, res_ptr ? res_ptr + offset : nullptr, out_ptr + offset,
+      row_any(in_ptr + image * h * w * cin, w_ptr, b_ptr, res_ptr ? res_ptr + offset : nullptr, out_ptr + offset,
               g, oh, relu, last_mask);
     }
   }
