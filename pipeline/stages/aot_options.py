@@ -72,10 +72,13 @@ VARIANTS = (
             aot_compile.BATCH1_OPTIONS, static_batch=1, convs_as_gemm=True),
     Variant("im2col + GEMM, max_autotune, batch 256 only", "as the batch-1 row, exported for batch 256 alone",
             aot_compile.BATCH1_OPTIONS, static_batch=256, convs_as_gemm=True),
-    Variant("direct kernel, batch 1 only", "convolutions as calls of our own AVX-512 kernel (`k2t::conv2d_direct`: "
-            "channels-last, register-blocked, bias, residual Add and ReLU fused), exported for batch 1 alone, frozen, "
-            "as `aot_compile.BATCH1_OPTIONS` (not shipped: the package then needs the kernel's library loaded)",
+    Variant("direct kernel, batch 1 only", "shipped (the package's `batch1` where the processor has AVX-512): "
+            "convolutions as calls of our own kernel (`k2t::conv2d_direct`: channels-last, register-blocked, a zero pad "
+            "before and the bias, residual Add and ReLU after folded in, called through its C entry point), exported for "
+            "batch 1 alone, frozen, as `aot_compile.BATCH1_OPTIONS`",
             aot_compile.BATCH1_OPTIONS, static_batch=1, direct_convs=True),
+    Variant("direct kernel", "as the row above, dynamic batch (the any-batch model with our kernel in place of oneDNN's)",
+            FREEZING, direct_convs=True),
 )
 
 
