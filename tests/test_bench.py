@@ -25,6 +25,7 @@ def test_bench_writes_json_and_png(tiny_converted, tiny_data):
     assert saved["model_flops_per_image"] == result.model_flops_per_image > 0
     assert paths.bench_png.read_bytes()[:4] == b"\x89PNG"
     assert "vs onnxruntime" in bench.table(result)
+    assert set(saved["agreement"]) == set(saved["agreement_batch1"]) == backends - {"onnxruntime", "keras predict"}
 
 
 def test_cuda_without_gpu_is_bad_input(tiny_converted, tiny_data):

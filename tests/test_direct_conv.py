@@ -102,3 +102,36 @@ def test_the_rewrite_folds_the_residual_add_the_relus_and_the_pad_and_computes_t
     assert torch.ops.aten.conv2d.default not in targets and torch.ops.aten.pad.default not in targets
     with torch.no_grad():
         torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_the_declared_c_entry_point_is_the_one_the_source_defines():
+    """AOTInductor writes `SHIM` into a package's code and calls the kernel through it: a declaration that
+    drifted from the definition would pass the arguments wrong, with no compiler to say so."""
+    source = "".join(direct_conv.SOURCE.read_text().split())
+    assert "".join(direct_conv.SHIM.split()) in source
+    assert direct_conv.ENTRY in direct_conv.SHIM
+
+
+def test_an_add_that_broadcasts_is_left_to_inductor(kernel):
+    """The kernel adds a residual of the output's own shape; an Add that broadcasts (a per-channel term) is not
+    folded in, and the module still computes the same."""
+
+    class Scaled(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(4, 16, 3, padding=1)
+            self.register_buffer("shift", torch.randn(1, 16, 1, 1))
+
+        def forward(self, x):
+            return torch.relu(self.conv(x) + self.shift)
+
+    module = Scaled().eval()
+    x = torch.randn(1, 4, 6, 6)
+    with torch.no_grad():
+        exported = torch.export.export(module, (x,)).module()
+        expected = module(x)
+    assert conv_direct.rewrite(exported) == 1
+    targets = [n.target for n in exported.graph.nodes if n.op == "call_function"]
+    assert torch.ops.aten.add.Tensor in targets
+    with torch.no_grad():
+        torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-5)

@@ -3,8 +3,9 @@ package of two models, each a shared library:
 
 - `model` (the package's default): dynamic batch as the program has it, oneDNN convolutions with their
   BiasAdd/ReLU/Add fused in — the throughput model;
-- `batch1`: the same program for one image, its convolutions as im2col + GEMM (`conv_as_gemm`) compiled
-  by inductor's C++ GEMM templates, weights packed at compile time — MLPerf Tiny's single-stream latency.
+- `batch1`: the same program for one image, its convolutions calls of our own kernel (`conv_direct`,
+  `runtimes.direct_conv`) through its C entry point where the processor has AVX-512, else im2col + GEMM
+  (`conv_as_gemm`) compiled by inductor's C++ GEMM templates — MLPerf Tiny's single-stream latency.
   oneDNN builds each convolution's primitive descriptor again on every call, most of a batch-1 inference
   (README, "Speed").
 
@@ -35,7 +36,8 @@ from pipeline.common.paths import child_environment
 # figures in the README, "Speed"). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
 # fused into oneDNN convolutions (inference only; prepacked too where the batch is static, not ours).
 INDUCTOR_OPTIONS = {"freezing": True}
-# The batch-1 model's: max_autotune lets inductor's C++ GEMM templates compile the im2col GEMMs; the
+# The batch-1 model's (with our kernel, its Linear is the one GEMM left; without it, every convolution's):
+# max_autotune lets inductor's C++ GEMM templates compile the GEMMs; the
 # template alone (no ATen choice) leaves nothing to benchmark — with ATen beside it each candidate is
 # compiled and timed, for no faster a package (README, "Speed"). Where the template does not apply,
 # BATCH1_FALLBACK adds ATen's GEMMs. Epilogue fusion off: with pointwise ops fused into a template's
@@ -155,7 +157,7 @@ def compile_model(exported, settings: dict) -> list:
     logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "No CUDA runtime is found": not asked for
     args, kwargs = exported.example_inputs
     compile_settings = settings
-    if _calls_direct_kernel(exported):  # the package calls our kernel's C entry point, not the proxy executor
+    if _program_calls_kernel(exported):  # the package calls our kernel's C entry point, not the proxy executor
         from pipeline.runtimes import direct_conv
 
         compile_settings = {**settings, **direct_conv.shim_options()}
@@ -171,7 +173,7 @@ def compile_model(exported, settings: dict) -> list:
         return compile_model(exported, BATCH1_FALLBACK)
 
 
-def _calls_direct_kernel(exported) -> bool:
+def _program_calls_kernel(exported) -> bool:
     """Whether the ExportedProgram `exported` calls `k2t.conv2d_direct` (`conv_direct`)."""
     return any(node.op == "call_function" and str(node.target).startswith("k2t.conv2d_direct") for node in exported.graph.nodes)
 

@@ -16,9 +16,15 @@ def _fold_zero_pad(x, padding: tuple):
 
     top = bottom = padding[0]
     left = right = padding[1]
-    if (x.op == "call_function" and x.target is torch.ops.aten.pad.default and len(x.users) == 1 and not x.kwargs
-            and len(x.args) >= 2 and len(x.args[1]) == 4 and min(x.args[1]) >= 0
-            and (x.args[2] if len(x.args) > 2 else "constant") == "constant" and not (x.args[3] if len(x.args) > 3 else 0.0)):
+    pads = (torch.ops.aten.pad.default, torch.ops.aten.constant_pad_nd.default)
+    if (x.op != "call_function" or x.target not in pads or len(x.users) != 1 or x.kwargs or len(x.args) < 2
+            or len(x.args[1]) != 4 or min(x.args[1]) < 0):
+        return x, padding
+    if x.target is torch.ops.aten.pad.default:  # (input, pad, mode, value)
+        zero = (x.args[2] if len(x.args) > 2 else "constant") == "constant" and not (x.args[3] if len(x.args) > 3 else 0.0)
+    else:  # aten.constant_pad_nd, what the pad decomposes into: (input, pad, value)
+        zero = not (x.args[2] if len(x.args) > 2 else 0.0)
+    if zero:
         pad_left, pad_right, pad_top, pad_bottom = x.args[1]
         return x.args[0], (top + pad_top, bottom + pad_bottom, left + pad_left, right + pad_right)
     return x, padding
@@ -27,10 +33,10 @@ def _fold_zero_pad(x, padding: tuple):
 def rewrite(gm) -> int:
     """Replace, in place, every `aten.conv2d` of the exported module `gm` that the kernel covers (batched 4-D
     float input, groups 1, dilation 1, the same stride on both axes, weight and bias constants of `gm`) by
-    `k2t.conv2d_direct`, with what follows folded in where the convolution is its only input: a residual Add,
-    then a ReLU; and a zero pad before it that only it reads; each packed weight and bias added to `gm` as
-    buffers. Returns how many convolutions were replaced. `runtimes.direct_conv.load()`
-    must have registered the operator."""
+    `k2t.conv2d_direct`, with what follows folded in where it is the convolution's only user: a residual Add
+    (of a tensor of the output's shape and type), then a ReLU; and a zero pad before it that only it reads;
+    each packed weight and bias added to `gm` as buffers. Returns how many convolutions were replaced.
+    `runtimes.direct_conv.load()` must have registered the operator."""
     import torch
 
     from pipeline.converters.fx_passes import constant_of, plain_conv2d
@@ -49,15 +55,18 @@ def rewrite(gm) -> int:
         packed, full_bias = direct_conv.pack(tensor.detach(), None if bias_tensor is None else bias_tensor.detach())
         gm.register_buffer(f"{PACKED_PREFIX}{replaced}", packed)
         gm.register_buffer(f"{BIAS_PREFIX}{replaced}", full_bias)
-        # What follows, folded in where the convolution is its only input of it: a residual Add (of another
-        # tensor of the same shape), then a ReLU.
+        # What follows, folded in where it is the convolution's only user: a residual Add, then a ReLU.
         chain, residual = [node], None  # the convolution and what is folded into it, in graph order
         users = list(node.users)
         if len(users) == 1 and users[0].op == "call_function" and users[0].target is add and not users[0].kwargs:
             others = [a for a in users[0].args if a is not node]
             value_out, other = users[0].meta.get("val"), others[0] if len(others) == 1 else None
-            if (isinstance(other, torch.fx.Node) and value_out is not None and other.meta.get("val") is not None
-                    and tuple(other.meta["val"].shape) == tuple(value_out.shape)):
+            conv_out = node.meta.get("val")
+            other_value = other.meta.get("val") if isinstance(other, torch.fx.Node) else None
+            # the same shape and type as the convolution's output: no broadcast, no promotion, the kernel adds it as is
+            if (value_out is not None and conv_out is not None and other_value is not None
+                    and tuple(other_value.shape) == tuple(conv_out.shape) == tuple(value_out.shape)
+                    and other_value.dtype == conv_out.dtype == torch.float32):
                 chain.append(users[0])
                 residual = other
         users = list(chain[-1].users)

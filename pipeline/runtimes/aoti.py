@@ -42,7 +42,8 @@ def load(path: Path, single_threaded: bool = False):
     cannot capture; for one calling thread only.
 
     Raises:
-        BadInput: the file is not an AOTInductor package this torch can load.
+        BadInput: the file is not an AOTInductor package this torch can load, or its batch-1 model calls our
+            convolution kernel and the kernel cannot run here (no AVX-512) or be built (no compiler).
     """
     import torch
     from torch._inductor.package import load_package

@@ -32,11 +32,24 @@ SHIM = (f"AOTITorchError {ENTRY}(AtenTensorHandle x, AtenTensorHandle packed, At
         "AtenTensorHandle* residual, AtenTensorHandle* ret0)")
 
 
+def _cpu_flags() -> str:
+    """This processor's feature flags (/proc/cpuinfo; "" where there is none to read)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return ""
+
+
 def library_path() -> Path:
-    """Where this source, built for this torch with `FLAGS`, is kept (it is built there when missing)."""
+    """Where this source, built for this torch and this processor with `FLAGS`, is kept (it is built there when
+    missing). The processor is part of the name: `-march=native` code run on another one would crash."""
     import torch
 
-    key = hashlib.sha256(SOURCE.read_bytes() + torch.__version__.encode() + " ".join(FLAGS).encode()).hexdigest()[:16]
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), " ".join(FLAGS).encode(),
+                                      _cpu_flags().encode()])).hexdigest()[:16]
     root = Path(os.environ.get("PIPELINE_KERNEL_CACHE", Path(tempfile.gettempdir()) / "keras2torch-kernels"))
     return root / key / "direct_conv.so"
 
@@ -60,32 +73,40 @@ def _build(path: Path) -> None:
 
 @functools.cache
 def load() -> bool:
-    """Build the kernel if this machine has no build of it yet, register `torch.ops.k2t.conv2d_direct`, and
-    say whether it runs here (False on a processor without AVX-512, where the batch-1 model keeps inductor's
-    GEMMs).
+    """Say whether the kernel runs here — False on a processor without AVX-512 (nothing is built: the batch-1
+    model keeps inductor's GEMMs) — and where it does, build it if this machine has no build of it yet, load
+    it and register `torch.ops.k2t.conv2d_direct`. Where the operator is registered already (a library of
+    it loaded by hand, `model_aoti_kernels.so`), nothing is loaded again: a second registration would abort.
 
     Raises:
         PipelineError: the kernel could not be built (no compiler, say); the message says why.
     """
     import torch
 
-    path = library_path()
-    if not path.is_file():
-        _build(path)
-    # Global: a package's model resolves the C entry point (SHIM) against the libraries already loaded.
-    ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-    torch.ops.load_library(str(path))
+    if "avx512f" not in _cpu_flags().split():
+        return False
+    if not hasattr(torch.ops.k2t, "conv2d_direct"):
+        path = library_path()
+        if not path.is_file():
+            _build(path)
+        # Global: a package's model resolves the C entry point (SHIM) against the libraries already loaded.
+        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+        torch.ops.load_library(str(path))
 
     @torch.library.register_fake("k2t::conv2d_direct")
     def _shape(x, packed, bias, out_channels, stride, padding, relu, residual=None):  # noqa: ARG001 — the operator's signature
         n, _, height, width = x.shape
-        kh, kw = packed.shape[:2]
-        top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
-        out_h = (height + top + bottom - kh) // stride[0] + 1
-        out_w = (width + left + right - kw) // stride[1] + 1
+        out_h, out_w = output_size((height, width), packed.shape[:2], stride[0], padding)
         return x.new_empty((n, out_h, out_w, out_channels)).permute(0, 3, 1, 2)
 
     return bool(torch.ops.k2t.conv2d_direct_available())
+
+
+def output_size(size: tuple[int, int], kernel: tuple[int, int], stride: int, padding) -> tuple[int, int]:
+    """(Ho, Wo) of the kernel's convolution of an (H, W) input: `padding` (rows, columns) or (top, bottom, left,
+    right), as `conv2d_direct` takes it."""
+    top, bottom, left, right = padding if len(padding) == 4 else (padding[0], padding[0], padding[1], padding[1])
+    return (size[0] + top + bottom - kernel[0]) // stride + 1, (size[1] + left + right - kernel[1]) // stride + 1
 
 
 def shim_options() -> dict:

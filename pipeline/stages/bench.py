@@ -12,8 +12,8 @@ interleaved (`time_backends`); batch-1 latency (MLPerf Tiny's metric) is timed c
 backends' calls interleaved in blocks, as p50 and p99 (`latencies`). Also measured in the same run: this machine's
 sgemm GFLOP/s (torch.mm), the model's FLOPs per image from the ONNX graph (not typed in), so each
 backend's effective GFLOP/s reads as a share of the machine's peak, and each backend's largest difference
-from ONNX Runtime and argmax disagreements over the images (`agreement`): a faster backend counts only if
-it computes the same thing.
+from ONNX Runtime and argmax disagreements over the images (`agreement`), at the largest batch and one image
+a call: a faster backend counts only if it computes the same thing.
 """
 
 from __future__ import annotations
@@ -60,7 +60,8 @@ class BenchResult:
     results: list[dict] = field(default_factory=list)  # {backend, batch_size, images_per_s, effective_gflops}
     notes: dict = field(default_factory=dict)
     latency_us: dict = field(default_factory=dict)  # backend -> {"p50": µs, "p99": µs} of one image per call
-    agreement: dict = field(default_factory=dict)  # backend -> {"max_abs", "argmax_flips"} against onnxruntime
+    agreement: dict = field(default_factory=dict)  # backend -> {"max_abs", "argmax_flips"} against onnxruntime, largest batch
+    agreement_batch1: dict = field(default_factory=dict)  # the same one image a call (a package's batch-1 model), BATCH1_IMAGES
 
     def images_per_s(self, backend: str, batch_size: int) -> float | None:
         return next((r["images_per_s"] for r in self.results if r["backend"] == backend and r["batch_size"] == batch_size), None)
@@ -401,6 +402,8 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     if 1 in options.batch_sizes:
         result.latency_us = latencies(runners, images, min(LATENCY_CALLS, max(options.images, 1)))
     result.agreement = agreement(runners, images, max(options.batch_sizes))
+    if 1 in options.batch_sizes and max(options.batch_sizes) > 1:  # where a batch-1 model of its own answers
+        result.agreement_batch1 = agreement(runners, images[:BATCH1_IMAGES], 1)
     if options.with_keras:
         job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads))
         for size, speed in keras_runtime.run(job).bench.items():
@@ -428,13 +431,15 @@ def _cpu_name() -> str:
 def table(result: BenchResult) -> str:
     """Markdown table: one row per backend — batch-1 latency p50/p99 and its ratio to ONNX Runtime's, images/s
     per batch size, GFLOP/s at the largest batch as a share of the machine's sgemm, the ratio to ONNX Runtime,
-    and the largest difference from ONNX Runtime's outputs with the argmax disagreements."""
+    and the largest difference from ONNX Runtime's outputs with the argmax disagreements, at the largest
+    batch and, where measured, one image a call (what a package's batch-1 model computes)."""
     sizes = sorted({r["batch_size"] for r in result.results})
     backends = list(dict.fromkeys(r["backend"] for r in result.results))
     latency = result.latency_us
     lines = ["| backend | batch 1 p50 µs | p99 µs | vs onnxruntime (p50) | " + " | ".join(f"batch {s} img/s" for s in sizes)
-             + f" | GFLOP/s @ {sizes[-1]} (of sgemm) | vs onnxruntime @ {sizes[-1]} | max abs diff (argmax flips) |",
-             "|---|" + "---|" * (len(sizes) + 6)]
+             + f" | GFLOP/s @ {sizes[-1]} (of sgemm) | vs onnxruntime @ {sizes[-1]} | max abs diff (argmax flips) @ {sizes[-1]} |"
+             + (" @ 1 |" if result.agreement_batch1 else ""),
+             "|---|" + "---|" * (len(sizes) + 6 + bool(result.agreement_batch1))]
     reference = result.images_per_s("onnxruntime", sizes[-1])
     peak = result.machine["sgemm_gflops"]
     for backend in backends:
@@ -443,10 +448,9 @@ def table(result: BenchResult) -> str:
         gflops = last * result.model_flops_per_image / 1e9
         mine, theirs = latency.get(backend), latency.get("onnxruntime")
         timing = (f"{mine['p50']:,.0f} | {mine['p99']:,.0f} | {theirs['p50'] / mine['p50']:.2f}×" if mine and theirs else "— | — | —")
-        agree = result.agreement.get(backend)
-        same = f"{agree['max_abs']:.1e} ({agree['argmax_flips']})" if agree else "—"
+        same = " | ".join(_agreement_cell(measured.get(backend)) for measured in (result.agreement, result.agreement_batch1) if measured)
         lines.append(f"| {backend} | {timing} | " + " | ".join(f"{v:,.0f}" if v else "—" for v in speeds)
-                     + f" | {gflops:.1f} ({gflops / peak:.0%}) | {last / reference:.2f}× | {same} |")
+                     + f" | {gflops:.1f} ({gflops / peak:.0%}) | {last / reference:.2f}× | {same or '—'} |")
     m = result.machine
     where = f"{m['cpu']}, {m['threads']} threads, device {m['device']}"
     if m.get("gpu"):
@@ -457,6 +461,10 @@ def table(result: BenchResult) -> str:
                  f"model {result.model_flops_per_image / 1e6:.2f} MFLOP/image; {m['images']:,} test images, best of {m['repeats']}.")
     lines.extend(f"{name}: {value}" for name, value in result.notes.items())
     return "\n".join(lines)
+
+
+def _agreement_cell(agree: dict | None) -> str:
+    return f"{agree['max_abs']:.1e} ({agree['argmax_flips']})" if agree else "—"
 
 
 def plot(result: BenchResult, path: Path) -> None:

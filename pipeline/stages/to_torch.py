@@ -108,7 +108,7 @@ def _compile_aot(program, program_path: Path, shape: tuple[int, ...], path: Path
             why = f"not built ({' '.join(str(exc).split())[:200]})"
         else:
             if batch1 is None:
-                why = "not built: no convolution to compute as a GEMM"
+                why = "not built: no convolution to rewrite for one image"
             else:
                 files[aoti.BATCH1] = batch1
     aot_compile.write_package(path, files)

@@ -168,15 +168,22 @@ at::Tensor conv2d_direct(const at::Tensor& x, const at::Tensor& packed, const at
                          const std::optional<at::Tensor>& residual) {
 #ifdef __AVX512F__
   TORCH_CHECK(x.dim() == 4 && x.scalar_type() == at::kFloat && packed.dim() == 4, "conv2d_direct: a 4-D float32 input");
+  TORCH_CHECK(!residual.has_value() || residual->scalar_type() == at::kFloat, "conv2d_direct: a float32 residual");
   TORCH_CHECK(stride.size() == 2 && stride[0] == stride[1], "conv2d_direct: one stride for both axes");
   TORCH_CHECK(padding.size() == 2 || padding.size() == 4, "conv2d_direct: padding (rows, columns) or (top, bottom, left, right)");
   const int64_t n = x.size(0), cin = x.size(1), h = x.size(2), w = x.size(3);
   const int64_t kh = packed.size(0), kw = packed.size(1), cout_padded = packed.size(3);
-  TORCH_CHECK(packed.size(2) == cin && bias.numel() == cout_padded && packed.is_contiguous() && bias.is_contiguous(),
+  TORCH_CHECK(packed.size(2) == cin && bias.numel() == cout_padded && packed.is_contiguous() && bias.is_contiguous() &&
+              packed.scalar_type() == at::kFloat && bias.scalar_type() == at::kFloat,
               "conv2d_direct: weights packed for another input");
+  TORCH_CHECK(cout_padded % 16 == 0 && out_channels > cout_padded - 16 && out_channels <= cout_padded,
+              "conv2d_direct: out_channels does not match the packed weights (16 lanes a vector)");
+  TORCH_CHECK(stride[0] > 0, "conv2d_direct: a positive stride");
   const bool sides = padding.size() == 4;  // TensorFlow's 'same' pads one side more than the other at stride 2
   const int64_t top = padding[0], bottom = sides ? padding[1] : padding[0];
   const int64_t left = sides ? padding[2] : padding[1], right = sides ? padding[3] : padding[1], s = stride[0];
+  TORCH_CHECK(top >= 0 && bottom >= 0 && left >= 0 && right >= 0 && h + top + bottom >= kh && w + left + right >= kw,
+              "conv2d_direct: the kernel is larger than the padded input");
   const Geometry g{h, w, top, left, cin, cout_padded, out_channels, kh, kw, s,
                    (h + top + bottom - kh) / s + 1, (w + left + right - kw) / s + 1};
   // Read in place where the input is channels-last already (every convolution's output here is); else one copy.
@@ -220,7 +227,7 @@ at::Tensor conv2d_direct(const at::Tensor& x, const at::Tensor& packed, const at
 
 bool conv2d_direct_available() {
 #ifdef __AVX512F__
-  return true;
+  return __builtin_cpu_supports("avx512f");  // this build on this processor (a copy may have travelled)
 #else
   return false;
 #endif
