@@ -135,3 +135,22 @@ def test_an_add_that_broadcasts_is_left_to_inductor(kernel):
     assert torch.ops.aten.add.Tensor in targets
     with torch.no_grad():
         torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_a_convolution_with_many_input_channels_is_left_to_im2col(kernel):
+    """Above MAX_IN_CHANNELS the kernel loses to im2col + GEMM (measured, `conv_direct`): the batch-1 program
+    gets the kernel for the narrow convolution and im2col for the wide one."""
+    from pipeline.converters import aot_compile, conv_as_gemm
+
+    wide = conv_direct.MAX_IN_CHANNELS * 2
+    module = torch.nn.Sequential(torch.nn.Conv2d(8, wide, 3, padding=1), torch.nn.ReLU(), torch.nn.Conv2d(wide, 16, 3, padding=1)).eval()
+    x = torch.randn(1, 8, 6, 6)
+    with torch.no_grad():
+        program = torch.export.export(module, (x,))
+        expected = module(x)
+    batch1 = aot_compile.batch1_program(program, (8, 6, 6))
+    targets = [n.target for n in batch1.graph.nodes if n.op == "call_function"]
+    assert targets.count(torch.ops.k2t.conv2d_direct.default) == 1
+    assert conv_as_gemm.conv_as_gemm not in targets and torch.ops.aten.conv2d.default not in targets  # im2col, traced
+    with torch.no_grad():
+        torch.testing.assert_close(batch1.module()(x), expected, rtol=1e-5, atol=1e-4)

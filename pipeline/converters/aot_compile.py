@@ -51,9 +51,10 @@ BATCH1_FALLBACK = {**BATCH1_OPTIONS, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 def batch1_program(program, sample_shape: tuple[int, ...]):
     """`program` for one input of `sample_shape` alone, its convolutions calls of our own kernel
-    (`conv_direct`) where it runs here (AVX-512), else im2col + GEMM (`conv_as_gemm`); None where it has no
-    convolution to rewrite (the gain measured is the convolutions': a model without one is left its
-    any-batch model alone, and a compile saved)."""
+    (`conv_direct`) where it runs here (AVX-512) and takes them (at most `conv_direct.MAX_IN_CHANNELS` input
+    channels), the others im2col + GEMM (`conv_as_gemm`); None where it has no convolution to rewrite (the
+    gain measured is the convolutions': a model without one is left its any-batch model alone, and a compile
+    saved)."""
     import torch
 
     from pipeline.converters import conv_as_gemm, conv_direct
@@ -61,10 +62,10 @@ def batch1_program(program, sample_shape: tuple[int, ...]):
 
     module = program.module()
     try:
-        rewrite = conv_direct.rewrite if direct_conv.load() else conv_as_gemm.rewrite
+        direct = conv_direct.rewrite(module) if direct_conv.load() else 0
     except PipelineError:  # the kernel did not build here: inductor's GEMMs still make a batch-1 model
-        rewrite = conv_as_gemm.rewrite
-    if not rewrite(module):
+        direct = 0
+    if not direct + conv_as_gemm.rewrite(module):  # the convolutions the kernel does not take
         return None
     with torch.no_grad():
         return torch.export.export(module, (torch.zeros((1, *sample_shape)),))

@@ -6,6 +6,11 @@ compiled from a program rewritten so where the kernel runs (AVX-512); elsewhere 
 from __future__ import annotations
 
 PACKED_PREFIX, BIAS_PREFIX = "direct_packed_", "direct_bias_"  # the buffers `rewrite` adds, one pair per convolution
+# The kernel keeps no weights in cache across rows: with more input channels than this it streams them and
+# loses to im2col + GEMM, measured at batch 1 on 2 threads (README, "Other Keras models"): 145–183 GMAC/s
+# against 70–100 up to 128 channels (ResNet50's 56×56 and 28×28 layers, ResNet8's), 23–42 against 85–100
+# from 256 (its 14×14 and 7×7 ones). Those convolutions are left to `conv_as_gemm`.
+MAX_IN_CHANNELS = 128
 
 
 def _fold_zero_pad(x, padding: tuple):
@@ -32,7 +37,8 @@ def _fold_zero_pad(x, padding: tuple):
 
 def rewrite(gm) -> int:
     """Replace, in place, every `aten.conv2d` of the exported module `gm` that the kernel covers (batched 4-D
-    float input, groups 1, dilation 1, the same stride on both axes, weight and bias constants of `gm`) by
+    float input, groups 1, dilation 1, the same stride on both axes, at most MAX_IN_CHANNELS input channels,
+    weight and bias constants of `gm`) by
     `k2t.conv2d_direct`, with what follows folded in where it is the convolution's only user: a residual Add
     (of a tensor of the output's shape and type), then a ReLU; and a zero pad before it that only it reads;
     each packed weight and bias added to `gm` as buffers. Returns how many convolutions were replaced.
@@ -49,7 +55,8 @@ def rewrite(gm) -> int:
             continue
         x, _, bias, stride, padding, tensor = conv
         bias_tensor = None if bias is None else constant_of(gm, bias)
-        if len(set(stride)) != 1 or x.meta["val"].dtype != torch.float32 or (bias is not None and bias_tensor is None):
+        if (tensor.shape[1] > MAX_IN_CHANNELS or len(set(stride)) != 1 or x.meta["val"].dtype != torch.float32
+                or (bias is not None and bias_tensor is None)):
             continue
         x, padding = _fold_zero_pad(x, padding)
         packed, full_bias = direct_conv.pack(tensor.detach(), None if bias_tensor is None else bias_tensor.detach())
