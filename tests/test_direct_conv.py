@@ -1,21 +1,16 @@
 """Our convolution kernel (`k2t::conv2d_direct`) and the rewrite that calls it (`converters.conv_direct`)."""
 
-from pathlib import Path
-
 import pytest
 import torch
 
+from pipeline.common import cpuinfo
 from pipeline.converters import conv_direct
 from pipeline.runtimes import direct_conv
 
 
-def _has_avx512() -> bool:
-    return "avx512f" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else False
-
-
 @pytest.fixture(scope="module")
 def kernel():
-    if not _has_avx512():
+    if not cpuinfo.has_avx512():
         pytest.skip("the kernel is AVX-512 code; this processor has none")
     assert direct_conv.load()
 

@@ -19,6 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipeline.common import cpuinfo
 from pipeline.common.errors import PipelineError
 
 SOURCE = Path(__file__).with_name("kernels") / "direct_conv.cpp"
@@ -32,29 +33,19 @@ SHIM = (f"AOTITorchError {ENTRY}(AtenTensorHandle x, AtenTensorHandle packed, At
         "AtenTensorHandle* residual, AtenTensorHandle* ret0)")
 
 
-def _cpu_flags() -> str:
-    """This processor's feature flags (/proc/cpuinfo; "" where there is none to read)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return ""
-
-
 def library_path() -> Path:
     """Where this source, built for this torch and this processor with `FLAGS`, is kept (it is built there when
     missing). The processor is part of the name: `-march=native` code run on another one would crash."""
     import torch
 
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), " ".join(FLAGS).encode(),
-                                      _cpu_flags().encode()])).hexdigest()[:16]
+                                      cpuinfo.field("flags").encode()])).hexdigest()[:16]
     root = Path(os.environ.get("PIPELINE_KERNEL_CACHE", Path(tempfile.gettempdir()) / "keras2torch-kernels"))
     return root / key / "direct_conv.so"
 
 
 def _build(path: Path) -> None:
+    import torch
     from torch.utils import cpp_extension
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -62,7 +53,7 @@ def _build(path: Path) -> None:
     includes = [f"-I{folder}" for folder in cpp_extension.include_paths()]
     libraries = [f"-L{folder}" for folder in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu", "-ltorch"]
     command = ["g++", *FLAGS, "-fopenmp", *includes, str(SOURCE), "-o", str(partial), *libraries,
-               f"-D_GLIBCXX_USE_CXX11_ABI={int(__import__('torch')._C._GLIBCXX_USE_CXX11_ABI)}"]
+               f"-D_GLIBCXX_USE_CXX11_ABI={int(torch._C._GLIBCXX_USE_CXX11_ABI)}"]
     try:
         subprocess.run(command, check=True, capture_output=True, text=True)
     except (OSError, subprocess.CalledProcessError) as exc:
@@ -83,7 +74,7 @@ def load() -> bool:
     """
     import torch
 
-    if "avx512f" not in _cpu_flags().split():
+    if not cpuinfo.has_avx512():
         return False
     if not hasattr(torch.ops.k2t, "conv2d_direct"):
         path = library_path()

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common import cpuinfo
 from pipeline.common.atomic import write_text
 from pipeline.common.errors import BadInput
 from pipeline.common.paths import ModelPaths
@@ -382,7 +383,8 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     images = cifar.load(data).images[: options.images].astype(np.float32)
     flops = model_flops_per_image(paths.onnx)
     machine = {
-        "cpu": _cpu_name(), "cores": os.cpu_count(), "threads": options.threads, "device": str(device),
+        "cpu": cpuinfo.field("model name") or platform.processor() or platform.machine(), "cores": os.cpu_count(),
+        "threads": options.threads, "device": str(device),
         "tf32": bool(options.allow_tf32) if gpu else None,
         "gpu": torch.cuda.get_device_name() if gpu else None,
         "cudnn_benchmark": True if gpu else None,
@@ -416,16 +418,6 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
 def _record(result: BenchResult, backend: str, batch_size: int, images_per_s: float) -> None:
     result.results.append({"backend": backend, "batch_size": batch_size, "images_per_s": round(images_per_s, 1),
                            "effective_gflops": round(images_per_s * result.model_flops_per_image / 1e9, 1)})
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def table(result: BenchResult) -> str:
