@@ -116,7 +116,8 @@ def cmd_torch(args) -> int:
          f"{opt.linears_folded} Linear(s)); vs onnxruntime max |Δ| {result.validation_opt.max_abs_diff:.2e}")
     if result.validation_aoti is not None:
         models = "any-batch model only: batch-1 model " + result.aoti_batch1 if result.aoti_batch1 else "any-batch and batch-1 models"
-        _say(f"torch: wrote {result.pt2_aoti.name} (AOTInductor, {models}; compiled in {result.aoti_seconds:.1f} s); "
+        compiled = "from the compile cache, compiled" if result.aoti_cached else "compiled"
+        _say(f"torch: wrote {result.pt2_aoti.name} (AOTInductor, {models}; {compiled} in {result.aoti_seconds:.1f} s); "
              f"vs onnxruntime max |Δ| {result.validation_aoti.max_abs_diff:.2e}")
     _say(f"torch: done [{time.perf_counter() - started:.1f} s]")
     return 0

@@ -11,6 +11,16 @@ import families
 import helpers
 
 
+@pytest.fixture(scope="session", autouse=True)
+def own_cache(tmp_path_factory):
+    """The session's own cache folder (`common.paths.cache_dir`, children included): no package compiled by
+    an earlier run, or by the user, stands in for a compile a test expects."""
+    patch = pytest.MonkeyPatch()
+    patch.setenv("PIPELINE_CACHE", str(tmp_path_factory.mktemp("cache")))
+    yield
+    patch.undo()
+
+
 def _need_real_data() -> None:
     if not (helpers.REAL_MODEL.is_file() and (helpers.REAL_DATA / "cifar-10-batches-bin" / "test_batch.bin").is_file()):
         message = f"real model/data not found under the mirror {helpers.MIRROR} (set PIPELINE_MIRROR)"

@@ -39,7 +39,8 @@ def test_all_prints_summary(real_run):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert "verify     PASSED" in completed.stdout and "evaluate   PASSED" in completed.stdout
     times = next(line for line in completed.stdout.splitlines() if line.startswith("seconds "))
-    assert all(f"{stage} " in times for stage in ("onnx", "torch", "native", "verify", "evaluate")) and "AOT compile" in times
+    assert all(f"{stage} " in times for stage in ("onnx", "torch", "native", "verify", "evaluate"))
+    assert "AOT compile" in times or "AOT package from the compile cache" in times  # another test may have compiled it first
     report = paths.report_md.read_text()
     assert "| onnxruntime | keras |" in report and "Every layer within tolerance." in report
     assert "| 29 | dense | Dense |" in completed.stdout  # the per-layer table, printed

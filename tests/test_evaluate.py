@@ -30,6 +30,7 @@ def test_real_accuracy_equals_keras(real_run):
     assert saved["side_by_side"]["keras"]["correct"] == saved["correct"]
     assert abs(saved["side_by_side"]["onnxruntime"]["correct"] - 8719) <= 2
     assert saved["subset_total"] == 200 and saved["subset_accuracy"] > 0.8
+    assert saved["from_verify"] == ["torch", "onnxruntime"]  # verify ran both over the test set just before
     for name in ("model.onnx", "model.pt2", "model_fx.py", "verify.json", "evaluate.json", "report.md", "confusion.png"):
         assert (paths.dir / name).is_file(), name
 
@@ -42,3 +43,23 @@ def test_right_model_on_wrongly_normalised_inputs_fails_the_gate(real_run, tmp_p
     assert result.accuracy < 0.5 and not result.passed
     with pytest.raises(CheckFailed):
         result.raise_if_failed()
+
+
+@pytest.mark.parametrize("stored_for", ["this model", "another file", "another test set"])
+def test_verify_classes_are_scored_only_for_the_same_model_and_test_set(tiny_converted, tiny_data, tmp_path, stored_for):
+    """evaluate scores the classes verify kept (`test_predictions`) for this very model.pt2 and test set, and
+    runs the model itself for anything else: here the kept classes are all right, which the random model is not."""
+    from pipeline.common.paths import ModelPaths
+    from pipeline.data import cifar
+    from pipeline.verifier import test_predictions
+
+    _, _, paths, _, _ = tiny_converted
+    test = cifar.load(tiny_data)
+    ran = {"this model": paths.pt2, "another file": paths.onnx, "another test set": paths.pt2}[stored_for]
+    test_set = paths.onnx if stored_for == "another test set" else test.source
+    test_predictions.save(ModelPaths(tmp_path).test_predictions, {"torch": test.labels}, {"torch": ran}, test_set)
+    result = evaluate.run(paths.pt2, tiny_data, tmp_path, progress=False)
+    if stored_for == "this model":
+        assert result.correct == 64 and result.from_verify == ["torch"]
+    else:
+        assert result.correct < 64 and result.from_verify == []

@@ -14,6 +14,14 @@ DEFAULT_MODEL = DEFAULT_DATA / "models" / "pretrainedResnet.h5"
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding `pipeline/`
 
 
+def cache_dir(kind: str) -> Path:
+    """This user's cache of things built here and reused across runs (our kernel's builds, compiled packages),
+    one folder a `kind`: under `PIPELINE_CACHE` where it is set, else the user's cache folder (not the shared
+    temporary folder: what is kept there is loaded into the process, and must be no one else's to write)."""
+    root = os.environ.get("PIPELINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keras2torch"
+    return Path(root) / kind
+
+
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
     """This process's environment with `extra` set, and the package importable in a child `python -m
     pipeline...` wherever it is installed (an editable install, or a checkout on PYTHONPATH)."""
@@ -153,6 +161,12 @@ class ModelPaths:
     @property
     def verify_json(self) -> Path:
         return self.dir / "verify.json"
+
+    @property
+    def test_predictions(self) -> Path:
+        """The class model.pt2 and ONNX Runtime gave every test image in `verify`, tied to those files and the test
+        set (`verifier.test_predictions`): `evaluate` scores them instead of running the two over it again."""
+        return self.dir / "test_predictions.npz"
 
     @property
     def evaluate_json(self) -> Path:

@@ -16,11 +16,11 @@ import hashlib
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 from pipeline.common import cpuinfo
 from pipeline.common.errors import PipelineError
+from pipeline.common.paths import cache_dir
 
 SOURCE = Path(__file__).with_name("kernels") / "direct_conv.cpp"
 FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC", "-fvisibility=hidden")
@@ -40,8 +40,7 @@ def library_path() -> Path:
 
     key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), torch.__version__.encode(), " ".join(FLAGS).encode(),
                                       cpuinfo.field("flags").encode()])).hexdigest()[:16]
-    root = Path(os.environ.get("PIPELINE_KERNEL_CACHE", Path(tempfile.gettempdir()) / "keras2torch-kernels"))
-    return root / key / "direct_conv.so"
+    return cache_dir("kernels") / key / "direct_conv.so"
 
 
 def _build(path: Path) -> None:

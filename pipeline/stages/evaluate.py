@@ -21,7 +21,7 @@ from pipeline.common.paths import ModelPaths
 from pipeline.common.tolerances import ACCURACY_GATE
 from pipeline.data import checkset, cifar
 from pipeline.runtimes import pt2 as pt2_runtime
-from pipeline.verifier import backends
+from pipeline.verifier import backends, test_predictions
 from pipeline.verifier.keras_reference import KerasReference
 
 
@@ -48,6 +48,7 @@ class EvaluateResult:
     gate: float
     input_scale: float
     side_by_side: dict[str, dict] = field(default_factory=dict)  # backend -> {accuracy, correct, total}
+    from_verify: list[str] = field(default_factory=list)  # the backends whose classes verify computed (`test_predictions`)
 
     @property
     def passed(self) -> bool:
@@ -138,7 +139,12 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
         return skipped
     test = cifar.load(data)
     images = test.images.astype(np.float32) * np.float32(options.input_scale)
-    pred = predictions(_torch_on(program.module(), options), images, "evaluate torch", progress)
+    # Where verify ran this very model.pt2 over this test set as it is (CPU, pixels unscaled), its classes are these.
+    plain = options.input_scale == 1.0 and options.device == "cpu"
+    reused = [name for name, file in (("torch", pt2), ("onnxruntime", onnx)) if plain and file is not None
+              and test_predictions.lookup(paths.test_predictions, name, file, test.source) is not None]
+    pred = (test_predictions.lookup(paths.test_predictions, "torch", pt2, test.source) if "torch" in reused
+            else predictions(_torch_on(program.module(), options), images, "evaluate torch", progress))
     if pred.max() >= len(test.class_names):
         raise BadInput(f"{pt2} predicts class {pred.max()}: it is not a {len(test.class_names)}-class CIFAR-10 model")
     scored = _accuracy(pred, test.labels)
@@ -152,13 +158,15 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
         reference = KerasReference(paths.keras_reference)
         if "test" in reference.set_names() and reference.data_sha256 == sha256_of(test.source):
             side["keras"] = _accuracy(reference.outputs()["test"].probs.argmax(1), test.labels)
-    if onnx is not None:
+    if "onnxruntime" in reused:
+        side["onnxruntime"] = _accuracy(test_predictions.lookup(paths.test_predictions, "onnxruntime", onnx, test.source), test.labels)
+    elif onnx is not None:
         ort = backends.load("onnxruntime", backends.Sources(backends.Artifacts(onnx=onnx)))
         side["onnxruntime"] = _accuracy(predictions(ort, test.images, "evaluate onnxruntime", progress), test.labels)
     result = EvaluateResult(
         scored["accuracy"], scored["correct"], scored["total"],
         sub["accuracy"], sub["correct"], sub["total"],
-        per_class, confusion.tolist(), options.gate, options.input_scale, side,
+        per_class, confusion.tolist(), options.gate, options.input_scale, side, reused,
     )
     write_text(paths.evaluate_json, json.dumps(result.as_dict(), indent=2) + "\n")
     plot_confusion(confusion, test.class_names, paths.confusion_png, f"model.pt2 — top-1 {scored['accuracy']:.2%}")

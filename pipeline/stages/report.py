@@ -154,6 +154,9 @@ def evaluate_table(evaluate: dict) -> str:
         )
     per_class = ", ".join(f"{k} {v:.3f}" for k, v in evaluate["per_class_accuracy"].items())
     lines.append(f"Per class: {per_class}.")
+    if evaluate.get("from_verify"):
+        lines.append(f"Classes of {' and '.join(evaluate['from_verify'])} as `verify` computed them on this test set "
+                     "(the same files: `test_predictions.npz`).")
     lines.append(f"Gate: top-1 ≥ {evaluate['gate']} — {'PASSED' if evaluate['passed'] else 'FAILED'}.")
     return "\n".join(lines)
 
@@ -209,7 +212,8 @@ def _stage_times(paths: ModelPaths) -> list[tuple[str, str]]:
     if not stages:
         return []
     parts = [f"{name} {facts['seconds']:.1f}"
-             + (f" (AOT compile {facts['aot_compile_seconds']:.1f})" if "aot_compile_seconds" in facts else "")
+             + (" (AOT package from the compile cache)" if facts.get("aot_cached")
+                else f" (AOT compile {facts['aot_compile_seconds']:.1f})" if "aot_compile_seconds" in facts else "")
              for name, facts in stages.items()]
     total = sum(facts["seconds"] for facts in stages.values())
     return [("seconds", f"{' · '.join(parts)} — {total:.1f} in all (each stage when it last ran; interpreter start-up not counted)")]

@@ -31,6 +31,9 @@ from pipeline.verifier.keras_reference import KerasReference
 from pipeline.verifier.precision import Float32Noise
 
 
+NO_CONVOLUTION = "not built: no convolution to rewrite for one image"  # why a package has no batch-1 model, the one reason kept
+
+
 @dataclass
 class TorchResult:
     pt2: Path
@@ -42,8 +45,9 @@ class TorchResult:
     validation_opt: PairResult  # model_opt.pt2 against onnxruntime
     pt2_aoti: Path | None = None  # the AOTInductor package, where asked for
     validation_aoti: PairResult | None = None  # model_aoti.pt2 against onnxruntime
-    aoti_seconds: float = 0.0  # its compile time
+    aoti_seconds: float = 0.0  # its compile time (where it came from the cache, the compile's that built it)
     aoti_batch1: str = ""  # why the package has no batch-1 model, where it has none
+    aoti_cached: bool = False  # taken from `aot_cache`, not compiled now
 
 
 def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool = False) -> TorchResult:
@@ -81,15 +85,32 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     result = TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
     written = [paths.pt2, paths.fx_code, paths.pt2_opt]
     if aot:
-        result.aoti_seconds, result.aoti_batch1 = _compile_aot(program, paths.pt2_opt, shape, paths.pt2_aoti)
+        result.aoti_seconds, result.aoti_batch1, result.aoti_cached = _cached_aot(program, paths.pt2_opt, shape, paths.pt2_aoti)
         result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
         paths.aoti_kernels.unlink(missing_ok=True)
         if aoti.calls_direct_kernel(paths.pt2_aoti):  # what a C++ program must load before the batch-1 model
             shutil.copyfile(direct_conv.library_path(), paths.aoti_kernels)
             written.append(paths.aoti_kernels)
         result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
-    manifest.record(paths.dir, "torch", None, written, started, **({"aot_compile_seconds": round(result.aoti_seconds, 1)} if aot else {}))
+    manifest.record(paths.dir, "torch", None, written, started,
+                    **({"aot_compile_seconds": round(result.aoti_seconds, 1), "aot_cached": result.aoti_cached} if aot else {}))
     return result
+
+
+def _cached_aot(program, program_path: Path, shape: tuple[int, ...], path: Path) -> tuple[float, str, bool]:
+    """`_compile_aot`'s package, taken from `aot_cache` where the same program was compiled before (the seconds
+    and batch-1 note then those of that compile), else compiled and kept there when complete; and whether it
+    came from the cache."""
+    from pipeline.converters import aot_cache
+
+    entry = aot_cache.key(program, shape)
+    kept = aot_cache.fetch(entry, path)
+    if kept is not None:
+        return kept["seconds"], kept["batch1"], True
+    seconds, why = _compile_aot(program, program_path, shape, path)
+    if why in ("", NO_CONVOLUTION):  # complete: a failed or timed-out batch-1 compile is tried again next time
+        aot_cache.keep(entry, path, {"seconds": round(seconds, 1), "batch1": why})
+    return seconds, why, False
 
 
 def _compile_aot(program, program_path: Path, shape: tuple[int, ...], path: Path) -> tuple[float, str]:
@@ -108,7 +129,7 @@ def _compile_aot(program, program_path: Path, shape: tuple[int, ...], path: Path
             why = f"not built ({' '.join(str(exc).split())[:200]})"
         else:
             if batch1 is None:
-                why = "not built: no convolution to rewrite for one image"
+                why = NO_CONVOLUTION
             else:
                 files[aoti.BATCH1] = batch1
     aot_compile.write_package(path, files)

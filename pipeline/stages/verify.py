@@ -32,9 +32,9 @@ from pipeline.common.atomic import write_text
 from pipeline.common.errors import BadInput, CheckFailed, NotApplicable
 from pipeline.common.paths import ModelPaths
 from pipeline.common.tolerances import ATOL_PROB, NOISE_FACTOR
-from pipeline.data import checkset
+from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
-from pipeline.verifier import backends, keras_outputs, layer_compare, precision
+from pipeline.verifier import backends, keras_outputs, layer_compare, precision, test_predictions
 from pipeline.verifier.backends import Artifacts, Outputs, Sources
 from pipeline.verifier.compare import PairResult, compare
 from pipeline.verifier.keras_outputs import KerasOutputs
@@ -143,6 +143,7 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
     sets = found.reference.check_sets(data)
     sources = Sources(artifacts, keras, manual_model)
     outputs, not_applicable = _run_backends(sources, sets, {"keras": found.reference.outputs()}, progress)
+    _keep_test_predictions(ModelPaths(Path(out_dir)), outputs, artifacts, data)
     keras64 = found.reference_f64.outputs() if found.reference_f64 is not None else None
     noise = precision.measure(outputs["keras"], keras64) if keras64 is not None else None
     pairs = [compare(b, outputs[b], a, outputs[a], keras.classifier, noise) for a, b in itertools.combinations(list(outputs), 2)]
@@ -183,6 +184,16 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
         return
     proof_outputs = backends.run_sets(backends.fx64(sources), proof_sets)
     result.proof = compare("fx64", proof_outputs, "keras_f64", proof_keras64, classifier, proof=True)
+
+
+def _keep_test_predictions(paths: ModelPaths, outputs: dict[str, dict[str, Outputs]], artifacts: Artifacts, data: Path | None) -> None:
+    """model.pt2's and ONNX Runtime's class for every test image, for `evaluate` (`test_predictions`); none
+    kept (an older file removed) where there was no test set."""
+    paths.test_predictions.unlink(missing_ok=True)
+    ran = {"torch": artifacts.pt2, "onnxruntime": artifacts.onnx}
+    classes = {name: outputs[name]["test"].probs.argmax(axis=1) for name in ran if "test" in outputs.get(name, {})}
+    if classes and data is not None:
+        test_predictions.save(paths.test_predictions, classes, ran, cifar.locate(data))
 
 
 def _layer_noise(found: KerasOutputs) -> dict[str, float] | None:
