@@ -109,9 +109,40 @@ def test_a_package_that_calls_the_kernel_says_so_where_it_cannot_run(real_run, m
     _, paths, _ = real_run
     if not aoti.calls_direct_kernel(paths.pt2_aoti):
         pytest.skip("this machine's package does not call the kernel (no AVX-512)")
-    monkeypatch.setattr(direct_conv, "load", lambda: False)
+    monkeypatch.setattr(direct_conv, "load", lambda library=None: False)
     with pytest.raises(BadInput, match="no AVX-512; rerun `make torch` here"):
         aoti.load(paths.pt2_aoti)
+
+
+@pytest.mark.real_data
+@pytest.mark.slow
+def test_a_package_runs_with_its_kernel_library_beside_it_where_nothing_can_be_built(real_run, tmp_path):
+    """Where no compiler is (here: an empty PATH, an empty cache folder), the package loads the kernel
+    library the torch stage wrote beside it; without that file it is BadInput naming both ways out."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    _, paths, _ = real_run
+    if not aoti.calls_direct_kernel(paths.pt2_aoti):
+        pytest.skip("this machine's package does not call the kernel (no AVX-512)")
+    shipped = tmp_path / "shipped"
+    shipped.mkdir()
+    shutil.copy(paths.pt2_aoti, shipped)
+    script = ("import sys, torch; from pipeline.runtimes import aoti; "
+              "print(list(aoti.load(sys.argv[1])(torch.full((1, 32, 32, 3), 128.0)).shape))")
+    env = {**os.environ, "PATH": "", "PIPELINE_CACHE": str(tmp_path / "empty cache")}
+
+    def load() -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-c", script, str(shipped / paths.pt2_aoti.name)], env=env, capture_output=True, text=True)
+
+    alone = load()
+    assert alone.returncode != 0 and "not beside it (model_aoti_kernels.so) and does not build here" in alone.stderr
+    shutil.copy(paths.aoti_kernels, shipped)
+    beside = load()
+    assert beside.returncode == 0 and beside.stdout.strip() == "[1, 10]", beside.stderr[-2000:]
+    assert not list((tmp_path / "empty cache").rglob("*.so"))  # nothing was built
 
 
 @pytest.mark.real_data
@@ -197,14 +228,13 @@ def test_a_batch1_model_that_fails_to_build_leaves_the_any_batch_model_and_says_
     the stage said one was) comes back as the reason, and the any-batch model ships."""
     import torch
 
-    from pipeline.converters import to_fx
-    from pipeline.stages import to_torch
+    from pipeline.converters import aot_compile, to_fx
 
     net, x = _ConvThenMatmul.build(), torch.rand(3, 6, 6, 3)
     not_a_program = tmp_path / "model_opt.pt2"
     not_a_program.write_text("not a program")
     package = tmp_path / "model_aoti.pt2"
-    seconds, why = to_torch._compile_aot(to_fx.export(net, (6, 6, 3)), not_a_program, (6, 6, 3), package)  # noqa: SLF001
+    seconds, why = aot_compile.build_package(to_fx.export(net, (6, 6, 3)), not_a_program, (6, 6, 3), package)
     assert why.startswith(f"not built (BadInput: {not_a_program} is not a loadable torch.export program") and seconds > 0
     assert aoti.models(package) == [aoti.MODEL]
     with torch.no_grad():

@@ -45,21 +45,24 @@ def test_right_model_on_wrongly_normalised_inputs_fails_the_gate(real_run, tmp_p
         result.raise_if_failed()
 
 
-@pytest.mark.parametrize("stored_for", ["this model", "another file", "another test set"])
+@pytest.mark.parametrize("stored_for", ["this model", "another file", "another test set", "scaled pixels"])
 def test_verify_classes_are_scored_only_for_the_same_model_and_test_set(tiny_converted, tiny_data, tmp_path, stored_for):
-    """evaluate scores the classes verify kept (`test_predictions`) for this very model.pt2 and test set, and
-    runs the model itself for anything else: here the kept classes are all right, which the random model is not."""
+    """evaluate scores the classes verify kept (`test_predictions`) for this very model.pt2 / model.onnx and
+    test set, run as verify ran them, and runs the model itself for anything else: here the kept classes are
+    all right, which the random model's are not."""
     from pipeline.common.paths import ModelPaths
     from pipeline.data import cifar
     from pipeline.verifier import test_predictions
 
     _, _, paths, _, _ = tiny_converted
     test = cifar.load(tiny_data)
-    ran = {"this model": paths.pt2, "another file": paths.onnx, "another test set": paths.pt2}[stored_for]
+    ran = {"torch": paths.onnx if stored_for == "another file" else paths.pt2, "onnxruntime": paths.onnx}
     test_set = paths.onnx if stored_for == "another test set" else test.source
-    test_predictions.save(ModelPaths(tmp_path).test_predictions, {"torch": test.labels}, {"torch": ran}, test_set)
-    result = evaluate.run(paths.pt2, tiny_data, tmp_path, progress=False)
+    test_predictions.save(ModelPaths(tmp_path).test_predictions, {"torch": test.labels, "onnxruntime": test.labels}, ran, test_set)
+    options = evaluate.EvaluateOptions(input_scale=0.5 if stored_for == "scaled pixels" else 1.0)
+    result = evaluate.run(paths.pt2, tiny_data, tmp_path, onnx=paths.onnx, options=options, progress=False)
     if stored_for == "this model":
-        assert result.correct == 64 and result.from_verify == ["torch"]
+        assert result.correct == 64 and result.side_by_side["onnxruntime"]["correct"] == 64
+        assert result.from_verify == ["torch", "onnxruntime"]
     else:
-        assert result.correct < 64 and result.from_verify == []
+        assert result.correct < 64 and "torch" not in result.from_verify

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from pipeline.common.errors import PipelineError
 
 DEFAULT_MIRROR = Path("../shared")
 DEFAULT_DATA = Path("data")
@@ -16,10 +19,22 @@ PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding `pipeli
 
 def cache_dir(kind: str) -> Path:
     """This user's cache of things built here and reused across runs (our kernel's builds, compiled packages),
-    one folder a `kind`: under `PIPELINE_CACHE` where it is set, else the user's cache folder (not the shared
-    temporary folder: what is kept there is loaded into the process, and must be no one else's to write)."""
-    root = os.environ.get("PIPELINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keras2torch"
-    return Path(root) / kind
+    one folder a `kind`: under `PIPELINE_CACHE` where it is set, else the user's cache folder. What is kept
+    there is loaded into the process, so the folder must be this user's and writable by no one else.
+
+    Raises:
+        PipelineError: the folder exists and is someone else's, or others may write in it; the message says
+            what to do.
+    """
+    root = Path(os.environ.get("PIPELINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keras2torch")
+    try:
+        status = root.stat()
+    except OSError:
+        return root / kind  # not there yet: made by whoever keeps something first, this user's
+    if status.st_uid != os.getuid() or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise PipelineError(f"the cache folder {root} is not this user's alone (owner {status.st_uid}, mode {oct(status.st_mode & 0o777)}): "
+                            "what is kept there is loaded and run; set PIPELINE_CACHE to a folder only you can write")
+    return root / kind
 
 
 def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:

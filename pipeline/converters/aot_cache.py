@@ -1,16 +1,19 @@
 """Compiled `model_aoti.pt2` packages kept for the next conversion of the same program: `make clean all`,
 a second output folder or a test converting the model again takes the package back in well under a second
-instead of compiling it again (13–21 s of the torch stage here; README, "Speed").
+instead of compiling it again (13–24 s of the torch stage here; README, "Caches").
 
 The key is everything the package is made from: the optimized program (its printed graph, signature and
 input ranges, and every weight's bytes), the input shape, the versions of torch and Python, the
-processor's flags (the kernel and inductor's code are built for this processor), the `TORCHINDUCTOR_*`
-settings of the environment, and the source of every module the compile reaches (`common.import_graph`,
-as the Makefile reads a stage's prerequisites — the inductor settings and our rewrites live there) and of
-our kernel. Only a complete package is kept (its batch-1 model built, or none because the program has no
-convolution to rewrite): a compile that failed or ran out of time is tried again next time.
+processor's flags (the kernel and inductor's code are built for this processor), the thread counts
+(inductor writes them into the code), the `TORCHINDUCTOR_*` settings of the environment, and the source
+of every module the compile reaches (`common.import_graph`, as the Makefile reads a stage's
+prerequisites — the inductor settings and our rewrites live there) and of our kernel. The torch stage
+keeps only a complete package that passed its check, and drops a kept one that no longer does
+(`stages.to_torch`).
 
-The folder is `common.paths.cache_dir("aoti")`; delete it to compile everything again.
+The folder is `common.paths.cache_dir("aoti")`; delete it to compile everything again (nothing is removed
+by itself: each change of the code the compile reaches adds entries). A folder that cannot be read or
+written is no cache: the package is compiled, as without one.
 """
 
 from __future__ import annotations
@@ -24,13 +27,15 @@ import tempfile
 from pathlib import Path
 
 from pipeline.common import cpuinfo
+from pipeline.common.checksums import sha256_of
 from pipeline.common.import_graph import ImportGraph
 from pipeline.common.paths import PACKAGE_ROOT, cache_dir
+from pipeline.runtimes import direct_conv
 
 PACKAGE = "model_aoti.pt2"  # a kept package's name in its folder
-INFO = "info.json"  # beside it: the compile's seconds and what the stage said of its batch-1 model
+INFO = "info.json"  # beside it: the package's SHA-256, the compile's seconds, what the stage said of its batch-1 model
 COMPILER = "pipeline.converters.aot_compile"  # the module whose reach is part of the key
-KERNELS = PACKAGE_ROOT / "pipeline" / "runtimes" / "kernels"  # C++ sources the import graph does not see
+KERNELS = direct_conv.SOURCE.parent  # C++ sources the import graph does not see
 
 
 def key(program, sample_shape: tuple[int, ...]) -> str:
@@ -50,6 +55,7 @@ def key(program, sample_shape: tuple[int, ...]) -> str:
     part("shape", json.dumps(list(sample_shape)))
     part("versions", f"torch {torch.__version__} python {platform.python_version()}")
     part("processor", cpuinfo.field("flags"))
+    part("threads", f"{torch.get_num_threads()} of {os.cpu_count()}")
     inductor = sorted((k, v) for k, v in os.environ.items() if k.startswith("TORCHINDUCTOR_") and k != "TORCHINDUCTOR_CACHE_DIR")
     part("environment", json.dumps(inductor))
     graph = ImportGraph(PACKAGE_ROOT)
@@ -61,29 +67,41 @@ def key(program, sample_shape: tuple[int, ...]) -> str:
 
 
 def fetch(entry: str, path: Path) -> dict | None:
-    """Copy the package kept under `entry` to `path` and return its `keep` info; None where none is kept."""
+    """Copy the package kept under `entry` to `path` and return its `keep` info; None where none is kept, or
+    the kept file is not the one kept (its SHA-256), or the folder cannot be read."""
     folder = cache_dir("aoti") / entry
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         info = json.loads((folder / INFO).read_text())
-    except (OSError, ValueError):
+        if sha256_of(folder / PACKAGE) != info.get("sha256"):
+            return None
+        path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(folder / PACKAGE, partial)
+        os.replace(partial, path)
+    except (OSError, ValueError, AttributeError):
+        partial.unlink(missing_ok=True)
         return None
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.copyfile(folder / PACKAGE, partial)
-    os.replace(partial, path)
     return info
 
 
 def keep(entry: str, path: Path, info: dict) -> None:
-    """Keep the package `path` under `entry`, with `info` (JSON); the folder appears whole or not at all."""
+    """Keep the package `path` under `entry`, with `info` (JSON) and its SHA-256; the folder appears whole or not
+    at all, and not at all where the cache cannot be written (or another process kept the same entry first)."""
     root = cache_dir("aoti")
-    root.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=root, prefix=".partial-") as scratch:
-        shutil.copyfile(path, Path(scratch) / PACKAGE)
-        (Path(scratch) / INFO).write_text(json.dumps(info))
-        try:
-            os.rename(scratch, root / entry)  # another process kept the same package first: theirs stays
-        except OSError:
-            return
-        os.mkdir(scratch)  # for TemporaryDirectory's clean-up, which expects its folder back
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(dir=root, prefix=".partial-"))
+    except OSError:
+        return
+    try:
+        shutil.copyfile(path, scratch / PACKAGE)
+        (scratch / INFO).write_text(json.dumps({**info, "sha256": sha256_of(scratch / PACKAGE)}))
+        os.rename(scratch, root / entry)
+    except OSError:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def forget(entry: str) -> None:
+    """Remove the package kept under `entry`, if any."""
+    shutil.rmtree(cache_dir("aoti") / entry, ignore_errors=True)

@@ -95,6 +95,36 @@ def compile_for_device(program, sample_shape: tuple[int, ...], device, path: Pat
     write_package(path, {aoti.MODEL: compile_model(on_device, INDUCTOR_OPTIONS)})
 
 
+NO_CONVOLUTION = "not built: no convolution to rewrite for one image"  # why a package may lack a batch-1 model and be complete
+
+
+def build_package(program, program_path: Path, sample_shape: tuple[int, ...], path: Path) -> tuple[float, str]:
+    """The torch stage's package `path` from `program` (saved in `program_path`): its any-batch model and, where
+    it can be built, its batch-1 model (`batch1_beside`), compiled side by side; the seconds it took, and why
+    there is no batch-1 model ("" where there is one; the any-batch model ships without it).
+
+    Raises:
+        InductorError (or another compile error): the any-batch model did not compile.
+    """
+    from pipeline.runtimes import aoti
+
+    started = time.perf_counter()
+    why = ""
+    with batch1_beside(program_path, sample_shape) as batch1_files:
+        files = {aoti.MODEL: compile_model(program, INDUCTOR_OPTIONS)}  # a failure here raises
+        try:
+            batch1 = batch1_files()
+        except PipelineError as exc:  # the batch-1 model is a speed-up: where it fails, the any-batch model still ships
+            why = f"not built ({' '.join(str(exc).split())[:200]})"
+        else:
+            if batch1 is None:
+                why = NO_CONVOLUTION
+            else:
+                files[aoti.BATCH1] = batch1
+    write_package(path, files)
+    return time.perf_counter() - started, why
+
+
 # Longest the batch-1 model's compile may take before it is given up (the any-batch model ships alone):
 # DenseNet121's, the longest measured here, took about 2 minutes.
 BATCH1_TIMEOUT_S = 1800

@@ -7,6 +7,7 @@ import zipfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput, PipelineError
+from pipeline.common.paths import ModelPaths
 from pipeline.runtimes import direct_conv
 
 # The models inside our package (`converters.aot_compile`): `model` takes any batch and is what a loader
@@ -43,16 +44,18 @@ def load(path: Path, single_threaded: bool = False):
 
     Raises:
         BadInput: the file is not an AOTInductor package this torch can load, or its batch-1 model calls our
-            convolution kernel and the kernel cannot run here (no AVX-512) or be built (no compiler).
+            convolution kernel and the kernel cannot run here (no AVX-512), or is neither beside the package
+            (`model_aoti_kernels.so`, as the torch stage writes it) nor built here (no compiler).
     """
     import torch
     from torch._inductor.package import load_package
 
     if calls_direct_kernel(path):
         try:
-            runs = direct_conv.load()
+            runs = direct_conv.load(ModelPaths(Path(path).parent).aoti_kernels)  # the library beside it, where it is
         except PipelineError as exc:
-            raise BadInput(f"{path} calls our convolution kernel, which does not build here ({exc}); rerun `make torch`") from exc
+            raise BadInput(f"{path} calls our convolution kernel, which is not beside it ({ModelPaths(Path(path).parent).aoti_kernels.name}) "
+                           f"and does not build here ({exc}); rerun `make torch`") from exc
         if not runs:
             raise BadInput(f"{path} calls our AVX-512 convolution kernel and this processor has no AVX-512; rerun `make torch` here")
     try:

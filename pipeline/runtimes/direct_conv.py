@@ -47,7 +47,10 @@ def _build(path: Path) -> None:
     import torch
     from torch.utils import cpp_extension
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise PipelineError(f"the direct-convolution kernel has nowhere to be built ({exc}); set PIPELINE_CACHE to a writable folder") from exc
     partial = path.with_suffix(f".{os.getpid()}.tmp")  # two processes may build at once: each renames its own
     includes = [f"-I{folder}" for folder in cpp_extension.include_paths()]
     libraries = [f"-L{folder}" for folder in cpp_extension.library_paths()] + ["-lc10", "-ltorch_cpu", "-ltorch"]
@@ -62,34 +65,42 @@ def _build(path: Path) -> None:
 
 
 @functools.cache
-def load() -> bool:
+def load(library: Path | None = None) -> bool:
     """Say whether the kernel runs here — False on a processor without AVX-512 (nothing is built: the batch-1
-    model keeps inductor's GEMMs) — and where it does, build it if this machine has no build of it yet, load
-    it and register `torch.ops.k2t.conv2d_direct`. Where the operator is registered already (a library of
-    it loaded by hand, `model_aoti_kernels.so`), nothing is loaded again: a second registration would abort.
+    model keeps inductor's GEMMs) — and where it does, load it and register `torch.ops.k2t.conv2d_direct`:
+    from `library` where that file exists (the `model_aoti_kernels.so` the torch stage wrote beside a package,
+    built for the processor the package was compiled for: no compiler needed), else this machine's own
+    build, made if missing. Where the operator is registered already (loaded by hand, or by an earlier
+    call), nothing is loaded again: a second registration would abort.
 
     Raises:
-        PipelineError: the kernel could not be built (no compiler, say); the message says why.
+        PipelineError: the kernel had to be built and could not be (no compiler, say); the message says why.
     """
     import torch
 
     if not cpuinfo.has_avx512():
         return False
     if not hasattr(torch.ops.k2t, "conv2d_direct"):
-        path = library_path()
+        path = Path(library) if library is not None and Path(library).is_file() else library_path()
         if not path.is_file():
             _build(path)
         # Global: a package's model resolves the C entry point (SHIM) against the libraries already loaded.
         ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
         torch.ops.load_library(str(path))
+    _register_fake()
+    return bool(torch.ops.k2t.conv2d_direct_available())
+
+
+@functools.cache
+def _register_fake() -> None:
+    """The operator's output shape for tracing and export (once a process)."""
+    import torch
 
     @torch.library.register_fake("k2t::conv2d_direct")
     def _shape(x, packed, bias, out_channels, stride, padding, relu, residual=None):  # noqa: ARG001 — the operator's signature
         n, _, height, width = x.shape
         out_h, out_w = output_size((height, width), packed.shape[:2], stride[0], padding)
         return x.new_empty((n, out_h, out_w, out_channels)).permute(0, 3, 1, 2)
-
-    return bool(torch.ops.k2t.conv2d_direct_available())
 
 
 def output_size(size: tuple[int, int], kernel: tuple[int, int], stride: int, padding) -> tuple[int, int]:

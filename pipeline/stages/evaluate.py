@@ -139,12 +139,13 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
         return skipped
     test = cifar.load(data)
     images = test.images.astype(np.float32) * np.float32(options.input_scale)
-    # Where verify ran this very model.pt2 over this test set as it is (CPU, pixels unscaled), its classes are these.
+    # Where verify ran this very model.pt2 (and model.onnx) over this test set as it is (CPU, pixels unscaled),
+    # their classes are those it kept.
     plain = options.input_scale == 1.0 and options.device == "cpu"
-    reused = [name for name, file in (("torch", pt2), ("onnxruntime", onnx)) if plain and file is not None
-              and test_predictions.lookup(paths.test_predictions, name, file, test.source) is not None]
-    pred = (test_predictions.lookup(paths.test_predictions, "torch", pt2, test.source) if "torch" in reused
-            else predictions(_torch_on(program.module(), options), images, "evaluate torch", progress))
+    kept = {name: test_predictions.lookup(paths.test_predictions, name, file, test.source)
+            for name, file in (("torch", pt2), ("onnxruntime", onnx)) if plain and file is not None}
+    kept = {name: classes for name, classes in kept.items() if classes is not None}
+    pred = kept["torch"] if "torch" in kept else predictions(_torch_on(program.module(), options), images, "evaluate torch", progress)
     if pred.max() >= len(test.class_names):
         raise BadInput(f"{pt2} predicts class {pred.max()}: it is not a {len(test.class_names)}-class CIFAR-10 model")
     scored = _accuracy(pred, test.labels)
@@ -158,15 +159,15 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
         reference = KerasReference(paths.keras_reference)
         if "test" in reference.set_names() and reference.data_sha256 == sha256_of(test.source):
             side["keras"] = _accuracy(reference.outputs()["test"].probs.argmax(1), test.labels)
-    if "onnxruntime" in reused:
-        side["onnxruntime"] = _accuracy(test_predictions.lookup(paths.test_predictions, "onnxruntime", onnx, test.source), test.labels)
+    if "onnxruntime" in kept:
+        side["onnxruntime"] = _accuracy(kept["onnxruntime"], test.labels)
     elif onnx is not None:
         ort = backends.load("onnxruntime", backends.Sources(backends.Artifacts(onnx=onnx)))
         side["onnxruntime"] = _accuracy(predictions(ort, test.images, "evaluate onnxruntime", progress), test.labels)
     result = EvaluateResult(
         scored["accuracy"], scored["correct"], scored["total"],
         sub["accuracy"], sub["correct"], sub["total"],
-        per_class, confusion.tolist(), options.gate, options.input_scale, side, reused,
+        per_class, confusion.tolist(), options.gate, options.input_scale, side, list(kept),
     )
     write_text(paths.evaluate_json, json.dumps(result.as_dict(), indent=2) + "\n")
     plot_confusion(confusion, test.class_names, paths.confusion_png, f"model.pt2 — top-1 {scored['accuracy']:.2%}")

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.common import manifest
+from pipeline.common import cpuinfo, manifest
 from pipeline.common.atomic import atomic_path, write_text
-from pipeline.common.errors import BadInput, PipelineError
+from pipeline.common.errors import BadInput, CheckFailed
 from pipeline.common.paths import ModelPaths
 from pipeline.converters import onnx_graph, to_fx
 from pipeline.converters.fx_optimize import OptimizeReport
@@ -29,9 +29,6 @@ from pipeline.verifier.backends import Outputs
 from pipeline.verifier.compare import PairResult, compare, require
 from pipeline.verifier.keras_reference import KerasReference
 from pipeline.verifier.precision import Float32Noise
-
-
-NO_CONVOLUTION = "not built: no convolution to rewrite for one image"  # why a package has no batch-1 model, the one reason kept
 
 
 @dataclass
@@ -85,55 +82,57 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     result = TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
     written = [paths.pt2, paths.fx_code, paths.pt2_opt]
     if aot:
-        result.aoti_seconds, result.aoti_batch1, result.aoti_cached = _cached_aot(program, paths.pt2_opt, shape, paths.pt2_aoti)
-        result.pt2_aoti, written = paths.pt2_aoti, written + [paths.pt2_aoti]
-        paths.aoti_kernels.unlink(missing_ok=True)
-        if aoti.calls_direct_kernel(paths.pt2_aoti):  # what a C++ program must load before the batch-1 model
-            shutil.copyfile(direct_conv.library_path(), paths.aoti_kernels)
-            written.append(paths.aoti_kernels)
-        result.validation_aoti = validate(paths.pt2_aoti, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
+        def check(package: Path) -> PairResult:
+            return validate(package, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
+
+        result.aoti_seconds, result.aoti_batch1, result.aoti_cached, result.validation_aoti = _aot_package(program, shape, paths, check)
+        result.pt2_aoti = paths.pt2_aoti
+        written += [paths.pt2_aoti] + ([paths.aoti_kernels] if paths.aoti_kernels.is_file() else [])
     manifest.record(paths.dir, "torch", None, written, started,
                     **({"aot_compile_seconds": round(result.aoti_seconds, 1), "aot_cached": result.aoti_cached} if aot else {}))
     return result
 
 
-def _cached_aot(program, program_path: Path, shape: tuple[int, ...], path: Path) -> tuple[float, str, bool]:
-    """`_compile_aot`'s package, taken from `aot_cache` where the same program was compiled before (the seconds
-    and batch-1 note then those of that compile), else compiled and kept there when complete; and whether it
-    came from the cache."""
-    from pipeline.converters import aot_cache
+def _aot_package(program, shape: tuple[int, ...], paths: ModelPaths, check) -> tuple[float, str, bool, PairResult]:
+    """`paths.pt2_aoti` (and our kernel's library beside it, where its batch-1 model calls the kernel) for
+    `program`: taken from `aot_cache` where the same program was compiled before, else compiled
+    (`aot_compile.build_package`) and, once it passes, kept there where complete. `check(path)` is the check
+    against ONNX Runtime (raises CheckFailed); a kept package that fails it is dropped and compiled again.
+    Returns the compile's seconds (that earlier compile's, for a kept package), why there is no batch-1 model
+    ("" where there is one), whether it came from the cache, and the check's result."""
+    from pipeline.converters import aot_cache, aot_compile
 
     entry = aot_cache.key(program, shape)
-    kept = aot_cache.fetch(entry, path)
+    kept = aot_cache.fetch(entry, paths.pt2_aoti)
     if kept is not None:
-        return kept["seconds"], kept["batch1"], True
-    seconds, why = _compile_aot(program, program_path, shape, path)
-    if why in ("", NO_CONVOLUTION):  # complete: a failed or timed-out batch-1 compile is tried again next time
-        aot_cache.keep(entry, path, {"seconds": round(seconds, 1), "batch1": why})
-    return seconds, why, False
+        try:
+            return kept["seconds"], kept["batch1"], True, _check_with_kernel(paths, check)
+        except CheckFailed:
+            aot_cache.forget(entry)
+    seconds, why = aot_compile.build_package(program, paths.pt2_opt, shape, paths.pt2_aoti)
+    validation = _check_with_kernel(paths, check)
+    if _complete(why):
+        aot_cache.keep(entry, paths.pt2_aoti, {"seconds": round(seconds, 1), "batch1": why})
+    return seconds, why, False, validation
 
 
-def _compile_aot(program, program_path: Path, shape: tuple[int, ...], path: Path) -> tuple[float, str]:
-    """`model_aoti.pt2` from `program` (saved in `program_path`): its any-batch model and, where it can be
-    built, its batch-1 model, compiled side by side; the seconds it took, and why there is no batch-1 model
-    ("" where there is one)."""
+def _complete(why: str) -> bool:
+    """Whether a package whose batch-1 model is missing for `why` ("" where it is there) is worth keeping: not
+    when that compile failed or ran out of time, nor when our kernel should have built here and did not (the
+    batch-1 model then fell back to im2col GEMMs): both are tried again next time."""
     from pipeline.converters import aot_compile
 
-    started = time.perf_counter()
-    why = ""
-    with aot_compile.batch1_beside(program_path, shape) as batch1_files:
-        files = {aoti.MODEL: aot_compile.compile_model(program, aot_compile.INDUCTOR_OPTIONS)}  # a failure here raises
-        try:
-            batch1 = batch1_files()
-        except PipelineError as exc:  # the batch-1 model is a speed-up: where it fails, the any-batch model still ships
-            why = f"not built ({' '.join(str(exc).split())[:200]})"
-        else:
-            if batch1 is None:
-                why = NO_CONVOLUTION
-            else:
-                files[aoti.BATCH1] = batch1
-    aot_compile.write_package(path, files)
-    return time.perf_counter() - started, why
+    return why in ("", aot_compile.NO_CONVOLUTION) and (not cpuinfo.has_avx512() or direct_conv.library_path().is_file())
+
+
+def _check_with_kernel(paths: ModelPaths, check) -> PairResult:
+    """`check(paths.pt2_aoti)`, our kernel's library written beside the package first where it calls the kernel:
+    what a C++ program must load before its batch-1 model (README, "Use it from C++")."""
+    paths.aoti_kernels.unlink(missing_ok=True)
+    if aoti.calls_direct_kernel(paths.pt2_aoti):
+        direct_conv.load()  # built here if it is not: a package from the compile cache comes without a build
+        shutil.copyfile(direct_conv.library_path(), paths.aoti_kernels)
+    return check(paths.pt2_aoti)
 
 
 def _save(program, path: Path) -> None:

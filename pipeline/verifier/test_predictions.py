@@ -8,6 +8,7 @@ computes them. Plain `.npz`, no pickle.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +33,12 @@ def save(path: Path, classes: dict[str, np.ndarray], files: dict[str, Path], tes
 def lookup(path: Path, backend: str, file: Path, test_set: Path) -> np.ndarray | None:
     """The classes `backend` gave the test images when it ran `file`, if `path` holds them for that very file
     and test set; else None."""
-    if not Path(path).is_file():
+    try:
+        with np.load(path, allow_pickle=False) as stored:
+            if f"{backend}/classes" not in stored.files or str(stored["test_set_sha256"]) != sha256_of(test_set):
+                return None
+            if str(stored[f"{backend}/sha256"]) != sha256_of(file):
+                return None
+            return stored[f"{backend}/classes"]
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # not there, or not a file of ours: computed again
         return None
-    with np.load(path, allow_pickle=False) as stored:
-        if f"{backend}/classes" not in stored.files or str(stored["test_set_sha256"]) != sha256_of(test_set):
-            return None
-        if str(stored[f"{backend}/sha256"]) != sha256_of(file):
-            return None
-        return stored[f"{backend}/classes"]
