@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.common import cpuinfo
-from pipeline.common.errors import CheckFailed, PipelineError
+from pipeline.common.errors import BadInput, CheckFailed, PipelineError
 from pipeline.common.paths import ModelPaths, cache_dir
 from pipeline.converters import aot_cache, aot_compile
 from pipeline.stages import to_torch
@@ -55,16 +55,16 @@ def test_the_key_is_the_same_for_the_same_program_and_follows_weights_shape_thre
         assert aot_cache.key(program, SHAPE) != first
     finally:
         torch.set_num_threads(threads)
-    monkeypatch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1")
-    assert aot_cache.key(program, SHAPE) != first
-    monkeypatch.delenv("TORCHINDUCTOR_MAX_AUTOTUNE")
+    with monkeypatch.context() as patch:
+        patch.setenv("TORCHINDUCTOR_MAX_AUTOTUNE", "1")
+        assert aot_cache.key(program, SHAPE) != first
     kernels = tmp_path / "kernels"
     kernels.mkdir()
     (kernels / "direct_conv.cpp").write_text("// another kernel")
-    monkeypatch.setattr(aot_cache, "KERNELS", kernels)
-    assert aot_cache.key(program, SHAPE) != first
-    monkeypatch.undo()
-    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "cache"))
+    with monkeypatch.context() as patch:
+        patch.setattr(aot_cache, "KERNELS", kernels)
+        assert aot_cache.key(program, SHAPE) != first
+    assert aot_cache.key(program, SHAPE) == first
 
     class Edited(aot_cache.ImportGraph):  # conv_direct.py as it would read after an edit
         def __init__(self, root):
@@ -97,9 +97,16 @@ def _stage(program, folder: Path, check=_passes):
 
 
 @pytest.fixture
-def kernel_built(monkeypatch):
-    """As after a compile that built our kernel (or on a processor that has none to build)."""
-    monkeypatch.setattr(cpuinfo, "has_avx512", lambda: False)
+def kernel_built(monkeypatch, tmp_path):
+    """On a processor with AVX-512, as after a compile that built our kernel (its library there)."""
+    from pipeline.runtimes import direct_conv
+
+    library = tmp_path / "built" / "direct_conv.so"
+    library.parent.mkdir()
+    library.write_bytes(b"the kernel")
+    monkeypatch.setattr(cpuinfo, "has_avx512", lambda: True)
+    monkeypatch.setattr(direct_conv, "library_path", lambda: library)
+    return library
 
 
 def test_a_complete_package_is_kept_and_given_back_without_a_compile(tmp_path, monkeypatch, kernel_built):
@@ -137,13 +144,26 @@ def test_a_package_whose_kernel_did_not_build_is_not_kept(tmp_path, monkeypatch)
     assert len(calls) == 2
 
 
-def test_a_kept_package_that_fails_its_check_is_dropped_and_compiled_again(tmp_path, monkeypatch, kernel_built):
+def test_a_package_from_the_cache_gets_the_kernel_library_beside_it(tmp_path, monkeypatch, kernel_built):
+    """A kept package whose batch-1 model calls our kernel comes with the kernel's library beside it, as a
+    compiled one does (what a C++ program loads first)."""
+    from pipeline.runtimes import aoti
+
+    monkeypatch.setattr(aot_compile, "build_package", _fake_build([]))
+    monkeypatch.setattr(aoti, "calls_direct_kernel", lambda path: True)
+    _stage(_program(), tmp_path / "a")
+    (result, paths) = _stage(_program(), tmp_path / "b")
+    assert result[2] is True and paths.aoti_kernels.read_bytes() == b"the kernel"
+
+
+@pytest.mark.parametrize("failure", [CheckFailed("disagrees with ONNX Runtime"), BadInput("not a loadable AOTInductor package")])
+def test_a_kept_package_that_fails_its_check_is_dropped_and_compiled_again(tmp_path, monkeypatch, kernel_built, failure):
     calls, checks = [], []
 
     def check(path):
         checks.append(Path(path).read_bytes())
         if checks[-1] == b"package 1" and len(checks) > 1:  # the kept package, checked again later, fails
-            raise CheckFailed("disagrees")
+            raise failure
         return "checked"
 
     monkeypatch.setattr(aot_compile, "build_package", _fake_build(calls))
@@ -162,13 +182,48 @@ def test_a_kept_package_whose_file_changed_is_compiled_again(tmp_path, monkeypat
     (kept,) = (folder for folder in cache_dir("aoti").iterdir() if not folder.name.startswith("."))
     (kept / aot_cache.PACKAGE).write_bytes(b"package 1, altered")
     assert _stage(program, tmp_path / "b")[0][2] is False and len(calls) == 2
+    assert _stage(program, tmp_path / "c")[0][2] is True  # the new one kept in its place
 
 
-def test_a_cache_folder_others_can_write_is_refused(tmp_path, monkeypatch):
-    """What the cache holds is loaded and run: a folder anyone may write in is not used, and the message says what to do."""
+def test_a_cache_folder_others_can_write_or_own_is_refused(tmp_path, monkeypatch):
+    """What the cache holds is loaded and run: a folder anyone may write in, or someone else's, is not used,
+    and the message says what to do."""
+    import os
+
     shared = tmp_path / "shared"
     shared.mkdir()
     shared.chmod(0o777)
     monkeypatch.setenv("PIPELINE_CACHE", str(shared))
     with pytest.raises(PipelineError, match="not this user's alone .* set PIPELINE_CACHE to a folder only you can write"):
         cache_dir("aoti")
+    shared.chmod(0o700)
+    assert cache_dir("aoti") == shared / "aoti"
+    monkeypatch.setattr(os, "getuid", lambda: os.stat(shared).st_uid + 1)
+    with pytest.raises(PipelineError, match="not this user's alone"):
+        cache_dir("aoti")
+
+
+def test_the_cache_folder_it_makes_is_its_own_whatever_the_umask(tmp_path, monkeypatch, kernel_built):
+    """Made under a group-writable umask (002, common), the folder must still pass its own check next time."""
+    import os
+
+    monkeypatch.setenv("PIPELINE_CACHE", str(tmp_path / "new" / "cache"))
+    monkeypatch.setattr(aot_compile, "build_package", _fake_build([]))
+    previous = os.umask(0o002)
+    try:
+        _stage(_program(), tmp_path / "a")
+    finally:
+        os.umask(previous)
+    assert _stage(_program(), tmp_path / "b")[0][2] is True
+
+
+def test_the_torch_stage_refuses_a_shared_cache_folder_in_one_line(tiny_converted, tmp_path, monkeypatch):
+    import helpers
+
+    _, _, paths, _, _ = tiny_converted
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("PIPELINE_CACHE", str(shared))
+    completed = helpers.run_cli("torch", "--onnx", str(paths.onnx), "--out", str(tmp_path / "out"))
+    helpers.assert_one_line_error(completed, "not this user's alone", "set PIPELINE_CACHE")

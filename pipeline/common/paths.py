@@ -28,9 +28,11 @@ def cache_dir(kind: str) -> Path:
     """
     root = Path(os.environ.get("PIPELINE_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "keras2torch")
     try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+        root.mkdir(mode=0o700, exist_ok=True)  # this user's alone whatever the umask (0o700 loses no bit to it)
         status = root.stat()
     except OSError:
-        return root / kind  # not there yet: made by whoever keeps something first, this user's
+        return root / kind  # cannot be made or read: those who use it find it unusable and go without
     if status.st_uid != os.getuid() or status.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise PipelineError(f"the cache folder {root} is not this user's alone (owner {status.st_uid}, mode {oct(status.st_mode & 0o777)}): "
                             "what is kept there is loaded and run; set PIPELINE_CACHE to a folder only you can write")

@@ -1,6 +1,6 @@
 """Compiled `model_aoti.pt2` packages kept for the next conversion of the same program: `make clean all`,
 a second output folder or a test converting the model again takes the package back in well under a second
-instead of compiling it again (13–24 s of the torch stage here; README, "Caches").
+instead of compiling it again (README, "Caches" and "Results", for the seconds it saves).
 
 The key is everything the package is made from: the optimized program (its printed graph, signature and
 input ranges, and every weight's bytes), the input shape, the versions of torch and Python, the
@@ -67,14 +67,16 @@ def key(program, sample_shape: tuple[int, ...]) -> str:
 
 
 def fetch(entry: str, path: Path) -> dict | None:
-    """Copy the package kept under `entry` to `path` and return its `keep` info; None where none is kept, or
-    the kept file is not the one kept (its SHA-256), or the folder cannot be read."""
+    """Copy the package kept under `entry` to `path` and return its `keep` info (`seconds`, `batch1`); None
+    where none is kept or the folder cannot be read, and — the entry dropped — where the kept file is not the
+    one kept (its SHA-256) or its info lacks a field."""
     folder = cache_dir("aoti") / entry
     path = Path(path)
     partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         info = json.loads((folder / INFO).read_text())
-        if sha256_of(folder / PACKAGE) != info.get("sha256"):
+        if sha256_of(folder / PACKAGE) != info.get("sha256") or not {"seconds", "batch1"} <= set(info):
+            forget(entry)
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(folder / PACKAGE, partial)

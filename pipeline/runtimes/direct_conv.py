@@ -43,6 +43,18 @@ def library_path() -> Path:
     return cache_dir("kernels") / key / "direct_conv.so"
 
 
+def built() -> Path:
+    """This machine's build of the kernel (`library_path`), built first where it is missing.
+
+    Raises:
+        PipelineError: it could not be built (no compiler, say); the message says why.
+    """
+    path = library_path()
+    if not path.is_file():
+        _build(path)
+    return path
+
+
 def _build(path: Path) -> None:
     import torch
     from torch.utils import cpp_extension
@@ -74,19 +86,21 @@ def load(library: Path | None = None) -> bool:
     call), nothing is loaded again: a second registration would abort.
 
     Raises:
-        PipelineError: the kernel had to be built and could not be (no compiler, say); the message says why.
+        PipelineError: the kernel had to be built and could not be (no compiler, say), or its library does not
+            load; the message says why.
     """
     import torch
 
     if not cpuinfo.has_avx512():
         return False
     if not hasattr(torch.ops.k2t, "conv2d_direct"):
-        path = Path(library) if library is not None and Path(library).is_file() else library_path()
-        if not path.is_file():
-            _build(path)
-        # Global: a package's model resolves the C entry point (SHIM) against the libraries already loaded.
-        ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
-        torch.ops.load_library(str(path))
+        path = Path(library) if library is not None and Path(library).is_file() else built()
+        try:
+            # Global: a package's model resolves the C entry point (SHIM) against the libraries already loaded.
+            ctypes.CDLL(str(path), mode=ctypes.RTLD_GLOBAL)
+            torch.ops.load_library(str(path))
+        except OSError as exc:  # cut short, or built for another torch: missing symbols
+            raise PipelineError(f"the kernel library {path} does not load ({' '.join(str(exc).split())[:200]})") from exc
     _register_fake()
     return bool(torch.ops.k2t.conv2d_direct_available())
 

@@ -142,9 +142,8 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
     # Where verify ran this very model.pt2 (and model.onnx) over this test set as it is (CPU, pixels unscaled),
     # their classes are those it kept.
     plain = options.input_scale == 1.0 and options.device == "cpu"
-    kept = {name: test_predictions.lookup(paths.test_predictions, name, file, test.source)
-            for name, file in (("torch", pt2), ("onnxruntime", onnx)) if plain and file is not None}
-    kept = {name: classes for name, classes in kept.items() if classes is not None}
+    ran = {name: file for name, file in (("torch", pt2), ("onnxruntime", onnx)) if file is not None}
+    kept = test_predictions.lookup(paths.test_predictions, ran, test.source) if plain else {}
     pred = kept["torch"] if "torch" in kept else predictions(_torch_on(program.module(), options), images, "evaluate torch", progress)
     if pred.max() >= len(test.class_names):
         raise BadInput(f"{pt2} predicts class {pred.max()}: it is not a {len(test.class_names)}-class CIFAR-10 model")

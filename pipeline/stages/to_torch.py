@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.common import cpuinfo, manifest
 from pipeline.common.atomic import atomic_path, write_text
-from pipeline.common.errors import BadInput, CheckFailed
+from pipeline.common.errors import BadInput, PipelineError
 from pipeline.common.paths import ModelPaths
 from pipeline.converters import onnx_graph, to_fx
 from pipeline.converters.fx_optimize import OptimizeReport
@@ -97,7 +97,8 @@ def _aot_package(program, shape: tuple[int, ...], paths: ModelPaths, check) -> t
     """`paths.pt2_aoti` (and our kernel's library beside it, where its batch-1 model calls the kernel) for
     `program`: taken from `aot_cache` where the same program was compiled before, else compiled
     (`aot_compile.build_package`) and, once it passes, kept there where complete. `check(path)` is the check
-    against ONNX Runtime (raises CheckFailed); a kept package that fails it is dropped and compiled again.
+    against ONNX Runtime (raises CheckFailed); a kept package that fails it (or does not load) is dropped and
+    compiled again.
     Returns the compile's seconds (that earlier compile's, for a kept package), why there is no batch-1 model
     ("" where there is one), whether it came from the cache, and the check's result."""
     from pipeline.converters import aot_cache, aot_compile
@@ -107,7 +108,7 @@ def _aot_package(program, shape: tuple[int, ...], paths: ModelPaths, check) -> t
     if kept is not None:
         try:
             return kept["seconds"], kept["batch1"], True, _check_with_kernel(paths, check)
-        except CheckFailed:
+        except (PipelineError, OSError):  # fails its check, does not load, or its kernel does not: compiled anew
             aot_cache.forget(entry)
     seconds, why = aot_compile.build_package(program, paths.pt2_opt, shape, paths.pt2_aoti)
     validation = _check_with_kernel(paths, check)
@@ -129,9 +130,8 @@ def _check_with_kernel(paths: ModelPaths, check) -> PairResult:
     """`check(paths.pt2_aoti)`, our kernel's library written beside the package first where it calls the kernel:
     what a C++ program must load before its batch-1 model (README, "Use it from C++")."""
     paths.aoti_kernels.unlink(missing_ok=True)
-    if aoti.calls_direct_kernel(paths.pt2_aoti):
-        direct_conv.load()  # built here if it is not: a package from the compile cache comes without a build
-        shutil.copyfile(direct_conv.library_path(), paths.aoti_kernels)
+    if aoti.calls_direct_kernel(paths.pt2_aoti):  # built here if it is not: a package from the cache comes without a build
+        shutil.copyfile(direct_conv.built(), paths.aoti_kernels)
     return check(paths.pt2_aoti)
 
 

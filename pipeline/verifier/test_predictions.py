@@ -30,15 +30,14 @@ def save(path: Path, classes: dict[str, np.ndarray], files: dict[str, Path], tes
             np.savez(handle, **arrays)
 
 
-def lookup(path: Path, backend: str, file: Path, test_set: Path) -> np.ndarray | None:
-    """The classes `backend` gave the test images when it ran `file`, if `path` holds them for that very file
-    and test set; else None."""
+def lookup(path: Path, files: dict[str, Path], test_set: Path) -> dict[str, np.ndarray]:
+    """{backend: the classes it gave the test images} for each backend of `files` ({backend: the file it is to
+    have run}) that `path` holds for that very file and for the test set `test_set`; {} where there is none."""
     try:
         with np.load(path, allow_pickle=False) as stored:
-            if f"{backend}/classes" not in stored.files or str(stored["test_set_sha256"]) != sha256_of(test_set):
-                return None
-            if str(stored[f"{backend}/sha256"]) != sha256_of(file):
-                return None
-            return stored[f"{backend}/classes"]
+            if "test_set_sha256" not in stored.files or str(stored["test_set_sha256"]) != sha256_of(test_set):
+                return {}
+            return {backend: stored[f"{backend}/classes"] for backend, file in files.items()
+                    if f"{backend}/classes" in stored.files and str(stored[f"{backend}/sha256"]) == sha256_of(file)}
     except (OSError, ValueError, KeyError, zipfile.BadZipFile):  # not there, or not a file of ours: computed again
-        return None
+        return {}
