@@ -84,14 +84,21 @@ class _Block(torch.nn.Module):
         return self.down(torch.nn.functional.pad(y, (0, 1, 0, 1)))  # TensorFlow's 'same' at stride 2: bottom and right
 
 
-def test_the_rewrite_folds_the_residual_add_the_relus_and_the_pad_and_computes_the_same(kernel):
-    module = _Block().eval()
-    x = torch.randn(1, 8, 10, 10)
+def _exported(module, x):
+    """`module` exported for `x` (the GraphModule a rewrite takes), its own output on `x`, and `x`."""
     with torch.no_grad():
-        exported = torch.export.export(module, (x,)).module()
-        expected = module(x)
+        return torch.export.export(module, (x,)).module(), module(x), x
+
+
+def _targets(graph) -> list:
+    """What each call of `graph` calls, in order."""
+    return [n.target for n in graph.nodes if n.op == "call_function"]
+
+
+def test_the_rewrite_folds_the_residual_add_the_relus_and_the_pad_and_computes_the_same(kernel):
+    exported, expected, x = _exported(_Block().eval(), torch.randn(1, 8, 10, 10))
     assert conv_direct.rewrite(exported) == 3
-    targets = [n.target for n in exported.graph.nodes if n.op == "call_function"]
+    targets = _targets(exported.graph)
     assert targets.count(torch.ops.k2t.conv2d_direct.default) == 3
     assert torch.ops.aten.relu.default not in targets and torch.ops.aten.add.Tensor not in targets
     assert torch.ops.aten.conv2d.default not in targets and torch.ops.aten.pad.default not in targets
@@ -120,13 +127,9 @@ def test_an_add_that_broadcasts_is_left_to_inductor(kernel):
         def forward(self, x):
             return torch.relu(self.conv(x) + self.shift)
 
-    module = Scaled().eval()
-    x = torch.randn(1, 4, 6, 6)
-    with torch.no_grad():
-        exported = torch.export.export(module, (x,)).module()
-        expected = module(x)
+    exported, expected, x = _exported(Scaled().eval(), torch.randn(1, 4, 6, 6))
     assert conv_direct.rewrite(exported) == 1
-    targets = [n.target for n in exported.graph.nodes if n.op == "call_function"]
+    targets = _targets(exported.graph)
     assert torch.ops.aten.add.Tensor in targets
     with torch.no_grad():
         torch.testing.assert_close(exported(x), expected, rtol=1e-5, atol=1e-5)
@@ -144,7 +147,7 @@ def test_a_convolution_with_many_input_channels_is_left_to_im2col(kernel):
         program = torch.export.export(module, (x,))
         expected = module(x)
     batch1 = aot_compile.batch1_program(program, (8, 6, 6))
-    targets = [n.target for n in batch1.graph.nodes if n.op == "call_function"]
+    targets = _targets(batch1.graph)
     assert targets.count(torch.ops.k2t.conv2d_direct.default) == 1
     assert conv_as_gemm.conv_as_gemm not in targets and torch.ops.aten.conv2d.default not in targets  # im2col, traced
     with torch.no_grad():

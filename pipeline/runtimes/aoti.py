@@ -51,10 +51,11 @@ def load(path: Path, single_threaded: bool = False):
     from torch._inductor.package import load_package
 
     if calls_direct_kernel(path):
+        beside = ModelPaths(Path(path).parent).aoti_kernels
         try:
-            runs = direct_conv.load(ModelPaths(Path(path).parent).aoti_kernels)  # the library beside it, where it is
+            runs = direct_conv.load(beside)  # the library beside it, where it is
         except PipelineError as exc:
-            raise BadInput(f"{path} calls our convolution kernel, which is not beside it ({ModelPaths(Path(path).parent).aoti_kernels.name}) "
+            raise BadInput(f"{path} calls our convolution kernel, which is not beside it ({beside.name}) "
                            f"and does not build here ({exc}); rerun `make torch`") from exc
         if not runs:
             raise BadInput(f"{path} calls our AVX-512 convolution kernel and this processor has no AVX-512; rerun `make torch` here")

@@ -143,7 +143,8 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
     # their classes are those it kept.
     plain = options.input_scale == 1.0 and options.device == "cpu"
     ran = {name: file for name, file in (("torch", pt2), ("onnxruntime", onnx)) if file is not None}
-    kept = test_predictions.lookup(paths.test_predictions, ran, test.source) if plain else {}
+    test_sha256 = sha256_of(test.source)  # what verify's classes and the Keras reference are tied to
+    kept = test_predictions.lookup(paths.test_predictions, ran, test_sha256) if plain else {}
     pred = kept["torch"] if "torch" in kept else predictions(_torch_on(program.module(), options), images, "evaluate torch", progress)
     if pred.max() >= len(test.class_names):
         raise BadInput(f"{pt2} predicts class {pred.max()}: it is not a {len(test.class_names)}-class CIFAR-10 model")
@@ -156,7 +157,7 @@ def run(pt2: Path, data: Path, out_dir: Path, onnx: Path | None = None,
     side = {"torch": scored}
     if paths.keras_reference.is_file():
         reference = KerasReference(paths.keras_reference)
-        if "test" in reference.set_names() and reference.data_sha256 == sha256_of(test.source):
+        if "test" in reference.set_names() and reference.data_sha256 == test_sha256:
             side["keras"] = _accuracy(reference.outputs()["test"].probs.argmax(1), test.labels)
     if "onnxruntime" in kept:
         side["onnxruntime"] = _accuracy(kept["onnxruntime"], test.labels)

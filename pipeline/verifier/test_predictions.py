@@ -30,12 +30,13 @@ def save(path: Path, classes: dict[str, np.ndarray], files: dict[str, Path], tes
             np.savez(handle, **arrays)
 
 
-def lookup(path: Path, files: dict[str, Path], test_set: Path) -> dict[str, np.ndarray]:
+def lookup(path: Path, files: dict[str, Path], test_set_sha256: str) -> dict[str, np.ndarray]:
     """{backend: the classes it gave the test images} for each backend of `files` ({backend: the file it is to
-    have run}) that `path` holds for that very file and for the test set `test_set`; {} where there is none."""
+    have run}) that `path` holds for that very file and for the test set of SHA-256 `test_set_sha256`; {} where
+    there is none."""
     try:
         with np.load(path, allow_pickle=False) as stored:
-            if "test_set_sha256" not in stored.files or str(stored["test_set_sha256"]) != sha256_of(test_set):
+            if "test_set_sha256" not in stored.files or str(stored["test_set_sha256"]) != test_set_sha256:
                 return {}
             return {backend: stored[f"{backend}/classes"] for backend, file in files.items()
                     if f"{backend}/classes" in stored.files and str(stored[f"{backend}/sha256"]) == sha256_of(file)}
