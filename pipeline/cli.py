@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -124,18 +125,35 @@ def cmd_torch(args) -> int:
 
 
 def cmd_native(args) -> int:
+    from pipeline.keras_file.model import KerasModel
     from pipeline.stages import native
 
     started = time.perf_counter()
-    result = native.run(args.model, _model_paths(args).dir, parity=not getattr(args, "no_parity", False), data=_data(args.data))
+    # An unreadable model or data folder fails even with --keep-going: only what `native.run` records is let go.
+    keras, data = KerasModel.open(args.model, args.allow_unsafe_code), _data(args.data)
+    try:
+        result = native.run(args.model, _model_paths(args).dir, keras, parity=not getattr(args, "no_parity", False), data=data)
+    except PipelineError as exc:
+        if not getattr(args, "keep_going", False):
+            raise
+        _say(one_line(f"native: not built — {exc}"))  # recorded in native_status.json: verify says so and goes on
+        return 0
     checked = (f"vs Keras max |Δ| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs" if result.validation
                else "not checked against Keras yet (run `make onnx`, then verify)")
     _say(f"native: wrote {result.source}, {result.weights.name} ({result.parameters:,} values) and {result.weights_map.name}; "
          f"{checked} [{time.perf_counter() - started:.1f} s]")
-    if result.parity is not None:
+    if result.parity is not None and result.parity.skipped:
+        _say(f"native: training parity skipped — {result.parity.skipped}")  # our own words, one line: not cut
+    elif result.parity is not None:
         worst = ", ".join(f"{kind} {value:.1e}" for kind, value in result.parity.worst.items())
         _say(f"native: training parity with Keras ({result.parity.batch} {result.parity.inputs}, {result.parity.loss}): "
              f"worst relative error {worst} (bound {result.parity.rtol:g}); wrote {_model_paths(args).native_parity.name}")
+        if result.parity.keras_step.startswith("taken again"):
+            _say(f"native: note: Keras's training step was {result.parity.keras_step}")
+    for note in result.notes[:6]:
+        _say(f"native: note: {note}")
+    if len(result.notes) > 6:
+        _say(f"native: and {len(result.notes) - 6} more notes in {result.source.name}'s docstring")
     if result.not_carried:
         _say(f"native: not carried by the weights (add them back to train with them): {', '.join(result.not_carried[:6])}"
              + (f" and {len(result.not_carried) - 6} more" if len(result.not_carried) > 6 else ""))
@@ -143,27 +161,39 @@ def cmd_native(args) -> int:
 
 
 def cmd_verify(args) -> int:
-    from pipeline.common import manifest
+    from pipeline.common import manifest, stage_status
     from pipeline.keras_file.model import KerasModel
     from pipeline.stages import report, verify
+    from pipeline.verifier import keras_outputs
     from pipeline.verifier.backends import Artifacts
 
     keras = KerasModel.open(args.model, args.allow_unsafe_code)  # before anything else: the model is the first thing to be wrong
     paths = _model_paths(args)
+    scratch = tempfile.TemporaryDirectory()  # the model's own conversion, where one must be made (below)
     if args.onnx is not None or args.torch is not None:
-        # Someone else's conversion: only what is named — and the model's own float64 conversion, where the
-        # onnx stage made one for this model, which places its layers by value (`verifier.value_map`).
-        ours = paths.onnx_f64.is_file() and manifest.load(paths.dir).get("model", {}).get("sha256") == keras.sha256
-        artifacts = Artifacts(args.model, args.onnx, args.torch, onnx_f64=paths.onnx_f64 if ours else None)
+        # Someone else's conversion: only what is named — and, where the onnx stage ran for this very model,
+        # its float64 conversion (the proof) and its own model.onnx, in which layers are placed (`verifier.placement`).
+        # Without one, the model is converted here (a TensorFlow process, into a scratch folder): a broken file
+        # cannot show where it breaks when searched in itself.
+        ours = manifest.load(paths.dir).get("model", {}).get("sha256") == keras.sha256
+        reference = paths.onnx if ours and paths.onnx.is_file() else None
+        if args.onnx is not None and reference is None:
+            reference = keras_outputs.own_conversion(keras, Path(scratch.name), args.allow_unsafe_code)
+        artifacts = Artifacts(args.model, args.onnx, args.torch, onnx_f64=paths.onnx_f64 if ours and paths.onnx_f64.is_file() else None,
+                              onnx_reference=reference)
     else:
         manifest.require_same_model(paths.dir, args.model)
+        # The native stage's record wins over a native/ folder: where it says this model has none, any there is not this model's.
+        why_not = stage_status.not_built(paths.native_status, keras.sha256)
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None,
                               paths.onnx_f64 if paths.onnx_f64.is_file() else None,
-                              paths.native_source if paths.native_source.is_file() else None,
-                              paths.pt2_aoti if paths.pt2_aoti.is_file() else None)
+                              paths.native_source if paths.native_source.is_file() and why_not is None else None,
+                              paths.pt2_aoti if paths.pt2_aoti.is_file() else None,
+                              not_built={"native": why_not} if why_not is not None else {})
     data = _data(args.data)
     started = time.perf_counter()
-    result = verify.run(artifacts, data, paths.dir, allow_unsafe_code=args.allow_unsafe_code, keras=keras)
+    with scratch:
+        result = verify.run(artifacts, data, paths.dir, allow_unsafe_code=args.allow_unsafe_code, keras=keras)
     summary = result.as_dict()
     print(report.verify_table(summary))
     if summary["layers"]:
@@ -231,12 +261,13 @@ def cmd_report(args) -> int:
 def cmd_zoo(args) -> int:
     from pipeline.stages import zoo
 
-    names = tuple(args.models.split(",")) if args.models else zoo.ARCHITECTURES
-    unknown = sorted(set(names) - set(zoo.ARCHITECTURES))
+    known = (*zoo.ARCHITECTURES, zoo.TRAINED)
+    names = tuple(args.models.split(",")) if args.models else known
+    unknown = sorted(set(names) - set(known))
     if unknown:
         from pipeline.common.errors import BadInput
 
-        raise BadInput(f"--models {','.join(unknown)}: not in the zoo; choose from {','.join(zoo.ARCHITECTURES)}")
+        raise BadInput(f"--models {','.join(unknown)}: not in the zoo; choose from {','.join(known)}")
     rows = zoo.run(args.out, names, tuple(args.formats.split(",")))
     print(zoo.table(rows))
     _say(f"zoo: wrote {Path(args.out) / 'zoo' / 'summary.md'}")
@@ -244,6 +275,7 @@ def cmd_zoo(args) -> int:
 
 
 def cmd_all(args) -> int:
+    args.keep_going = True  # verify what was built: a model without a native model is still verified (`native --keep-going`)
     for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_native, cmd_verify, cmd_evaluate, cmd_report):
         step(args)
     return 0
@@ -285,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
     native_parser = sub.add_parser("native", parents=[common], help="Keras file alone → native/model.py, model.safetensors, "
                                                                     "weights_map.json (a PyTorch model to keep training)")
     native_parser.add_argument("--no-parity", action="store_true", help="skip the training step against Keras (no TensorFlow process)")
+    native_parser.add_argument("--keep-going", action="store_true",
+                               help="where no native model can be made, say why on one line, record it for verify "
+                                    "(native_status.json) and exit 0 (`make verify` runs it so)")
     native_parser.set_defaults(func=cmd_native)
     sub.add_parser("verify", parents=[common, onnx_opt, torch_opt],
                    help="compare Keras, onnxruntime, the FX graph, model.pt2, the native model and the hand-written model"
@@ -313,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", parents=[common], help="rewrite report.md and print the summary").set_defaults(func=cmd_report)
     zoo_parser = sub.add_parser("zoo", parents=[common], help="Keras Applications with calibrated random weights through onnx, torch, "
                                                                "verify: OUT/zoo/summary.md")
-    zoo_parser.add_argument("--models", help="comma-separated architectures (default: all of the zoo)")
+    zoo_parser.add_argument("--models", help="comma-separated architectures, and `trained` for the trained members (default: all of the zoo)")
     zoo_parser.add_argument("--formats", default="keras,h5", help="comma-separated: keras, h5 (default: %(default)s)")
     zoo_parser.set_defaults(func=cmd_zoo)
     sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt, device_opt],

@@ -47,6 +47,12 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def no_native_model(tmp_path_factory) -> Path:
+    """The tiny model with a layer the native generator does not know (`helpers.NO_NATIVE_LAYER`)."""
+    return helpers.build_tiny_model(tmp_path_factory.mktemp("no_native_model") / "noisy.h5", helpers.NO_NATIVE_MODEL_SCRIPT)
+
+
+@pytest.fixture(scope="session")
 def tiny_converted(tiny_model, tiny_data, tmp_path_factory):
     """The tiny model through the onnx and torch stages: (model, out root, ModelPaths, onnx result, torch result)."""
     from pipeline.stages import to_onnx, to_torch
@@ -124,3 +130,26 @@ def zoo_member(tmp_path_factory):
         return done[name, fmt]
 
     return member
+
+
+@pytest.fixture(scope="session")
+def trained_models(tmp_path_factory) -> dict[tuple[str, str], tuple]:
+    """{(member, flavour): (model file, artifacts folder)}: the zoo's trained members (`tf_side.trained_build`),
+    written by tf-keras (.h5) and Keras 3 (.keras), each converted by the worker (onnx, float64 rebuild, layers)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import families
+
+    from pipeline.runtimes import keras as keras_runtime
+
+    folder, out = tmp_path_factory.mktemp("trained"), tmp_path_factory.mktemp("trained_out")
+
+    def flavour_jobs(flavour: str) -> dict[tuple[str, str], tuple]:
+        built = keras_runtime.build_trained(folder / flavour, flavour)
+        jobs = {(row["model"], flavour): (Path(row["file"]), out / f"{row['model']}_{flavour}") for row in built}
+        families.convert_all(list(jobs.values()))
+        return jobs
+
+    # One TensorFlow process per flavour, both at once (CI has two cores).
+    with ThreadPoolExecutor(len(families.FLAVOURS)) as pool:
+        return {key: job for jobs in pool.map(flavour_jobs, families.FLAVOURS) for key, job in jobs.items()}

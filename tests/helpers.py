@@ -40,6 +40,14 @@ model.save(sys.argv[1])
 """
 
 
+# The tiny model with a layer the native generator does not know (GaussianNoise: the identity at inference,
+# which tf2onnx drops): it converts to ONNX and torch, and has no native model.
+NO_NATIVE_LAYER = "GaussianNoise"
+NO_NATIVE_MODEL_SCRIPT = TINY_MODEL_SCRIPT.replace(
+    "x = keras.layers.Flatten()(x)\n", f"x = keras.layers.Flatten()(x)\nx = keras.layers.{NO_NATIVE_LAYER}(0.1)(x)\n")
+assert NO_NATIVE_MODEL_SCRIPT != TINY_MODEL_SCRIPT
+
+
 def tf_env() -> dict[str, str]:
     """The environment for a TensorFlow subprocess: its C++ log chatter off."""
     return dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -51,8 +59,8 @@ def run_tf_script(script: str, *args: str) -> None:
     assert completed.returncode == 0, completed.stderr[-3000:]
 
 
-def build_tiny_model(path: Path) -> Path:
-    run_tf_script(TINY_MODEL_SCRIPT, str(path))
+def build_tiny_model(path: Path, script: str = TINY_MODEL_SCRIPT) -> Path:
+    run_tf_script(script, str(path))
     return path
 
 
@@ -70,9 +78,25 @@ def synthetic_test_set(n: int = 64, seed: int = 1) -> tuple[np.ndarray, np.ndarr
     return rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8), rng.integers(0, 10, n)
 
 
-def run_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` in a subprocess, as a user runs it."""
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True)
+def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`python -m pipeline ARGS` in a subprocess, as a user runs it (`env`: added to this process's environment)."""
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **env} if env else None)
+
+
+def worker_running(parent: int) -> bool:
+    """Whether the TensorFlow process started by the stage with pid `parent` is running (from /proc, no extra package)."""
+    from pipeline.common.keras_job import WORKER_MODULE
+
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            ppid = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines() if line.startswith("PPid:"))
+        except (OSError, StopIteration, ValueError):
+            continue
+        if WORKER_MODULE.encode() in args and ppid == parent:
+            return True
+    return False
 
 
 def perturb_onnx_kernel(onnx_in: Path, onnx_out: Path, keras_kernel: np.ndarray, delta: float = 2e-2) -> str:
@@ -120,9 +144,10 @@ def assert_one_line_error(completed: subprocess.CompletedProcess, *phrases: str,
     return lines[0]
 
 
-def tamper_keras_file(source: Path, target: Path, weight: np.ndarray, delta: float = 2e-2) -> None:
-    """A copy of the `.keras` file `source` in which one element of the stored array equal to `weight`
-    is changed by `delta` (found by value: a `.keras` file stores weights unnamed, as vars/0, vars/1, ...)."""
+def tamper_keras_file(source: Path, target: Path, weight: np.ndarray, delta: float = 2e-2, at: int | None = None) -> None:
+    """A copy of the `.keras` file `source` in which one element (flat index `at`, default the middle one)
+    of the stored array equal to `weight` is changed by `delta` (found by value: a `.keras` file stores
+    weights unnamed, as vars/0, vars/1, ...)."""
     import io
     import zipfile
 
@@ -137,9 +162,35 @@ def tamper_keras_file(source: Path, target: Path, weight: np.ndarray, delta: flo
                           and np.array_equal(obj[()], weight) else None)
         assert len(found) == 1, f"{len(found)} stored arrays hold that weight"
         value = handle[found[0]][()]
-        value.flat[value.size // 2] += delta
+        value.flat[value.size // 2 if at is None else at] += delta
         handle[found[0]][...] = value
     members["model.weights.h5"] = buffer.getvalue()
     with zipfile.ZipFile(target, "w") as archive:
         for name, data in members.items():
             archive.writestr(name, data)
+
+
+def plant_kernel_fault(source: Path, target: Path, layer: str, relative: float = 0.05) -> None:
+    """A copy of the Keras file `source` (.h5 or .keras) in which `layer`'s kernel element of the largest
+    magnitude is made `relative` larger (5%: a fault of the size a bad export or a wrong cast leaves)."""
+    import shutil
+
+    import h5py
+
+    from pipeline.keras_file.model import KerasModel
+
+    kernel = next(value for name, value in KerasModel.open(source).weights[layer].items() if "kernel" in name)
+    at = int(np.abs(kernel).argmax())
+    if Path(source).suffix == ".keras":
+        tamper_keras_file(source, target, kernel, delta=float(kernel.flat[at]) * relative, at=at)
+        return
+    shutil.copyfile(source, target)
+    with h5py.File(target, "r+") as handle:
+        found = []
+        handle["model_weights"].visititems(lambda n, o: found.append(n) if isinstance(o, h5py.Dataset) and o.shape == kernel.shape
+                                           and np.array_equal(o[()], kernel) else None)
+        assert len(found) == 1, found
+        dataset = handle["model_weights"][found[0]]
+        value = dataset[()]
+        value.flat[at] *= 1 + relative
+        dataset[...] = value

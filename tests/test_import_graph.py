@@ -58,7 +58,7 @@ def test_stage_prerequisites_are_what_the_stage_reaches():
     assert "pipeline/tf_side/to_onnx.py" in files["onnx"]  # launched, not imported: still a prerequisite
     assert "pipeline/tf_side/to_onnx.py" not in files["torch"]  # the torch stage starts no TensorFlow process
     assert "pipeline/keras_file/weights.py" in files["verify"]  # the layer map and the hand-written model read weights
-    assert "pipeline/verifier/layer_map.py" not in files["torch"]
+    assert "pipeline/verifier/placement.py" not in files["torch"]
 
 
 def test_non_editable_install_imports_every_module(tmp_path):

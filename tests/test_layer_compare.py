@@ -6,7 +6,7 @@ import torch
 
 import faults
 from pipeline.keras_file.model import KerasModel
-from pipeline.verifier import layer_compare, resnet8
+from pipeline.verifier import layer_compare, placement, resnet8
 from pipeline.verifier.backends import Artifacts, Sources
 from pipeline.verifier.keras_reference import KerasLayers
 from pipeline.common.tolerances import LAYER_RTOL
@@ -22,8 +22,9 @@ def real_layers(real_run):
     return KerasModel.open(data / "models" / "pretrainedResnet.h5"), paths.onnx, outputs, stored.inputs[:IMAGES]
 
 
-def _compare(keras, onnx_path, outputs, inputs, manual_model=None, with_manual=True):
-    sources = Sources(Artifacts(keras.path, onnx_path), keras, manual_model)
+def _compare(keras, onnx_path, outputs, inputs, manual_model=None, with_manual=True, reference=None):
+    """`reference`: the model's own conversion, where `onnx_path` is a broken copy of it (layers are placed in it)."""
+    sources = Sources(Artifacts(keras.path, onnx_path, onnx_reference=reference), keras, manual_model)
     return layer_compare.run(keras, sources, outputs, inputs, with_manual=with_manual)
 
 
@@ -55,7 +56,7 @@ EXPECTED = {("relu_dropped", "conv2d_3"): "activation_3"}
 def test_fault_found_at_its_layer(real_layers, tmp_path, kind, layer):
     model, onnx_path, outputs, inputs = real_layers
     broken = faults.broken_onnx(kind, onnx_path, tmp_path / "broken.onnx", model.path, layer)
-    report = _compare(model, broken, outputs, inputs, with_manual=False)
+    report = _compare(model, broken, outputs, inputs, with_manual=False, reference=onnx_path)
     divergence = report.first_divergence
     assert divergence is not None, f"{kind} at {layer} went unnoticed"
     assert divergence["keras_layer"] == EXPECTED.get((kind, layer), layer)
@@ -85,84 +86,96 @@ def test_wrong_kernel_permutation_in_hand_written_model(real_layers):
     assert divergence is not None and (divergence["keras_layer"], divergence["backend"]) == ("conv2d_2", "manual")
 
 
-def test_tiny_model_folded_bn_shares_a_point(tiny_converted, tmp_path):
-    """tf2onnx folds the tiny model's BatchNorm into its conv: the two share one comparison point,
-    compared once, at the BatchNorm (the later of the two), and the table says so."""
+def test_tiny_model_folded_bn_is_compared_as_one_group(tiny_converted):
+    """tf2onnx folds the tiny model's BatchNorm into its conv: the conv's tensor holds the BatchNorm's
+    output, found so by value, and the two are compared there as one group — never the conv alone."""
     model, _, paths, _, _ = tiny_converted
     stored = KerasLayers(paths.keras_layers)
     report = _compare(KerasModel.open(model), paths.onnx, stored.outputs, stored.inputs)
     assert report.passed, report.first_divergence
     assert report.manual_note  # the hand-written ResNet8 does not apply, and the report says so
     rows = {row.keras_layer: row for row in report.rows}
-    assert rows["conv2d"].shared_with == ["batch_normalization"] and not rows["conv2d"].compared and not rows["conv2d"].diffs
-    assert rows["batch_normalization"].shared_with == ["conv2d"] and rows["batch_normalization"].compared
-    assert "folded or missing" in rows["batch_normalization"].note and rows["batch_normalization"].diffs
+    assert not rows["conv2d"].compared and not rows["conv2d"].diffs and "folded by the converter into batch_normalization" in rows["conv2d"].note
+    assert rows["batch_normalization"].fused == ["conv2d"] and rows["batch_normalization"].diffs
+    assert rows["batch_normalization"].label == "conv2d + batch_normalization (folded)"
     assert rows["dense"].shared_with == [] and rows["dense"].diffs
 
 
 @pytest.mark.real_data
 def test_float64_values_place_every_resnet8_layer(real_run):
-    """Placed by value in the float64 rebuild's graph, no heuristics: all 29 ResNet8 layers found."""
+    """Placed by value (the graph run in float64 against Keras float64), no names: all 29 ResNet8 layers found."""
     _, paths, data = real_run
     keras = KerasModel.open(data / "models" / "pretrainedResnet.h5")
-    stored64 = KerasLayers(paths.keras_layers_f64)
-    sources = Sources(Artifacts(keras.path, paths.onnx, onnx_f64=paths.onnx_f64), keras)
-    points = layer_compare.placed_by_value(keras, sources, {k: v[:IMAGES] for k, v in stored64.outputs.items()}, stored64.inputs[:IMAGES])
+    stored, stored64 = KerasLayers(paths.keras_layers), KerasLayers(paths.keras_layers_f64)
+    sources = Sources(Artifacts(keras.path, paths.onnx), keras)
+    noise = layer_compare.layer_noise(stored.outputs, stored64.outputs)
+    points = placement.place(keras.layers, stored64.outputs, noise, sources.reference_graph, sources.onnx_proto, stored64.inputs[:IMAGES])
     assert sum(p.compared for p in points if p.layer.class_name != "InputLayer") == 29
-    assert all(p.note == "placed by its float64 value" for p in points if p.layer.class_name != "InputLayer")
+    assert all(p.note == "placed by value" for p in points if p.layer.class_name != "InputLayer")
 
 
 @pytest.mark.real_data
 def test_a_layer_not_placed_by_value_is_not_compared(real_layers, real_run, monkeypatch):
-    """With placement by value, a fault is named at its layer; a layer whose value no tensor holds is
-    'not compared', never failed: withdraw every placement, and the same fault is no longer called."""
+    """A fault is named at its layer; a layer whose value no tensor holds is 'not compared', never
+    failed: withdraw every placement, and the same fault is no longer called."""
     model, onnx_path, outputs, inputs = real_layers
     _, paths, _ = real_run
     stored64 = KerasLayers(paths.keras_layers_f64)
     layers64 = {k: v[:IMAGES] for k, v in stored64.outputs.items()}
-    sources = Sources(Artifacts(model.path, onnx_path, onnx_f64=paths.onnx_f64), model)
+    sources = Sources(Artifacts(model.path, onnx_path), model)
     report = layer_compare.run(model, sources, outputs, inputs, with_manual=False, layers_f64=layers64)
-    assert report.passed and report.placed_by == "float64 value"
+    assert report.passed and report.placed_by == layer_compare.PLACED_F64
     import tempfile
     from pathlib import Path
 
     with tempfile.TemporaryDirectory() as scratch:
         broken = faults.broken_onnx("symmetric_padding", onnx_path, Path(scratch) / "broken.onnx", model.path, "conv2d_6")
-        sources = Sources(Artifacts(model.path, broken, onnx_f64=paths.onnx_f64), model)
+        sources = Sources(Artifacts(model.path, broken, onnx_reference=onnx_path), model)
         report = layer_compare.run(model, sources, outputs, inputs, with_manual=False, layers_f64=layers64)
         assert report.first_divergence["keras_layer"] == "conv2d_6"
-        monkeypatch.setattr(layer_compare.value_map, "place", lambda *args: {})
-        sources = Sources(Artifacts(model.path, broken, onnx_f64=paths.onnx_f64), model)
+        monkeypatch.setattr(placement, "find", lambda *args: {})
+        sources = Sources(Artifacts(model.path, broken, onnx_reference=onnx_path), model)
         report = layer_compare.run(model, sources, outputs, inputs, with_manual=False, layers_f64=layers64)
     assert report.first_divergence is None and not any(row.diffs for row in report.rows)
     assert all("not compared" in row.note for row in report.rows)
 
 
-def test_counterparts_align_graphs_one_op_apart_never_by_counter_names():
-    """tf2onnx may leave one more op in the float64 graph than in the float32 one (EfficientNetB0: a Reshape
-    in one squeeze-excite block); its counter names (`Conv__4`) then name different nodes in the two."""
+@pytest.mark.real_data
+def test_a_broken_copy_placed_in_itself_names_no_layer_wrongly(real_layers):
+    """Without the model's own conversion to place layers in, a broken copy is searched itself: the
+    faulty layer's value is nowhere in it, so it is not compared — never reported at a wrong layer."""
+    model, onnx_path, outputs, inputs = real_layers
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as scratch:
+        broken = faults.broken_onnx("conv_weight", onnx_path, Path(scratch) / "broken.onnx", model.path, "conv2d_3")
+        report = _compare(model, broken, outputs, inputs, with_manual=False)
+    rows = {row.keras_layer: row for row in report.rows}
+    assert not rows["conv2d_3"].diffs and "not compared" in rows["conv2d_3"].note
+    assert report.first_divergence is None or report.first_divergence["keras_layer"] not in {"conv2d", "conv2d_1", "conv2d_2"}
+
+
+def _graph(ops):
     from onnx import helper
 
-    def graph(ops):
-        nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=name) for i, (op, name) in enumerate(ops)]
-        return helper.make_model(helper.make_graph(nodes, "g", [], []))
+    nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=name) for i, (op, name) in enumerate(ops)]
+    return helper.make_model(helper.make_graph(nodes, "g", [], []))
 
-    f64 = graph([("Conv", "Conv__1"), ("Reshape", "Reshape__2"), ("Relu", "Relu__3"), ("Conv", "Conv__4"), ("Conv", "Conv__5")])
-    f32 = graph([("Conv", "Conv__1"), ("Relu", "Relu__2"), ("Conv", "Conv__3"), ("Conv", "Conv__4")])
-    pairs = {name: node.name for name, node in layer_compare._counterparts(f64, f32).items()}
+
+def test_counterparts_align_graphs_one_op_apart_never_by_counter_names():
+    """tf2onnx may leave one more op in one conversion than in the other (EfficientNetB0: a Reshape in one
+    squeeze-excite block); its counter names (`Conv__4`) then name different nodes in the two."""
+    f64 = _graph([("Conv", "Conv__1"), ("Reshape", "Reshape__2"), ("Relu", "Relu__3"), ("Conv", "Conv__4"), ("Conv", "Conv__5")])
+    f32 = _graph([("Conv", "Conv__1"), ("Relu", "Relu__2"), ("Conv", "Conv__3"), ("Conv", "Conv__4")])
+    pairs = {name: node.name for name, node in placement.counterparts(f64, f32).items()}
     assert pairs == {"Conv__1": "Conv__1", "Relu__3": "Relu__2", "Conv__4": "Conv__3", "Conv__5": "Conv__4"}
 
 
 def test_counterparts_pair_model_named_nodes_by_name_whatever_their_order():
-    """NASNetMobile: tf2onnx wrote two sibling Adds in one order in the float32 graph and in the other in
-    the float64 one; aligned by op type alone, each would be compared with the other (a false alarm)."""
-    from onnx import helper
-
-    def graph(ops):
-        nodes = [helper.make_node(op, [f"t{i}"], [f"t{i + 1}"], name=name) for i, (op, name) in enumerate(ops)]
-        return helper.make_model(helper.make_graph(nodes, "g", [], []))
-
-    f64 = graph([("Conv", "m/conv"), ("Add", "m/add_2/Add"), ("Add", "m/add3/Add"), ("Relu", "Relu__7")])
-    f32 = graph([("Conv", "m/conv"), ("Add", "m/add3/Add"), ("Add", "m/add_2/Add"), ("Relu", "Relu__9")])
-    pairs = {name: node.name for name, node in layer_compare._counterparts(f64, f32).items()}
+    """NASNetMobile: tf2onnx wrote two sibling Adds in one order in one graph and in the other in the
+    other; aligned by op type alone, each would be compared with the other (a false alarm)."""
+    f64 = _graph([("Conv", "m/conv"), ("Add", "m/add_2/Add"), ("Add", "m/add3/Add"), ("Relu", "Relu__7")])
+    f32 = _graph([("Conv", "m/conv"), ("Add", "m/add3/Add"), ("Add", "m/add_2/Add"), ("Relu", "Relu__9")])
+    pairs = {name: node.name for name, node in placement.counterparts(f64, f32).items()}
     assert pairs == {"m/conv": "m/conv", "m/add_2/Add": "m/add_2/Add", "m/add3/Add": "m/add3/Add", "Relu__7": "Relu__9"}

@@ -256,3 +256,79 @@ def test_names_from_the_file_cannot_become_code():
     hostile = 'conv\nimport os; os.system("touch /tmp/pwned")  """'
     assert generate._text(hostile) == "conv?import os? os.system(?touch /tmp/pwned?)  ???"
     assert generate._identifier(hostile, set()).isidentifier()
+
+
+def test_a_failed_native_stage_leaves_no_native_model_and_records_why(no_native_model, tmp_path):
+    """All or nothing: a model without a native model leaves no `native/` — not even an older one, which is not
+    this model's — and `native_status.json` says why, for verify; failing the same way again leaves it as it was."""
+    from pipeline.common.errors import BadInput
+    from pipeline.common.paths import ModelPaths
+    from pipeline.common.stage_status import StageStatus, not_built
+    from pipeline.stages import native
+
+    paths = ModelPaths.for_model(no_native_model, tmp_path)
+    paths.native_dir.mkdir(parents=True)
+    paths.native_source.write_text("# an older run's model\n")
+    with pytest.raises(BadInput, match=f"{helpers.NO_NATIVE_LAYER} has no native PyTorch equivalent"):
+        native.run(no_native_model, paths.dir)
+    assert not paths.native_dir.exists() and sorted(p.name for p in paths.dir.iterdir()) == [paths.native_status.name]
+    keras = KerasModel.open(no_native_model)
+    assert f"layer gaussian_noise: {helpers.NO_NATIVE_LAYER} has no native" in not_built(paths.native_status, keras.sha256)
+    assert not_built(paths.native_status, "another model's SHA-256") is None
+    recorded = paths.native_status.stat().st_mtime_ns
+    with pytest.raises(BadInput):
+        native.run(no_native_model, paths.dir)
+    assert paths.native_status.stat().st_mtime_ns == recorded and not StageStatus.read(paths.native_status).built
+
+
+def test_a_killed_native_stage_leaves_no_native_model(tiny_model, tiny_data, tmp_path):
+    """Killed while its files are written and Keras's training step runs (a fresh folder: no stored step, so the
+    stage starts TensorFlow): no `native/model.py` that Make would take for done; the rerun sweeps the half."""
+    import os
+    import signal
+    import time
+
+    from pipeline.common.paths import ModelPaths
+
+    paths = ModelPaths.for_model(tiny_model, tmp_path)
+    command = [sys.executable, "-m", "pipeline", "native", "--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path)]
+    process = subprocess.Popen(command, cwd=helpers.ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while not helpers.worker_running(process.pid) and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the stage ended before it could be killed"
+    staged = [p for p in paths.dir.iterdir() if p.name.startswith(".native.")]
+    assert len(staged) == 1 and (staged[0] / "model.py").is_file()  # written, not yet in place
+    os.killpg(process.pid, signal.SIGKILL)
+    process.communicate(timeout=60)
+    assert not paths.native_dir.exists() and not paths.native_status.exists()
+    rerun = helpers.run_cli("native", "--no-parity", "--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path))
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    assert f"removed {staged[0].name}" in rerun.stderr
+    assert paths.native_source.is_file() and not [p for p in paths.dir.iterdir() if p.name.startswith(".native.")]
+
+
+@pytest.mark.parametrize("crash", ["first", "always"], ids=["retried", "skipped"])
+def test_a_crash_in_keras_training_step_is_a_finding_not_the_end(crash, tiny_model, tiny_data, tmp_path):
+    """TensorFlow dying by a signal in Keras's step (simulated: `CRASH_TRAINING_FOR_TESTS`) is named by the signal
+    and the step; the step is taken again the safe way, and where that crashes too, parity is skipped with the
+    reason — the native model is written all the same."""
+    from pipeline.common.keras_job import CRASH_TRAINING_FOR_TESTS
+    from pipeline.common.paths import ModelPaths
+    from pipeline.common.stage_status import StageStatus
+
+    paths = ModelPaths.for_model(tiny_model, tmp_path)  # a fresh folder: no step stored by the onnx stage
+    completed = helpers.run_cli("native", "--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path),
+                                env={CRASH_TRAINING_FOR_TESTS: crash})
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    parity = json.loads(paths.native_parity.read_text())
+    crashed = "the TensorFlow process crashed (SIGSEGV) in the Keras training step for training parity on tiny.h5"
+    if crash == "first":
+        assert parity["passed"] and parity["batch"] == training.SAFE_BATCH and parity["keras_step"].startswith("taken again")
+        assert "native: note: Keras's training step was taken again" in completed.stderr
+    else:
+        assert parity["passed"] is None and parity["skipped"].startswith(crashed) and "crashed again (SIGSEGV)" in parity["skipped"]
+        (line,) = [line for line in completed.stderr.splitlines() if "training parity" in line]
+        assert line == f"native: training parity skipped — {parity['skipped']}"
+    assert "cuInit" not in completed.stderr and "Traceback" not in completed.stderr
+    assert paths.native_source.is_file() and StageStatus.read(paths.native_status).built

@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import helpers
-from pipeline.common.keras_job import WORKER_MODULE
 from pipeline.runtimes.pt2 import load_program
 from pipeline.stages import to_onnx, to_torch
 
@@ -40,19 +39,6 @@ def test_two_torch_runs_give_identical_weights(tiny_converted, tmp_path):
             assert torch.equal(state_a[name], state_b[name]), name
 
 
-def _worker_running(parent: int) -> bool:
-    """Whether the TensorFlow process started by the stage with pid `parent` is running (from /proc, no extra package)."""
-    for proc in Path("/proc").glob("[0-9]*"):
-        try:
-            args = (proc / "cmdline").read_bytes().split(b"\0")
-            ppid = next(int(line.split()[1]) for line in (proc / "status").read_text().splitlines() if line.startswith("PPid:"))
-        except (OSError, StopIteration, ValueError):
-            continue
-        if WORKER_MODULE.encode() in args and ppid == parent:
-            return True
-    return False
-
-
 def _default_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_DFL)
 
@@ -70,7 +56,7 @@ def test_interrupted_onnx_rerun_leaves_model_onnx_intact(sig, tiny_converted, ti
     process = subprocess.Popen(command, cwd=helpers.ROOT, stderr=subprocess.PIPE, text=True, start_new_session=True,
                                preexec_fn=_default_sigint)
     deadline = time.monotonic() + 60
-    while not _worker_running(process.pid) and process.poll() is None and time.monotonic() < deadline:
+    while not helpers.worker_running(process.pid) and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert process.poll() is None, "the stage ended before it could be interrupted"
     time.sleep(1.0)  # TensorFlow is loading the model: well inside the stage

@@ -28,7 +28,7 @@ def test_tiny_weight_changed_by_2e_2_fails(tiny_converted, tiny_data, tmp_path):
     model, _, paths, _, _ = tiny_converted
     broken = tmp_path / "broken.onnx"
     helpers.perturb_onnx_kernel(paths.onnx, broken, helpers.h5_tensor(model, "conv2d_1/kernel"))
-    result = verify.run(Artifacts(model, broken), tiny_data, tmp_path, progress=False)
+    result = verify.run(Artifacts(model, broken, onnx_reference=paths.onnx), tiny_data, tmp_path, progress=False)
     assert not result.passed
     failing = {(p.a, p.b) for p in result.pairs if not p.passed}
     assert failing == {("onnxruntime", "keras"), ("fx", "keras")}
@@ -61,7 +61,7 @@ def test_real_conv2d_4_weight_changed_by_2e_2_fails(real_run, real_reference_cop
     model = data / "models" / "pretrainedResnet.h5"
     broken = real_reference_copy / "broken.onnx"
     helpers.perturb_onnx_kernel(paths.onnx, broken, helpers.h5_tensor(model, "conv2d_4/kernel"))
-    result = verify.run(Artifacts(model, broken), data, real_reference_copy, progress=False)
+    result = verify.run(Artifacts(model, broken, onnx_reference=paths.onnx), data, real_reference_copy, progress=False)
     assert not result.passed and result.layers.first_divergence["keras_layer"] == "conv2d_4"
     worst = max(p.max_abs_diff for p in result.pairs if p.a == "onnxruntime" and p.b == "keras")
     assert ATOL_PROB < worst < 0.05

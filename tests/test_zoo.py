@@ -7,7 +7,8 @@ import pytest
 
 from pipeline.common.tolerances import TRAIN_RTOL
 from pipeline.stages import zoo
-from pipeline.verifier.layer_compare import NO_KERAS_OUTPUT
+from pipeline.verifier import layer_compare
+from pipeline.verifier.placement import NO_KERAS_OUTPUT
 
 
 @pytest.mark.slow
@@ -19,14 +20,14 @@ def test_a_zoo_member_verifies_with_the_float64_proof(zoo_member):
     assert row.native == "parity ✓" and row.parity_worst <= TRAIN_RTOL, row  # the native model, trained one step against Keras
     summary = out.parent
     assert json.loads((summary / "summary.json").read_text())[0]["verdict"] == "verified"
-    assert "| MobileNetV3Small | .keras |" in (summary / "summary.md").read_text()
+    assert "| MobileNetV3Small | calibrated random | .keras |" in (summary / "summary.md").read_text()
     # Every layer is accounted for: compared, sharing a compared tensor, fused into a compared layer, or an
     # op of the config (`x + 3.0`) that Keras gives no output for (the layer consuming it is compared).
     layers = json.loads((out / "MobileNetV3Small" / "verify.json").read_text())["layers"]
-    assert layers["placed_by"] == "float64 value"
+    assert layers["placed_by"] == layer_compare.PLACED_F64
     fused = {name for r in layers["layers"] for name in r["fused"]}
     assert all(r["diffs"] or r["shared_with"] or r["keras_layer"] in fused or r["note"] == NO_KERAS_OUTPUT for r in layers["layers"])
-    assert sum(bool(r["diffs"]) for r in layers["layers"]) >= 140  # by graph walk, before: 66
+    assert sum(bool(r["diffs"]) for r in layers["layers"]) >= 140  # by a graph walk, before placement by value: 66
     # the native model at every layer Keras gives an output for, by its Keras name
     assert all(any(d["backend"] == "native" and d["passed"] for d in r["diffs"]) for r in layers["layers"] if r["note"] != NO_KERAS_OUTPUT)
 
@@ -52,7 +53,7 @@ def test_summary_table_says_what_did_not_convert():
     rows = [zoo.ZooRow("A", "keras", 10, True, 1e-15, 1.1, 0.0, 5, "verified", 12.0),
             zoo.ZooRow("B", "h5", 20, False, None, None, None, 0, "does not convert: op X", 3.0)]
     text = zoo.table(rows)
-    assert "| B | .h5 | 20 | no | — |" in text and "1 of 2 verified" in text
+    assert "| B | calibrated random | .h5 | 20 | no | — |" in text and "1 of 2 verified" in text
 
 
 def test_a_partial_run_adds_its_rows_to_the_earlier_ones_in_zoo_order(tmp_path):

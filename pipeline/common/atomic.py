@@ -1,4 +1,5 @@
-"""Write a file through a temporary name in the same folder, renamed into place only on success.
+"""Write a file — or a folder of files — through a temporary name in the same folder, renamed into place
+only on success.
 
 An interrupted or failed write leaves the previous file intact and no debris: the temporary file is
 removed on any exception (Ctrl-C included). A process killed outright (SIGKILL, power loss) cannot
@@ -10,21 +11,26 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import tempfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput
 
-# `.model.k3j2_x.tmp.onnx`: what `atomic_path` names its temporary files (see mkstemp below).
+# `.model.k3j2_x.tmp.onnx`: what `atomic_path` names its temporary files (see mkstemp below), and
+# `.native.k3j2_x.tmp` what `atomic_dir` names its temporary folders (mkdtemp).
 _TEMPORARY = re.compile(r"^\.[^/]+\.[A-Za-z0-9_]+\.tmp(\.[^./]+)?$")
 
 
 def sweep(folder: Path) -> list[Path]:
-    """Remove the temporary files a killed run left in `folder`; return them."""
+    """Remove the temporary files and folders a killed run left in `folder`; return them."""
     folder = Path(folder)
-    debris = [path for path in folder.glob(".*.tmp*") if _TEMPORARY.match(path.name) and path.is_file()] if folder.is_dir() else []
+    debris = [path for path in folder.glob(".*.tmp*") if _TEMPORARY.match(path.name) and not path.is_symlink()] if folder.is_dir() else []
     for path in debris:
-        path.unlink(missing_ok=True)
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
     return debris
 
 
@@ -58,14 +64,54 @@ def atomic_path(target: Path):
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.stem}.", suffix=f".tmp{target.suffix}")
     os.close(fd)
     tmp = Path(name)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; artifacts should read like any other file
+    _readable(tmp, 0o666)
     try:
         yield tmp
         os.replace(tmp, target)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def _readable(path: Path, mode: int) -> None:
+    """Give `path` (made 0600 or 0700 by mkstemp/mkdtemp) the permissions any other file of ours has."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(path, mode & ~umask)
+
+
+@contextlib.contextmanager
+def atomic_dir(target: Path):
+    """Yield a new, empty temporary folder beside the folder `target`; on a clean exit it takes `target`'s
+    place (an older `target` is removed), else it is removed. So a stage's files appear together, and
+    only when all of them were written and checked.
+
+    The swap is two renames (a folder cannot be renamed onto a full one): a kill between them leaves no
+    `target` at all — never a half of it — and the older one under a temporary name, which `sweep` removes.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    _readable(tmp, 0o777)
+    try:
+        yield tmp
+        remove_dir(target)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def remove_dir(target: Path) -> None:
+    """Remove the folder `target` (if there is one) as one act: renamed to a temporary name first, so no
+    reader — and no Make run — sees it half removed."""
+    target = Path(target)
+    if target.is_symlink() or target.is_file():
+        target.unlink()
+        return
+    if not target.exists():
+        return
+    old = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    os.replace(target, old)  # onto the empty folder mkdtemp made
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def write_text(target: Path, text: str) -> None:

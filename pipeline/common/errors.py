@@ -30,3 +30,13 @@ class CheckFailed(PipelineError):
     """A comparison or quality gate failed: the conversion is not proven equal, or not good enough."""
 
     exit_code = 1
+
+
+class WorkerCrashed(PipelineError):
+    """The TensorFlow process died by a signal without a word: a crash inside TensorFlow (SIGSEGV, SIGABRT)
+    or a kill. `signal` names it ("SIGSEGV"), `step` says what the process was doing ("" if unknown)."""
+
+    def __init__(self, message: str, signal: str, step: str):
+        super().__init__(message)
+        self.signal = signal
+        self.step = step

@@ -17,8 +17,15 @@ DEFAULT_OPSET = 15
 # The module the launcher runs: `python -m pipeline.tf_side`; and the zoo's builder, `make zoo`'s.
 WORKER_MODULE = "pipeline.tf_side"
 ZOO_BUILDER_MODULE = f"{WORKER_MODULE}.zoo_build"
+TRAINED_BUILDER_MODULE = f"{WORKER_MODULE}.trained_build"
 # A worker's own one-line error on stderr starts with this; the launcher turns it into BadInput.
 ERROR_PREFIX = "pipeline-error: "
+# The worker names each part of its job on stderr, on a line starting with this, before it starts it: a
+# crash inside TensorFlow cannot report, so the launcher says where it happened by the last such line.
+STEP_PREFIX = "pipeline-step: "
+# Test hook: set in the environment, the training step's process kills itself with SIGSEGV, as TensorFlow
+# does on some trained Keras 2 files — "first" in the first try only, "always" in the safe retry too.
+CRASH_TRAINING_FOR_TESTS = "PIPELINE_TEST_CRASH_TRAINING"
 # Longest a TensorFlow process may run before it is killed: never a hang, whatever a file makes Keras
 # do. The longest job measured here (convert and reference a Keras Applications model at 96 px) takes
 # about a minute; `PIPELINE_WORKER_TIMEOUT` (seconds) overrides it.
@@ -71,6 +78,9 @@ class KerasJob:
     training_batch: Path | None = None
     training: Path | None = None
     training_ahead: bool = False  # taken ahead for a later stage: a failure leaves the step out instead of failing the job
+    # The retry after the step crashed the process: every function run eagerly and no XLA in the optimizers
+    # (`tf_side.training`) — TensorFlow's plainest way to take the step.
+    training_safe: bool = False
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), default=str)

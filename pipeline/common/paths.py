@@ -48,6 +48,33 @@ def child_environment(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 
 @dataclass(frozen=True)
+class NativePaths:
+    """The native model's files in one folder: `native/`, or the native stage's temporary folder before it
+    is renamed into place (`stages.native`)."""
+
+    dir: Path
+
+    @property
+    def source(self) -> Path:
+        return self.dir / "model.py"
+
+    @property
+    def weights(self) -> Path:
+        """The native model's state_dict (safetensors: no pickle)."""
+        return self.dir / "model.safetensors"
+
+    @property
+    def weights_map(self) -> Path:
+        """Every Keras weight's state_dict key and layout transform."""
+        return self.dir / "weights_map.json"
+
+    @property
+    def parity(self) -> Path:
+        """One training step of the native model against Keras's (`verifier.training`)."""
+        return self.dir / "parity.json"
+
+
+@dataclass(frozen=True)
 class ModelPaths:
     """The artifacts of one model: `<out>/<model file stem>/...`."""
 
@@ -131,23 +158,31 @@ class ModelPaths:
         return self.dir / "native"
 
     @property
+    def native(self) -> NativePaths:
+        return NativePaths(self.native_dir)
+
+    @property
     def native_source(self) -> Path:
-        return self.native_dir / "model.py"
+        return self.native.source
 
     @property
     def native_weights(self) -> Path:
-        """The native model's state_dict (safetensors: no pickle)."""
-        return self.native_dir / "model.safetensors"
+        return self.native.weights
 
     @property
     def native_weights_map(self) -> Path:
-        """Every Keras weight's state_dict key and layout transform."""
-        return self.native_dir / "weights_map.json"
+        return self.native.weights_map
 
     @property
     def native_parity(self) -> Path:
-        """One training step of the native model against Keras's (`verifier.training`)."""
-        return self.native_dir / "parity.json"
+        return self.native.parity
+
+    @property
+    def native_status(self) -> Path:
+        """The native stage's last outcome for this model: built, or why not (`common.stage_status`). Beside
+        `native/`, not in it: it is written when there is no native model, and it is the Make target `verify`
+        waits on (the native stage tried, whatever came of it)."""
+        return self.dir / "native_status.json"
 
     @property
     def manifest_json(self) -> Path:

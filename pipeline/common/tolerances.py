@@ -42,6 +42,18 @@ PROOF_ATOL = 1e-12  # outputs that are all (near) zero
 NOISE_FACTOR = 4.0
 
 
+# Placing a layer by value (`verifier.placement`): the converted graph run in float64 differs from Keras
+# float64 only by the float32 rounding of its own weights (tf2onnx folds BatchNorm into the convolution's
+# weights in float32), which is of the order of Keras float32's own error at that layer. Measured on
+# trained models (tf-keras .h5 and Keras 3, conv → BN → ReLU, depthwise-separable 96×96, 1×k signal
+# convolutions; 8 inputs): the right tensor at ≤ 0.57× that error (most ≤ 0.13×), every other tensor
+# of its size at ≥ 3,000× — NOISE_FACTOR sits between, by orders of magnitude either way.
+def placement_tolerance(scale: float, keras_noise: float | None) -> float:
+    """How far the graph's float64 value may be from Keras float64's and still be that layer's output:
+    NOISE_FACTOR × the layer's own float32 error, at least the proof's bound for its `scale`."""
+    return with_noise(proof_tolerance(scale), keras_noise)
+
+
 def proof_tolerance(scale: float) -> float:
     """The float64 proof's bound on max |Δ| of a tensor whose reference reaches `scale`."""
     return PROOF_ATOL + PROOF_RTOL * scale

@@ -5,6 +5,7 @@ Layers are reported by these names: they are what the user's file calls them.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,12 +20,36 @@ class KerasLayer:
     # An op of the config rather than a layer (Keras 3 `x + 3.0`, Keras 2 TFOpLambda): its operands in
     # order, a layer name for a tensor and a float for a number; None for a layer.
     operands: tuple[str | float, ...] | None = None
+    calls: int = 1  # how many times the model calls the layer: more than once for a shared layer
 
     @property
     def activation(self) -> str | None:
-        """The activation inside the layer (Conv2D/Dense 'activation', or the Activation layer's own)."""
+        """The activation inside the layer (Conv2D/Dense 'activation', or the Activation layer's own), by
+        name: a string in most files; tf-keras 2.13+ writes a function as `{"class_name": "function",
+        "config": "relu", ...}` (its name) and a layer given as activation as that layer's config (its
+        class name, e.g. "LeakyReLU"). None where the layer has none."""
         value = self.config.get("activation")
+        if isinstance(value, dict):
+            value = value.get("config") if isinstance(value.get("config"), str) else value.get("class_name")
         return value if isinstance(value, str) else None
+
+    @property
+    def dtype(self) -> str | None:
+        """The dtype the layer computes in, by name (`dtype_name`); None where the config states none."""
+        return dtype_name(self.config.get("dtype"))
+
+
+def dtype_name(value) -> str | None:
+    """A config's `dtype` as a name ("float32", "mixed_float16", "int32"), in each form Keras wrote it: a
+    string (Keras 2.0 on; "tf.float32" or "<dtype: 'float32'>" where a TensorFlow DType was stringified),
+    a policy dict (tf-keras `{"class_name": "Policy", "config": {"name": "mixed_float16"}}`, Keras 3's
+    `{"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}}`). None where absent."""
+    if isinstance(value, dict):
+        value = value.get("config", {}).get("name") if isinstance(value.get("config"), dict) else None
+    if not isinstance(value, str):
+        return None
+    found = re.fullmatch(r"(?:tf\.|<dtype: ')?(\w+)'?>?", value.strip())
+    return found.group(1) if found else value
 
 
 def _inbound_names(nodes) -> list[str]:
@@ -83,11 +108,15 @@ def layers(model_config: dict) -> list[KerasLayer]:
     sequential = model_config.get("class_name") == "Sequential"
     for index, entry in enumerate(entries):
         config = entry.get("config", {})
+        if isinstance(config, list):  # a Sequential nested as a layer, written by Keras 2.0–2.1: its layers alone
+            config = {"name": entry.get("name", f"layer_{index}"), "layers": config}
+        nodes = entry.get("inbound_nodes") or []
         if sequential:
             inbound = (result[-1].name,) if result else ()
         else:
-            inbound = tuple(_inbound_names(entry.get("inbound_nodes", [])))
-        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound, _operands(entry)))
+            inbound = tuple(_inbound_names(nodes))
+        calls = max(len(nodes), 1) if isinstance(nodes, list) else 1
+        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound, _operands(entry), calls))
     return result
 
 

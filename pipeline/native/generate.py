@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from pipeline.keras_file.weights import nested_layers
 from pipeline.native import keras_ops, layers
 from pipeline.native.layers import Context, Tensor
 
+FLOAT32 = "float32"  # the dtype the generated model computes in (`generate` casts every weight to it)
 # Names the generated source uses itself: a layer called `F` or `x` gets a trailing underscore.
 _RESERVED = {"self", "x", "torch", "F", "nn", "Model"} | {name for name in dir(keras_ops) if not name.startswith("_")}
 
@@ -31,13 +32,15 @@ _RESERVED = {"self", "x", "torch", "F", "nn", "Model"} | {name for name in dir(k
 @dataclass
 class NativeModel:
     """The generated model: `source` of model.py, its `state_dict` (numpy, float32), `weights_map`
-    ({"layer/weight": {"key", "permute", "reshape"}}), and what the weights do not carry (`not_carried`:
-    regularizers and constraints, which training in PyTorch must add back if wanted)."""
+    ({"layer/weight": {"key", "permute", "reshape"}}), what the weights do not carry (`not_carried`:
+    regularizers and constraints, which training in PyTorch must add back if wanted), and `notes`: one
+    line per config field the native model ignores or dtype it does not compute in (also in model.py)."""
 
     source: str
     state_dict: dict[str, np.ndarray]
     weights_map: dict[str, dict]
     not_carried: list[str]
+    notes: list[str] = field(default_factory=list)
 
 
 def _text(value: str) -> str:
@@ -71,6 +74,31 @@ def _output_names(model: KerasModel) -> list[str]:
 def _not_carried(layer: KerasLayer) -> list[str]:
     return [f"{layer.name}/{key}" for key, value in sorted(layer.config.items())
             if key.endswith(("_regularizer", "_constraint")) and value is not None]
+
+
+def _notes(layer: KerasLayer, ignored: tuple[str, ...]) -> list[str]:
+    """What the native model leaves out of `layer`'s config: the `ignored` fields, and a dtype other than
+    float32 (a mixed-precision policy, float64), which the native model does not compute in."""
+    notes = [f"layer {layer.name} ({layer.class_name}): config field {name} ignored" for name in ignored]
+    if layer.dtype not in (None, FLOAT32):
+        notes.append(f"layer {layer.name} ({layer.class_name}): dtype {layer.dtype} (the native model computes in {FLOAT32})")
+    return notes
+
+
+def _input_rank(layer: KerasLayer) -> int:
+    """The rank of the model's input as `layer` states it: an InputLayer, or the first layer of a Keras 2
+    Sequential (Keras 3 `batch_shape`, Keras 2 `batch_input_shape`).
+
+    Raises:
+        BadInput: a sparse or ragged input, or one whose rank the config does not state.
+    """
+    for flag in ("sparse", "ragged"):
+        if layer.config.get(flag):
+            raise layers.unsupported(layer, f"a {flag} input")
+    shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or []
+    if len(shape) < 2:
+        raise BadInput(f"layer {layer.name}: the model states no input shape (batch_input_shape); the native model needs its rank")
+    return len(shape)
 
 
 def _statement(var: str, emitted: layers.Emitted, layer: KerasLayer, context: Context) -> tuple[list[str], str | None]:
@@ -108,6 +136,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     layer_outputs: dict[str, str] = {}
     logits_of: dict[str, str] = {}
     not_carried: list[str] = []
+    notes: list[str] = []
 
     def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str) -> Tensor:
         """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output."""
@@ -126,6 +155,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         tensors[layer.name] = Tensor(var, emitted.rank)
         layer_outputs[layer.name] = var
         not_carried.extend(_not_carried(layer))
+        notes.extend(_notes(layer, emitted.ignored))
         for weight in emitted.in_source:
             weights_map[f"{layer.name}/{weight}"] = {"key": None, "permute": None, "reshape": None, "note": "a constant in model.py"}
         unmatched = sorted(set(weights.get(layer.name, {})) - set(emitted.weights) - set(emitted.in_source))
@@ -139,26 +169,24 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         return tensors[layer.name]
 
     if model.layers and model.layers[0].class_name != "InputLayer":
-        # a Keras 2 Sequential states its input on its first layer, with no InputLayer of its own
-        shape = model.input_shape
-        if shape is None:
-            raise BadInput(f"layer {model.layers[0].name}: the model states no input shape; the native model needs one")
+        # a Keras 2 Sequential states its input on its first layer, with no InputLayer of its own; its rank
+        # is all the model needs (a sequence of any length leaves a dimension None)
         var = _identifier("inputs", taken)
         inputs.append(var)
-        tensors[""] = Tensor(var, 1 + len(shape))
+        tensors[""] = Tensor(var, _input_rank(model.layers[0]))
         forward_lines.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
     for index, layer in enumerate(model.layers):
         var = _identifier(layer.name, taken)
         comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
         if layer.class_name == "InputLayer":
-            shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or []
-            if len(shape) < 2:
-                raise BadInput(f"layer {layer.name}: input without a known rank; the native model needs it")
             inputs.append(var)
-            tensors[layer.name] = Tensor(var, len(shape))
+            tensors[layer.name] = Tensor(var, _input_rank(layer))
+            notes.extend(_notes(layer, ()))
             forward_lines.append(f"{var} = channels_first({var}){comment}: channels-last in, channels-first inside")
             layer_outputs[layer.name] = var
             continue
+        if layer.calls > 1:
+            raise layers.unsupported(layer, f"a layer called {layer.calls} times (shared between inputs)")
         inbound = layer.inbound or (("",) if index == 0 else ())
         sources = [tensors[name] for name in inbound if name in tensors]
         if len(sources) != len(inbound) or not sources:
@@ -181,17 +209,19 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         raise BadInput(f"output layer {missing[0]} is not in the model's layers")
     logits = logits_of.get(outputs[0]) if len(outputs) == 1 else None
     ranks = {name: tensors[name].rank for name in outputs}
-    source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors)
-    return NativeModel(source, state_dict, weights_map, not_carried)
+    source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes)
+    return NativeModel(source, state_dict, weights_map, not_carried, notes)
 
 
-def _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors) -> str:
+def _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes) -> str:
     ops = Path(keras_ops.__file__).read_text()
     ops = ops[ops.index('"""', 3) + 3:].lstrip("\n")  # keras_ops without its module docstring
     returns = [f"channels_last({tensors[name].var})" for name in outputs]
     shapes = ", ".join(f"(N, {', '.join('…' for _ in range(ranks[name] - 1))})" for name in outputs)
     body = "\n".join(f"        {line}" for line in init_lines) or "        pass"
     steps = "\n".join(f"        {line}" for line in forward_lines)
+    ignored = "".join(f"    {_text(note)}\n" for note in notes)
+    ignored = f"\nLeft out of the Keras config:\n{ignored}" if notes else ""
     header = f'''"""{_text(model.name)} as a PyTorch module, generated from its Keras config and weights alone.
 
 Inputs and outputs are laid out as in Keras (images channels-last: (N, H, W, C)); inside, tensors are
@@ -203,7 +233,7 @@ channels-first. `forward` lists the Keras layers in graph order, each named in a
 
 Weights: model.safetensors; where each Keras weight went: weights_map.json.
 Outputs: {shapes}.
-"""
+{ignored}"""
 
 '''
     return (header + ops.rstrip("\n") + "\n\n\n"

@@ -9,7 +9,7 @@ depend on the order of the other axes (Flatten, Reshape, Permute) work in Keras'
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -57,6 +57,7 @@ class Emitted:
     weights: dict[str, WeightRule] = field(default_factory=dict)
     activation: str | None = None  # applied after `expr` (a Conv's or Dense's own activation)
     in_source: tuple[str, ...] = ()  # Keras weights written into the source as constants, not into the state_dict
+    ignored: tuple[str, ...] = ()  # config fields the emitter did not read (set by `emit`, see `_ignored`)
 
 
 @dataclass(frozen=True)
@@ -66,25 +67,89 @@ class Context:
 
 
 Emitter = Callable[[KerasLayer, dict, list[Tensor], Context], Emitted]
-_EMITTERS: dict[str, Emitter] = {}
 
 
-def emits(*class_names: str):
-    """Register an emitter for the Keras layer classes `class_names`."""
+@dataclass(frozen=True)
+class _Registered:
+    function: Emitter
+    ignores: frozenset[str]  # config fields it need not read (see `emits`)
+
+
+_EMITTERS: dict[str, _Registered] = {}
+
+# Config fields that do not change what a layer computes: its name, how it was initialised and seeded,
+# whether it trains, its dtype (`generate` notes any but float32), the input shape a Keras 2 Sequential's
+# first layer carries, and its regularizers and constraints (`generate` reports those as not carried).
+_INERT_FIELDS = frozenset({"name", "trainable", "dtype", "seed", "batch_input_shape", "batch_shape"})
+_INERT_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+# Fields only Keras 1 wrote (Keras 2.0 renamed them: init → kernel_initializer, border_mode → padding, ...)
+_KERAS1_FIELDS = ("init", "border_mode", "subsample", "dim_ordering", "nb_filter", "W_regularizer")
+
+
+def emits(*class_names: str, ignores: tuple[str, ...] = ()):
+    """Register an emitter for the Keras layer classes `class_names`; `ignores`: config fields it need not
+    read — restated by the weights' shapes (`filters`, `units`), or meaningless for the class."""
 
     def decorate(function: Emitter) -> Emitter:
         for name in class_names:
-            _EMITTERS[name] = function
+            _EMITTERS[name] = _Registered(function, frozenset(ignores))
         return function
 
     return decorate
 
 
+class _Fields(dict):
+    """A layer's config that records which fields are read, so that what its emitter never looked at is
+    noted as ignored rather than dropped in silence."""
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+
 def emit(layer: KerasLayer, weights: dict, inputs: list[Tensor], context: Context) -> Emitted:
-    """`layer` as source (see `Emitted`). Raises BadInput naming the layer where its class or an option is not supported."""
-    if layer.class_name not in _EMITTERS:
+    """`layer` as source (see `Emitted`), with the config fields its emitter did not read in `ignored`.
+
+    Raises:
+        BadInput: naming the layer, where its class or an option is not supported, its config is Keras
+            1's, or a field or weight its emitter needs is missing.
+    """
+    registered = _EMITTERS.get(layer.class_name)
+    if registered is None:
         raise BadInput(f"layer {layer.name}: {layer.class_name} has no native PyTorch equivalent here yet; the ONNX path (model.pt2) still works")
-    return _EMITTERS[layer.class_name](layer, weights, inputs, context)
+    keras1 = [name for name in _KERAS1_FIELDS if name in layer.config]
+    if keras1:
+        raise unsupported(layer, f"a Keras 1 config (field '{keras1[0]}', which Keras 2 renamed)")
+    fields = _Fields(layer.config)
+    if fields.get("data_format", "channels_last") != "channels_last":
+        raise unsupported(layer, f"data_format {fields['data_format']}")  # every emitter takes Keras's tensors channels-last
+    try:
+        emitted = registered.function(replace(layer, config=fields), weights, inputs, context)
+    except KeyError as exc:
+        raise BadInput(f"layer {layer.name} ({layer.class_name}): its config or weights lack {exc.args[0]!r}, which the "
+                       "native model needs; the ONNX path (model.pt2) still works") from exc
+    emitted.ignored = _ignored(fields, registered.ignores)
+    return emitted
+
+
+def _ignored(fields: _Fields, ignores: frozenset[str]) -> tuple[str, ...]:
+    """The fields of `fields` nobody read, but for the inert ones (`_INERT_FIELDS`) and those the emitter
+    `ignores`; a field set to null or false is an option left off, and not among them."""
+    return tuple(sorted(key for key, value in dict.items(fields)
+                        if key not in fields.read and key not in ignores and key not in _INERT_FIELDS
+                        and not key.endswith(_INERT_SUFFIXES) and value is not None and value is not False))
 
 
 def unsupported(layer: KerasLayer, what: str) -> BadInput:
@@ -159,7 +224,7 @@ def _same(layer: KerasLayer) -> bool:
     return layer.config["padding"] == "same"
 
 
-@emits("Conv1D", "Conv2D")
+@emits("Conv1D", "Conv2D", ignores=("filters",))
 def _conv(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     dims = 1 if layer.class_name == "Conv1D" else 2
@@ -176,16 +241,18 @@ def _conv(layer, weights, inputs, context):
     if bias:
         rules["bias"] = WeightRule("conv.bias")
     return Emitted(f"SameConv({conv}, same={same})", f"self.{context.attr}({x.var})", x.rank, rules,
-                   config.get("activation"))
+                   layer.activation)
 
 
-@emits("Conv2DTranspose")
+@emits("Conv2DTranspose", ignores=("filters",))
 def _conv_transpose(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     same = _same(layer)
     kernel_size, strides = _pair(config["kernel_size"], 2), _pair(config.get("strides", 1), 2)
     if config.get("output_padding") is not None or _pair(config.get("dilation_rate", 1), 2) != (1, 1):
         raise unsupported(layer, "output_padding or dilation")
+    if config.get("groups", 1) != 1:  # tf-keras writes groups (always 1 where Keras built it)
+        raise unsupported(layer, f"groups {config['groups']}")
     if same and any(k < s for k, s in zip(kernel_size, strides, strict=True)):
         raise unsupported(layer, "padding 'same' with a kernel smaller than its stride")
     kernel = weights["kernel"]  # (kh, kw, out, in)
@@ -195,10 +262,11 @@ def _conv_transpose(layer, weights, inputs, context):
     if bias:
         rules["bias"] = WeightRule("conv.bias")
     return Emitted(f"SameConvTranspose({conv}, same={same})", f"self.{context.attr}({x.var})", x.rank, rules,
-                   config.get("activation"))
+                   layer.activation)
 
 
-@emits("DepthwiseConv2D")
+# Keras 2 writes its Conv base class's `groups` (always 1) into depthwise and separable configs too
+@emits("DepthwiseConv2D", ignores=("depth_multiplier", "kernel_size", "groups"))
 def _depthwise(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     same = _same(layer)
@@ -212,10 +280,10 @@ def _depthwise(layer, weights, inputs, context):
     if bias:
         rules["bias"] = WeightRule("conv.bias")
     return Emitted(f"SameConv({conv}, same={same})", f"self.{context.attr}({x.var})", x.rank, rules,
-                   config.get("activation"))
+                   layer.activation)
 
 
-@emits("SeparableConv2D")
+@emits("SeparableConv2D", ignores=("filters", "depth_multiplier", "kernel_size", "groups"))
 def _separable(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     same = _same(layer)
@@ -230,10 +298,10 @@ def _separable(layer, weights, inputs, context):
              "pointwise_kernel": WeightRule("pointwise.weight", (3, 2, 0, 1))}
     if bias:
         rules["bias"] = WeightRule("pointwise.bias")
-    return Emitted(f"SeparableConv({depthwise}, {pointwise})", f"self.{context.attr}({x.var})", x.rank, rules, config.get("activation"))
+    return Emitted(f"SeparableConv({depthwise}, {pointwise})", f"self.{context.attr}({x.var})", x.rank, rules, layer.activation)
 
 
-@emits("Dense")
+@emits("Dense", ignores=("units",))
 def _dense(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     kernel = weights["kernel"]
@@ -243,12 +311,15 @@ def _dense(layer, weights, inputs, context):
         rules["bias"] = WeightRule("bias")
     # Dense acts on Keras's last axis: the channel axis 1 of a channels-first tensor
     expr = f"self.{context.attr}({x.var})" if x.rank == 2 else f"channels_first(self.{context.attr}(channels_last({x.var})))"
-    return Emitted(f"nn.Linear({kernel.shape[0]}, {kernel.shape[1]}{'' if bias else ', bias=False'})", expr, x.rank, rules, config.get("activation"))
+    return Emitted(f"nn.Linear({kernel.shape[0]}, {kernel.shape[1]}{'' if bias else ', bias=False'})", expr, x.rank, rules, layer.activation)
 
 
-@emits("BatchNormalization")
+# tf-keras writes `renorm_momentum` with renorm off, and TensorFlow 1.x-era files `fused` (which kernel ran)
+@emits("BatchNormalization", ignores=("renorm_momentum", "fused"))
 def _batch_norm(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
+    if config.get("renorm"):
+        raise unsupported(layer, "renorm=True")
     axis = config.get("axis", -1)
     axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
     if not isinstance(axis, int) or torch_axis(axis, x.rank) != 1:
@@ -274,6 +345,8 @@ def _layer_norm(layer, weights, inputs, context):
         raise unsupported(layer, f"axis {axis} (only the last axis)")
     if not (config.get("scale", True) and config.get("center", True)):
         raise unsupported(layer, "scale or center off")
+    if config.get("rms_scaling"):
+        raise unsupported(layer, "rms_scaling=True")
     channels = weights["gamma"].shape[0]
     rules = {"gamma": WeightRule("weight"), "beta": WeightRule("bias")}
     expr = f"self.{context.attr}({x.var})" if x.rank == 2 else f"channels_first(self.{context.attr}(channels_last({x.var})))"
@@ -283,7 +356,7 @@ def _layer_norm(layer, weights, inputs, context):
 @emits("Activation")
 def _activation(layer, weights, inputs, context):
     (x,) = inputs
-    return Emitted(None, x.var, x.rank, activation=layer.config.get("activation"))
+    return Emitted(None, x.var, x.rank, activation=layer.activation)
 
 
 @emits("ReLU")
@@ -448,6 +521,10 @@ def _normalization(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     if config.get("invert"):
         raise unsupported(layer, "invert=True")
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis is not None and (not isinstance(axis, int) or axis % x.rank != x.rank - 1):
+        raise unsupported(layer, f"axis {axis} (statistics per channel or one for all only)")
     mean, variance = config.get("mean"), config.get("variance")
     if mean is None:
         mean, variance = weights["mean"], weights["variance"]
@@ -458,7 +535,7 @@ def _normalization(layer, weights, inputs, context):
     return Emitted(module, f"self.{context.attr}({x.var})", x.rank, in_source=tuple(weights))
 
 
-@emits("LayerScale")
+@emits("LayerScale", ignores=("init_values", "projection_dim"))  # how gamma started; its width: both in the weight
 def _layer_scale(layer, weights, inputs, context):
     (x,) = inputs
     (name, gamma), = weights.items()

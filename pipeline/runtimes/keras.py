@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from pipeline.common.errors import BadInput, PipelineError
-from pipeline.common.keras_job import ERROR_PREFIX, WORKER_MODULE, WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE, KerasJob, KerasJobResult
+from pipeline.common.errors import BadInput, PipelineError, WorkerCrashed
+from pipeline.common.keras_job import (ERROR_PREFIX, STEP_PREFIX, TRAINED_BUILDER_MODULE, WORKER_MODULE, WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE,
+                                      KerasJob, KerasJobResult)
 from pipeline.common.paths import child_environment
 
 
@@ -24,7 +26,9 @@ def run(job: KerasJob) -> KerasJobResult:
     Raises:
         BadInput: the worker reported a problem with the model or data (its one-line message), or ran
             past its time limit (`WORKER_TIMEOUT_S`, or `PIPELINE_WORKER_TIMEOUT` seconds) and was killed.
-        PipelineError: the worker died without saying why (e.g. killed, out of memory).
+        WorkerCrashed: the worker died by a signal (a crash inside TensorFlow, or killed): the message names
+            the signal and the part of the job it was in, not TensorFlow's log lines.
+        PipelineError: the worker exited non-zero without saying why.
     """
     limit = float(os.environ.get("PIPELINE_WORKER_TIMEOUT", WORKER_TIMEOUT_S))
     with tempfile.TemporaryDirectory() as scratch:
@@ -42,11 +46,25 @@ def run(job: KerasJob) -> KerasJobResult:
         errors = [line[len(ERROR_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
         if errors:
             raise BadInput(f"Keras/TensorFlow could not process {job.model}: {errors[-1]}")
-        if completed.returncode == -9:  # SIGKILL: on a machine that kills no one else, the kernel's out-of-memory killer
-            raise PipelineError(f"the TensorFlow process was killed (signal 9, most likely out of memory) while working on {job.model}; "
-                                "free memory or run one large model at a time")
-        tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
-        raise PipelineError(f"the TensorFlow process exited with code {completed.returncode}: {tail}")
+        steps = [line[len(STEP_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(STEP_PREFIX)]
+        step = steps[-1] if steps else ""
+        where = f" in {step}" if step else ""
+        if completed.returncode == -signal.SIGKILL:  # on a machine that kills no one else, the kernel's out-of-memory killer
+            raise WorkerCrashed(f"the TensorFlow process was killed (SIGKILL, most likely out of memory){where} on {Path(job.model).name}; "
+                                "free memory or run one large model at a time", "SIGKILL", step)
+        if completed.returncode < 0:  # TensorFlow's own crash: its last log lines are noise, not the reason
+            name = _signal_name(-completed.returncode)
+            raise WorkerCrashed(f"the TensorFlow process crashed ({name}){where} on {Path(job.model).name}", name, step)
+        said = [line for line in completed.stderr.strip().splitlines() if not line.startswith(STEP_PREFIX)]
+        raise PipelineError(f"the TensorFlow process exited with code {completed.returncode}{where}: {' | '.join(said[-3:])}")
+
+
+def _signal_name(number: int) -> str:
+    """"SIGSEGV" for 11; "signal N" for a number without a name."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
 
 
 def build_zoo(folder: Path, names: list[str]) -> list[dict]:
@@ -56,9 +74,24 @@ def build_zoo(folder: Path, names: list[str]) -> list[dict]:
     Raises:
         PipelineError: the builder failed (its last lines).
     """
-    command = [sys.executable, "-m", ZOO_BUILDER_MODULE, str(folder), *names]
+    return _build([sys.executable, "-m", ZOO_BUILDER_MODULE, str(folder), *names], "the zoo")
+
+
+def build_trained(folder: Path, flavour: str, names: list[str] = ()) -> list[dict]:
+    """Train the zoo's trained members (`tf_side.trained_build`; all where `names` is empty) into `folder`
+    as `flavour` writes them (keras2: tf-keras .h5, keras3: .keras); one summary dict per model (its file,
+    its training loss after each pass).
+
+    Raises:
+        PipelineError: the builder failed (its last lines).
+    """
+    return _build([sys.executable, "-m", TRAINED_BUILDER_MODULE, str(folder), flavour, *names], "the trained models")
+
+
+def _build(command: list[str], what: str) -> list[dict]:
+    """Run a builder in a TensorFlow process; its JSON lines."""
     completed = subprocess.run(command, env=child_environment(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     if completed.returncode != 0:
         tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
-        raise PipelineError(f"building the zoo failed (exit {completed.returncode}): {tail}")
+        raise PipelineError(f"building {what} failed (exit {completed.returncode}): {tail}")
     return [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]

@@ -8,6 +8,7 @@ from pathlib import Path
 from pipeline.common import manifest
 from pipeline.common.atomic import write_text
 from pipeline.common.paths import ModelPaths
+from pipeline.common.stage_status import NOT_BUILT, StageStatus
 from pipeline.common.tolerances import describe_scaled, short
 from pipeline.data import checkset
 
@@ -36,7 +37,9 @@ def verify_table(verify: dict) -> str:
                  f"Outputs are not probabilities: max |Δ| ≤ {describe_scaled()}{widened}; argmax not gated.")
     lines.extend(_float64_lines(verify))
     for name, why in verify.get("not_applicable", {}).items():
-        lines.append(f"Backend `{name}` not compared: {why}.")
+        lines.append(f"{name}: {why}." if why.startswith(NOT_BUILT) else f"Backend `{name}` not compared: {why}.")
+    if verify.get("layer_warning"):
+        lines.append(f"Warning: {verify['layer_warning']}.")
     lines.append(f"Verification {'PASSED' if verify['passed'] else 'FAILED'}.")
     return "\n".join(lines)
 
@@ -72,7 +75,7 @@ def _float64_lines(verify: dict) -> list[str]:
 
 def layers_table(layers: dict) -> str:
     """Per Keras layer: max |Δ| against Keras in each backend, the tolerance, ✓/✗ (Markdown)."""
-    from pipeline.verifier.layer_compare import fused_phrase
+    from pipeline.verifier.layer_compare import label
 
     backends = layers["backends"]
     lines = [f"| # | Keras layer | class | {' | '.join(f'max abs Δ {b}' for b in backends)} | tolerance | |",
@@ -82,20 +85,19 @@ def layers_table(layers: dict) -> str:
         cells = [f"{diffs[b]['max_abs_diff']:.2e}" if b in diffs else "—" for b in backends]
         tolerance = f"{row['diffs'][0]['tolerance']:.1e}" if row["diffs"] else "—"
         mark = ("✓" if row["passed"] else "✗") if row["diffs"] else "·"
-        name = row["keras_layer"]
+        name = label(row["keras_layer"], row.get("fused", []))
         if row["shared_with"] and not row["compared"]:
             name += f" (shares point with {', '.join(row['shared_with'])})"
-        name += fused_phrase(row.get("fused", []))
         lines.append(f"| {index} | {name} | {row['keras_class']} | {' | '.join(cells)} | {tolerance} | {mark} |")
     lines.append(f"\nTolerance per layer: {describe_scaled('max|Keras output|', layers['atol'], layers['rtol'])}, "
                  "or more where the layer's own float32 noise is larger (see above); "
-                 f"{layers['images']} images, layers placed by {layers.get('placed_by', 'graph walk')}. "
+                 f"{layers['images']} images; each layer placed by {layers['placed_by']}. "
                  "·: no comparison point of its own.")
     if layers.get("manual_note"):
         lines.append(f"Hand-written model: {layers['manual_note']}.")
     divergence = layers["first_divergence"]
     if divergence:
-        lines.append(f"**First divergence: `{divergence['keras_layer']}`{fused_phrase(divergence.get('fused', []))} in "
+        lines.append(f"**First divergence: `{label(divergence['keras_layer'], divergence.get('fused', []))}` in "
                      f"{divergence['backend']}** — max |Δ| "
                      f"{divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g} "
                      f"(ONNX node `{divergence['onnx_node']}`, FX node `{divergence['fx_node']}`).")
@@ -167,6 +169,8 @@ def _load(path: Path) -> dict | None:
 
 def parity_table(parity: dict) -> str:
     """The native model's training step against Keras's: the worst relative error of each kind (Markdown)."""
+    if parity.get("skipped"):
+        return f"Training parity skipped: {parity['skipped']}."
     lines = ["| compared | tensors | worst relative L2 error | bound | |", "|---|---|---|---|---|"]
     for kind, worst in parity["worst"].items():
         rows = [r for r in parity["rows"] if r["kind"] == kind]
@@ -232,7 +236,12 @@ def summary(out_dir: Path) -> str:
                                f"{verify['test_images']:,} test + {verify['random_images']} random images"
                                + (f" + {verify['user_inputs']} of yours" if verify.get("user_inputs") else "")))
     parity = _load(paths.native_parity)
-    if parity:
+    status = StageStatus.read(paths.native_status)
+    if status is not None and not status.built:
+        rows.append(("native", f"{NOT_BUILT}{status.reason}"))
+    elif parity and parity.get("skipped"):
+        rows.append(("native", f"training parity skipped — {parity['skipped']}; {paths.native_source}"))
+    elif parity:
         worst = ", ".join(f"{kind} {value:.1e}" for kind, value in parity["worst"].items())
         rows.append(("native", f"training parity {'PASSED' if parity['passed'] else 'FAILED'} — worst relative error {worst} "
                                f"(bound {parity['rtol']:g}); {paths.native_source}"))

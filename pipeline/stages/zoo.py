@@ -1,6 +1,8 @@
 """`make zoo`: the verdict on models nobody here wrote — Keras Applications architectures with calibrated
 random weights (built with our own seed by `tf_side.zoo_build`), each as `.keras` and as a legacy
-`.h5`, through onnx, torch and verify — and `zoo/summary.md`, one row per model and format.
+`.h5`, and the trained members (`TRAINED`: small models trained a few hundred steps by
+`tf_side.trained_build`, written by tf-keras as `.h5` and by Keras 3 as `.keras`, as users' files are),
+through onnx, torch, native and verify — and `zoo/summary.md`, one row per model and format.
 
 The whole zoo takes hours on a small machine, so a run with `--models` adds its rows to those already in
 `summary.json` (a rerun replaces a model's row); each row carries the day it was run.
@@ -22,6 +24,10 @@ from pipeline.common.paths import ModelPaths
 ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "EfficientNetV2B0", "ResNet50",
                  "ResNet50V2", "DenseNet121", "InceptionV3", "Xception", "VGG16", "ConvNeXtTiny", "NASNetMobile")
 FORMATS = ("keras", "h5")  # Keras 3's own format, and the legacy HDF5 older models arrive in
+TRAINED = "trained"  # the name that asks for every trained member (their names are the builder's)
+# Which Keras writes each format of a trained member: the legacy .h5 by tf-keras (the Keras 2 API users' files
+# come from), .keras by Keras 3 (`tf_side.trained_build.FLAVOURS`).
+TRAINED_FLAVOURS = {"h5": "keras2", "keras": "keras3"}
 
 
 @dataclass
@@ -41,22 +47,30 @@ class ZooRow:
     # relative error against Keras's (gradients, statistics, SGD and Adam updates).
     native: str = ""
     parity_worst: float | None = None
+    weights: str = "calibrated random"  # or "trained" (the trained members)
 
 
-def run(out: Path, names: tuple[str, ...] = ARCHITECTURES, formats: tuple[str, ...] = FORMATS, progress: bool = True) -> list[ZooRow]:
-    """Build every architecture in `names`, convert and verify it in each of `formats`; write
-    `<out>/zoo/summary.md` and `summary.json`, keeping the rows of earlier runs for other models and
-    formats. Returns this run's rows (a failing model is a row, not an error)."""
+def run(out: Path, names: tuple[str, ...] = (*ARCHITECTURES, TRAINED), formats: tuple[str, ...] = FORMATS,
+        progress: bool = True) -> list[ZooRow]:
+    """Build every architecture in `names` (and, with TRAINED among them, train every trained member),
+    convert and verify it in each of `formats`; write `<out>/zoo/summary.md` and `summary.json`, keeping
+    the rows of earlier runs for other models and formats. Returns this run's rows (a failing model is
+    a row, not an error)."""
     from pipeline.runtimes import keras as keras_runtime
 
     folder = Path(out) / "zoo"
-    built = {row["model"]: row for row in keras_runtime.build_zoo(folder / "models", list(names))}
-    rows = []
-    for name in names:
+    architectures = [name for name in names if name != TRAINED]
+    built = {row["model"]: row for row in keras_runtime.build_zoo(folder / "models", architectures)} if architectures else {}
+    jobs = [(folder / "models" / f"{name}.{fmt}", folder / fmt, built[name]) for name in architectures for fmt in formats]
+    if TRAINED in names:
         for fmt in formats:
-            rows.append(_one(folder / "models" / f"{name}.{fmt}", folder / fmt, built[name], progress))
-            # written after every row: a run stopped halfway keeps what it measured
-            _write(folder, merged(_earlier(folder), rows))
+            for row in keras_runtime.build_trained(folder / "models" / "trained", TRAINED_FLAVOURS[fmt]):
+                jobs.append((Path(row["file"]), folder / f"trained_{fmt}", row | {"weights": "trained"}))
+    rows = []
+    for model, models_out, summary in jobs:
+        rows.append(_one(model, models_out, summary, progress))
+        # written after every row: a run stopped halfway keeps what it measured
+        _write(folder, merged(_earlier(folder), rows))
     return rows
 
 
@@ -82,7 +96,7 @@ def _write(folder: Path, rows: list[ZooRow]) -> None:
 
 def _native(model: Path, paths: ModelPaths, row: ZooRow) -> Path | None:
     """The native model of `model` with its training parity, into `row`; its source, for verify, or None
-    where it could not be generated (the ONNX path is verified all the same)."""
+    where the stage failed and so left none (the ONNX path is verified all the same)."""
     from pipeline.common.errors import CheckFailed
     from pipeline.stages import native
 
@@ -90,12 +104,15 @@ def _native(model: Path, paths: ModelPaths, row: ZooRow) -> Path | None:
         result = native.run(model, paths.dir, parity=True)
     except CheckFailed as exc:
         row.native = f"FAILED: {' '.join(str(exc).split())[:160]}"
-        return paths.native_source
+        return None
     except PipelineError as exc:
         row.native = f"not generated: {' '.join(str(exc).split())[:160]}"
         return None
-    row.parity_worst = max(result.parity.worst.values())
-    row.native = "parity ✓"
+    if result.parity.skipped:
+        row.native = f"parity skipped: {' '.join(result.parity.skipped.split())[:160]}"
+    else:
+        row.parity_worst = max(result.parity.worst.values())
+        row.native = "parity ✓"
     return result.source
 
 
@@ -106,7 +123,7 @@ def _one(model: Path, out: Path, built: dict, progress: bool) -> ZooRow:
 
     started = time.perf_counter()
     row = ZooRow(model.stem, model.suffix.lstrip("."), built.get("layers", 0), False, None, None, None, 0, "", 0.0,
-                 time.strftime("%Y-%m-%d", time.gmtime()))
+                 time.strftime("%Y-%m-%d", time.gmtime()), weights=built.get("weights", ZooRow.weights))
     try:
         onnx_result = to_onnx.run(model, out, None)
         paths = ModelPaths.for_model(model, out)
@@ -149,10 +166,11 @@ def table(rows: list[ZooRow]) -> str:
     def figure(value, spec):
         return "—" if value is None else format(value, spec)
 
-    lines = ["| model | format | layers | converted? | float64 proof max \\|Δ\\| | float32 noise ratio | saturated | layers compared "
-             "| verdict | native model | training parity (worst) | s | run on |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | weights | format | layers | converted? | float64 proof max \\|Δ\\| | float32 noise ratio | saturated | layers compared "
+             "| verdict | native model | training parity (worst) | s | run on |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r.model} | .{r.format} | {r.layers} | {'yes' if r.converted else 'no'} | {figure(r.proof_max_abs_diff, '.1e')} | "
+        lines.append(f"| {r.model} | {r.weights} | .{r.format} | {r.layers} | {'yes' if r.converted else 'no'} | "
+                     f"{figure(r.proof_max_abs_diff, '.1e')} | "
                      f"{figure(r.noise_ratio, '.2f')} | {figure(r.saturated_share, '.0%')} | {r.layers_compared} | {r.verdict} | "
                      f"{r.native or '—'} | {figure(r.parity_worst, '.1e')} | {r.seconds:.0f} | {r.date or '—'} |")
     verified = sum(r.verdict.startswith("verified") for r in rows)

@@ -78,8 +78,13 @@ def _with_ops_as_layers(path: Path, keras):
     if raw is None:
         return None
     config = json.loads(raw if isinstance(raw, str) else raw.decode())
+    inner = config.get("config") if isinstance(config, dict) else None
+    if not isinstance(inner, dict) or not isinstance(inner.get("layers"), list):
+        return None  # a Keras 2.0–2.1 Sequential (its config a plain list of layers) has no op nodes: tf-keras reads it
     changed = 0
-    for layer in config.get("config", {}).get("layers", []):
+    for layer in inner["layers"]:
+        if not isinstance(layer, dict):
+            continue
         nodes = layer.get("inbound_nodes") or []
         args = nodes[0].get("args") if len(nodes) == 1 and isinstance(nodes[0], dict) else None
         if layer.get("class_name") not in _SCALAR_OPS or not args or len(args) != 2:

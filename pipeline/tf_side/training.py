@@ -12,13 +12,15 @@ Keras's defaults. The same step of the float64 rebuild (`tf_side.float64`) is wr
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.common.atomic import atomic_path
 from pipeline.common.checksums import sha256_of
-from pipeline.common.keras_job import STEP_BATCH_KEYS, STEP_MODEL_KEY
+from pipeline.common.keras_job import CRASH_TRAINING_FOR_TESTS, STEP_BATCH_KEYS, STEP_MODEL_KEY
 from pipeline.keras_file.weights import AUTO_NAMED, weight_leaf
 from pipeline.tf_side import float64
 from pipeline.tf_side.loading import keras_api
@@ -48,12 +50,14 @@ def _leaf_layers(model):
             yield layer
 
 
-def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str) -> dict[str, np.ndarray]:
-    """The training step of the module docstring on `model` (which it leaves changed), by `layer/weight`."""
+def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str, safe: bool = False) -> dict[str, np.ndarray]:
+    """The training step of the module docstring on `model` (which it leaves changed), by `layer/weight`;
+    with `safe`, tf-keras's optimizers are not compiled with XLA either."""
     import tensorflow as tf
 
     keras = keras_api(model)
-    dtype = model.inputs[0].dtype
+    # tf-keras gives the input's dtype as a `tf.DType` (`tf.float32`), which numpy cannot read; Keras 3 as a string
+    dtype = np.dtype(tf.as_dtype(model.inputs[0].dtype).as_numpy_dtype)
     for layer in _leaf_layers(model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
@@ -75,8 +79,9 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str) -> dict[str,
         if isinstance(layer, keras.layers.BatchNormalization):
             arrays[f"moving/{layer.name}/moving_mean"] = np.asarray(layer.moving_mean.numpy())
             arrays[f"moving/{layer.name}/moving_variance"] = np.asarray(layer.moving_variance.numpy())
-    for kind, optimizer in (("sgd", keras.optimizers.SGD(learning_rate=LEARNING_RATES["sgd"])),
-                            ("adam", keras.optimizers.Adam(learning_rate=LEARNING_RATES["adam"]))):
+    no_xla = {"jit_compile": False} if safe and keras.__name__ != "keras" else {}  # Keras 3's optimizers take no such option
+    for kind, optimizer in (("sgd", keras.optimizers.SGD(learning_rate=LEARNING_RATES["sgd"], **no_xla)),
+                            ("adam", keras.optimizers.Adam(learning_rate=LEARNING_RATES["adam"], **no_xla))):
         for variable, value in zip(trainable, start, strict=True):
             variable.assign(value)
         optimizer.apply_gradients([(g, v) for g, v in zip(gradients, trainable, strict=True) if g is not None])
@@ -85,20 +90,27 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str) -> dict[str,
     return arrays
 
 
-def step(model, model_path: Path, batch_file: Path, out: Path) -> None:
+def step(model, model_path: Path, batch_file: Path, out: Path, safe: bool = False) -> None:
     """Run the training step of the module docstring on `batch_file`'s batch, in float32 and on the
     float64 rebuild (where the model rebuilds); write `out` (.npz), with the batch and `model_path`'s
-    SHA-256 (`verifier.training_batch`: a later stage reuses the step only for this model and batch)."""
+    SHA-256 (`verifier.training_batch`: a later stage reuses the step only for this model and batch).
+    `safe`: the retry after this step crashed a process — every function run eagerly, no XLA."""
     keras = keras_api(model)
     with np.load(batch_file, allow_pickle=False) as batch:
         x, labels, loss_kind = batch["inputs"], batch["labels"], str(batch["loss"])
+    if os.environ.get(CRASH_TRAINING_FOR_TESTS) == "always" or (os.environ.get(CRASH_TRAINING_FOR_TESTS) == "first" and not safe):
+        os.kill(os.getpid(), signal.SIGSEGV)  # the test hook (`CRASH_TRAINING_FOR_TESTS`): die as TensorFlow does here
+    if safe:
+        import tensorflow as tf
+
+        tf.config.run_functions_eagerly(True)
     try:
         twin = float64.rebuild(model)  # before the step: it copies the weights and statistics as they start
     except ValueError as exc:
         twin, why = None, str(exc)
-    arrays = _step(model, x, labels, loss_kind)
-    if twin is not None:
-        arrays.update({f"f64/{key}": value for key, value in _step(twin, x, labels, loss_kind).items()})
+    arrays = _step(model, x, labels, loss_kind, safe)
+    if twin is not None:  # kept in the safe retry: on a small batch, Keras's own rounding is what the bound needs
+        arrays.update({f"f64/{key}": value for key, value in _step(twin, x, labels, loss_kind, safe).items()})
     else:
         arrays["f64_unavailable"] = np.array(why)
     arrays["adam_epsilon"] = np.array(float(keras.optimizers.Adam().epsilon))

@@ -2,8 +2,9 @@
 
 The model is checked with h5py before Keras sees it (this is the process that would run a Lambda's
 code), loaded once, then the job's parts run in order: conversion, reference outputs, layer outputs,
-timing, training step. Any failure ends in exit code 2 and one stderr line prefixed `ERROR_PREFIX` —
-but a training step asked for ahead (`training_ahead`), which is left out instead.
+timing, training step. Each part is named on stderr (`STEP_PREFIX`) before it starts, so a crash inside
+TensorFlow, which cannot report, is still placed. Any failure ends in exit code 2 and one stderr line
+prefixed `ERROR_PREFIX` — but a training step asked for ahead (`training_ahead`), which is left out instead.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't mat
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 
 from pipeline.common.errors import BadInput  # noqa: E402
-from pipeline.common.keras_job import ERROR_PREFIX, KerasJob, KerasJobResult  # noqa: E402
+from pipeline.common.keras_job import ERROR_PREFIX, STEP_PREFIX, KerasJob, KerasJobResult  # noqa: E402
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
 from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx, training  # noqa: E402
@@ -33,31 +34,43 @@ def run_job(job: KerasJob) -> KerasJobResult:
     if not job.input_ranges:
         job = dataclasses.replace(job, input_ranges=checkset.DEFAULT_RANGES)
     safety.check(job.model, job.allow_unsafe_code)  # again here: this process is the one that would run the code
+    _starting("loading the Keras model")
     model = load_keras_model(job.model, job.allow_unsafe_code)
     api, shape = keras_api(model), input_shape_of(model)
     result = KerasJobResult(keras_version=f"{api.__name__} {api.__version__}", input_shape=shape)
     # Checked before anything is written: a wrong file must not leave a new model.onnx behind.
     user_inputs = checkset.load_user_inputs(job.inputs, shape) if job.inputs else None
     if job.onnx:
+        _starting("the conversion to ONNX (tf2onnx)")
         result.onnx_rewrites = to_onnx.convert(model, job.onnx, job.opset)
     if job.reference:
+        _starting("Keras's outputs on the check set")
         result.reference_sets = outputs.reference(model, job.model, job.reference, job.data, user_inputs, job.input_ranges)
     if job.layers:
+        _starting("Keras's every layer output")
         result.layers = outputs.layer_outputs(model, job.model, job.layers, job.data, job.input_ranges)
     if job.onnx_f64 or job.reference_f64 or job.layers_f64:
+        _starting("the float64 rebuild of the model")
         result.float64 = _float64_parts(model, job, user_inputs)
     if job.bench is not None:
+        _starting("timing Keras")
         result.bench = timing.bench(model, job.data, job.bench)
     if job.training is not None:
+        _starting("the Keras training step for training parity" + (" (retried eagerly)" if job.training_safe else ""))
         try:
             with grouped_conv.without_xla(api, tracing=False):
-                training.step(model, job.model, job.training_batch, job.training)
+                training.step(model, job.model, job.training_batch, job.training, safe=job.training_safe)
         except Exception:
             if not job.training_ahead:
                 raise
             # Taken ahead (the onnx stage's job, for the native stage): its failure must not fail the
             # conversion. No step is stored; the native stage takes it itself and reports what fails.
     return result
+
+
+def _starting(part: str) -> None:
+    """Name the part of the job about to run, for the launcher to place a crash (`STEP_PREFIX`)."""
+    print(f"{STEP_PREFIX}{part}", file=sys.stderr, flush=True)
 
 
 def _float64_parts(model, job: KerasJob, user_inputs) -> str:

@@ -5,7 +5,7 @@
 - `compare`: one pair of backends over the check sets, and `require`, which turns a breach into an error;
 - `precision`: the model's own float32 noise against its float64 rebuild, and saturated outputs;
 - `keras_reference` (reading the files) and `keras_outputs` (reusing or recomputing them);
-- `value_map`, `layer_map` + `layer_compare`: each Keras layer's output found in the converted graph —
-  by float64 value, or by graph walk where there is no float64 rebuild — and compared;
+- `placement`: which tensor of the converted graph is each Keras layer's output (or a folded group's),
+  confirmed by value in float64; `layer_compare`: those tensors compared across backends;
 - `resnet8`: the hand-written, independent ResNet8.
 """

@@ -8,13 +8,15 @@ graph, onnx2torch's GraphModule, the hand-written model) is loaded once, by `Sou
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from pipeline.common.errors import NotApplicable
+from pipeline.common.stage_status import NOT_BUILT
 from pipeline.data import checkset
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import aoti, ort, pt2
@@ -37,6 +39,12 @@ class Artifacts:
     onnx_f64: Path | None = None  # the float64 rebuild's conversion: the float64 proof
     native: Path | None = None  # the native model's source, `native/model.py` (its weights beside it)
     pt2_aoti: Path | None = None  # the optimized program compiled ahead of time (AOTInductor)
+    # The model's own float32 conversion (the onnx stage's model.onnx) where `onnx` is another file (a
+    # conversion with a planted fault, someone else's): layers are placed by value in it (`placement`).
+    onnx_reference: Path | None = None
+    # {field: why its stage built nothing for this model} (`common.stage_status`): its backends are then
+    # reported not applicable with that reason, instead of left out without a word
+    not_built: dict[str, str] = field(default_factory=dict)
 
 
 class Sources:
@@ -65,6 +73,19 @@ class Sources:
         return to_fx.convert_raw(self.artifacts.onnx, self.keras.layer_names if self.keras else ())
 
     @cached_property
+    def reference_graph(self):
+        """(GraphModule, ONNX graph) in which layers are placed by value (`placement`): the model's own
+        conversion where another file is under test, else the file under test (the same objects)."""
+        reference = self.artifacts.onnx_reference
+        if reference is None or Path(reference).resolve() == Path(self.artifacts.onnx).resolve():
+            return self.graph_module, self.onnx_proto
+        import onnx
+
+        from pipeline.converters import to_fx
+
+        return to_fx.convert_raw(reference, self.keras.layer_names if self.keras else ()), onnx.load(str(reference))
+
+    @cached_property
     def graph_module_f64(self):
         """onnx2torch's GraphModule of the float64 rebuild's ONNX file, in float64."""
         from pipeline.converters import to_fx
@@ -74,11 +95,11 @@ class Sources:
     @cached_property
     def native(self):
         """The generated native model in eval mode with its weights, and its source module (`native.load`)."""
-        from pipeline.common.paths import ModelPaths
+        from pipeline.common.paths import NativePaths
         from pipeline.native import load
 
         source = Path(self.artifacts.native)
-        return load.load(source, ModelPaths(source.parent.parent).native_weights)
+        return load.load(source, NativePaths(source.parent).weights)
 
     @cached_property
     def manual(self):
@@ -105,8 +126,9 @@ def register(name: str, needs: str):
 
 
 def available(artifacts: Artifacts) -> list[str]:
-    """Names of the registered backends whose artifact is given, in registration order."""
-    return [name for name, (needs, _) in _REGISTRY.items() if getattr(artifacts, needs) is not None]
+    """Names of the registered backends whose artifact is given or was not built (`Artifacts.not_built`:
+    `load` then says why), in registration order."""
+    return [name for name, (needs, _) in _REGISTRY.items() if getattr(artifacts, needs) is not None or needs in artifacts.not_built]
 
 
 def needs(name: str) -> str:
@@ -115,8 +137,12 @@ def needs(name: str) -> str:
 
 
 def load(name: str, sources: Sources) -> Predict:
-    """Backend `name`'s predict function over `sources` (NotApplicable where it does not apply)."""
-    return _REGISTRY[name][1](sources)
+    """Backend `name`'s predict function over `sources` (NotApplicable where it does not apply, or where
+    its artifact was not built: `NOT_BUILT` and why)."""
+    needs, factory = _REGISTRY[name]
+    if getattr(sources.artifacts, needs) is None and needs in sources.artifacts.not_built:
+        raise NotApplicable(NOT_BUILT + sources.artifacts.not_built[needs])
+    return factory(sources)
 
 
 def run_sets(predict: Predict, sets: dict[str, np.ndarray], progress=None) -> dict[str, Outputs]:

@@ -59,3 +59,11 @@ def for_model(model: KerasModel, out_dir: Path, data: Path | None, with_layers: 
     usable_f64 = reference_f64 if reference_f64 is not None and not note else None
     return KerasOutputs(found["reference"], found.get("layers"), usable_f64,
                         found.get("layers_f64") if usable_f64 is not None else None, note)
+
+
+def own_conversion(model: KerasModel, folder: Path, allow_unsafe_code: bool = False) -> Path:
+    """`model` converted to ONNX as the onnx stage converts it, into `folder/model.onnx` (one TensorFlow
+    process): where another ONNX file is verified, its layers are placed in this one (`placement`)."""
+    onnx_path = Path(folder) / "model.onnx"
+    keras_runtime.run(KerasJob(model.path, allow_unsafe_code=allow_unsafe_code, onnx=onnx_path))
+    return onnx_path

@@ -8,6 +8,10 @@ rounding (Keras's float64 step is its float64 rebuild's, `tf_side.training`). Co
 each as a relative L2 error (`TRAIN_RTOL`): every trainable weight's gradient, the BatchNorm moving
 statistics after the forward pass, and every weight after one SGD step and after one Adam step (Keras's
 defaults mapped to torch's: `torch_adam_epsilon`), measured on the update (after − before).
+
+TensorFlow crashes in that step on some trained Keras 2 files (SIGSEGV, or SIGABRT on a corrupted heap).
+A crash is a finding, not the end: the step is taken once more the safe way (`SAFE_BATCH` samples, run
+eagerly, in a fresh process) and, where that crashes too, parity is skipped with the reason (`ParityReport.skipped`).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.atomic import write_text
-from pipeline.common.errors import CheckFailed
+from pipeline.common.errors import CheckFailed, WorkerCrashed
 from pipeline.common.keras_job import KerasJob
 from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
 from pipeline.keras_file.model import KerasModel
@@ -33,6 +37,10 @@ ADAM_BETAS = (0.9, 0.999)  # Keras's and torch's defaults alike
 STORED_STEP = "taken by the onnx stage's TensorFlow process, stored with the batch"
 OWN_STEP = "taken in a TensorFlow process of its own"
 NOISE_GRADIENT = "gradient below its own float32 rounding (zero in exact arithmetic): the step on it is not compared"
+# The retry's batch after Keras's step crashed its process: as small as can be, but two samples — torch's
+# BatchNorm refuses to train on one sample of a rank-2 input (no batch variance).
+SAFE_BATCH = 2
+SAFE_STEP = "taken again, eagerly on {batch} samples in a fresh TensorFlow process, after the first try crashed ({signal})"
 
 
 def torch_adam_epsilon(keras_epsilon: float, step: int = 1, beta2: float = ADAM_BETAS[1]) -> float:
@@ -65,12 +73,14 @@ class ParityReport:
     loss_keras: float
     loss_torch: float
     rows: list[ParityRow] = field(default_factory=list)
-    keras_step: str = ""  # where Keras's step came from: STORED_STEP or OWN_STEP
+    keras_step: str = ""  # where Keras's step came from: STORED_STEP, OWN_STEP or SAFE_STEP
     rtol: float = TRAIN_RTOL
+    skipped: str = ""  # why nothing was compared (Keras's step crashed TensorFlow twice); "" where compared
 
     @property
     def passed(self) -> bool:
-        return all(row.passed for row in self.rows)
+        """Every check within its bound; False where parity was skipped (nothing shown)."""
+        return not self.skipped and all(row.passed for row in self.rows)
 
     @property
     def worst(self) -> dict[str, float]:
@@ -81,6 +91,8 @@ class ParityReport:
         return worst
 
     def as_dict(self) -> dict:
+        if self.skipped:  # `passed` null: neither passed nor failed
+            return {"passed": None, "skipped": self.skipped, "rtol": self.rtol, "batch": self.batch, "inputs": self.inputs, "loss": self.loss}
         return {"passed": self.passed, "rtol": self.rtol, "noise_factor": TRAIN_NOISE_FACTOR, "batch": self.batch, "inputs": self.inputs,
                 "loss": self.loss, "loss_keras": self.loss_keras, "loss_torch": self.loss_torch, "keras_step": self.keras_step, "worst": self.worst,
                 "widened": sum(row.widened for row in self.rows), "rows": [asdict(row) | {"widened": row.widened} for row in self.rows]}
@@ -93,14 +105,34 @@ class ParityReport:
                               f"; {len(failing)} of {len(self.rows)} checks fail")
 
 
-def keras_step(keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: str) -> dict[str, np.ndarray]:
-    """Keras's training step on the batch, run in the TensorFlow process (`tf_side.training`)."""
+def keras_step(keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: str, safe: bool = False) -> dict[str, np.ndarray]:
+    """Keras's training step on the batch, run in the TensorFlow process (`tf_side.training`); `safe`: the
+    retry after a crash (eagerly, no XLA: `KerasJob.training_safe`).
+
+    Raises:
+        WorkerCrashed: TensorFlow crashed in the step.
+    """
     from pipeline.runtimes import keras as keras_runtime
 
     with tempfile.TemporaryDirectory() as scratch:
         batch, result = write_batch(Path(scratch) / "batch.npz", inputs, labels, loss), Path(scratch) / "step.npz"
-        keras_runtime.run(KerasJob(model=keras.path, training_batch=batch, training=result))
+        keras_runtime.run(KerasJob(model=keras.path, training_batch=batch, training=result, training_safe=safe))
         return read_step(result)[0]
+
+
+def _keras_step_or_retry(keras: KerasModel, inputs: np.ndarray, labels: np.ndarray, loss: str
+                         ) -> tuple[dict[str, np.ndarray] | None, np.ndarray, np.ndarray, str]:
+    """(Keras's step, the inputs and labels it was taken on, where it came from) — taken again the safe way on
+    the first `SAFE_BATCH` samples where the first try crashed; (None, ..., why) where the retry crashed too."""
+    try:
+        return keras_step(keras, inputs, labels, loss), inputs, labels, OWN_STEP
+    except WorkerCrashed as first:
+        inputs, labels = inputs[:SAFE_BATCH], labels[:SAFE_BATCH]
+        try:
+            return keras_step(keras, inputs, labels, loss, safe=True), inputs, labels, SAFE_STEP.format(batch=len(inputs), signal=first.signal)
+        except WorkerCrashed as again:
+            return None, inputs, labels, (f"{first}; retried eagerly on {len(inputs)} samples in a fresh process, "
+                                          f"it crashed again ({again.signal})")
 
 
 def _entry(weights_map: dict[str, dict], name: str) -> dict | None:
@@ -192,20 +224,27 @@ def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Pa
     """Training parity of the native `model` (with its `source` module and the `weights_map` it was
     written with, `native.load`) with `keras`; written to `out` (parity.json). Keras's step is the one
     the onnx stage stored at `stored`, where it was taken on this model and batch
-    (`training_batch.stored_step`), else `keras_step`'s. The caller decides whether a failure raises."""
+    (`training_batch.stored_step`), else `keras_step`'s — taken again the safe way where TensorFlow crashed
+    in it, and skipped with the reason where it crashed again. The caller decides whether a failure raises."""
     import torch
 
     with torch.inference_mode():
         output_shape = tuple(model.eval()(torch.zeros((1, *keras.input_shape))).shape[1:]) if keras.input_shape else ()
     inputs, labels, loss, origin = batch_for(keras, data, output_shape)
     found = stored_step(stored, keras, inputs, labels, loss) if stored is not None else None
-    reference = found if found is not None else keras_step(keras, inputs, labels, loss)
+    if found is not None:
+        reference, taken = found, STORED_STEP
+    else:
+        reference, inputs, labels, taken = _keras_step_or_retry(keras, inputs, labels, loss)
+    if reference is None:
+        report = ParityReport(len(inputs), origin, loss, math.nan, math.nan, skipped=taken)
+        write_text(out, json.dumps(report.as_dict(), indent=2) + "\n")
+        return report
     epsilon = float(reference["adam_epsilon"])
     rates = {key.split("/", 1)[1]: float(value) for key, value in reference.items() if key.startswith("learning_rate/")}
     step = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates)
     exact = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates, float64=True)
-    report = ParityReport(len(inputs), origin, loss, float(reference["loss"]), step.loss,
-                          keras_step=STORED_STEP if found is not None else OWN_STEP)
+    report = ParityReport(len(inputs), origin, loss, float(reference["loss"]), step.loss, keras_step=taken)
     starts = {key: value.detach().numpy().astype(np.float64) for key, value in model.state_dict().items()}
     keras64 = "f64/loss" in reference  # Keras's own float64 step, where the model rebuilds in float64
 

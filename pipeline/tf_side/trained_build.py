@@ -1,0 +1,158 @@
+"""Build the zoo's trained members in the TensorFlow process: small models that look like users' files —
+`python -m pipeline.tf_side.trained_build OUT FLAVOUR NAME...`.
+
+Random or calibrated weights hide what trained weights show (a BatchNorm that the converter folds into
+its convolution, statistics far from 0 and 1, saturated outputs). So each member is trained
+`TRAINED_STEPS` real optimizer steps on a synthetic task whose loss falls (a coloured-stripe image
+task, a blob detector at 96×96, a tone classifier over a 1-D signal, a low-rank autoencoder), with our
+own seed, and saved as users' files are: FLAVOUR `keras2` writes a legacy `.h5` with tf-keras (the Keras
+2 API), `keras3` a `.keras` with Keras 3. Each prints one JSON line: its training loss after each pass.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+TRAINED_SEED = 20261206
+TRAINED_STEPS = 300  # BatchNorm's moving statistics (momentum 0.99) are then 95% the data's, not 0 and 1
+TRAINED_BATCH = 32
+TRAINED_EPOCHS = 3  # the loss after each pass over the training set shows it fell
+FLAVOURS = {"keras2": ".h5", "keras3": ".keras"}  # tf-keras writes the legacy HDF5 users have; Keras 3 its own format
+
+
+def _images(rng, n: int, size: int, classes: int):
+    """Raw 0..255 pixels (users' models take them unscaled) with one class-coloured stripe each."""
+    labels = rng.integers(0, classes, n)
+    x = rng.uniform(0, 120, (n, size, size, 3)).astype(np.float32)
+    for i, label in enumerate(labels):
+        row = rng.integers(0, size - 4)
+        x[i, row:row + 4, :, label % 3] += 120 + 10 * label
+    return x, labels
+
+
+def _blobs(rng, n: int, size: int):
+    """Images in [0, 1]: a bright square somewhere (class 1) or not (class 0)."""
+    labels = rng.integers(0, 2, n)
+    x = rng.uniform(0, 0.6, (n, size, size, 3)).astype(np.float32)
+    for i in np.flatnonzero(labels):
+        r, c = rng.integers(0, size - 16, 2)
+        x[i, r:r + 16, c:c + 16] += 0.4
+    return x, labels
+
+
+def _tones(rng, n: int, length: int, channels: int, classes: int):
+    """A noisy sine per sample over (1, length, channels), its frequency the class: a 1-D signal laid out
+    as a one-row image, as streaming keyword models write it for Conv2D with 1×k kernels."""
+    labels = rng.integers(0, classes, n)
+    t = np.arange(length, dtype=np.float32)
+    phase = rng.uniform(0, 2 * np.pi, (n, 1, 1, channels))
+    x = np.sin(2 * np.pi * (labels[:, None, None, None] + 1) * t[None, None, :, None] / 16 + phase)
+    return (3 * x + rng.normal(0, 0.5, x.shape)).astype(np.float32), labels
+
+
+def _low_rank(rng, n: int, width: int):
+    """Samples on an 4-dimensional subspace of `width` (an anomaly detector's normal data), with noise."""
+    basis = np.random.default_rng(7).normal(0, 1, (4, width))
+    x = rng.normal(0, 1, (n, 4)) @ basis + rng.normal(0, 0.1, (n, width))
+    return x.astype(np.float32), x.astype(np.float32)
+
+
+def _conv_bn_stack(keras):
+    L = keras.layers
+    x = inp = keras.Input((24, 24, 3))
+    for filters, stride in ((8, 1), (16, 2), (16, 1)):
+        x = L.Conv2D(filters, 3, strides=stride, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+    x = L.MaxPooling2D(2)(x)
+    x = L.Flatten()(x)
+    return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _images(rng, n, 24, 4), "sparse_categorical_crossentropy"
+
+
+def _separable96(keras):
+    L = keras.layers
+    x = inp = keras.Input((96, 96, 3))
+    x = L.Conv2D(8, 3, strides=2, padding="same", use_bias=False)(x)
+    x = L.BatchNormalization()(x)
+    x = L.Activation("relu")(x)
+    for filters, stride in ((16, 1), (24, 2), (32, 2)):
+        x = L.DepthwiseConv2D(3, strides=stride, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+        x = L.Conv2D(filters, 1, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+    x = L.AveragePooling2D(12)(x)
+    x = L.Flatten()(x)
+    return keras.Model(inp, L.Dense(2, activation="softmax")(x)), lambda rng, n: _blobs(rng, n, 96), "sparse_categorical_crossentropy"
+
+
+def _signal_1xk(keras):
+    L = keras.layers
+    x = inp = keras.Input((1, 64, 4))
+    x = L.Conv2D(12, (1, 5), strides=(1, 2), padding="same")(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    x = L.DepthwiseConv2D((1, 3), padding="same")(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    x = L.Conv2D(16, (1, 1))(x)
+    x = L.BatchNormalization()(x)
+    x = L.ReLU()(x)
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inp, L.Dense(5, activation="softmax")(x)), lambda rng, n: _tones(rng, n, 64, 4, 5), "sparse_categorical_crossentropy"
+
+
+def _dense_bn_autoencoder(keras):
+    L = keras.layers
+    x = inp = keras.Input((32,))
+    for units in (24, 8, 24):
+        x = L.Dense(units)(x)
+        x = L.BatchNormalization()(x)
+        x = L.Activation("relu")(x)
+    return keras.Model(inp, L.Dense(32)(x)), lambda rng, n: _low_rank(rng, n, 32), "mse"
+
+
+MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_1xk": _signal_1xk, "dense_bn_autoencoder": _dense_bn_autoencoder}
+
+
+def build(keras, name: str, seed: int = TRAINED_SEED):
+    """`name` trained TRAINED_STEPS steps (TRAINED_EPOCHS passes over one set); and its training loss after each pass."""
+    keras.backend.clear_session()  # layer names count from conv2d again, as in a user's own file
+    keras.utils.set_random_seed(seed)
+    model, data, loss = MEMBERS[name](keras)
+    model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
+    x, y = data(np.random.default_rng(seed), TRAINED_STEPS // TRAINED_EPOCHS * TRAINED_BATCH)
+    history = model.fit(x, y, batch_size=TRAINED_BATCH, epochs=TRAINED_EPOCHS, verbose=0, shuffle=True)
+    return model, [round(float(value), 4) for value in history.history["loss"]]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Train each named member and save it into OUT as NAME.h5 (keras2) or NAME.keras (keras3)."""
+    argv = sys.argv[1:] if argv is None else argv
+    out, flavour, names = Path(argv[0]), argv[1], argv[2:] or list(MEMBERS)
+    if flavour == "keras2":
+        import tf_keras as keras
+    else:
+        import keras
+    out.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        started = time.perf_counter()
+        model, losses = build(keras, name)
+        path = out / f"{name}{FLAVOURS[flavour]}"
+        model.save(str(path))
+        print(json.dumps({"model": name, "file": str(path), "layers": len(model.layers), "loss_per_pass": losses,
+                          "seconds": round(time.perf_counter() - started, 1)}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
