@@ -67,7 +67,8 @@ $(DIR)/native/model.py $(DIR)/native/model.safetensors $(DIR)/native/weights_map
 # verify waits on the native stage having been tried, not on its success: native_status.json says built or
 # why not (any native stage run records it), and verify compares the native model only where it was built.
 # touch: the stage leaves the file as it is when it fails as recorded (common/stage_status.py).
-$(DIR)/native_status.json: $(MODEL) $(CODE_native)
+# After the onnx stage (order only): the native stage reads which Keras loaded the file, and Keras's stored outputs.
+$(DIR)/native_status.json: $(MODEL) $(CODE_native) | $(DIR)/model.onnx
 	$(PY) -m pipeline native $(ARGS) --keep-going
 	@touch $@
 

@@ -8,6 +8,7 @@ Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors ar
 from __future__ import annotations
 
 import argparse
+import contextlib
 import re
 import sys
 import tempfile
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from pipeline.common import paths as P
-from pipeline.common.errors import PipelineError
+from pipeline.common.errors import CheckFailed, PipelineError
 from pipeline.common.keras_job import DEFAULT_OPSET
 
 
@@ -134,7 +135,9 @@ def cmd_native(args) -> int:
     try:
         result = native.run(args.model, _model_paths(args).dir, keras, parity=not getattr(args, "no_parity", False), data=data)
     except PipelineError as exc:
-        if not getattr(args, "keep_going", False):
+        # --keep-going lets go of a model the native stage cannot write, not of a native model that was
+        # written and disagrees with Keras (CheckFailed): that is a finding, exit 1
+        if not getattr(args, "keep_going", False) or isinstance(exc, CheckFailed):
             raise
         _say(one_line(f"native: not built — {exc}"))  # recorded in native_status.json: verify says so and goes on
         return 0
@@ -169,7 +172,7 @@ def cmd_verify(args) -> int:
 
     keras = KerasModel.open(args.model, args.allow_unsafe_code)  # before anything else: the model is the first thing to be wrong
     paths = _model_paths(args)
-    scratch = tempfile.TemporaryDirectory()  # the model's own conversion, where one must be made (below)
+    scratch = contextlib.ExitStack()  # holds the scratch folder of the model's own conversion, where one is made (below)
     if args.onnx is not None or args.torch is not None:
         # Someone else's conversion: only what is named — and, where the onnx stage ran for this very model,
         # its float64 conversion (the proof) and its own model.onnx, in which layers are placed (`verifier.placement`).
@@ -178,16 +181,21 @@ def cmd_verify(args) -> int:
         ours = manifest.load(paths.dir).get("model", {}).get("sha256") == keras.sha256
         reference = paths.onnx if ours and paths.onnx.is_file() else None
         if args.onnx is not None and reference is None:
-            reference = keras_outputs.own_conversion(keras, Path(scratch.name), args.allow_unsafe_code)
+            folder = Path(scratch.enter_context(tempfile.TemporaryDirectory()))
+            try:
+                reference = keras_outputs.own_conversion(keras, folder, args.allow_unsafe_code)
+            except PipelineError as exc:  # their file is verified all the same; its layers are then searched in itself
+                _say(one_line(f"verify: the model's own conversion failed ({exc}); layers are placed in {args.onnx} itself"))
         artifacts = Artifacts(args.model, args.onnx, args.torch, onnx_f64=paths.onnx_f64 if ours and paths.onnx_f64.is_file() else None,
                               onnx_reference=reference)
     else:
         manifest.require_same_model(paths.dir, args.model)
         # The native stage's record wins over a native/ folder: where it says this model has none, any there is not this model's.
         why_not = stage_status.not_built(paths.native_status, keras.sha256)
+        native_built = paths.native_source.is_file() and stage_status.built(paths.native_status, keras.sha256)
         artifacts = Artifacts(args.model, paths.onnx, paths.pt2, paths.pt2_opt if paths.pt2_opt.is_file() else None,
                               paths.onnx_f64 if paths.onnx_f64.is_file() else None,
-                              paths.native_source if paths.native_source.is_file() and why_not is None else None,
+                              paths.native_source if native_built else None,
                               paths.pt2_aoti if paths.pt2_aoti.is_file() else None,
                               not_built={"native": why_not} if why_not is not None else {})
     data = _data(args.data)

@@ -74,7 +74,7 @@ def test_broken_weight_in_a_family_model_is_caught_at_its_layer(family_models, t
     target = [layer.name for layer in keras.layers if layer.class_name == "SeparableConv2D"][-1]
     kernel = keras.weights[target]["pointwise_kernel"]
     helpers.perturb_onnx_kernel(work / "model.onnx", work / "broken.onnx", kernel)
-    result = verify.run(Artifacts(model, work / "broken.onnx"), None, work, progress=False, plots=False)
+    result = verify.run(Artifacts(model, work / "broken.onnx", onnx_reference=work / "model.onnx"), None, work, progress=False, plots=False)
     assert not result.passed
     assert result.layers.first_divergence["keras_layer"] == target
 

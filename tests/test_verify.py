@@ -65,3 +65,16 @@ def test_real_conv2d_4_weight_changed_by_2e_2_fails(real_run, real_reference_cop
     assert not result.passed and result.layers.first_divergence["keras_layer"] == "conv2d_4"
     worst = max(p.max_abs_diff for p in result.pairs if p.a == "onnxruntime" and p.b == "keras")
     assert ATOL_PROB < worst < 0.05
+
+
+def test_a_fault_in_the_searched_graph_is_still_located(tiny_converted, tiny_data, tmp_path):
+    """Searched in itself (no conversion of the model's own to place layers in), a broken file holds no
+    value of the model's from the fault on: no layer is ✗, and the error names where the values stop."""
+    model, _, paths, _, _ = tiny_converted
+    broken = tmp_path / "broken.onnx"
+    helpers.perturb_onnx_kernel(paths.onnx, broken, helpers.h5_tensor(model, "conv2d_1/kernel"))
+    result = verify.run(Artifacts(model, broken), tiny_data, tmp_path, progress=False)
+    assert not result.passed and result.layers.first_divergence is None
+    assert result.layers.first_unplaced == "conv2d_1"
+    with pytest.raises(CheckFailed, match="from layer conv2d_1 on no tensor of the conversion holds the model's values"):
+        result.raise_if_failed()

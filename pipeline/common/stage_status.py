@@ -50,3 +50,10 @@ def not_built(path: Path, model_sha256: str) -> str | None:
     if status is None or status.built or status.model_sha256 != model_sha256:
         return None
     return status.reason
+
+
+def built(path: Path, model_sha256: str) -> bool:
+    """Whether the stage recorded at `path` built its artifacts for the model of SHA-256 `model_sha256`
+    (a folder left from another model, or from before the record, is not taken for this model's)."""
+    status = StageStatus.read(path)
+    return status is not None and status.built and status.model_sha256 == model_sha256

@@ -122,6 +122,10 @@ class VerifyResult:
             if not proof.passed:
                 failures.insert(0, f"float64 proof ({proof.a} vs {proof.b}): {proof.breach()}")
         divergence = self.layers.first_divergence if self.layers else None
+        unplaced = self.layers.first_unplaced if self.layers and failures and not divergence else None
+        if unplaced:
+            failures.insert(0, f"no layer compared out of tolerance, but from layer {unplaced} on no tensor of the conversion holds "
+                               "the model's values: it parts from Keras there")
         if divergence and failures:
             failures.insert(0, f"first divergent layer: {divergence['label']} in {divergence['backend']} "
                                f"(max |Δ| {divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g})")

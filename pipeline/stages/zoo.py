@@ -159,6 +159,8 @@ def fill(row: ZooRow, summary: dict, failure: str) -> None:
         row.verdict = f"FAILED: {' '.join(failure.split())[:160]}"
     else:
         row.verdict = "verified" + (" (no evidence: outputs saturated)" if summary["no_evidence"] else "")
+        if summary.get("layer_warning"):
+            row.verdict += f" (layer warning: {' '.join(summary['layer_warning'].split())[:120]})"
 
 
 def table(rows: list[ZooRow]) -> str:

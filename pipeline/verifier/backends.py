@@ -77,7 +77,7 @@ class Sources:
         """(GraphModule, ONNX graph) in which layers are placed by value (`placement`): the model's own
         conversion where another file is under test, else the file under test (the same objects)."""
         reference = self.artifacts.onnx_reference
-        if reference is None or Path(reference).resolve() == Path(self.artifacts.onnx).resolve():
+        if reference is None or self.artifacts.onnx is None or Path(reference).resolve() == Path(self.artifacts.onnx).resolve():
             return self.graph_module, self.onnx_proto
         import onnx
 

@@ -91,6 +91,15 @@ class LayerReport:
     def passed(self) -> bool:
         return self.first_divergence is None
 
+    @property
+    def first_unplaced(self) -> str | None:
+        """The first layer after the last one compared in ONNX Runtime whose value no tensor holds: where a
+        conversion whose outputs fail parts from Keras, when no compared layer shows it (a fault in the
+        graph the layers were searched in leaves no value of the model's after it)."""
+        compared = [i for i, row in enumerate(self.rows) if any(d.backend == "onnxruntime" for d in row.diffs)]
+        start = compared[-1] + 1 if compared else 0
+        return next((row.keras_layer for row in self.rows[start:] if row.note == placement.NOT_FOUND), None)
+
     def as_dict(self) -> dict:
         return {"passed": self.passed, "images": self.images, "backends": self.backends, "manual_note": self.manual_note,
                 "placed_by": self.placed_by,

@@ -110,8 +110,10 @@ def find(layers: list[KerasLayer], references: dict[str, np.ndarray], tolerance:
     class Finder(fx.Interpreter):
         def run_node(self, node):
             result = super().run_node(node)
+            if node.op != "call_module" or node.target not in nodes:
+                return result  # inputs, constants, getattr: not ops, so they take no position ("the op right after")
             index = next(position)
-            if node.op == "call_module" and node.target in nodes and isinstance(result, torch.Tensor) and result.numel():
+            if isinstance(result, torch.Tensor) and result.numel():
                 value = result.detach().numpy()
                 high, low = float(value.max()), float(value.min())
                 for name in by_size.get(value.size, ()):
@@ -122,9 +124,16 @@ def find(layers: list[KerasLayer], references: dict[str, np.ndarray], tolerance:
                             hits[name].append(_Hit(index, nodes[node.target], layout))
             return result
 
-    with torch.inference_mode():
-        Finder(copy.deepcopy(gm).double()).run(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float64)))
+    try:
+        with torch.inference_mode():
+            Finder(copy.deepcopy(gm).double()).run(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float64)))
+    except Exception as exc:  # noqa: BLE001 — e.g. a float32 Cast inside the graph: nothing is placed, and the rows say why
+        raise NotPlaced(f"the graph does not run in float64 ({' '.join(str(exc).split())[:160]})") from exc
     return _choose(layers, references, hits)
+
+
+class NotPlaced(Exception):
+    """The graph could not be searched: no layer is placed (each row says why)."""
 
 
 def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: dict[str, list[_Hit]]) -> dict[str, _Hit]:
@@ -169,16 +178,6 @@ def counterparts(proto_from, proto_to) -> dict:
     return pairs
 
 
-def _folded_into(name: str, consumers: dict[str, list[str]], placed: dict[str, _Hit]) -> str | None:
-    """The first placed layer down the single-consumer chain from unplaced layer `name` (Conv → BatchNorm:
-    the BatchNorm's scale folded into the Conv's weights; padding → Conv: the pads into the Conv), or None."""
-    while len(consumers.get(name, ())) == 1:
-        name = consumers[name][0]
-        if name in placed:
-            return name
-    return None
-
-
 def place(layers: list[KerasLayer], references: dict[str, np.ndarray], layer_noise: dict[str, float] | None,
           searched, proto_under_test, inputs: np.ndarray) -> list[LayerPoint]:
     """Every Keras layer's point in `proto_under_test` (see the module docstring).
@@ -198,7 +197,10 @@ def place(layers: list[KerasLayer], references: dict[str, np.ndarray], layer_noi
     count = min(MATCH_SAMPLES, len(inputs))
     wanted = {layer.name: references[layer.name][:count] for layer in layers
               if layer.name in references and references[layer.name].size and layer.class_name != "InputLayer"}
-    placed = find(layers, wanted, tolerances(wanted, layer_noise), gm, proto_searched, inputs[:count])
+    try:
+        placed, why_none = find(layers, wanted, tolerances(wanted, layer_noise), gm, proto_searched, inputs[:count]), ""
+    except NotPlaced as exc:
+        placed, why_none = {}, f"{exc}: not compared"
     carried = proto_searched is proto_under_test
     nodes = {n.name: n for n in proto_under_test.graph.node} if carried else counterparts(proto_searched, proto_under_test)
     consumers: dict[str, list[str]] = {}
@@ -215,34 +217,46 @@ def place(layers: list[KerasLayer], references: dict[str, np.ndarray], layer_noi
             points.append(LayerPoint(layer, node.name, node.output[0], hit.layout, note="placed by value"))
         elif layer.name not in wanted:
             points.append(LayerPoint(layer, note=NO_KERAS_OUTPUT))
+        elif why_none:
+            points.append(LayerPoint(layer, note=why_none))
         elif hit is not None:
             points.append(LayerPoint(layer, note=f"its value is at {hit.onnx_node} of the model's own conversion, a node the "
                                                  "ONNX file under test lacks: not compared"))
         else:
-            into = _folded_into(layer.name, consumers, placed)
-            points.append(LayerPoint(layer, note=(
-                f"folded by the converter into {into}: no tensor of its own, compared with it" if into else
-                "no tensor of the converted graph holds its value (rewritten across layers): not compared")))
-            if into is not None:
-                points[-1].fused = [into]  # carried below onto `into`'s point as the group it belongs to
-    _group(points)
+            points.append(LayerPoint(layer, note=NOT_FOUND))
     _mark_shared(points)
+    _fold(points, consumers)
     return points
+
+
+NOT_FOUND = "no tensor of the converted graph holds its value: not compared"
+
+
+def _fold(points: list[LayerPoint], consumers: dict[str, list[str]]) -> None:
+    """Each layer no tensor holds, whose single-consumer chain leads to a compared layer (Conv → BatchNorm:
+    the BatchNorm's scale folded into the Conv's weights; padding → Conv), listed on that layer's row as
+    folded into it. The chain stops at a layer not compared: a group is only ever named where it is compared."""
+    by_name = {point.layer.name: point for point in points}
+    for point in points:
+        if point.note != NOT_FOUND:
+            continue
+        name = point.layer.name
+        while len(consumers.get(name, ())) == 1:
+            name = consumers[name][0]
+            target = by_name[name]
+            if target.tensor is not None and target.onnx_node is not None:
+                if not target.compared:  # shares its tensor with a later layer, which is the compared row
+                    target = next(p for p in points if p.tensor == target.tensor and p.compared)
+                target.fused.append(point.layer.name)
+                point.note = f"folded by the converter into {target.layer.name}: no tensor of its own, compared with it"
+                break
+            if target.note != NOT_FOUND:
+                break
 
 
 # An op in the model config (`x + 3.0`) that is not one of Keras's `model.layers`: there is no Keras output
 # to compare it with; the layer that consumes it checks it.
 NO_KERAS_OUTPUT = "Keras gives no output of its own for it (an op in the config, not one of the model's layers): not compared"
-
-
-def _group(points: list[LayerPoint]) -> None:
-    """Each folded layer listed on the point it was folded into (which is compared as the group)."""
-    by_name = {point.layer.name: point for point in points}
-    for point in points:
-        if point.tensor is None and point.fused:
-            into = point.fused
-            point.fused = []
-            by_name[into[0]].fused.append(point.layer.name)
 
 
 def _mark_shared(points: list[LayerPoint]) -> None:
