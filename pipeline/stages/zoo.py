@@ -154,7 +154,8 @@ def fill(row: ZooRow, summary: dict, failure: str) -> None:
     row.noise_ratio = max(summary["noise_ratios"].values()) if summary["noise_ratios"] else None
     samples = sum(s["samples"] for s in summary["saturation"].values())
     row.saturated_share = sum(s["saturated"] + s["collapsed"] for s in summary["saturation"].values()) / samples if samples else None
-    row.layers_compared = sum(bool(r["diffs"]) for r in summary["layers"]["layers"]) if summary["layers"] else 0
+    # placed in the converted graph (the native model is compared at every layer, by its Keras name)
+    row.layers_compared = sum(any(d["backend"] == "onnxruntime" for d in r["diffs"]) for r in summary["layers"]["layers"]) if summary["layers"] else 0
     if failure:
         row.verdict = f"FAILED: {' '.join(failure.split())[:160]}"
     else:
