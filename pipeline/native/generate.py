@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import keyword
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -140,7 +141,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
 
     def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str) -> Tensor:
         """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output."""
-        context = Context(var, keras2)
+        context = Context(var, keras2, legacy_h5=not zipfile.is_zipfile(model.path))
         if layer.operands is not None:
             emitted = layers.emit_op(layer, tensors, context)
         else:

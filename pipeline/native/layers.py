@@ -64,6 +64,7 @@ class Emitted:
 class Context:
     attr: str  # the layer's attribute name in the generated module (`self.<attr>`)
     keras2: bool  # the file was written by Keras 2 (its hard_sigmoid differs)
+    legacy_h5: bool = False  # a legacy HDF5 file (its number-operand ops are Rescaling layers on the TensorFlow side)
 
 
 Emitter = Callable[[KerasLayer, dict, list[Tensor], Context], Emitted]
@@ -554,6 +555,11 @@ def emit_op(layer: KerasLayer, inputs: dict[str, Tensor], context: Context) -> E
     operator = _OPERATORS.get(kind)
     if operator is None or len(layer.operands) != 2 or "?" in layer.operands:
         raise unsupported(layer, f"the op {kind} with operands {list(layer.operands)}")
-    terms = [inputs[op].var if isinstance(op, str) else _number(op) for op in layer.operands]
+    # In a legacy .h5, Keras 3 cannot rebuild `x * (1 / 6)` as written; the TensorFlow side loads it as the
+    # Rescaling it equals (`tf_side.loading._SCALAR_OPS`), whose number TensorFlow rounds to float32, in a
+    # float64 model too. The same number here keeps the float64 native model Keras's function there (the
+    # exact 1/6 is 3e-8 of a value away, which the float64 proof sees: MobileNetV3Small.h5, 8.3e-8).
+    rounded = context.legacy_h5 and layer.class_name in ("Add", "Subtract", "Multiply")
+    terms = [inputs[op].var if isinstance(op, str) else _number(np.float32(op) if rounded else op) for op in layer.operands]
     rank = max(inputs[op].rank for op in layer.operands if isinstance(op, str))
     return Emitted(None, f"{terms[0]} {operator} {terms[1]}", rank)
