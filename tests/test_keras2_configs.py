@@ -306,34 +306,27 @@ def test_a_mixed_precision_policy_is_noted(keras2_models, tmp_path):
     assert generate.generate(model).notes == expected
 
 
-def _set_field(class_name: str, key: str, value):
+def _each(class_name: str, change):
+    """A config rewrite applying `change` to every layer entry of `class_name`."""
     def rewrite(config: dict) -> dict:
         for entry in _entries(config):
             if entry["class_name"] == class_name:
-                entry["config"][key] = copy.deepcopy(value)
+                change(entry)
         return config
 
     return rewrite
+
+
+def _set_field(class_name: str, key: str, value):
+    return _each(class_name, lambda entry: entry["config"].__setitem__(key, copy.deepcopy(value)))
 
 
 def _set_class(class_name: str, new: str):
-    def rewrite(config: dict) -> dict:
-        for entry in _entries(config):
-            if entry["class_name"] == class_name:
-                entry["class_name"] = new
-        return config
-
-    return rewrite
+    return _each(class_name, lambda entry: entry.__setitem__("class_name", new))
 
 
 def _drop_field(class_name: str, key: str):
-    def rewrite(config: dict) -> dict:
-        for entry in _entries(config):
-            if entry["class_name"] == class_name:
-                entry["config"].pop(key)
-        return config
-
-    return rewrite
+    return _each(class_name, lambda entry: entry["config"].pop(key))
 
 
 def _shared_dense(config: dict) -> dict:

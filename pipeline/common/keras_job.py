@@ -18,6 +18,9 @@ DEFAULT_OPSET = 15
 WORKER_MODULE = "pipeline.tf_side"
 ZOO_BUILDER_MODULE = f"{WORKER_MODULE}.zoo_build"
 TRAINED_BUILDER_MODULE = f"{WORKER_MODULE}.trained_build"
+# The file each Keras writes the trained members as: tf-keras (the Keras 2 API users' files come from) the
+# legacy .h5, Keras 3 its own .keras (`tf_side.trained_build`, `stages.zoo`).
+TRAINED_FLAVOURS = {"keras2": ".h5", "keras3": ".keras"}
 # A worker's own one-line error on stderr starts with this; the launcher turns it into BadInput.
 ERROR_PREFIX = "pipeline-error: "
 # The worker names each part of its job on stderr, on a line starting with this, before it starts it: a

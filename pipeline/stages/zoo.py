@@ -19,15 +19,13 @@ from pathlib import Path
 
 from pipeline.common.atomic import write_text
 from pipeline.common.errors import PipelineError
+from pipeline.common.keras_job import TRAINED_FLAVOURS
 from pipeline.common.paths import ModelPaths
 
 ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0", "EfficientNetV2B0", "ResNet50",
                  "ResNet50V2", "DenseNet121", "InceptionV3", "Xception", "VGG16", "ConvNeXtTiny", "NASNetMobile")
 FORMATS = ("keras", "h5")  # Keras 3's own format, and the legacy HDF5 older models arrive in
 TRAINED = "trained"  # the name that asks for every trained member (their names are the builder's)
-# Which Keras writes each format of a trained member: the legacy .h5 by tf-keras (the Keras 2 API users' files
-# come from), .keras by Keras 3 (`tf_side.trained_build.FLAVOURS`).
-TRAINED_FLAVOURS = {"h5": "keras2", "keras": "keras3"}
 
 
 @dataclass
@@ -64,7 +62,8 @@ def run(out: Path, names: tuple[str, ...] = (*ARCHITECTURES, TRAINED), formats: 
     jobs = [(folder / "models" / f"{name}.{fmt}", folder / fmt, built[name]) for name in architectures for fmt in formats]
     if TRAINED in names:
         for fmt in formats:
-            for row in keras_runtime.build_trained(folder / "models" / "trained", TRAINED_FLAVOURS[fmt]):
+            flavour = next(flavour for flavour, suffix in TRAINED_FLAVOURS.items() if suffix == f".{fmt}")
+            for row in keras_runtime.build_trained(folder / "models" / "trained", flavour):
                 jobs.append((Path(row["file"]), folder / f"trained_{fmt}", row | {"weights": "trained"}))
     rows = []
     for model, models_out, summary in jobs:

@@ -21,11 +21,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
+from pipeline.common.keras_job import TRAINED_FLAVOURS  # noqa: E402
+
 TRAINED_SEED = 20261206
 TRAINED_STEPS = 300  # BatchNorm's moving statistics (momentum 0.99) are then 95% the data's, not 0 and 1
 TRAINED_BATCH = 32
 TRAINED_EPOCHS = 3  # the loss after each pass over the training set shows it fell
-FLAVOURS = {"keras2": ".h5", "keras3": ".keras"}  # tf-keras writes the legacy HDF5 users have; Keras 3 its own format
 
 
 def _images(rng, n: int, size: int, classes: int):
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         started = time.perf_counter()
         model, losses = build(keras, name)
-        path = out / f"{name}{FLAVOURS[flavour]}"
+        path = out / f"{name}{TRAINED_FLAVOURS[flavour]}"
         model.save(str(path))
         print(json.dumps({"model": name, "file": str(path), "layers": len(model.layers), "loss_per_pass": losses,
                           "seconds": round(time.perf_counter() - started, 1)}), flush=True)

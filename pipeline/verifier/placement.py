@@ -201,8 +201,8 @@ def place(layers: list[KerasLayer], references: dict[str, np.ndarray], layer_noi
         placed, why_none = find(layers, wanted, tolerances(wanted, layer_noise), gm, proto_searched, inputs[:count]), ""
     except NotPlaced as exc:
         placed, why_none = {}, f"{exc}: not compared"
-    carried = proto_searched is proto_under_test
-    nodes = {n.name: n for n in proto_under_test.graph.node} if carried else counterparts(proto_searched, proto_under_test)
+    searched_itself = proto_searched is proto_under_test
+    nodes = {n.name: n for n in proto_under_test.graph.node} if searched_itself else counterparts(proto_searched, proto_under_test)
     consumers: dict[str, list[str]] = {}
     for layer in layers:
         for name in layer.inbound:
