@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import re
 import sys
 import tempfile
 import time
@@ -18,34 +17,11 @@ from pathlib import Path
 from pipeline.common import paths as P
 from pipeline.common.errors import CheckFailed, PipelineError
 from pipeline.common.keras_job import DEFAULT_OPSET
-
-
-# Terminal control sequences that library messages (Keras's) carry: never printed, they garble a log.
-_ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
-ERROR_LINE_CHARS = 200  # an error is one line a person reads at once; the whole message with --debug
+from pipeline.common.messages import one_line
 
 
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
-
-
-_LONG_PATH = re.compile(r"(?<![\w.])/(?:[^\s/]+/){3,}[^\s/]+")  # an absolute path four or more folders deep
-
-
-def _short_path(match: re.Match) -> str:
-    path = match.group(0)
-    return path if len(path) <= 40 else "…/" + "/".join(path.rsplit("/", 2)[-2:])
-
-
-def one_line(message: str, limit: int = ERROR_LINE_CHARS) -> str:
-    """`message` as one plain line of at most `limit` characters: escape codes out, whitespace folded,
-    long absolute paths shortened to their last two parts, and the middle cut where it is still too
-    long (the start says what failed, the end what to do)."""
-    text = _LONG_PATH.sub(_short_path, " ".join(_ESCAPES.sub("", message).split()))
-    if len(text) <= limit:
-        return text
-    head = (limit - 3) * 2 // 3
-    return f"{text[:head]} … {text[-(limit - 3 - head):]}"
 
 
 def _model_paths(args) -> P.ModelPaths:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import helpers
-from pipeline.cli import ERROR_LINE_CHARS, one_line
+from pipeline.common.messages import ERROR_LINE_CHARS, SHORTENED, one_line
 from pipeline.common.errors import BadInput
 from pipeline.keras_file import checks
 from pipeline.keras_file.graph import layers as graph_layers
@@ -60,7 +60,8 @@ def _cycle(config):
 
 
 def _duplicate(config):
-    _layer(config, "conv2d_1")["config"]["name"] = "conv2d"
+    entry = _layer(config, "conv2d_1")
+    entry["config"]["name"] = entry["name"] = "conv2d"
 
 
 def _no_outputs(config):
@@ -87,6 +88,7 @@ def test_damaged_graph_is_named(tiny_model, case):
     config = _config(tiny_model)
     damage(config)
     with pytest.raises(BadInput, match=expected.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[").replace("]", r"\]")):
+        checks.check_entries(config)
         checks.check_graph(config, graph_layers(config))
 
 
@@ -132,7 +134,7 @@ def test_wrong_weight_shape_is_named(tiny_model):
     model = KerasModel.open(tiny_model)
     weights = {name: dict(tensors) for name, tensors in model.weights.items()}
     weights["dense"]["bias"] = np.zeros(11, np.float32)
-    with pytest.raises(BadInput, match=r"layer dense \(Dense\): weight dense/bias has shape \(11,\), but units is 10"):
+    with pytest.raises(BadInput, match=r"layer dense \(Dense\): weight dense/bias has shape \(11,\), but its config \(units 10\) implies 10"):
         checks.check_weights(model.layers, weights)
 
 
@@ -145,10 +147,15 @@ def test_worker_time_limit_stops_a_hang(tiny_model, tiny_data, tmp_path, monkeyp
     assert not (tmp_path / "out" / "tiny" / "model.onnx").exists()
 
 
-def test_error_line_is_short_and_plain():
+def test_error_line_is_short_and_plain_and_keeps_its_end():
     line = one_line("error: Keras said \x1b[1m\x1b[31mboom\x1b[0m\n" + "config dump " * 200 + " — fix the layer")
     assert len(line) <= ERROR_LINE_CHARS and "\x1b" not in line and "\n" not in line
-    assert line.startswith("error: Keras said boom") and line.endswith("fix the layer")
+    assert line.startswith(f"error: {SHORTENED}") and line.endswith("fix the layer")  # the cause and what to do
+
+
+def test_a_long_line_loses_the_library_detail_in_parentheses_first():
+    message = f"error: layer attn (AttentionLayer): Keras cannot load it (Keras said: {'x ' * 150}) — see README"
+    assert one_line(message) == "error: layer attn (AttentionLayer): Keras cannot load it — see README"
 
 
 def test_hdf5_extension_is_the_legacy_format(tiny_model, tiny_data, tmp_path):

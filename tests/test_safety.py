@@ -1,5 +1,6 @@
 """Bad model files end in one clear sentence, before any Keras loads them; Lambda code never runs."""
 
+import io
 import json
 import zipfile
 
@@ -62,8 +63,11 @@ def test_lambda_refused_unless_opted_in(tmp_path):
 
 def test_lambda_in_keras_zip_refused(tmp_path):
     path = tmp_path / "model.keras"
+    weights = io.BytesIO()
+    h5py.File(weights, "w").close()
     with zipfile.ZipFile(path, "w") as archive:
         archive.writestr("config.json", json.dumps(LAMBDA_CONFIG))
+        archive.writestr("model.weights.h5", weights.getvalue())
     with pytest.raises(BadInput, match="sneaky"):
         safety.check(path)
 

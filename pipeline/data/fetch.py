@@ -125,7 +125,7 @@ def _install(target: Path, asset: Asset, write, origin: str) -> None:
         actual = sha256_of(tmp)
         if actual != asset.sha256:
             raise ChecksumMismatch(
-                f"{origin} has SHA-256 {actual}, expected {asset.sha256}: the file is corrupt or not "
+                f"{origin} has SHA-256 {actual[:16]}…, expected {asset.sha256[:16]}…: the file is corrupt or not "
                 "the published one; it was not kept — replace it with the original"
             )
         tmp.replace(target)

@@ -8,16 +8,79 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.common.errors import BadInput
+from pipeline.keras_file import fields
 from pipeline.keras_file.graph import KerasLayer, _inbound_names
 
-# Config fields that must be positive integers (or lists of them), where a layer has them.
-POSITIVE_FIELDS = ("filters", "units", "kernel_size", "strides", "pool_size", "dilation_rate", "depth_multiplier", "size")
-# The Keras weight whose last axis is the layer's output width, and the config field that states it.
-OUTPUT_WIDTH = {"Conv1D": "filters", "Conv2D": "filters", "Conv3D": "filters", "Dense": "units"}
 
 
 def _named(layer: KerasLayer) -> str:
-    return f"layer {layer.name} ({layer.class_name})"
+    return f"layer {fields.show(layer.name, 60).strip(chr(34))} ({fields.show(layer.class_name, 40).strip(chr(34))})"
+
+
+# Model classes whose config holds layers (a nested model is a layer entry of one of these).
+MODEL_CLASSES = ("Functional", "Model", "Sequential")
+# How deep models may nest inside each other: transfer models nest one or two; a config nested
+# thousands deep is damage (and Python's recursion limit).
+MAX_NESTING = 32
+
+
+def check_entries(config, depth: int = 0) -> None:
+    """The model config has the shape `graph.layers` reads: a mapping with a class name, and a list of
+    layer entries each a mapping with a class name and a config mapping (a list of layers for a
+    Sequential written by Keras 2.0–2.1), a name, inbound nodes as a list, and every field the
+    `fields` table knows of the right type and range — nested models' layers included.
+
+    Raises:
+        BadInput: the first bad entry or field, naming the layer (or its position) and the field.
+    """
+    if not isinstance(config, dict) or not isinstance(config.get("class_name"), str):
+        raise BadInput("the model config is not a Keras model's (no class_name); save the whole model again with model.save(...)")
+    if depth == 0 and config["class_name"] not in MODEL_CLASSES:
+        raise BadInput(f"the model's class {fields.show(config['class_name'])} is not a Keras model class (a subclassed model?); "
+                       "save a Functional or Sequential model")
+    if depth > MAX_NESTING:
+        raise BadInput(f"the model config nests models more than {MAX_NESTING} deep; the file is damaged")
+    inner = config.get("config")
+    entries = inner.get("layers") if isinstance(inner, dict) else inner
+    if not isinstance(entries, list):
+        raise BadInput(f"the model config's layers are not a list ({fields.show(entries)}); save the whole model again")
+    for index, entry in enumerate(entries):
+        _check_entry(entry, index, config.get("class_name") == "Sequential", depth)
+    if isinstance(inner, dict) and config["class_name"] != "Sequential":
+        for key in ("input_layers", "output_layers"):
+            if not isinstance(inner.get(key), list):
+                raise BadInput(f"the model config's {key} {fields.show(inner.get(key))} must be a list of layers")
+
+
+def _check_entry(entry, index: int, sequential: bool, depth: int) -> None:
+    where = f"layer #{index}"
+    if not isinstance(entry, dict):
+        raise BadInput(f"{where} of the model config is not a layer entry ({fields.show(entry)})")
+    class_name, config = entry.get("class_name"), entry.get("config")
+    if isinstance(config, dict) and isinstance(config.get("name"), str):
+        where = f"layer {fields.show(config['name'], 60).strip(chr(34))}"
+    wrong = fields.class_name(class_name)
+    if wrong:
+        raise BadInput(f"{where}: class_name {fields.show(class_name)} {wrong}")
+    where = f"{where} ({fields.show(class_name, 40).strip(chr(34))})"
+    if isinstance(config, list) and class_name in MODEL_CLASSES:  # a nested Sequential, Keras 2.0–2.1: its layers alone
+        check_entries({"class_name": "Sequential", "config": config}, depth + 1)
+        return
+    if not isinstance(config, dict):
+        raise BadInput(f"{where}: config {fields.show(config)} must be a mapping of the layer's settings")
+    nodes = entry.get("inbound_nodes")
+    if nodes is not None and not isinstance(nodes, list):
+        raise BadInput(f"{where}: inbound_nodes {fields.show(nodes)} must be a list")
+    if not sequential:  # a Functional model wires its layers by the entry's own name and inbound nodes
+        if entry.get("name") != config.get("name"):
+            raise BadInput(f"{where}: the entry's name {fields.show(entry.get('name'))} must be its config's name")
+        if class_name != "InputLayer" and not _inbound_names(nodes or []):
+            raise BadInput(f"{where}: inbound_nodes names no input layer; the layer is not connected")
+    wrong = fields.problem(class_name, config)
+    if wrong:
+        raise BadInput(f"{where}: {wrong}")
+    if isinstance(config.get("layers"), list):  # a model nested as a layer
+        check_entries({"class_name": class_name, "config": config}, depth + 1)
 
 
 def check_graph(config: dict, layers: list[KerasLayer]) -> None:
@@ -41,7 +104,6 @@ def check_graph(config: dict, layers: list[KerasLayer]) -> None:
         missing = [name for name in layer.inbound if name not in names]
         if missing:
             raise BadInput(f"{_named(layer)}: inbound_nodes names {missing[0]!r}, which is no layer of the model")
-        _check_fields(layer)
     _check_acyclic(layers)
     raw = config.get("config", {})
     if config.get("class_name") != "Sequential" and isinstance(raw, dict):
@@ -51,19 +113,6 @@ def check_graph(config: dict, layers: list[KerasLayer]) -> None:
         unknown = [name for name in outputs + _inbound_names(raw.get("input_layers", [])) if name not in names]
         if unknown:
             raise BadInput(f"the model config's input/output layers name {unknown[0]!r}, which is no layer of the model")
-
-
-def _check_fields(layer: KerasLayer) -> None:
-    for field in POSITIVE_FIELDS:
-        value = layer.config.get(field)
-        if value is None:
-            continue
-        values = value if isinstance(value, list | tuple) else [value]
-        if not values or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in values):
-            raise BadInput(f"{_named(layer)}: {field} {value!r} must be positive integers")
-    rate = layer.config.get("rate")
-    if rate is not None and not (isinstance(rate, int | float) and 0 <= rate < 1):
-        raise BadInput(f"{_named(layer)}: rate {rate!r} must be in [0, 1)")
 
 
 def _check_acyclic(layers: list[KerasLayer]) -> None:
@@ -85,29 +134,69 @@ def _check_acyclic(layers: list[KerasLayer]) -> None:
             visit(layer.name, [layer.name])
 
 
+# The weights a layer of these classes holds, by the names `weights.read` files them under (aliases:
+# the name a .keras file's counter order gives, and the Keras 2 attribute name), each with the shape its
+# config implies: an int is that size, a config field's name its value (a list spreads), None any size.
+_CONV_KERNEL = ("kernel_size", None, "filters")
+WEIGHTS: dict[str, dict[tuple[str, ...], tuple]] = {
+    "Dense": {("kernel",): (None, "units"), ("bias",): ("units",)},
+    "Conv1D": {("kernel",): _CONV_KERNEL, ("bias",): ("filters",)},
+    "Conv2D": {("kernel",): _CONV_KERNEL, ("bias",): ("filters",)},
+    "Conv3D": {("kernel",): _CONV_KERNEL, ("bias",): ("filters",)},
+    "DepthwiseConv1D": {("depthwise_kernel", "kernel"): ("kernel_size", None, "depth_multiplier"), ("bias",): (None,)},
+    "DepthwiseConv2D": {("depthwise_kernel", "kernel"): ("kernel_size", None, "depth_multiplier"), ("bias",): (None,)},
+    "SeparableConv1D": {("depthwise_kernel",): ("kernel_size", None, "depth_multiplier"), ("pointwise_kernel",): (1, None, "filters"),
+                        ("bias",): ("filters",)},
+    "SeparableConv2D": {("depthwise_kernel",): ("kernel_size", None, "depth_multiplier"), ("pointwise_kernel",): (1, 1, None, "filters"),
+                        ("bias",): ("filters",)},
+    "Embedding": {("embeddings", "kernel"): ("input_dim", "output_dim")},
+    "BatchNormalization": {("gamma",): (None,), ("beta",): (None,), ("moving_mean",): (None,), ("moving_variance",): (None,)},
+}
+# The weights a config switches off: no bias without use_bias, no gamma without scale, no beta without center.
+_SWITCHED = {"bias": "use_bias", "gamma": "scale", "beta": "center"}
+
+
+def _expected_shape(layer: KerasLayer, pattern: tuple) -> list[int | None] | None:
+    """`pattern` (see WEIGHTS) with the config's values put in; None where the config does not state them."""
+    shape: list[int | None] = []
+    for part in pattern:
+        value = layer.config.get(part) if isinstance(part, str) else part
+        if isinstance(part, str) and value is None:
+            return None
+        shape += value if isinstance(value, list) else [value]
+    return shape
+
+
 def check_weights(layers: list[KerasLayer], weights: dict[str, dict[str, np.ndarray]]) -> None:
-    """Every weight finite, and of the shape its layer's config says where the config states it.
+    """Every weight a number array, finite, and present and of the shape its layer's config implies where
+    the layer is of a class whose weights are known (`WEIGHTS`) — nested models' layers included. A
+    config that implies more than the file holds (a Dense of 10^12 units over a 40 kB kernel) is refused
+    here, before anything allocates it.
 
     Raises:
-        BadInput: the first bad weight, named `layer/weight`.
+        BadInput: the first bad or missing weight, named `layer/weight`.
     """
-    for layer in layers:
+    from pipeline.keras_file.weights import nested_layers
+
+    for layer in [inner for outer in layers for inner in (outer, *nested_layers(outer))]:
         tensors = weights.get(layer.name, {})
         for name, value in tensors.items():
             array = np.asarray(value)
+            if array.dtype.kind not in "fiub":
+                raise BadInput(f"{_named(layer)}: weight {layer.name}/{name} holds {array.dtype} data, not numbers; the file is damaged")
             if array.dtype.kind == "f" and not np.isfinite(array).all():
                 bad = int((~np.isfinite(array)).sum())
                 raise BadInput(f"{_named(layer)}: weight {layer.name}/{name} holds {bad} NaN or infinite value(s); "
                                "the file is damaged or the training diverged")
-        field = OUTPUT_WIDTH.get(layer.class_name)
-        kernel, bias = tensors.get("kernel"), tensors.get("bias")
-        width = layer.config.get(field) if field else None
-        if kernel is not None and isinstance(width, int) and np.ndim(kernel) and np.shape(kernel)[-1] != width:
-            raise BadInput(f"{_named(layer)}: weight {layer.name}/kernel has shape {tuple(np.shape(kernel))}, "
-                           f"but {field} is {width}")
-        size = layer.config.get("kernel_size")
-        if kernel is not None and isinstance(size, list) and np.ndim(kernel) >= len(size) and list(np.shape(kernel)[:len(size)]) != size:
-            raise BadInput(f"{_named(layer)}: weight {layer.name}/kernel has shape {tuple(np.shape(kernel))}, "
-                           f"but kernel_size is {size}")
-        if bias is not None and kernel is not None and isinstance(width, int) and np.shape(bias) != (width,):
-            raise BadInput(f"{_named(layer)}: weight {layer.name}/bias has shape {tuple(np.shape(bias))}, but {field} is {width}")
+        for names, pattern in WEIGHTS.get(layer.class_name, {}).items():
+            if layer.config.get(_SWITCHED.get(names[0], ""), True) is False:
+                continue
+            found = next((name for name in names if name in tensors), None)
+            if found is None:
+                raise BadInput(f"{_named(layer)}: the file holds no weight {layer.name}/{names[0]}; the file is damaged")
+            shape, expected = list(np.shape(tensors[found])), _expected_shape(layer, pattern)
+            if expected is not None and (len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected))):
+                implied = "×".join("?" if e is None else str(e) for e in expected)
+                stated = ", ".join(f"{part} {fields.show(layer.config[part])}" for part in pattern if isinstance(part, str))
+                raise BadInput(f"{_named(layer)}: weight {layer.name}/{found} has shape {tuple(shape)}, but its config ({stated}) "
+                               f"implies {implied}")

@@ -30,10 +30,13 @@ class KerasModel:
         """Read and check `path` (a `.h5`, `.hdf5` or `.keras`).
 
         Raises:
-            BadInput: the file is not a Keras model that is safe to load (`safety.check`), or its layer
-                graph is not one Keras could build (`checks.check_graph`).
+            BadInput: the file is not a Keras model that is safe to load (`safety.check`), a layer entry
+                or field is damaged (`checks.check_entries`), or its layer graph is not one Keras could
+                build (`checks.check_graph`).
         """
-        model = cls(path, safety.check(path, allow_unsafe_code))
+        config = safety.check(path, allow_unsafe_code)
+        checks.check_entries(config)  # before `graph.layers` reads them
+        model = cls(path, config)
         checks.check_graph(model.config, model.layers)
         return model
 

@@ -8,13 +8,23 @@ random bytes named .h5, a truncated download, a `save_weights` file — into one
 
 from __future__ import annotations
 
+import io
 import json
 import zipfile
-from pathlib import Path
+from pathlib import PurePosixPath, Path
 
 import h5py
 
 from pipeline.common.errors import BadInput
+
+# What a .keras zip may declare, uncompressed: a Keras file's weights barely compress, so an archive
+# that inflates past this many times its own size, and past ZIP_SMALL_BYTES, is a zip bomb — refused
+# before anything (Keras extracts a .keras's assets to disk) inflates it.
+ZIP_MAX_RATIO = 100
+ZIP_SMALL_BYTES = 64 * 2**20
+CONFIG_MAX_BYTES = 256 * 2**20  # the largest zoo config (NASNetMobile) is under 2 MB
+CONFIG_MAX_DEPTH = 200  # JSON nesting: a Keras config nests a few dozen deep; thousands is an attack on the parser
+KERAS_CONFIG, KERAS_WEIGHTS = "config.json", "model.weights.h5"
 
 
 def read_config(path: Path) -> dict:
@@ -27,11 +37,7 @@ def read_config(path: Path) -> dict:
     if not path.is_file():
         raise BadInput(f"model file {path} does not exist; run `make fetch` or pass --model PATH/TO/model.h5")
     if zipfile.is_zipfile(path):
-        try:
-            with zipfile.ZipFile(path) as archive:
-                return json.loads(archive.read("config.json"))
-        except (KeyError, zipfile.BadZipFile, ValueError) as exc:
-            raise BadInput(f"{path} is a zip file but not a Keras .keras model (no readable config.json)") from exc
+        return _read_keras_zip(path)
     if path.suffix == ".keras":  # Keras 3's format is a zip archive; this one is not (or not whole)
         raise BadInput(f"{path} is not a readable .keras archive (truncated or not a Keras 3 file?); "
                        "save it again with model.save('model.keras') or copy it again")
@@ -40,17 +46,92 @@ def read_config(path: Path) -> dict:
                        "give a Keras model saved with model.save('model.h5') or model.save('model.keras')")
     try:
         with h5py.File(path, "r") as handle:
+            check_hdf5(handle, path.name)
             raw = handle.attrs.get("model_config")
-    except OSError as exc:
+    except (OSError, RuntimeError, KeyError, ValueError) as exc:
         raise BadInput(f"{path} cannot be read as HDF5 ({' '.join(str(exc).split())[:200]}): "
                        "the file is probably truncated; download or copy it again") from exc
     if raw is None:
         raise BadInput(f"{path} holds weights but no model config (a save_weights file?); "
                        "save the whole model with model.save(...) and convert that")
+    return _parse_config(raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw), f"{path}: its model_config")
+
+
+def _parse_config(text: str, what: str):
+    """The config's JSON, refused in one line when it is not JSON or nested past CONFIG_MAX_DEPTH (the
+    walkers after this one recurse: a config thousands deep would overflow them)."""
     try:
-        return json.loads(raw.decode() if isinstance(raw, bytes) else raw)
-    except ValueError as exc:
-        raise BadInput(f"{path}: its model_config is not valid JSON ({exc})") from exc
+        config = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise BadInput(f"{what} is not valid JSON ({type(exc).__name__}); the file is damaged") from exc
+    stack = [(config, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > CONFIG_MAX_DEPTH:
+            raise BadInput(f"{what} nests more than {CONFIG_MAX_DEPTH} levels deep; the file is damaged or hostile")
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else ()
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return config
+
+
+def check_hdf5(handle: h5py.File, name: str) -> None:
+    """Refuse what in an HDF5 file reaches outside it — external links, datasets stored in external files,
+    virtual datasets (any of them can read any file on the machine) — and object or region references,
+    which Keras would follow blindly. Nothing is followed here: links are read as links.
+
+    Raises:
+        BadInput: the first such object, by its path in the file.
+    """
+    found: list[str] = []
+
+    def visit_link(path: bytes, info) -> None:  # h5py's low-level visit: link info without opening the object
+        if info.type == h5py.h5l.TYPE_EXTERNAL and not found:
+            found.append(f"{path.decode(errors='replace')} is an external link")
+
+    handle.id.links.visit(visit_link, info=True)
+    if not found:
+        def visit(path: str, obj) -> None:
+            if isinstance(obj, h5py.Dataset) and not found:
+                plist = obj.id.get_create_plist()
+                if plist.get_external_count():
+                    found.append(f"dataset {path} is stored in an external file")
+                elif plist.get_layout() == h5py.h5d.VIRTUAL:
+                    found.append(f"dataset {path} is a virtual dataset (its data lives in other files)")
+                elif h5py.check_dtype(ref=obj.dtype) is not None:
+                    found.append(f"dataset {path} holds object references")
+
+        handle.visititems(visit)
+    if found:
+        raise BadInput(f"{name}: {found[0]}, which no Keras file has; refused (it could read files outside the model)")
+
+
+def _read_keras_zip(path: Path):
+    """The config of a `.keras` zip, after checking its entries: no path leaving the archive, no zip bomb,
+    a weights file with nothing reaching outside it (`check_hdf5`)."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            entries = archive.infolist()
+            for entry in entries:
+                parts = PurePosixPath(entry.filename.replace("\\", "/")).parts
+                if entry.filename.startswith(("/", "\\")) or ".." in parts or ":" in entry.filename:
+                    raise BadInput(f"{path.name} holds the entry {entry.filename[:60]!r}, a path outside the archive; refused")
+            declared = sum(entry.file_size for entry in entries)
+            if declared > max(ZIP_SMALL_BYTES, ZIP_MAX_RATIO * path.stat().st_size):
+                raise BadInput(f"{path.name} declares {declared / 2**20:,.0f} MiB uncompressed in a {path.stat().st_size / 2**20:,.1f} MiB "
+                               "file (a zip bomb?); refused")
+            names = {entry.filename: entry for entry in entries}
+            if KERAS_CONFIG not in names:
+                raise BadInput(f"{path} is a zip file but not a Keras .keras model (no {KERAS_CONFIG})")
+            if names[KERAS_CONFIG].file_size > CONFIG_MAX_BYTES:
+                raise BadInput(f"{path.name}: its {KERAS_CONFIG} declares {names[KERAS_CONFIG].file_size / 2**20:,.0f} MiB; refused")
+            if KERAS_WEIGHTS not in names:
+                raise BadInput(f"{path.name} holds no {KERAS_WEIGHTS} (a .keras without its weights); save the model again")
+            config = _parse_config(archive.read(KERAS_CONFIG).decode(errors="replace"), f"{path.name}: its {KERAS_CONFIG}")
+            with h5py.File(io.BytesIO(archive.read(KERAS_WEIGHTS)), "r") as weights:
+                check_hdf5(weights, f"{path.name}'s {KERAS_WEIGHTS}")
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, KeyError, ValueError, RuntimeError) as exc:
+        raise BadInput(f"{path} is a damaged zip ({type(exc).__name__}: {exc}); copy or save the .keras again") from exc
+    return config
 
 
 def code_layers(config) -> list[str]:

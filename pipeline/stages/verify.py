@@ -116,7 +116,8 @@ class VerifyResult:
         }
 
     def raise_if_failed(self) -> None:
-        """One CheckFailed listing every failing pair."""
+        """One CheckFailed naming the first failure (the first divergent layer where there is one) and how many
+        more there are: the line must fit a terminal; verify.json and report.md list every one."""
         failures = [f"{p.a} vs {p.b}: {p.breach()}, {p.decisive_disagreements} argmax disagreements" for p in self.pairs if not p.passed]
         for proof in reversed(self.proofs):
             if not proof.passed:
@@ -130,7 +131,8 @@ class VerifyResult:
             failures.insert(0, f"first divergent layer: {divergence['label']} in {divergence['backend']} "
                                f"(max |Δ| {divergence['max_abs_diff']:.3g} > tolerance {divergence['tolerance']:.3g})")
         if failures:
-            raise CheckFailed("verification failed — " + "; ".join(failures))
+            more = f"; {len(failures) - 1} more failure(s) in verify.json and report.md" if len(failures) > 1 else ""
+            raise CheckFailed(f"verification failed — {failures[0]}{more}")
 
 
 def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool = True, manual_model=None,
