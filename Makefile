@@ -9,6 +9,7 @@ OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
 DATA   ?= data## fetched model and CIFAR-10 test set
 INPUTS ?=## optional .npy of your own sample inputs, shape (N, *input shape), added to every check
 ZOO    ?=## optional comma-separated architectures for `make zoo`, `trained` for the trained members (default: all 13 and those)
+FUZZ_SAMPLE ?=## optional number of cases of each base model for `make fuzz`, drawn with a fixed seed (default: every case)
 VARIANTS ?=## optional semicolon-separated settings for `make aot-options` (default: all)
 INPUT_RANGE ?=## optional LO,HI to draw the random check inputs from (default: the model's own range, else several)
 
@@ -21,7 +22,7 @@ ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
 CODE_MK  := .make/code.mk
 
-.PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo all test zoo-test clean
+.PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo fuzz all test zoo-test clean
 .DEFAULT_GOAL := help
 # A target whose recipe fails is removed: never a half-written artifact that a rerun takes for done.
 .DELETE_ON_ERROR:
@@ -89,6 +90,9 @@ aot-options: $(DIR)/model_opt.pt2 $(TEST_SET) ## each AOTInductor setting for mo
 
 zoo: ## Keras Applications (calibrated random weights) and trained members (tf-keras .h5, Keras 3 .keras) through onnx, torch, native, verify: $(OUT)/zoo/summary.md
 	$(PY) -m pipeline zoo --out $(OUT) $(if $(ZOO),--models $(ZOO))
+
+fuzz: $(MODEL) ## damaged and hostile copies of MODEL and of base models of other kinds: each taken, or refused in one line: $(OUT)/fuzz/summary.md
+	$(PY) -m pipeline fuzz $(ARGS) $(if $(FUZZ_SAMPLE),--sample $(FUZZ_SAMPLE))
 
 all: fetch verify evaluate ## everything, then a summary table
 	@$(PY) -m pipeline report $(ARGS)

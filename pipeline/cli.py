@@ -1,4 +1,4 @@
-"""`python -m pipeline {fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,all}`: parse, call the stage, print,
+"""`python -m pipeline {fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,fuzz,all}`: parse, call the stage, print,
 map errors to exit codes. Nothing else lives here.
 
 Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors are one line on stderr;
@@ -258,6 +258,18 @@ def cmd_zoo(args) -> int:
     return 0 if all(row.verdict.startswith("verified") for row in rows) else 1
 
 
+def cmd_fuzz(args) -> int:
+    from pipeline.stages import fuzz
+
+    given = {key: value for key, value in (("cli_cases", args.cli_cases), ("seed", args.seed)) if value is not None}
+    summary = fuzz.run(args.out, args.model, _data(args.data), args.sample, **given)
+    _say(f"fuzz: {len(summary.outcomes)} cases over {len(summary.bases)} base models, {len(summary.findings)} finding(s) "
+         f"[{summary.seconds / 60:.1f} min]; wrote {Path(args.out) / 'fuzz' / 'summary.md'}")
+    for finding in summary.findings[:10]:
+        _say(f"fuzz: {finding.depth} {finding.case}: {finding.result} — {finding.line[:150]}")
+    return 0 if not summary.findings else 1
+
+
 def cmd_all(args) -> int:
     args.keep_going = True  # verify what was built: a model without a native model is still verified (`native --keep-going`)
     for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_native, cmd_verify, cmd_evaluate, cmd_report):
@@ -335,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     zoo_parser.add_argument("--models", help="comma-separated architectures, and `trained` for the trained members (default: all of the zoo)")
     zoo_parser.add_argument("--formats", default="keras,h5", help="comma-separated: keras, h5 (default: %(default)s)")
     zoo_parser.set_defaults(func=cmd_zoo)
+    fuzz_parser = sub.add_parser("fuzz", parents=[common], help="damaged and hostile copies of --model and of base models of other kinds: "
+                                 "each must be taken or refused in one line; writes OUT/fuzz/summary.md")
+    fuzz_parser.add_argument("--sample", type=int, help="cases of each base model, drawn with --seed (default: every case)")
+    fuzz_parser.add_argument("--cli-cases", type=int, help="cases run through the whole onnx stage (default: stages.fuzz's, 40)")
+    fuzz_parser.add_argument("--seed", type=int, help="the draw's seed (default: stages.fuzz.FUZZ_SEED)")
+    fuzz_parser.set_defaults(func=cmd_fuzz)
     sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt, device_opt],
                    help="fetch, onnx, torch, native, verify, evaluate, then the summary").set_defaults(func=cmd_all)
     return parser
@@ -343,7 +361,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command not in ("fetch", "zoo"):  # every other stage writes into OUT/<stem>/
+        if args.command not in ("fetch", "zoo", "fuzz"):  # every other stage writes into OUT/<stem>/
             from pipeline.common import atomic
 
             folder = _model_paths(args).dir

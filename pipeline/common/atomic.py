@@ -118,3 +118,29 @@ def write_text(target: Path, text: str) -> None:
     """Atomically write `text` to `target`."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+@contextlib.contextmanager
+def staged_files(folder: Path, make_targets: list[Path]):
+    """Yield a new, empty temporary folder inside `folder` for a stage to write its files into. On a clean
+    exit each file written there replaces its namesake in `folder`, the `make_targets` last; on any
+    failure (a failed check included) nothing is moved and the folder is removed.
+
+    So a stage's outputs appear together and only on success: a kill before the moves leaves the earlier
+    files as they were (`sweep` removes the folder), and one during the moves leaves the make targets
+    as they were — older than the files a rerun was asked for, so Make runs the stage again.
+    """
+    folder = Path(folder)
+    made = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder, prefix=".stage.", suffix=".tmp"))
+    _readable(tmp, 0o777)
+    try:
+        yield tmp
+        last = {Path(target).name for target in make_targets}
+        for path in sorted(tmp.iterdir(), key=lambda p: p.name in last):
+            os.replace(path, folder / path.name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made and not any(folder.iterdir()):  # a first run that failed leaves not even its folder
+            folder.rmdir()

@@ -21,8 +21,11 @@ TRAINED_BUILDER_MODULE = f"{WORKER_MODULE}.trained_build"
 # The file each Keras writes the trained members as: tf-keras (the Keras 2 API users' files come from) the
 # legacy .h5, Keras 3 its own .keras (`tf_side.trained_build`, `stages.zoo`).
 TRAINED_FLAVOURS = {"keras2": ".h5", "keras3": ".keras"}
-# A worker's own one-line error on stderr starts with this; the launcher turns it into BadInput.
+# A worker's one-line error on stderr starts with this; the launcher turns it into BadInput. A library's
+# error (ERROR_PREFIX) is said to be Keras/TensorFlow's; our own refusal of the file (REFUSAL_PREFIX, a
+# BadInput raised in the worker) is already a sentence for the user and stands alone.
 ERROR_PREFIX = "pipeline-error: "
+REFUSAL_PREFIX = "pipeline-refusal: "
 # The worker names each part of its job on stderr, on a line starting with this, before it starts it: a
 # crash inside TensorFlow cannot report, so the launcher says where it happened by the last such line.
 STEP_PREFIX = "pipeline-step: "
@@ -33,6 +36,11 @@ CRASH_TRAINING_FOR_TESTS = "PIPELINE_TEST_CRASH_TRAINING"
 # do. The longest job measured here (convert and reference a Keras Applications model at 96 px) takes
 # about a minute; `PIPELINE_WORKER_TIMEOUT` (seconds) overrides it.
 WORKER_TIMEOUT_S = 1800
+# Most memory a TensorFlow process may take, as a share of the machine's: a config that makes Keras
+# allocate without end (or a model too large for the machine) ends in one line instead of the kernel's
+# out-of-memory killer, which takes other processes with it. The largest zoo model (VGG16) peaks at
+# 10.5 GB of 24; `PIPELINE_WORKER_MEMORY_GB` overrides it.
+WORKER_MEMORY_SHARE = 0.9
 
 
 # What a stored training step was taken on (`training` below): the batch, and the model's SHA-256.

@@ -38,8 +38,21 @@ class Case:
     writes it from the intact file."""
 
     id: str
-    kind: str  # config-delete, config-null, config-type, config-extreme, entry, weight-*, file-*, hostile-*
+    kind: str  # config-delete, config-null, config-type, config-extreme, entry, weight-*, file-*, model, hostile
     write: Callable[[Path, Path], None]
+
+    @property
+    def family(self) -> str:
+        """The case with its layer left out (`config-null:strides`, `weight-nan:kernel`): cases of one family
+        damage the same field of different layers, and mostly end alike."""
+        where = self.id.split(":", 1)[1] if ":" in self.id else ""
+        if self.kind.startswith("config"):
+            where = where.split(".", 1)[-1].split("=")[0].split("#")[0]
+        elif self.kind.startswith("weight"):
+            where = where.rsplit("/", 1)[-1].split(":")[0]
+        elif self.kind == "entry":
+            where = self.id.split(":")[0]
+        return f"{self.kind}:{where}"
 
 
 # --- reading and writing the config and the weights of either format --------------------------------

@@ -31,7 +31,8 @@ from pipeline.fuzz.mutations import Case
 
 FRONT_LIMIT_S = 10  # reading a config and its weights takes milliseconds; a loop in a check would not end
 CLI_LIMIT_S = 300  # the onnx stage on a fuzz base model takes under a minute on 2 cores
-TAKEN, REFUSED = "taken", "refused"  # the two good outcomes
+TAKEN, REFUSED = "taken", "refused"  # the two good outcomes (a hostile file must be refused)
+HOSTILE = "hostile"
 _ESCAPE = re.compile(r"\x1b")
 
 
@@ -80,7 +81,7 @@ def front(case: Case, intact: Path, scratch: Path) -> Outcome:
     signal.alarm(FRONT_LIMIT_S)
     try:
         KerasModel.open(path).check_weights()
-        result, line = TAKEN, ""
+        result, line = (TAKEN, "") if case.kind != HOSTILE else ("hostile file taken", "")
     except BadInput as exc:
         line = one_line(f"error: {exc}")
         result = _judge_line(line)
@@ -105,10 +106,10 @@ def through_cli(case: Case, intact: Path, scratch: Path, data: Path | None = Non
     model = scratch / f"case{intact.suffix}"
     case.write(intact, model)
     out = Path(tempfile.mkdtemp(dir=scratch, prefix="out."))
-    command = [sys.executable, "-m", "pipeline", "onnx", "--model", str(model), "--out", str(out),
-               "--data", str(data or scratch / "no-data")]
+    # without `data`, run where the default data folder is absent: the stage then checks on random inputs
+    command = [sys.executable, "-m", "pipeline", "onnx", "--model", str(model), "--out", str(out)] + (["--data", str(data)] if data else [])
     started = time.perf_counter()
-    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True)
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, start_new_session=True, cwd=scratch)
     hung = threading.Event()
 
     def stop():
@@ -133,7 +134,7 @@ def through_cli(case: Case, intact: Path, scratch: Path, data: Path | None = Non
     elif any(line.startswith("Traceback") for line in lines):
         result, line = "traceback", lines[-1] if lines else ""
     elif process.returncode == 0:
-        result, line = TAKEN, ""
+        result, line = (TAKEN, "") if case.kind != HOSTILE else ("hostile file taken", "")
     elif process.returncode == 2 and len(errors) == 1:
         line = errors[0]
         result = "wrote files" if written else _judge_line(line)

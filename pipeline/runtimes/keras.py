@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -15,8 +16,8 @@ import tempfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput, PipelineError, WorkerCrashed
-from pipeline.common.keras_job import (ERROR_PREFIX, STEP_PREFIX, TRAINED_BUILDER_MODULE, WORKER_MODULE, WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE,
-                                      KerasJob, KerasJobResult)
+from pipeline.common.keras_job import (ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX, TRAINED_BUILDER_MODULE, WORKER_MEMORY_SHARE, WORKER_MODULE,
+                                      WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE, KerasJob, KerasJobResult)
 from pipeline.common.paths import child_environment
 
 
@@ -24,28 +25,38 @@ def run(job: KerasJob) -> KerasJobResult:
     """Run `job` in a TensorFlow process; return what it reports.
 
     Raises:
-        BadInput: the worker reported a problem with the model or data (its one-line message), or ran
-            past its time limit (`WORKER_TIMEOUT_S`, or `PIPELINE_WORKER_TIMEOUT` seconds) and was killed.
+        BadInput: the worker reported a problem with the model or data (its one-line message), ran
+            past its time limit (`WORKER_TIMEOUT_S`, or `PIPELINE_WORKER_TIMEOUT` seconds) and was killed,
+            or ran out of its memory cap (`memory_cap`).
         WorkerCrashed: the worker died by a signal (a crash inside TensorFlow, or killed): the message names
             the signal and the part of the job it was in, not TensorFlow's log lines.
         PipelineError: the worker exited non-zero without saying why.
     """
     limit = float(os.environ.get("PIPELINE_WORKER_TIMEOUT", WORKER_TIMEOUT_S))
+    cap = memory_cap()
     with tempfile.TemporaryDirectory() as scratch:
         job_path, result_path = Path(scratch) / "job.json", Path(scratch) / "result.json"
         job_path.write_text(job.to_json())
         env = child_environment()
         command = [sys.executable, "-m", WORKER_MODULE, str(job_path), str(result_path)]
         try:
-            completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True, timeout=limit)
+            completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True, timeout=limit,
+                                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (cap, cap)))
         except subprocess.TimeoutExpired as exc:
             raise BadInput(f"Keras/TensorFlow did not finish with {job.model} in {limit:g} s and was stopped; "
                            "a damaged model config can make Keras loop (set PIPELINE_WORKER_TIMEOUT for a larger model)") from exc
         if completed.returncode == 0:
             return KerasJobResult.read(result_path)
-        errors = [line[len(ERROR_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(ERROR_PREFIX)]
+        lines = completed.stderr.splitlines()
+        if _out_of_memory(completed):
+            raise BadInput(f"the TensorFlow process ran out of its memory cap ({cap / 2**30:.1f} GiB) on {Path(job.model).name}; "
+                           "a config too large for this machine, or damaged (set PIPELINE_WORKER_MEMORY_GB to allow more)")
+        refusals = [line[len(REFUSAL_PREFIX):] for line in lines if line.startswith(REFUSAL_PREFIX)]
+        if refusals:
+            raise BadInput(refusals[-1])
+        errors = [line[len(ERROR_PREFIX):] for line in lines if line.startswith(ERROR_PREFIX)]
         if errors:
-            raise BadInput(f"Keras/TensorFlow could not process {job.model}: {errors[-1]}")
+            raise BadInput(f"Keras/TensorFlow could not process {Path(job.model).name}: {errors[-1]}")
         steps = [line[len(STEP_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(STEP_PREFIX)]
         step = steps[-1] if steps else ""
         where = f" in {step}" if step else ""
@@ -57,6 +68,21 @@ def run(job: KerasJob) -> KerasJobResult:
             raise WorkerCrashed(f"the TensorFlow process crashed ({name}){where} on {Path(job.model).name}", name, step)
         said = [line for line in completed.stderr.strip().splitlines() if not line.startswith(STEP_PREFIX)]
         raise PipelineError(f"the TensorFlow process exited with code {completed.returncode}{where}: {' | '.join(said[-3:])}")
+
+
+def memory_cap() -> int:
+    """The TensorFlow process's memory cap in bytes (its data segment, `RLIMIT_DATA`): `PIPELINE_WORKER_MEMORY_GB`,
+    else `WORKER_MEMORY_SHARE` of the machine's memory."""
+    if os.environ.get("PIPELINE_WORKER_MEMORY_GB"):
+        return int(float(os.environ["PIPELINE_WORKER_MEMORY_GB"]) * 2**30)
+    return int(WORKER_MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _out_of_memory(completed: subprocess.CompletedProcess) -> bool:
+    """Whether the worker failed for want of memory: Python's MemoryError, C++'s bad_alloc, or a thread
+    TensorFlow could not start (its stack counts against the cap) — the last two abort the process."""
+    signs = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "OOM when allocating", "via pthread_create() failed")
+    return any(sign in completed.stderr for sign in signs)
 
 
 def _signal_name(number: int) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common import manifest
+from pipeline.common.atomic import staged_files
 from pipeline.common.keras_job import DEFAULT_OPSET, KerasJob
 from pipeline.common.paths import ModelPaths
 from pipeline.data import checkset, cifar
@@ -74,24 +75,25 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
     # A model that no longer rebuilds must not keep an old proof, nor one without a known batch an old step.
     for stale in (paths.onnx_f64, paths.keras_layers_f64, paths.keras_training_step):
         stale.unlink(missing_ok=True)
-    with tempfile.TemporaryDirectory() as scratch:
+    with tempfile.TemporaryDirectory() as scratch, staged_files(paths.dir, [paths.onnx]) as folder:
+        staged = ModelPaths(folder)  # every output is written here, and moved beside the others once all pass
         # Keras's training step for the native stage's parity, taken in this TensorFlow process where the
         # batch is known now (`training_batch`): the native stage then starts no TensorFlow of its own.
         batch = (training_batch.write_batch(Path(scratch) / "batch.npz", *training_batch.batch_for(keras, data, ())[:3])
                  if training_batch.known_in_advance(keras, data) else None)
         summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
-                                             inputs=options.inputs, onnx=paths.onnx, opset=options.opset,
+                                             inputs=options.inputs, onnx=staged.onnx, opset=options.opset,
                                              input_ranges=checkset.choose_ranges(keras.input_ranges, options.input_range),
-                                             reference=paths.keras_reference, layers=paths.keras_layers,
-                                             onnx_f64=paths.onnx_f64, reference_f64=paths.keras_reference_f64,
-                                             layers_f64=paths.keras_layers_f64,
-                                             training_batch=batch, training=paths.keras_training_step if batch else None,
+                                             reference=staged.keras_reference, layers=staged.keras_layers,
+                                             onnx_f64=staged.onnx_f64, reference_f64=staged.keras_reference_f64,
+                                             layers_f64=staged.keras_layers_f64,
+                                             training_batch=batch, training=staged.keras_training_step if batch else None,
                                              training_ahead=True))
-    reference = KerasReference(paths.keras_reference)
-    noise = precision.measure_stored(reference, paths.keras_reference_f64)
-    validation = validate(paths.onnx, reference, keras.classifier, noise)
-    written = [paths.onnx, paths.keras_reference, paths.keras_layers, paths.onnx_f64, paths.keras_reference_f64, paths.keras_layers_f64,
-               paths.keras_training_step]
+        reference = KerasReference(staged.keras_reference)
+        noise = precision.measure_stored(reference, staged.keras_reference_f64)
+        validation = validate(staged.onnx, reference, keras.classifier, noise)
+    written = [path for path in (paths.onnx, paths.keras_reference, paths.keras_layers, paths.onnx_f64, paths.keras_reference_f64,
+                                 paths.keras_layers_f64, paths.keras_training_step) if path.is_file()]
     manifest.record(paths.dir, "onnx", keras.path, written, started,
                     data_file=cifar.locate(data) if data is not None else None, opset=options.opset, keras_loader=summary.keras_version)
     return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64)

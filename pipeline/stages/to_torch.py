@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common import cpuinfo, manifest
-from pipeline.common.atomic import atomic_path, write_text
+from pipeline.common.atomic import atomic_path, staged_files, write_text
 from pipeline.common.errors import BadInput, PipelineError
 from pipeline.common.paths import ModelPaths
 from pipeline.converters import onnx_graph, to_fx
@@ -65,29 +65,32 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     if not Path(onnx_path).is_file():
         raise BadInput(f"{onnx_path} does not exist; run `make onnx` first")
     paths = ModelPaths(Path(out_dir))
-    paths.pt2_aoti.unlink(missing_ok=True)  # never a package of an earlier conversion beside this one
+    for stale in (paths.pt2_aoti, paths.aoti_kernels):  # never a package of an earlier conversion beside this one
+        stale.unlink(missing_ok=True)
     gm, n_static = to_fx.convert(onnx_path, layer_names)
     shape = onnx_graph.input_shape(onnx_path)
     stored = KerasReference(paths.keras_reference) if paths.keras_reference.is_file() else None
     sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape, stored)
     noise = precision.measure_stored(stored, paths.keras_reference_f64) if stored is not None else None
-    _save(to_fx.export(gm, shape), paths.pt2)
-    write_text(paths.fx_code, to_fx.fx_source(gm, onnx_path))
-    validation = validate(paths.pt2, onnx_path, sets, ort_outputs, classifier, noise)
-    optimized, report = fx_optimize.optimize(gm, shape)
-    program = to_fx.export(optimized, shape)
-    _save(program, paths.pt2_opt)
-    write_text(paths.fx_opt_code, to_fx.fx_source(optimized, onnx_path, "after fx_optimize"))
-    validation_opt = validate(paths.pt2_opt, onnx_path, sets, ort_outputs, classifier, noise)
-    result = TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
-    written = [paths.pt2, paths.fx_code, paths.pt2_opt]
-    if aot:
-        def check(package: Path) -> PairResult:
-            return validate(package, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
+    # Written into a folder of their own and moved beside the ONNX file together, once every check passed.
+    with staged_files(paths.dir, [paths.pt2, paths.pt2_opt, paths.pt2_aoti]) as folder:
+        staged = ModelPaths(folder)
+        _save(to_fx.export(gm, shape), staged.pt2)
+        write_text(staged.fx_code, to_fx.fx_source(gm, onnx_path))
+        validation = validate(staged.pt2, onnx_path, sets, ort_outputs, classifier, noise)
+        optimized, report = fx_optimize.optimize(gm, shape)
+        program = to_fx.export(optimized, shape)
+        _save(program, staged.pt2_opt)
+        write_text(staged.fx_opt_code, to_fx.fx_source(optimized, onnx_path, "after fx_optimize"))
+        validation_opt = validate(staged.pt2_opt, onnx_path, sets, ort_outputs, classifier, noise)
+        result = TorchResult(paths.pt2, paths.fx_code, n_static, validation, paths.pt2_opt, report, validation_opt)
+        if aot:
+            def check(package: Path) -> PairResult:
+                return validate(package, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
 
-        result.aoti_seconds, result.aoti_batch1, result.aoti_cached, result.validation_aoti = _aot_package(program, shape, paths, check)
-        result.pt2_aoti = paths.pt2_aoti
-        written += [paths.pt2_aoti] + ([paths.aoti_kernels] if paths.aoti_kernels.is_file() else [])
+            result.aoti_seconds, result.aoti_batch1, result.aoti_cached, result.validation_aoti = _aot_package(program, shape, staged, check)
+            result.pt2_aoti = paths.pt2_aoti
+    written = [paths.pt2, paths.fx_code, paths.pt2_opt] + ([paths.pt2_aoti, paths.aoti_kernels] if aot else [])
     manifest.record(paths.dir, "torch", None, written, started,
                     **({"aot_compile_seconds": round(result.aoti_seconds, 1), "aot_cached": result.aoti_cached} if aot else {}))
     return result

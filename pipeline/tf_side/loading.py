@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import zipfile
 from pathlib import Path
+
+from pipeline.common.errors import BadInput
 
 # Layer classes Keras Applications define in their own modules, which a legacy .h5 names without the
 # module (ConvNeXt's LayerScale): Keras's own code, given to the loader by name.
@@ -31,8 +34,11 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
         return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code, custom_objects=_keras_own_layers())
     except Exception as keras3_error:  # noqa: BLE001 — any deserialization failure; tried again below
         if zipfile.is_zipfile(path):
-            raise  # a .keras file is Keras 3's own format: tf-keras would not do better
-        rewritten = _with_ops_as_layers(path, keras)
+            raise _refusal(path, keras3_error) from keras3_error  # Keras 3's own format: tf-keras would not do better
+        try:
+            rewritten = _with_ops_as_layers(path, keras)
+        except Exception as error:  # noqa: BLE001 — the rewritten config fails too: that is the reason
+            raise _refusal(path, error) from error
         if rewritten is not None:
             return rewritten
         try:
@@ -43,7 +49,57 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
         try:
             return tf_keras.models.load_model(str(path), compile=False)
         except Exception as keras2_error:  # noqa: BLE001
-            raise ValueError(f"neither Keras 3 ({keras3_error}) nor tf-keras ({keras2_error}) can load it") from keras2_error
+            # a Keras 2 file's own reason is tf-keras's; a Keras 3 file's, Keras 3's
+            raise _refusal(path, keras2_error if _written_by_keras2(path) else keras3_error) from keras2_error
+
+
+# What Keras says of a class it does not have: a custom layer, whose code is not in the file.
+_UNKNOWN_CLASS = re.compile(r"(?:Unknown layer|Could not locate class|Unknown (?:object|class)[^:]*):? *'?([A-Za-z_][\w.>]*)'?")
+
+
+def _refusal(path: Path, error: Exception) -> BadInput:
+    """Keras's refusal of the file as one short line: a custom layer named by the layer that uses it (its
+    class is code the file does not carry); otherwise Keras's first sentence, naming the layer where
+    Keras does."""
+    text = " ".join(str(error).split())
+    unknown = _UNKNOWN_CLASS.search(text)
+    if unknown:
+        cls = unknown.group(1).split(">")[-1]
+        layer = _layer_of_class(path, cls)
+        where = f"layer {layer} ({cls})" if layer else f"class {cls}"
+        return BadInput(f"{where}: not a Keras layer class — a custom layer, whose code the file does not carry; "
+                        'see README "Custom layers"')
+    first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
+    return BadInput(f"Keras cannot build the model from {Path(path).name}: {type(error).__name__}: {first[:160]}")
+
+
+def _layer_of_class(path: Path, cls: str) -> str | None:
+    """The name of the first layer of class `cls` in the file's config (nested models included)."""
+    from pipeline.keras_file import safety
+
+    found: list[str] = []
+
+    def walk(item):
+        if isinstance(item, dict):
+            if str(item.get("class_name", "")).split(">")[-1] == cls and isinstance(item.get("config"), dict):
+                found.append(str(item["config"].get("name", "?")))
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, list):
+            for value in item:
+                walk(value)
+
+    walk(safety.read_config(path))
+    return found[0] if found else None
+
+
+def _written_by_keras2(path: Path) -> bool:
+    """Whether a legacy .h5 says Keras 2 (or tf-keras) wrote it (its `keras_version` attribute)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        version = handle.attrs.get("keras_version", b"")
+    return str(version.decode() if isinstance(version, bytes) else version).startswith(("1.", "2."))
 
 
 def keras_api(model):

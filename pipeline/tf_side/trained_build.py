@@ -122,14 +122,63 @@ def _dense_bn_autoencoder(keras):
     return keras.Model(inp, L.Dense(32)(x)), lambda rng, n: _low_rank(rng, n, 32), "mse"
 
 
+def _tokens(rng, n: int, length: int, vocabulary: int):
+    """Token ids; the class is whether token 1 comes before token 2 (order matters: a recurrent task)."""
+    x = rng.integers(3, vocabulary, (n, length))
+    labels = rng.integers(0, 2, n)
+    for i, label in enumerate(labels):
+        a, b = sorted(rng.choice(length, 2, replace=False))
+        x[i, a], x[i, b] = (1, 2) if label else (2, 1)
+    return x.astype(np.int32), labels
+
+
+def _nested_transfer(keras):
+    """A pretrained-style base model (its own Functional, with BatchNorm) nested in a Sequential with a new head."""
+    L = keras.layers
+    x = inp = keras.Input((32, 32, 3))
+    for filters in (8, 16):
+        x = L.Conv2D(filters, 3, strides=2, padding="same")(x)
+        x = L.BatchNormalization()(x)
+        x = L.ReLU()(x)
+    base = keras.Model(inp, L.GlobalAveragePooling2D()(x), name="base")
+    model = keras.Sequential([keras.Input((32, 32, 3)), base, L.Dropout(0.2), L.Dense(4, activation="softmax")])
+    return model, lambda rng, n: _images(rng, n, 32, 4), "sparse_categorical_crossentropy"
+
+
+def _recurrent_text(keras):
+    """Token ids → Embedding → LSTM → Dense: a text classifier."""
+    L = keras.layers
+    inp = keras.Input((20,), dtype="int32")
+    x = L.Embedding(50, 8)(inp)
+    x = L.LSTM(12)(x)
+    return keras.Model(inp, L.Dense(2, activation="softmax")(x)), lambda rng, n: _tokens(rng, n, 20, 50), "sparse_categorical_crossentropy"
+
+
+def _two_inputs(keras):
+    """An image and a vector of metadata, concatenated: a model with two inputs."""
+    L = keras.layers
+    image, meta = keras.Input((16, 16, 3), name="image"), keras.Input((5,), name="meta")
+    x = L.Conv2D(8, 3, padding="same", activation="relu")(image)
+    x = L.GlobalAveragePooling2D()(x)
+    x = L.Concatenate()([x, L.Dense(8, activation="relu")(meta)])
+
+    def data(rng, n):
+        images, labels = _images(rng, n, 16, 3)
+        return [images / 255.0, rng.normal(0, 1, (n, 5)).astype(np.float32)], labels
+
+    return keras.Model([image, meta], L.Dense(3, activation="softmax")(x)), data, "sparse_categorical_crossentropy"
+
+
 MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_1xk": _signal_1xk, "dense_bn_autoencoder": _dense_bn_autoencoder}
+# Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`).
+KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs}
 
 
 def build(keras, name: str, seed: int = TRAINED_SEED):
     """`name` trained TRAINED_STEPS steps (TRAINED_EPOCHS passes over one set); and its training loss after each pass."""
     keras.backend.clear_session()  # layer names count from conv2d again, as in a user's own file
     keras.utils.set_random_seed(seed)
-    model, data, loss = MEMBERS[name](keras)
+    model, data, loss = {**MEMBERS, **KINDS}[name](keras)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     x, y = data(np.random.default_rng(seed), TRAINED_STEPS // TRAINED_EPOCHS * TRAINED_BATCH)
     history = model.fit(x, y, batch_size=TRAINED_BATCH, epochs=TRAINED_EPOCHS, verbose=0, shuffle=True)

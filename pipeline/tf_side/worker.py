@@ -4,7 +4,7 @@ The model is checked with h5py before Keras sees it (this is the process that wo
 code), loaded once, then the job's parts run in order: conversion, reference outputs, layer outputs,
 timing, training step. Each part is named on stderr (`STEP_PREFIX`) before it starts, so a crash inside
 TensorFlow, which cannot report, is still placed. Any failure ends in exit code 2 and one stderr line
-prefixed `ERROR_PREFIX` — but a training step asked for ahead (`training_ahead`), which is left out instead.
+prefixed `ERROR_PREFIX` (`REFUSAL_PREFIX` for our own refusal of the file) — but a training step asked for ahead (`training_ahead`), which is left out instead.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't mat
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 
 from pipeline.common.errors import BadInput  # noqa: E402
-from pipeline.common.keras_job import ERROR_PREFIX, STEP_PREFIX, KerasJob, KerasJobResult  # noqa: E402
+from pipeline.common.keras_job import ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX, KerasJob, KerasJobResult  # noqa: E402
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
 from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx, training  # noqa: E402
@@ -102,8 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         result = run_job(KerasJob.from_json(job_path.read_text()))
     except Exception as exc:  # noqa: BLE001 — one line for the parent process, whatever failed
         message = " ".join(str(exc).split()) or type(exc).__name__
-        kind = "" if isinstance(exc, BadInput) else f"{type(exc).__name__}: "  # our own messages stand alone
-        print(f"{ERROR_PREFIX}{kind}{message[:2000]}", file=sys.stderr)
+        if isinstance(exc, BadInput):  # our own message stands alone
+            print(f"{REFUSAL_PREFIX}{message[:2000]}", file=sys.stderr)
+        else:
+            print(f"{ERROR_PREFIX}{type(exc).__name__}: {message[:2000]}", file=sys.stderr)
         if os.environ.get("PIPELINE_DEBUG"):
             raise
         return 2

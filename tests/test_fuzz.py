@@ -1,0 +1,77 @@
+"""The fuzz suite, sampled: damaged and hostile copies of ResNet8 and of base models of other kinds (a
+nested transfer model, Embedding + LSTM, two inputs; tf-keras .h5 and Keras 3 .keras) each end as a
+user should meet them — taken, or refused in one whole line — never a traceback, a hang, files left
+behind or a hostile file taken. `make fuzz` runs every case; this runs a seeded sample in a few minutes.
+And the suite has teeth: with one of the checks taken out, it finds the damage that check stopped.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+from pipeline.fuzz import mutations, runner
+from pipeline.stages import fuzz
+
+FRONT_SAMPLE = 60  # cases of each of the seven bases through the front: 420, about a minute
+CLI_SAMPLE = 4  # cases through the whole onnx stage: a damaged file that gets past the front, and refused ones
+
+
+@pytest.fixture(scope="module")
+def bases(real_paths, tmp_path_factory) -> list[Path]:
+    model, _ = real_paths
+    return [model, *fuzz.build_bases(tmp_path_factory.mktemp("fuzz_bases"))]
+
+
+def _front(bases: list[Path], scratch: Path, count: int = FRONT_SAMPLE) -> list[runner.Outcome]:
+    return [runner.front(case, base, scratch) for base in bases
+            for case in mutations.sample(mutations.all_cases(base), count, fuzz.FUZZ_SEED)]
+
+
+def test_every_sampled_case_is_taken_or_refused_in_one_line(bases, tmp_path):
+    outcomes = _front(bases, tmp_path)
+    findings = [(o.case, o.result, o.line) for o in outcomes if not o.ok]
+    assert not findings, findings[:5]
+    kinds = {o.kind for o in outcomes}
+    assert {"config-delete", "config-null", "config-type", "config-extreme", "entry", "weight-shape", "weight-nan",
+            "weight-removed", "file-truncated", "hostile"} <= kinds
+    assert sum(o.result == runner.REFUSED for o in outcomes) > len(outcomes) // 4  # damage is found, not waved through
+
+
+def test_the_hostile_files_are_each_refused_in_one_line(bases, tmp_path):
+    hostile = [(case, base) for base in bases[:3] for case in mutations.all_cases(base) if case.kind == "hostile"]
+    outcomes = {case.id: runner.front(case, base, tmp_path) for case, base in hostile}
+    expected = {"hostile-hdf5-external-link": "external link", "hostile-hdf5-external-dataset": "external file",
+                "hostile-zip-parent-entry": "outside the archive", "hostile-zip-absolute-entry": "outside the archive",
+                "hostile-zip-bomb": "zip bomb", "hostile-zip-config-not-json": "not valid JSON",
+                "hostile-zip-config-deep": "the file is damaged", "hostile-zip-no-weights": "no model.weights.h5"}
+    assert set(outcomes) == set(expected)
+    for case, phrase in expected.items():
+        assert outcomes[case].result == runner.REFUSED and phrase in outcomes[case].line, outcomes[case]
+
+
+def test_cases_through_the_onnx_stage_end_in_a_verdict_or_one_line_writing_nothing(bases, tmp_path):
+    rng = random.Random(fuzz.FUZZ_SEED)
+    chosen = []
+    for base in (bases[0], bases[2]):  # ResNet8 .h5, and the nested transfer model as Keras 3 wrote it
+        outcomes = {case.id: (case, runner.front(case, base, tmp_path)) for case in mutations.all_cases(base)}
+        taken = [case for case, o in outcomes.values() if o.result == runner.TAKEN and case.kind.startswith("config")]
+        refused = [case for case, o in outcomes.values() if o.result == runner.REFUSED]
+        chosen += [(rng.choice(taken), base), (rng.choice(refused), base)]
+    for case, base in chosen[:CLI_SAMPLE]:
+        outcome = runner.through_cli(case, base, tmp_path)
+        assert outcome.ok, outcome
+        assert outcome.seconds < runner.CLI_LIMIT_S
+
+
+@pytest.mark.parametrize("removed", ["checks.check_entries", "safety.check_hdf5"])
+def test_the_suite_finds_the_damage_a_removed_check_stopped(bases, tmp_path, monkeypatch, removed):
+    from pipeline.keras_file import checks, safety
+
+    module, name = removed.split(".")
+    monkeypatch.setattr({"checks": checks, "safety": safety}[module], name, lambda *args, **kwargs: None)
+    outcomes = _front(bases[:2], tmp_path, count=200)
+    findings = {o.result for o in outcomes if not o.ok}
+    assert findings & {"traceback", "hostile file taken"}, f"with {removed} removed the suite found nothing"
