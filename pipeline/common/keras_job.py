@@ -36,6 +36,9 @@ CRASH_TRAINING_FOR_TESTS = "PIPELINE_TEST_CRASH_TRAINING"
 # do. The longest job measured here (convert and reference a Keras Applications model at 96 px) takes
 # about a minute; `PIPELINE_WORKER_TIMEOUT` (seconds) overrides it.
 WORKER_TIMEOUT_S = 1800
+# The environment variable naming a Python file of the user's custom layer classes (and functions), for
+# Keras to build a model that uses them (`tf_side.loading.user_custom_objects`; README "Custom layers").
+CUSTOM_OBJECTS_ENV = "PIPELINE_CUSTOM_OBJECTS"
 # Most memory a TensorFlow process may take, as a share of the machine's: a config that makes Keras
 # allocate without end (or a model too large for the machine) ends in one line instead of the kernel's
 # out-of-memory killer, which takes other processes with it. The largest zoo model (VGG16) peaks at

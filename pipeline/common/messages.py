@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 ERROR_LINE_CHARS = 200
-SHORTENED = "…"  # where a message lost its start to fit its line: right after the line's kind ("error: …")
+SHORTENED = "… "  # where a message lost its start to fit its line: right after the line's kind ("error: … ")
 # Terminal control sequences that library messages (Keras's) carry: never printed, they garble a log.
 _ESCAPES = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b\][^\x07]*\x07|[\x00-\x08\x0b-\x1f\x7f]")
 _LONG_PATH = re.compile(r"(?<![\w.])/(?:[^\s/]+/){3,}[^\s/]+")  # an absolute path four or more folders deep
@@ -21,7 +21,7 @@ _PARENTHESISED = re.compile(r" \([^()]*\)")  # innermost first: nested detail go
 
 def _short_path(match: re.Match) -> str:
     path = match.group(0)
-    return path if len(path) <= 40 else f"{SHORTENED}/" + "/".join(path.rsplit("/", 2)[-2:])
+    return path if len(path) <= 40 else "…/" + "/".join(path.rsplit("/", 2)[-2:])
 
 
 def plain(message: str) -> str:

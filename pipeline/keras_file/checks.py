@@ -57,8 +57,9 @@ def _check_entry(entry, index: int, sequential: bool, depth: int) -> None:
     if not isinstance(entry, dict):
         raise BadInput(f"{where} of the model config is not a layer entry ({fields.show(entry)})")
     class_name, config = entry.get("class_name"), entry.get("config")
-    if isinstance(config, dict) and isinstance(config.get("name"), str):
-        where = f"layer {fields.show(config['name'], 60).strip(chr(34))}"
+    named = config.get("name") if isinstance(config, dict) else entry.get("name")  # Keras 2 names the entry too
+    if isinstance(named, str):
+        where = f"layer {fields.show(named, 60).strip(chr(34))}"
     wrong = fields.class_name(class_name)
     if wrong:
         raise BadInput(f"{where}: class_name {fields.show(class_name)} {wrong}")
@@ -195,7 +196,7 @@ def check_weights(layers: list[KerasLayer], weights: dict[str, dict[str, np.ndar
             if found is None:
                 raise BadInput(f"{_named(layer)}: the file holds no weight {layer.name}/{names[0]}; the file is damaged")
             shape, expected = list(np.shape(tensors[found])), _expected_shape(layer, pattern)
-            if expected is not None and (len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected))):
+            if expected is not None and (len(shape) != len(expected) or any(e is not None and s != e for s, e in zip(shape, expected, strict=True))):
                 implied = "×".join("?" if e is None else str(e) for e in expected)
                 stated = ", ".join(f"{part} {fields.show(layer.config[part])}" for part in pattern if isinstance(part, str))
                 raise BadInput(f"{_named(layer)}: weight {layer.name}/{found} has shape {tuple(shape)}, but its config ({stated}) "

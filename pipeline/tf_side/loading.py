@@ -9,6 +9,7 @@ import zipfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput
+from pipeline.common.keras_job import CUSTOM_OBJECTS_ENV
 
 # Layer classes Keras Applications define in their own modules, which a legacy .h5 names without the
 # module (ConvNeXt's LayerScale): Keras's own code, given to the loader by name.
@@ -30,8 +31,9 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
     on load, so nothing reaches it that the safety check has not seen."""
     import keras
 
+    custom = {**_keras_own_layers(), **user_custom_objects()}
     try:
-        return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code, custom_objects=_keras_own_layers())
+        return keras.models.load_model(str(path), compile=False, safe_mode=not allow_unsafe_code, custom_objects=custom)
     except Exception as keras3_error:  # noqa: BLE001 — any deserialization failure; tried again below
         if zipfile.is_zipfile(path):
             raise _refusal(path, keras3_error) from keras3_error  # Keras 3's own format: tf-keras would not do better
@@ -47,7 +49,7 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
             raise ValueError(f"Keras 3 cannot load this legacy .h5 ({keras3_error}); install tf-keras "
                              "(pip install tf-keras, the Keras 2 API) to load Keras 2 files") from keras3_error
         try:
-            return tf_keras.models.load_model(str(path), compile=False)
+            return tf_keras.models.load_model(str(path), compile=False, custom_objects=user_custom_objects())
         except Exception as keras2_error:  # noqa: BLE001
             # a Keras 2 file's own reason is tf-keras's; a Keras 3 file's, Keras 3's
             raise _refusal(path, keras2_error if _written_by_keras2(path) else keras3_error) from keras2_error
@@ -55,6 +57,9 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
 
 # What Keras says of a class it does not have: a custom layer, whose code is not in the file.
 _UNKNOWN_CLASS = re.compile(r"(?:Unknown layer|Could not locate class|Unknown (?:object|class)[^:]*):? *'?([A-Za-z_][\w.>]*)'?")
+
+
+_DESERIALIZING = re.compile(r"Error when deserializing class '([\w.>]+)' using config=\{'name': '([^']+)'.*?\}\. Exception encountered: (.*)")
 
 
 def _refusal(path: Path, error: Exception) -> BadInput:
@@ -67,8 +72,13 @@ def _refusal(path: Path, error: Exception) -> BadInput:
         cls = unknown.group(1).split(">")[-1]
         layer = _layer_of_class(path, cls)
         where = f"layer {layer} ({cls})" if layer else f"class {cls}"
-        return BadInput(f"{where}: not a Keras layer class — a custom layer, whose code the file does not carry; "
-                        'see README "Custom layers"')
+        return BadInput(f'{where}: not a Keras layer class — a custom layer; give its code with {CUSTOM_OBJECTS_ENV}=layers.py '
+                        '(README "Custom layers")')
+    layer = _DESERIALIZING.search(text)  # "Error when deserializing class 'X' using config={'name': 'y', ...}. Exception encountered: why"
+    if layer:
+        why = re.split(r"(?<=[.!?])\s", layer.group(3), maxsplit=1)[0]
+        custom = " (a custom object? see README \"Custom layers\")" if re.search(r"Unknown|Could not (?:interpret|locate)", why) else ""
+        return BadInput(f"layer {layer.group(2)} ({layer.group(1)}): Keras cannot build it: {why[:120]}{custom}")
     first = re.split(r"(?<=[.!?])\s", text, maxsplit=1)[0]
     return BadInput(f"Keras cannot build the model from {Path(path).name}: {type(error).__name__}: {first[:160]}")
 
@@ -100,6 +110,32 @@ def _written_by_keras2(path: Path) -> bool:
     with h5py.File(path, "r") as handle:
         version = handle.attrs.get("keras_version", b"")
     return str(version.decode() if isinstance(version, bytes) else version).startswith(("1.", "2."))
+
+
+def user_custom_objects() -> dict:
+    """{name: class or function} defined in the Python file `CUSTOM_OBJECTS_ENV` names — the code of the
+    user's own custom layers, which a model file names but cannot carry. The file runs: it is the user's
+    own code, named by them, never anything from the model file. {} where the variable is unset.
+
+    Raises:
+        BadInput: the file does not exist or fails to run (its error, in one line).
+    """
+    import importlib.util
+    import os
+
+    source = os.environ.get(CUSTOM_OBJECTS_ENV)
+    if not source:
+        return {}
+    if not Path(source).is_file():
+        raise BadInput(f"{CUSTOM_OBJECTS_ENV}={source}: no such Python file")
+    spec = importlib.util.spec_from_file_location("pipeline_user_custom_objects", source)
+    module = importlib.util.module_from_spec(spec)
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:  # noqa: BLE001 — the user's code: its error, said in one line
+        raise BadInput(f"{CUSTOM_OBJECTS_ENV}={Path(source).name} failed to run: {type(exc).__name__}: {exc}") from exc
+    return {name: value for name, value in vars(module).items()
+            if callable(value) and not name.startswith("_") and getattr(value, "__module__", "") == module.__name__}
 
 
 def keras_api(model):

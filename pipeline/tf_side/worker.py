@@ -4,7 +4,8 @@ The model is checked with h5py before Keras sees it (this is the process that wo
 code), loaded once, then the job's parts run in order: conversion, reference outputs, layer outputs,
 timing, training step. Each part is named on stderr (`STEP_PREFIX`) before it starts, so a crash inside
 TensorFlow, which cannot report, is still placed. Any failure ends in exit code 2 and one stderr line
-prefixed `ERROR_PREFIX` (`REFUSAL_PREFIX` for our own refusal of the file) — but a training step asked for ahead (`training_ahead`), which is left out instead.
+prefixed `ERROR_PREFIX` (`REFUSAL_PREFIX` for our own refusal of the file) — but a training step asked for
+ahead (`training_ahead`), which is left out instead.
 """
 
 from __future__ import annotations
