@@ -74,3 +74,11 @@ def test_the_suite_finds_the_damage_a_removed_check_stopped(bases, tmp_path, mon
     outcomes = _front(bases[:2], tmp_path, count=TEETH_SAMPLE)
     findings = {o.result for o in outcomes if not o.ok}
     assert findings & {"traceback", "hostile file taken"}, f"with {removed} removed the suite found nothing"
+
+
+@pytest.mark.parametrize("case_id", ["hostile-hdf5-external-link", "hostile-zip-parent-entry", "hostile-zip-bomb"])
+def test_a_hostile_file_is_refused_by_the_cli_in_one_line_writing_nothing(bases, tmp_path, case_id):
+    base = bases[1] if "hdf5" in case_id else bases[2]  # the nested transfer model: tf-keras .h5, Keras 3 .keras
+    case = next(case for case in mutations.all_cases(base) if case.id == case_id)
+    outcome = runner.through_cli(case, base, tmp_path)
+    assert outcome.result == runner.REFUSED and "refused" in outcome.line, outcome

@@ -51,3 +51,27 @@ def was_shortened(line: str) -> bool:
     """Whether `one_line` cut the start of `line` to fit it."""
     kind = _KIND.match(line)
     return line[len(kind.group(0)) if kind else 0:].startswith(SHORTENED)
+
+
+# A library's error text that says where, not what: the stack TensorFlow writes into its messages, its node
+# and op tags, and the reprs of tensors and specs (hundreds of characters each).
+_STACK = re.compile(r'\s*(?:defined at )?\(most recent call last\):?|\s*File "[^"]*", line \d+, in [^\s]+')
+_TAGS = re.compile(r"\[\[\{\{node [^}]*\}\}\]\]|\[Op:[^\]]*\]|\bname: [\w/]+$")
+_REPR = re.compile(r"\b([A-Z]\w+)\((?:[^()]|\((?:[^()]|\([^()]*\))*\))*\)")  # Name(...), parentheses nested twice
+
+
+LIBRARY_SENTENCES_CHARS = 120  # what of a library's message fits an error line beside ours
+
+
+def library_error(exc: BaseException) -> str:
+    """A library's exception as `Type: what it says`, on one line, without the stack, node tags and long
+    reprs TensorFlow and Keras put into their messages — so the cause, which they put last, survives."""
+    text = _TAGS.sub("", _STACK.sub("", " ".join(str(exc).split())))
+    text = _REPR.sub(lambda m: m.group(0) if len(m.group(0)) <= 40 else f"{m.group(1)}(…)", text)
+    sentences = re.split(r"(?<=[.!?])\s+(?=[A-Z])", " ".join(text.split()))
+    kept = sentences[0]
+    for sentence in sentences[1:]:  # the next sentences while they fit: Keras often puts the cause second
+        if len(kept) + len(sentence) > LIBRARY_SENTENCES_CHARS:
+            break
+        kept += " " + sentence
+    return f"{type(exc).__name__}: {kept or '(no message)'}"

@@ -72,6 +72,10 @@ def number(value) -> str | None:
     return None if _is_number(value) else "must be a finite number"
 
 
+def nonnegative_number(value) -> str | None:
+    return None if _is_number(value) and value >= 0 else "must be a finite number, 0 or more"
+
+
 def numbers(value) -> str | None:
     """A finite number, or a (nested) list of them (Rescaling's per-channel scale, Normalization's mean)."""
     if isinstance(value, list):
@@ -172,7 +176,8 @@ FIELDS: dict[str, Check] = {
     "batch_input_shape": batch_shape, "batch_shape": batch_shape,
     "target_shape": target_shape,
     "cropping": padding_amounts,
-    "max_value": optional(number), "negative_slope": number, "threshold": number, "alpha": number,
+    "max_value": optional(nonnegative_number), "negative_slope": number, "threshold": number, "alpha": number,
+    "stddev": nonnegative_number,
     "mean": optional(numbers), "variance": optional(numbers),
 }
 # fields named by what they hold: kernel_initializer, gamma_regularizer, bias_constraint, ...

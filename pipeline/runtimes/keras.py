@@ -55,9 +55,10 @@ def run(job: KerasJob) -> KerasJobResult:
         if refusals:
             raise BadInput(refusals[-1])
         errors = [line[len(ERROR_PREFIX):] for line in lines if line.startswith(ERROR_PREFIX)]
+        steps = [line[len(STEP_PREFIX):] for line in lines if line.startswith(STEP_PREFIX)]
         if errors:
-            raise BadInput(f"Keras/TensorFlow could not process {Path(job.model).name}: {errors[-1]}")
-        steps = [line[len(STEP_PREFIX):] for line in completed.stderr.splitlines() if line.startswith(STEP_PREFIX)]
+            during = f" (in {steps[-1]})" if steps else ""
+            raise BadInput(f"Keras/TensorFlow could not process {Path(job.model).name}{during}: {errors[-1]}")
         step = steps[-1] if steps else ""
         where = f" in {step}" if step else ""
         if completed.returncode == -signal.SIGKILL:  # on a machine that kills no one else, the kernel's out-of-memory killer

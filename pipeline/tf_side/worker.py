@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore", message="The structure of `inputs` doesn't mat
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter off the terminal
 
 from pipeline.common.errors import BadInput  # noqa: E402
+from pipeline.common.messages import library_error  # noqa: E402
 from pipeline.common.keras_job import ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX, KerasJob, KerasJobResult  # noqa: E402
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
@@ -102,11 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_job(KerasJob.from_json(job_path.read_text()))
     except Exception as exc:  # noqa: BLE001 — one line for the parent process, whatever failed
-        message = " ".join(str(exc).split()) or type(exc).__name__
         if isinstance(exc, BadInput):  # our own message stands alone
-            print(f"{REFUSAL_PREFIX}{message[:2000]}", file=sys.stderr)
+            print(f"{REFUSAL_PREFIX}{' '.join(str(exc).split())[:2000]}", file=sys.stderr)
         else:
-            print(f"{ERROR_PREFIX}{type(exc).__name__}: {message[:2000]}", file=sys.stderr)
+            print(f"{ERROR_PREFIX}{library_error(exc)[:2000]}", file=sys.stderr)
         if os.environ.get("PIPELINE_DEBUG"):
             raise
         return 2
