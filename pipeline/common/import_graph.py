@@ -32,7 +32,7 @@ LAUNCHER = f"{PACKAGE}.runtimes.keras"
 WORKER_ENTRY = f"{TF_SIDE}.__main__"
 # The layers, bottom first; a module may import from its own layer and those below. The TensorFlow
 # process sits beside the verifier: it uses the leaves and the pure-ONNX converters, nothing above.
-LAYERS = (("common",), ("data", "keras_file"), ("runtimes",), ("converters", "native"), ("verifier", "tf_side"), ("stages",),
+LAYERS = (("common",), ("data", "keras_file"), ("runtimes",), ("converters", "native"), ("verifier", "tf_side", "fuzz"), ("stages",),
           ("cli",), ("__main__",))
 TF_LIBRARIES = frozenset({"tensorflow", "keras", "tf_keras", "tf2onnx"})
 TORCH_LIBRARIES = frozenset({"torch", "torchvision", "onnx2torch", "onnxruntime"})
