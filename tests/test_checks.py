@@ -147,6 +147,13 @@ def test_worker_time_limit_stops_a_hang(tiny_model, tiny_data, tmp_path, monkeyp
     assert not (tmp_path / "out" / "tiny" / "model.onnx").exists()
 
 
+def test_worker_memory_cap_ends_in_one_line(tiny_model, tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("PIPELINE_WORKER_MEMORY_GB", "0.3")  # TensorFlow cannot even start its threads: stands for a runaway allocation
+    completed = helpers.run_cli("onnx", "--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path / "out"))
+    helpers.assert_one_line_error(completed, "ran out of its memory cap (0.3 GiB)", "PIPELINE_WORKER_MEMORY_GB")
+    assert not (tmp_path / "out" / "tiny").exists()
+
+
 def test_error_line_is_short_and_plain_and_keeps_its_end():
     line = one_line("error: Keras said \x1b[1m\x1b[31mboom\x1b[0m\n" + "config dump " * 200 + " — fix the layer")
     assert len(line) <= ERROR_LINE_CHARS and "\x1b" not in line and "\n" not in line

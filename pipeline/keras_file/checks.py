@@ -63,6 +63,10 @@ def _check_entry(entry, index: int, sequential: bool, depth: int) -> None:
     wrong = fields.class_name(class_name)
     if wrong:
         raise BadInput(f"{where}: class_name {fields.show(class_name)} {wrong}")
+    for key, check in (("module", fields.module_path), ("registered_name", fields.optional(fields.class_name))):
+        wrong = check(entry.get(key)) if key in entry else None
+        if wrong:  # Keras 3 imports `module` to find the class: only a plain dotted name may reach it
+            raise BadInput(f"{where}: {key} {fields.show(entry[key])} {wrong}; refused")
     where = f"{where} ({fields.show(class_name, 40).strip(chr(34))})"
     if isinstance(config, list) and class_name in MODEL_CLASSES:  # a nested Sequential, Keras 2.0–2.1: its layers alone
         check_entries({"class_name": "Sequential", "config": config}, depth + 1)

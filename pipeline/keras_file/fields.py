@@ -146,6 +146,13 @@ def padding_amounts(value) -> str | None:
     return None if flat and all(_is_int(v) and v >= 0 for v in flat) else "must be non-negative integers"
 
 
+def module_path(value) -> str | None:
+    """A Python module's dotted name (`keras.layers`, `keras.src.ops.numpy`), or null."""
+    if value is None or (isinstance(value, str) and len(value) <= 128 and re.fullmatch(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*", value)):
+        return None
+    return "must be a module's dotted name"
+
+
 def serialized(value) -> str | None:
     """An initializer, regularizer or constraint: a name, or Keras's `{"class_name": ..., "config": ...}`."""
     if (isinstance(value, str) and 0 < len(value) <= 64) or (isinstance(value, dict) and isinstance(value.get("class_name"), str)):
