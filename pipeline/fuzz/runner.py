@@ -9,7 +9,7 @@ A case passes when it ends in one of two ways: the file is taken (front: no erro
 the onnx stage gives only when ONNX Runtime agrees with Keras on the damaged model), or it is refused
 with exactly one `error:` line of at most `ERROR_LINE_CHARS` characters, whole (not shortened), plain
 (no escape codes) — and, through the CLI, nothing written. Anything else is a finding: a traceback, a
-long or shortened line, a hang past the limit, files left behind.
+long or shortened line, a hang past the limit, a peak memory past `CLI_PEAK_MB`, files left behind.
 """
 
 from __future__ import annotations
@@ -31,6 +31,9 @@ from pipeline.fuzz.mutations import Case
 
 FRONT_LIMIT_S = 10  # reading a config and its weights takes milliseconds; a loop in a check would not end
 CLI_LIMIT_S = 300  # the onnx stage on a fuzz base model takes under a minute on 2 cores
+# A case's peak memory, the CLI's and its TensorFlow process's: the fuzz bases peak under 1 GB (853 MB
+# measured); four times that means a damaged config made something allocate.
+CLI_PEAK_MB = 4096
 TAKEN, REFUSED = "taken", "refused"  # the two good outcomes (a hostile file must be refused)
 HOSTILE = "hostile"
 _ESCAPE = re.compile(r"\x1b")
@@ -131,6 +134,8 @@ def through_cli(case: Case, intact: Path, scratch: Path, data: Path | None = Non
     written = [p for p in out.rglob("*") if p.is_file()]
     if hung.is_set():
         result, line = "hang", f"no answer in {CLI_LIMIT_S} s"
+    elif peak_mb > CLI_PEAK_MB:
+        result, line = "memory", f"peak {peak_mb:,.0f} MB > {CLI_PEAK_MB:,} MB"
     elif any(line.startswith("Traceback") for line in lines):
         result, line = "traceback", lines[-1] if lines else ""
     elif process.returncode == 0:
