@@ -24,8 +24,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-KERAS_CONFIG = "config.json"  # where a .keras zip keeps the model's config, and its weights
-KERAS_WEIGHTS = "model.weights.h5"
+from pipeline.keras_file.safety import KERAS_CONFIG, KERAS_WEIGHTS
+
 TRUNCATE_AT = (0.0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9, 0.99)  # fractions of the file kept
 ZERO_BLOCK = 4096  # bytes zeroed at each of ZERO_AT
 ZERO_AT = (0.0, 0.1, 0.5, 0.9)

@@ -13,8 +13,13 @@ from pipeline.keras_file.graph import KerasLayer, _inbound_names
 
 
 
+def _bare(value, limit: int) -> str:
+    """A name as an error shows it: without JSON's quotes, cut where it is absurdly long (`fields.show`)."""
+    return fields.show(value, limit).strip('"')
+
+
 def _named(layer: KerasLayer) -> str:
-    return f"layer {fields.show(layer.name, 60).strip(chr(34))} ({fields.show(layer.class_name, 40).strip(chr(34))})"
+    return f"layer {_bare(layer.name, 60)} ({_bare(layer.class_name, 40)})"
 
 
 # Model classes whose config holds layers (a nested model is a layer entry of one of these).
@@ -59,7 +64,7 @@ def _check_entry(entry, index: int, sequential: bool, depth: int) -> None:
     class_name, config = entry.get("class_name"), entry.get("config")
     named = config.get("name") if isinstance(config, dict) else entry.get("name")  # Keras 2 names the entry too
     if isinstance(named, str):
-        where = f"layer {fields.show(named, 60).strip(chr(34))}"
+        where = f"layer {_bare(named, 60)}"
     wrong = fields.class_name(class_name)
     if wrong:
         raise BadInput(f"{where}: class_name {fields.show(class_name)} {wrong}")
@@ -67,7 +72,7 @@ def _check_entry(entry, index: int, sequential: bool, depth: int) -> None:
         wrong = check(entry.get(key)) if key in entry else None
         if wrong:  # Keras 3 imports `module` to find the class: only a plain dotted name may reach it
             raise BadInput(f"{where}: {key} {fields.show(entry[key])} {wrong}; refused")
-    where = f"{where} ({fields.show(class_name, 40).strip(chr(34))})"
+    where = f"{where} ({_bare(class_name, 40)})"
     if isinstance(config, list) and class_name in MODEL_CLASSES:  # a nested Sequential, Keras 2.0–2.1: its layers alone
         check_entries({"class_name": "Sequential", "config": config}, depth + 1)
         return

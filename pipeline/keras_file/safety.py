@@ -11,7 +11,8 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from pathlib import PurePosixPath, Path
+from collections.abc import Callable
+from pathlib import Path, PurePosixPath
 
 import h5py
 
@@ -134,14 +135,17 @@ def _read_keras_zip(path: Path):
     return config
 
 
-def code_layers(config) -> list[str]:
-    """Names of the layers that carry Python code (`Lambda`), anywhere in the config, nested models included."""
+def layers_of_class(config, matches: Callable[[str], bool]) -> list[str]:
+    """Names of the layers whose class name `matches`, anywhere in the config, nested models included
+    ("?" for one without a readable name)."""
     found: list[str] = []
 
     def walk(item):
         if isinstance(item, dict):
-            if item.get("class_name") == "Lambda":
-                found.append(str(item.get("config", {}).get("name", "?")))
+            cls = item.get("class_name")
+            if isinstance(cls, str) and matches(cls):
+                inner = item.get("config")
+                found.append(str(inner.get("name", "?")) if isinstance(inner, dict) else "?")
             for value in item.values():
                 walk(value)
         elif isinstance(item, list):
@@ -150,6 +154,11 @@ def code_layers(config) -> list[str]:
 
     walk(config)
     return found
+
+
+def code_layers(config) -> list[str]:
+    """Names of the layers that carry Python code (`Lambda`), anywhere in the config, nested models included."""
+    return layers_of_class(config, lambda cls: cls == "Lambda")
 
 
 def check(path: Path, allow_unsafe_code: bool = False) -> dict:

@@ -87,19 +87,7 @@ def _layer_of_class(path: Path, cls: str) -> str | None:
     """The name of the first layer of class `cls` in the file's config (nested models included)."""
     from pipeline.keras_file import safety
 
-    found: list[str] = []
-
-    def walk(item):
-        if isinstance(item, dict):
-            if str(item.get("class_name", "")).split(">")[-1] == cls and isinstance(item.get("config"), dict):
-                found.append(str(item["config"].get("name", "?")))
-            for value in item.values():
-                walk(value)
-        elif isinstance(item, list):
-            for value in item:
-                walk(value)
-
-    walk(safety.read_config(path))
+    found = safety.layers_of_class(safety.read_config(path), lambda name: name.split(">")[-1] == cls)
     return found[0] if found else None
 
 
