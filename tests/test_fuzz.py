@@ -8,6 +8,8 @@ And the suite has teeth: with one of the checks taken out, it finds the damage t
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 import shutil
 from pathlib import Path
 
@@ -108,3 +110,20 @@ def test_code_in_a_module_path_never_runs(bases, tmp_path):
     outcome = runner.through_cli(case, base, tmp_path)
     assert outcome.result == runner.REFUSED and "module" in outcome.line, outcome
     assert not sentinel.exists()
+
+
+def _peak_mb(tmp_path: Path, code: str) -> float:
+    report = tmp_path / "peak.kb"
+    subprocess.run([sys.executable, "-m", "pipeline.fuzz.peak", str(report), "--", sys.executable, "-c", code], check=True)
+    return int(report.read_text()) / 1024
+
+
+def test_a_case_peak_memory_is_its_own_not_the_test_session(tmp_path):
+    """A command started from a large process reported that process's peak as its own (a 4.5 GB test session
+    made every hostile case a 'memory' finding); through `fuzz.peak` it reports its own, and still sees an
+    allocation of its own."""
+    ballast = bytearray(1 << 30)  # this process: 1 GiB resident
+    ballast[::4096] = b"\x01" * len(ballast[::4096])
+    assert _peak_mb(tmp_path, "pass") < 200
+    assert _peak_mb(tmp_path, "x = bytearray(600 << 20); x[::4096] = b'1' * len(x[::4096])") > 600
+    del ballast

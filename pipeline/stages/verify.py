@@ -29,12 +29,13 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common import manifest
-from pipeline.common.atomic import write_text
+from pipeline.common.atomic import staged_files
 from pipeline.common.errors import BadInput, CheckFailed, NotApplicable
 from pipeline.common.paths import ModelPaths
 from pipeline.common.tolerances import ATOL_PROB, NOISE_FACTOR
 from pipeline.data import checkset, cifar
 from pipeline.keras_file.model import KerasModel
+from pipeline.stages import report
 from pipeline.verifier import backends, keras_outputs, layer_compare, precision, test_predictions
 from pipeline.verifier.backends import Artifacts, Outputs, Sources
 from pipeline.verifier.compare import PairResult, compare
@@ -156,11 +157,24 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
     """
     started = time.time()
     keras = _checked(artifacts, allow_unsafe_code, keras)
+    paths = ModelPaths(Path(out_dir))
+    # verify.json, layers.png and test_predictions appear together, on a clean end only: a kill midway
+    # leaves the previous ones (or none), and Make runs the stage again
+    with staged_files(paths.dir, [paths.verify_json]) as staging:
+        result = _verify(artifacts, data, out_dir, progress, manual_model, allow_unsafe_code, keras, paths, ModelPaths(staging), plots)
+    report.write_report(paths.dir, keras.path)
+    manifest.record(paths.dir, "verify", None, [paths.verify_json], started, passed=result.passed)
+    return result
+
+
+def _verify(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool, manual_model, allow_unsafe_code: bool,
+            keras: KerasModel, paths: ModelPaths, staged: ModelPaths, plots: bool) -> VerifyResult:
+    """`run`'s work: every comparison, its records written into `staged` (`paths`: the stage's folder)."""
     found = keras_outputs.for_model(keras, out_dir, data, artifacts.onnx is not None, allow_unsafe_code)
     sets = found.reference.check_sets(data)
     sources = Sources(artifacts, keras, manual_model)
     outputs, not_applicable = _run_backends(sources, sets, {"keras": found.reference.outputs()}, progress)
-    _keep_test_predictions(ModelPaths(Path(out_dir)), outputs, artifacts, data)
+    _keep_test_predictions(paths, staged, outputs, artifacts, data)
     keras64 = found.reference_f64.outputs() if found.reference_f64 is not None else None
     noise = precision.measure(outputs["keras"], keras64) if keras64 is not None else None
     pairs = [compare(b, outputs[b], a, outputs[a], keras.classifier, noise) for a, b in itertools.combinations(list(outputs), 2)]
@@ -177,7 +191,7 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
         input_ranges=checkset.ranges_of(sets),
     )
     _float64(result, found, sources, sets, outputs, noise, keras.classifier)
-    _write(result, keras, ModelPaths(Path(out_dir)), started, plots)
+    _write(result, staged, plots)
     return result
 
 
@@ -203,14 +217,15 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
     result.proof = compare("fx64", proof_outputs, "keras_f64", proof_keras64, classifier, proof=True)
 
 
-def _keep_test_predictions(paths: ModelPaths, outputs: dict[str, dict[str, Outputs]], artifacts: Artifacts, data: Path | None) -> None:
-    """model.pt2's and ONNX Runtime's class for every test image, for `evaluate` (`test_predictions`); none
-    kept (an older file removed) where there was no test set."""
+def _keep_test_predictions(paths: ModelPaths, staged: ModelPaths, outputs: dict[str, dict[str, Outputs]], artifacts: Artifacts,
+                           data: Path | None) -> None:
+    """model.pt2's and ONNX Runtime's class for every test image, for `evaluate` (`test_predictions`, into
+    `staged`); none kept (the older one in `paths` removed) where there was no test set."""
     paths.test_predictions.unlink(missing_ok=True)
     ran = {"torch": artifacts.pt2, "onnxruntime": artifacts.onnx}
     classes = {name: outputs[name]["test"].probs.argmax(axis=1) for name in ran if "test" in outputs.get(name, {})}
     if classes and data is not None:
-        test_predictions.save(paths.test_predictions, classes, ran, cifar.locate(data))
+        test_predictions.save(staged.test_predictions, classes, ran, cifar.locate(data))
 
 
 def _checked(artifacts: Artifacts, allow_unsafe_code: bool, keras: KerasModel | None) -> KerasModel:
@@ -243,12 +258,9 @@ def _run_backends(sources: Sources, sets: dict[str, np.ndarray], outputs: dict[s
     return outputs, not_applicable
 
 
-def _write(result: VerifyResult, keras: KerasModel, paths: ModelPaths, started: float, plots: bool) -> None:
-    from pipeline.stages import report
-
+def _write(result: VerifyResult, staged: ModelPaths, plots: bool) -> None:
+    """verify.json and layers.png, into the staging folder."""
     summary = result.as_dict()
-    write_text(paths.verify_json, json.dumps(summary, indent=2) + "\n")
+    staged.verify_json.write_text(json.dumps(summary, indent=2) + "\n")
     if summary["layers"] and plots:
-        report.plot_layers(summary["layers"], paths.layers_png)
-    report.write_report(paths.dir, keras.path)
-    manifest.record(paths.dir, "verify", None, [paths.verify_json], started, passed=result.passed)
+        report.plot_layers(summary["layers"], staged.layers_png)
