@@ -76,6 +76,7 @@ class KerasJob:
     data: Path | None = None  # the CIFAR-10 folder: test images join the check set of 32×32×3 models
     inputs: Path | None = None  # the user's own sample inputs (.npy), added to the check set
     input_ranges: tuple[tuple[float, float], ...] = ()  # random inputs are drawn from these; () for `checkset.DEFAULT_RANGES`
+    tokens: tuple[int, bool] | None = None  # the input is token ids: (vocabulary, mask_zero) of `checkset.TokenIds`
     onnx: Path | None = None  # convert with tf2onnx and write the ONNX file here
     opset: int = DEFAULT_OPSET
     reference: Path | None = None  # Keras's outputs on the check set (.npz)
@@ -105,6 +106,7 @@ class KerasJob:
         paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
         values = {key: (Path(value) if key in paths and value is not None else value) for key, value in raw.items()}
         values["input_ranges"] = tuple(tuple(pair) for pair in values.get("input_ranges", ()))
+        values["tokens"] = tuple(values["tokens"]) if values.get("tokens") is not None else None
         if values.get("bench") is not None:
             values["bench"] = KerasBench(**{**values["bench"], "sizes": tuple(values["bench"]["sizes"])})
         return cls(**values)

@@ -45,8 +45,10 @@ def _is_onnx_reshape(module: torch.nn.Module) -> bool:
 
 def _output_shapes(gm: fx.GraphModule, sample_shape: tuple[int, ...], batch: int) -> dict[str, torch.Size]:
     probe = torch.zeros((batch, *sample_shape), dtype=torch.float32)
-    ShapeProp(gm).propagate(probe)
-    return {node.name: node.meta["tensor_meta"].shape for node in gm.graph.nodes if "tensor_meta" in node.meta}
+    with torch.no_grad():  # a BatchNorm fed computed statistics (tf-keras LayerNormalization) refuses them with grad on
+        ShapeProp(gm).propagate(probe)
+    # a node of several outputs (a recurrent op's) has a tuple of metas: its getitem nodes have the shapes
+    return {node.name: node.meta["tensor_meta"].shape for node in gm.graph.nodes if hasattr(node.meta.get("tensor_meta"), "shape")}
 
 
 def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:

@@ -11,7 +11,9 @@ Some constructs have an exact form that both ONNX Runtime and onnx2torch run, an
 - `GlobalMaxPool` has no onnx2torch converter: `ReduceMax` over the spatial axes, keepdims — the same op;
 - `ConvTranspose` with unequal padding before and after (Keras `padding="same"`, stride 2), which
   onnx2torch refuses: the unpadded transposed convolution followed by a `Slice` that crops the same
-  rows and columns — the same numbers.
+  rows and columns — the same numbers;
+- `BatchNormalization` with scale and bias expanded from constants to a shape computed at run time
+  (tf-keras's `LayerNormalization`): its arithmetic, Sub/Div/Sqrt/Mul/Add — the same formula.
 """
 
 from __future__ import annotations
@@ -108,6 +110,80 @@ def rewrite_asymmetric_conv_transpose(proto) -> int:
     return rewritten
 
 
+def _scalar_expanded(graph, name: str) -> float | None:
+    """The value of `name` where it is `Expand` of a one-element constant (a shape read at run time); else None."""
+    from onnx import numpy_helper
+
+    producer = next((node for node in graph.node if name in node.output), None)
+    if producer is None or producer.op_type != "Expand":
+        return None
+    source = producer.input[0]
+    init = next((init for init in graph.initializer if init.name == source), None)
+    constant = next((node for node in graph.node if source in node.output and node.op_type == "Constant"), None)
+    value = numpy_helper.to_array(init) if init is not None else (
+        numpy_helper.to_array(constant.attribute[0].t) if constant is not None and constant.attribute[0].name == "value" else None)
+    return float(value.reshape(-1)[0]) if value is not None and value.size == 1 else None
+
+
+def _node_maker(prefix: str):
+    """A list of new nodes, and `op(kind, inputs, output=None)` appending one named after `prefix` and returning its output."""
+    from onnx import helper
+
+    nodes: list = []
+
+    def op(kind: str, inputs: list[str], output: str | None = None) -> str:
+        out = output or f"{prefix}/{kind}_{len(nodes)}"
+        nodes.append(helper.make_node(kind, inputs, [out], name=f"{prefix}/{kind}_{len(nodes)}"))
+        return out
+
+    return nodes, op
+
+
+def rewrite_normalization_by_batchnorm(proto) -> int:
+    """Replace every `BatchNormalization` whose scale and bias are a constant expanded to a shape computed
+    at run time — tf-keras's `LayerNormalization`, a fused batch norm over (batch × steps) channels — by
+    its arithmetic, `(x − mean) / √(var + ε) · scale + bias`, with the scalars as they are; in place.
+    Returns how many. (onnx2torch runs the Expand by a shape it reads from a tensor, which `torch.export`
+    cannot trace.)"""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    targets = [i for i, node in enumerate(graph.node) if node.op_type == "BatchNormalization" and len(node.output) == 1
+               and _scalar_expanded(graph, node.input[1]) is not None and _scalar_expanded(graph, node.input[2]) is not None]
+    if not targets:
+        return 0
+    ranks = {info.name: len(info.type.tensor_type.shape.dim) for info in onnx.shape_inference.infer_shapes(proto).graph.value_info}
+    dtype = np.float64 if graph.input and graph.input[0].type.tensor_type.elem_type == 11 else np.float32  # 11: DOUBLE
+    rewritten = 0
+    for index in reversed(targets):
+        node = graph.node[index]
+        rank = ranks.get(node.input[0])
+        if rank is None or rank < 2:
+            continue
+        x, scale, bias, mean, var = node.input
+        epsilon = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+        name = node.name or f"batchnorm_{index}"
+        constants = {"axes": np.arange(1, rank - 1, dtype=np.int64), "epsilon": np.array(epsilon, dtype),
+                     "scale": np.array(_scalar_expanded(graph, scale), dtype), "bias": np.array(_scalar_expanded(graph, bias), dtype)}
+        graph.initializer.extend(numpy_helper.from_array(value, f"{name}/{key}") for key, value in constants.items())
+        new, op = _node_maker(name)
+        # mean and var are per channel (axis 1): (C,) → (C, 1, …, 1), to broadcast over (N, C, …)
+        channel_mean = op("Unsqueeze", [mean, f"{name}/axes"]) if rank > 2 else mean
+        channel_var = op("Unsqueeze", [var, f"{name}/axes"]) if rank > 2 else var
+        normalized = op("Div", [op("Sub", [x, channel_mean]), op("Sqrt", [op("Add", [channel_var, f"{name}/epsilon"])])])
+        op("Add", [op("Mul", [normalized, f"{name}/scale"]), f"{name}/bias"], node.output[0])
+        del graph.node[index]
+        for offset, added in enumerate(new):
+            graph.node.insert(index + offset, added)
+        rewritten += 1
+    used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    for index in reversed(range(len(graph.node))):  # the Expands nothing reads now
+        if graph.node[index].op_type == "Expand" and graph.node[index].output[0] not in used:
+            del graph.node[index]
+    return rewritten
+
+
 def canonical_names(proto) -> int:
     """Renumber tf2onnx's generated names (`const_fold_opt__139`, `Reshape__370`) in order of first
     appearance, in place; return how many names changed.
@@ -148,7 +224,8 @@ def canonical_names(proto) -> int:
 def rewrite(proto) -> dict[str, int]:
     """Every rewrite above, in place; how many nodes each changed."""
     return {"erfc": rewrite_erfc(proto), "global_max_pool": rewrite_global_max_pool(proto),
-            "conv_transpose_pads": rewrite_asymmetric_conv_transpose(proto)}
+            "conv_transpose_pads": rewrite_asymmetric_conv_transpose(proto),
+            "normalization_by_batchnorm": rewrite_normalization_by_batchnorm(proto)}
 
 
 def check_ops(proto, opset: int, layer_names: list[str]) -> None:

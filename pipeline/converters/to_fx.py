@@ -1,4 +1,4 @@
-"""ONNX → onnx2torch `torch.fx.GraphModule` → `torch.export` program.
+"""ONNX → onnx2torch `torch.fx.GraphModule` (with our converters for the ops it lacks, `onnx_ops`) → `torch.export` program.
 
 onnx2torch's Reshape, Squeeze, Unsqueeze, Slice and Tile read their parameters from tensors, which
 `torch.export` cannot trace (onnx2torch issue #225); `fx_passes` makes them static first. An op
@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.common.errors import BadInput
-from pipeline.converters import onnx_graph
+from pipeline.converters import onnx_graph, onnx_ops
 
 # Largest batch the exported program accepts; torch.export needs a bound for its symbolic batch.
 MAX_BATCH = 1 << 16
@@ -24,6 +24,7 @@ def unconvertible_node(onnx_path: Path, layer_names: list[str] = ()) -> str:
     from onnx2torch.onnx_graph import OnnxGraph
     from onnx2torch.utils.safe_shape_inference import safe_shape_inference
 
+    onnx_ops.register()
     proto = safe_shape_inference(str(onnx_path))
     opsets = {opset.domain: opset.version for opset in proto.opset_import}
     graph = OnnxGraph(proto.graph)
@@ -45,6 +46,7 @@ def convert_raw(onnx_path: Path, layer_names: list[str] = ()):
     """
     import onnx2torch
 
+    onnx_ops.register()  # ours beside onnx2torch's own: recurrent ops
     try:
         return onnx2torch.convert(str(onnx_path)).eval()
     except (NotImplementedError, KeyError, ValueError, TypeError) as exc:
@@ -62,6 +64,8 @@ def convert(onnx_path: Path, layer_names: list[str] = ()):
     from pipeline.converters.fx_passes import static_pads, static_reshapes, static_slices
 
     gm = convert_raw(onnx_path, layer_names)
+    gm.graph.eliminate_dead_code()  # what our converters left unused (a recurrent op's computed zero state)
+    gm.recompile()
     reshapes = static_reshapes(gm, onnx_graph.input_shape(onnx_path))
     static_slices(gm)
     static_pads(gm)

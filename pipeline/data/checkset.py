@@ -5,6 +5,7 @@ Numpy only: the TensorFlow worker and the torch side both import this, and must 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,8 +33,29 @@ def set_name(size: int, value_range: Range) -> str:
 TEST_BATCH_SIZE = 256
 
 
+@dataclass(frozen=True)
+class TokenIds:
+    """An input of token ids (it feeds an `Embedding`): random floats there would index out of its table.
+    Drawn as whole numbers in [0, vocabulary); with `mask_zero`, 0 is padding: ids from 1 and a zero tail."""
+    vocabulary: int
+    mask_zero: bool = False
+
+    @property
+    def range(self) -> Range:
+        return (0.0, float(self.vocabulary - 1))
+
+    def draw(self, rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+        """Token ids of `shape` (batch first), as float32 whole numbers: the model's input is converted as float."""
+        ids = rng.integers(1 if self.mask_zero else 0, self.vocabulary, size=shape)
+        if self.mask_zero and len(shape) == 2:  # a padded tail of 0 … half the length, none on the first row
+            tails = rng.integers(0, shape[1] // 2 + 1, size=shape[0])
+            tails[0] = 0
+            ids[np.arange(shape[1]) >= shape[1] - tails[:, None]] = 0
+        return ids.astype(np.float32)
+
+
 def random_batches(input_shape: tuple[int, ...], ranges: tuple[Range, ...] = DEFAULT_RANGES, sizes=RANDOM_BATCH_SIZES,
-                   seed: int = RANDOM_SEED) -> dict[str, np.ndarray]:
+                   seed: int = RANDOM_SEED, tokens: TokenIds | None = None) -> dict[str, np.ndarray]:
     """Seeded uniform float32 inputs, one batch per range and size, keyed `set_name(size, range)`.
 
     Args:
@@ -41,8 +63,11 @@ def random_batches(input_shape: tuple[int, ...], ranges: tuple[Range, ...] = DEF
         ranges: the (low, high) ranges to draw from.
         sizes: the batch sizes.
         seed: numpy seed; the same seed gives the same batches in every process.
+        tokens: the input is token ids: `ranges` give way to the ids' own (`TokenIds.draw`).
     """
     rng = np.random.default_rng(seed)
+    if tokens is not None:
+        return {set_name(size, tokens.range): tokens.draw(rng, (size, *input_shape)) for size in sizes}
     return {
         set_name(size, (lo, hi)): rng.uniform(lo, hi, size=(size, *input_shape)).astype(np.float32)
         for lo, hi in ranges for size in sizes
@@ -139,10 +164,11 @@ def proof_subset(sets: dict):
 LAYER_TEST_IMAGES = 100
 
 
-def layer_inputs(input_shape: tuple[int, ...], test_images: np.ndarray | None, ranges: tuple[Range, ...] = DEFAULT_RANGES) -> np.ndarray:
+def layer_inputs(input_shape: tuple[int, ...], test_images: np.ndarray | None, ranges: tuple[Range, ...] = DEFAULT_RANGES,
+                 tokens: TokenIds | None = None) -> np.ndarray:
     """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and 7 seeded
-    random ones per range."""
-    random = np.concatenate(list(random_batches(input_shape, ranges, sizes=(7,)).values()))
+    random ones per range (`tokens`: see `random_batches`)."""
+    random = np.concatenate(list(random_batches(input_shape, ranges, sizes=(7,), tokens=tokens).values()))
     if test_images is None:
         return random
     return np.concatenate([test_images[:LAYER_TEST_IMAGES].astype(np.float32), random])

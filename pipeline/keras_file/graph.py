@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from pipeline.data import checkset
+
 
 @dataclass(frozen=True)
 class KerasLayer:
@@ -156,4 +158,16 @@ def input_ranges(graph: list[KerasLayer]) -> tuple[tuple[float, float], ...] | N
                 mean, spread = np.asarray(mean, dtype=float), 3 * np.sqrt(np.asarray(variance, dtype=float))
                 return ((float((mean - spread).min()), float((mean + spread).max())),)
         return None  # the first layer states no range
+    return None
+
+
+def token_ids(graph: list[KerasLayer]) -> checkset.TokenIds | None:
+    """The token ids the model's input carries, where an `Embedding` reads it straight: its table's size
+    (`input_dim`) and whether 0 is padding (`mask_zero`). None for any other input."""
+    inputs = {layer.name for layer in graph if layer.class_name == "InputLayer"}
+    for layer in graph:
+        if layer.class_name == "Embedding" and layer.inbound and set(layer.inbound) <= inputs:
+            size = layer.config.get("input_dim")
+            if isinstance(size, int) and size > 0:
+                return checkset.TokenIds(size, bool(layer.config.get("mask_zero", False)))
     return None

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.checksums import sha256_of
+from pipeline.data import checkset
 from pipeline.keras_file import checks, graph, safety, weights
 from pipeline.keras_file.graph import KerasLayer
 
@@ -59,8 +60,15 @@ class KerasModel:
 
     @cached_property
     def input_ranges(self) -> tuple[tuple[float, float], ...] | None:
-        """The input range the model's first layer states (`graph.input_ranges`); None where it states none."""
-        return graph.input_ranges(self.layers)
+        """The input range the model's first layer states (`graph.input_ranges`; its token ids' range where
+        an Embedding reads the input); None where it states none."""
+        tokens = self.token_ids
+        return (tokens.range,) if tokens is not None else graph.input_ranges(self.layers)
+
+    @property
+    def token_ids(self) -> checkset.TokenIds | None:
+        """The token ids the input carries, where an Embedding reads it (`graph.token_ids`)."""
+        return graph.token_ids(self.layers)
 
     @cached_property
     def classifier(self) -> bool:

@@ -61,14 +61,15 @@ def unavailable(path: Path, model_path: Path, data: Path | None, reason: str) ->
 
 
 def reference(model, model_path: Path, reference_path: Path, data: Path | None, user_inputs: np.ndarray | None = None,
-              ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES) -> list[str]:
+              ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: checkset.TokenIds | None = None) -> list[str]:
     """Write Keras's outputs on the check set: the test images (for CIFAR-10-shaped inputs), random
-    batches over `ranges` and the user's own inputs (`--inputs`), if given. Returns the check sets' names."""
+    batches over `ranges` (or of `tokens`) and the user's own inputs (`--inputs`), if given. Returns the
+    check sets' names."""
     from tqdm import tqdm
 
     shape = input_shape_of(model)
     arrays: dict[str, np.ndarray] = {}
-    sets: dict[str, np.ndarray] = dict(checkset.random_batches(shape, ranges))
+    sets: dict[str, np.ndarray] = dict(checkset.random_batches(shape, ranges, tokens=tokens))
     if user_inputs is not None:
         sets[checkset.USER_SET] = user_inputs
     for name, inputs in sets.items():
@@ -85,11 +86,11 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
 
 
 def layer_outputs(model, model_path: Path, layers_path: Path, data: Path | None,
-                  ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES) -> list[str]:
-    """Write every layer's output on the layer check set (`checkset.layer_inputs`), keyed `layer/<name>`.
-    Returns the layers' names."""
+                  ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: checkset.TokenIds | None = None) -> list[str]:
+    """Write every layer's output on the layer check set (`checkset.layer_inputs`, of `tokens` where the
+    input is token ids), keyed `layer/<name>`. Returns the layers' names."""
     keras = keras_api(model)
-    inputs = checkset.layer_inputs(input_shape_of(model), _test_images(data, input_shape_of(model)), ranges)
+    inputs = checkset.layer_inputs(input_shape_of(model), _test_images(data, input_shape_of(model)), ranges, tokens)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     probe = keras.Model(model.inputs, [layer.output for layer in layers])
     outputs = probe.predict(inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)

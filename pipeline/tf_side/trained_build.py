@@ -169,16 +169,82 @@ def _two_inputs(keras):
     return keras.Model([image, meta], L.Dense(3, activation="softmax")(x)), data, "sparse_categorical_crossentropy"
 
 
+def _sensor(rng, n: int, length: int, channels: int, classes: int):
+    """`_tones` as a sequence: (length, channels), time first, as recurrent models over sensors take it."""
+    x, labels = _tones(rng, n, length, channels, classes)
+    return x[:, 0], labels
+
+
+def _text_gru_masked(keras):
+    """Padded token ids (0 is padding: `mask_zero`) → Embedding → GRU: the mask reaches the recurrence."""
+    L = keras.layers
+    inp = keras.Input((20,), dtype="int32")
+    x = L.Embedding(50, 8, mask_zero=True)(inp)
+    x = L.GRU(12)(x)
+    return keras.Model(inp, L.Dense(2, activation="softmax")(x)), lambda rng, n: _tokens(rng, n, 20, 50), "sparse_categorical_crossentropy"
+
+
+def _text_bilstm_stacked(keras):
+    """Embedding → Bidirectional LSTM (every step) → LSTM: stacked, both directions."""
+    L = keras.layers
+    inp = keras.Input((20,), dtype="int32")
+    x = L.Embedding(50, 8)(inp)
+    x = L.Bidirectional(L.LSTM(8, return_sequences=True))(x)
+    x = L.LSTM(8)(x)
+    return keras.Model(inp, L.Dense(2, activation="softmax")(x)), lambda rng, n: _tokens(rng, n, 20, 50), "sparse_categorical_crossentropy"
+
+
+def _sensor_conv_gru(keras):
+    """Sensor windows → Conv1D → GRU with `reset_after=False` (Keras 2.2's GRU; torch has no such layer)."""
+    L = keras.layers
+    inp = keras.Input((64, 4))
+    x = L.Conv1D(8, 5, activation="relu")(inp)
+    x = L.GRU(12, reset_after=False)(x)
+    return keras.Model(inp, L.Dense(5, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 64, 4, 5), "sparse_categorical_crossentropy"
+
+
+def _sensor_lstm_hard_sigmoid(keras):
+    """An LSTM with Keras 2.0–2.2's default recurrent activation, `hard_sigmoid`, returning every step."""
+    L = keras.layers
+    inp = keras.Input((32, 3))
+    x = L.LSTM(10, recurrent_activation="hard_sigmoid", return_sequences=True)(inp)
+    x = L.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 32, 3, 4), "sparse_categorical_crossentropy"
+
+
+def _sensor_simple_rnn(keras):
+    """A SimpleRNN over sensor windows."""
+    L = keras.layers
+    inp = keras.Input((32, 3))
+    x = L.SimpleRNN(10)(inp)
+    return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 32, 3, 4), "sparse_categorical_crossentropy"
+
+
+def _transformer_block(keras):
+    """A small transformer encoder block over sensor windows: self-attention, residuals, LayerNorm, a feed-forward."""
+    L = keras.layers
+    inp = keras.Input((32, 3))
+    x = L.Dense(16)(inp)
+    x = L.LayerNormalization()(x + L.MultiHeadAttention(2, 8)(x, x))
+    x = L.LayerNormalization()(x + L.Dense(16)(L.Dense(32, activation="gelu")(x)))
+    x = L.GlobalAveragePooling1D()(x)
+    return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 32, 3, 4), "sparse_categorical_crossentropy"
+
+
 MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_1xk": _signal_1xk, "dense_bn_autoencoder": _dense_bn_autoencoder}
 # Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`).
 KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs}
+# Sequence models of the kinds users bring (issue 29): `make sequences` and tests/test_sequences.py.
+SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bilstm_stacked": _text_bilstm_stacked, "sensor_conv_gru": _sensor_conv_gru,
+             "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,
+             "transformer_block": _transformer_block, "recurrent_text": _recurrent_text}
 
 
 def build(keras, name: str, seed: int = TRAINED_SEED):
     """`name` trained TRAINED_STEPS steps (TRAINED_EPOCHS passes over one set); and its training loss after each pass."""
     keras.backend.clear_session()  # layer names count from conv2d again, as in a user's own file
     keras.utils.set_random_seed(seed)
-    model, data, loss = {**MEMBERS, **KINDS}[name](keras)
+    model, data, loss = {**MEMBERS, **KINDS, **SEQUENCES}[name](keras)
     model.compile(optimizer=keras.optimizers.Adam(3e-3), loss=loss)
     x, y = data(np.random.default_rng(seed), TRAINED_STEPS // TRAINED_EPOCHS * TRAINED_BATCH)
     history = model.fit(x, y, batch_size=TRAINED_BATCH, epochs=TRAINED_EPOCHS, verbose=0, shuffle=True)

@@ -29,6 +29,10 @@ from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx, tr
 from pipeline.tf_side.loading import input_shape_of, keras_api, load_keras_model  # noqa: E402
 
 
+def _tokens(job: KerasJob) -> checkset.TokenIds | None:
+    return checkset.TokenIds(*job.tokens) if job.tokens is not None else None
+
+
 def run_job(job: KerasJob) -> KerasJobResult:
     """Do what `job` asks (see `KerasJob`); raise on the first failure."""
     if job.bench is not None:
@@ -47,10 +51,10 @@ def run_job(job: KerasJob) -> KerasJobResult:
         result.onnx_rewrites = to_onnx.convert(model, job.onnx, job.opset)
     if job.reference:
         _starting("Keras's outputs on the check set")
-        result.reference_sets = outputs.reference(model, job.model, job.reference, job.data, user_inputs, job.input_ranges)
+        result.reference_sets = outputs.reference(model, job.model, job.reference, job.data, user_inputs, job.input_ranges, _tokens(job))
     if job.layers:
         _starting("Keras's every layer output")
-        result.layers = outputs.layer_outputs(model, job.model, job.layers, job.data, job.input_ranges)
+        result.layers = outputs.layer_outputs(model, job.model, job.layers, job.data, job.input_ranges, _tokens(job))
     if job.onnx_f64 or job.reference_f64 or job.layers_f64:
         _starting("the float64 rebuild of the model")
         result.float64 = _float64_parts(model, job, user_inputs)
@@ -91,9 +95,9 @@ def _float64_parts(model, job: KerasJob, user_inputs) -> str:
         return str(exc)
     with grouped_conv.without_xla(keras_api(twin)):  # XLA's float64 grouped convolution is slow beyond use
         if job.reference_f64:
-            outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs, job.input_ranges)
+            outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs, job.input_ranges, _tokens(job))
         if job.layers_f64:
-            outputs.layer_outputs(twin, job.model, job.layers_f64, job.data, job.input_ranges)
+            outputs.layer_outputs(twin, job.model, job.layers_f64, job.data, job.input_ranges, _tokens(job))
     return ""
 
 

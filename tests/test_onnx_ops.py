@@ -1,0 +1,180 @@
+"""Our ONNX op converters (`converters.onnx_ops`) against ONNX Runtime, node by node: ONNX LSTM, GRU and
+RNN built here with every attribute tf2onnx can set — direction, layout, initial states, sequence
+lengths (a mask), non-default activations (Keras 2's hard_sigmoid), clip, peepholes, GRU's
+linear_before_reset — converted by onnx2torch with our registry, run on the same inputs. ONNX Runtime
+is the independent reference; the tolerance is float32 rounding over a few steps (`ATOL_RECURRENT`).
+And `torch.export` takes both forms, the fused layer and the step loop, with a dynamic batch.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import onnx
+import pytest
+import torch
+from onnx import TensorProto, helper, numpy_helper
+
+from pipeline.converters import onnx_ops, to_fx
+
+onnx_ops.register()
+
+STEPS, BATCH, FEATURES, HIDDEN = 5, 3, 4, 6
+GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+OUTPUTS = {"LSTM": ["Y", "Y_h", "Y_c"], "GRU": ["Y", "Y_h"], "RNN": ["Y", "Y_h"]}
+# float32 rounding through 5 steps of 6 units against ONNX Runtime's own kernels; measured max 4e-7
+ATOL_RECURRENT = 1e-5
+
+
+def _model(op: str, direction="forward", layout=0, lengths=False, initial=False, peepholes=False, **attributes) -> onnx.ModelProto:
+    rng = np.random.default_rng(0)
+    directions = 2 if direction == "bidirectional" else 1
+    gates = GATES[op]
+    weights = {
+        "W": rng.normal(0, 0.5, (directions, gates * HIDDEN, FEATURES)),
+        "R": rng.normal(0, 0.5, (directions, gates * HIDDEN, HIDDEN)),
+        "B": rng.normal(0, 0.5, (directions, 2 * gates * HIDDEN)),
+    }
+    inputs = ["X", "W", "R", "B", "", "", ""]
+    graph_inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, [STEPS, BATCH, FEATURES] if layout == 0 else [BATCH, STEPS, FEATURES])]
+    state_shape = [directions, BATCH, HIDDEN] if layout == 0 else [BATCH, directions, HIDDEN]
+    if lengths:
+        inputs[4] = "sequence_lens"
+        graph_inputs.append(helper.make_tensor_value_info("sequence_lens", TensorProto.INT32, [BATCH]))
+    if initial:
+        inputs[5] = "initial_h"
+        graph_inputs.append(helper.make_tensor_value_info("initial_h", TensorProto.FLOAT, state_shape))
+        if op == "LSTM":
+            inputs[6] = "initial_c"
+            graph_inputs.append(helper.make_tensor_value_info("initial_c", TensorProto.FLOAT, state_shape))
+    if peepholes:
+        weights["P"] = rng.normal(0, 0.5, (directions, 3 * HIDDEN))
+        inputs.append("P")
+    while not inputs[-1]:
+        inputs.pop()
+    outputs = OUTPUTS[op]
+    node = helper.make_node(op, inputs, outputs, hidden_size=HIDDEN, direction=direction, layout=layout, **attributes)
+    y_shape = [STEPS, directions, BATCH, HIDDEN] if layout == 0 else [BATCH, STEPS, directions, HIDDEN]
+    shapes = {"Y": y_shape, "Y_h": state_shape, "Y_c": state_shape}
+    graph = helper.make_graph([node], "recurrent", graph_inputs,
+                              [helper.make_tensor_value_info(name, TensorProto.FLOAT, shapes[name]) for name in outputs],
+                              initializer=[numpy_helper.from_array(value.astype(np.float32), name) for name, value in weights.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(1)
+    feeds = {}
+    for value in model.graph.input:
+        shape = [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        if value.name == "sequence_lens":
+            feeds[value.name] = np.array([STEPS, 2, 4], dtype=np.int32)  # one full, two padded
+        else:
+            feeds[value.name] = rng.normal(0, 1, shape).astype(np.float32)
+    return feeds
+
+
+def _onnx_runtime(model: onnx.ModelProto, feeds: dict[str, np.ndarray], tmp_path) -> list[np.ndarray]:
+    """ONNX Runtime's outputs; for layout=1, which it does not run, those of the layout=0 node on the same
+    inputs transposed (X (N, T, I) → (T, N, I), states (N, D, H) → (D, N, H)), transposed back."""
+    import onnxruntime as ort
+
+    layout = next((a.i for a in model.graph.node[0].attribute if a.name == "layout"), 0)
+    if layout == 1:
+        model = onnx.ModelProto.FromString(model.SerializeToString())
+        next(a for a in model.graph.node[0].attribute if a.name == "layout").i = 0
+        for value in model.graph.input:
+            dims = value.type.tensor_type.shape.dim
+            if len(dims) == 3:
+                dims[0].dim_value, dims[1].dim_value = dims[1].dim_value, dims[0].dim_value
+        for value in model.graph.output:
+            del value.type.tensor_type.shape.dim[:]
+        feeds = {name: a.swapaxes(0, 1) if a.ndim == 3 else a for name, a in feeds.items()}
+    path = tmp_path / "reference.onnx"
+    onnx.save(model, path)
+    outputs = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    if layout == 1:  # Y (T, D, N, H) → (N, T, D, H); states (D, N, H) → (N, D, H)
+        outputs = [a.transpose(2, 0, 1, 3) if a.ndim == 4 else a.swapaxes(0, 1) for a in outputs]
+    return outputs
+
+
+def _compare(model: onnx.ModelProto, tmp_path, form: str | None = None):
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    feeds = _feeds(model)
+    expected = _onnx_runtime(model, feeds, tmp_path)
+    gm = to_fx.convert_raw(path)
+    if form:
+        assert form in repr(gm), repr(gm)
+    with torch.no_grad():
+        got = gm(*(torch.from_numpy(feeds[value.name]) for value in model.graph.input))
+    got = got if isinstance(got, (tuple, list)) else (got,)
+    for name, a, b in zip(OUTPUTS[model.graph.node[0].op_type], got, expected, strict=True):
+        assert tuple(a.shape) == b.shape, name
+        np.testing.assert_allclose(a.numpy(), b, atol=ATOL_RECURRENT, rtol=0, err_msg=name)
+    with torch.no_grad():  # a deep copy (as `fx_optimize` makes one) computes the same
+        copied = copy.deepcopy(gm)(*(torch.from_numpy(feeds[value.name]) for value in model.graph.input))
+    for a, b in zip(got, copied if isinstance(copied, (tuple, list)) else (copied,), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    return gm
+
+
+@pytest.mark.parametrize("op", list(GATES))
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+@pytest.mark.parametrize("layout", [0, 1])
+def test_the_fused_form_equals_onnx_runtime(op, direction, layout, tmp_path):
+    extra = {"linear_before_reset": 1} if op == "GRU" else {}
+    _compare(_model(op, direction, layout, initial=True, **extra), tmp_path, "fused")
+
+
+@pytest.mark.parametrize("op", list(GATES))
+@pytest.mark.parametrize("direction", ["forward", "reverse", "bidirectional"])
+def test_the_step_loop_equals_onnx_runtime_with_sequence_lengths(op, direction, tmp_path):
+    _compare(_model(op, direction, lengths=True, initial=True), tmp_path, "step loop")
+
+
+@pytest.mark.parametrize("case", [
+    # bidirectional: one list for both directions, alphas and betas consumed in order (a different one each)
+    pytest.param(("LSTM", {"activations": ["HardSigmoid", "Tanh", "Tanh"] * 2, "activation_alpha": [0.2, 0.3],
+                           "activation_beta": [0.5, 0.4]}), id="lstm-keras2-hard-sigmoid"),
+    pytest.param(("GRU", {"activations": ["HardSigmoid", "Tanh"] * 2, "activation_alpha": [0.25, 0.2], "activation_beta": [0.4, 0.5]}),
+                 id="gru-hard-sigmoid"),
+    pytest.param(("GRU", {"linear_before_reset": 0}), id="gru-reset-before"),
+    pytest.param(("LSTM", {"clip": 0.7}), id="lstm-clip"),
+    pytest.param(("RNN", {"activations": ["Relu", "Relu"]}), id="rnn-relu"),
+    pytest.param(("RNN", {"activations": ["LeakyRelu", "Tanh"], "activation_alpha": [0.1]}), id="rnn-leaky-and-tanh"),
+])
+def test_other_activations_clip_and_reset_before_equal_onnx_runtime(case, tmp_path):
+    op, attributes = case
+    _compare(_model(op, "bidirectional", **attributes), tmp_path)
+
+
+def test_lstm_peepholes_equal_onnx_runtime(tmp_path):
+    _compare(_model("LSTM", peepholes=True), tmp_path, "step loop")
+
+
+@pytest.mark.parametrize("lengths", [False, True], ids=["fused", "step-loop"])
+def test_both_forms_export_with_a_dynamic_batch(lengths, tmp_path):
+    model = _model("LSTM", "bidirectional", lengths=lengths)
+    gm = _compare(model, tmp_path)
+    feeds = _feeds(model)
+    args = tuple(torch.from_numpy(feeds[value.name]) for value in model.graph.input)
+    batch = torch.export.Dim("batch", min=1, max=64)
+    dynamic = ({1: batch},) + (({0: batch},) if lengths else ())
+    program = torch.export.export(gm, args, dynamic_shapes=dynamic)
+    small = tuple(a[:, :2] if a.dim() == 3 else a[:2] for a in args)
+    torch.testing.assert_close(program.module()(*small)[0], gm(*small)[0])
+
+
+def test_a_recurrent_node_with_computed_weights_is_named(tmp_path):
+    model = _model("GRU")
+    weight = model.graph.initializer[0]
+    model.graph.node.insert(0, helper.make_node("Identity", [weight.name], ["W_computed"]))
+    model.graph.node[1].input[1] = "W_computed"
+    path = tmp_path / "model.onnx"
+    onnx.save(model, path)
+    with pytest.raises(Exception, match="op GRU"):
+        to_fx.convert_raw(path)
