@@ -8,7 +8,7 @@ MIRROR ?= ../shared## offline mirror folder (layout as ../shared); used before a
 OUT    ?= artifacts## artifacts root; each model gets $(OUT)/<model file stem>/
 DATA   ?= data## fetched model and CIFAR-10 test set
 INPUTS ?=## optional .npy of your own sample inputs, shape (N, *input shape), added to every check
-ZOO    ?=## optional comma-separated architectures for `make zoo`, `trained` for the trained members (default: all 13 and those)
+ZOO    ?=## optional comma-separated architectures for `make zoo`, `trained` for the trained members, `sequences` for the sequence models (default: all 13 and those)
 FUZZ_SAMPLE ?=## optional number of cases of each base model for `make fuzz`, drawn with a fixed seed (default: every case)
 VARIANTS ?=## optional semicolon-separated settings for `make aot-options` (default: all)
 INPUT_RANGE ?=## optional LO,HI to draw the random check inputs from (default: the model's own range, else several)
@@ -22,7 +22,7 @@ ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
 CODE_MK  := .make/code.mk
 
-.PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo fuzz all test zoo-test clean
+.PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo sequences fuzz all test zoo-test clean
 .DEFAULT_GOAL := help
 # A target whose recipe fails is removed: never a half-written artifact that a rerun takes for done.
 .DELETE_ON_ERROR:
@@ -99,6 +99,9 @@ all: fetch verify evaluate ## everything, then a summary table
 
 test: ## run the test suite (real-model tests read the mirror at MIRROR)
 	PIPELINE_MIRROR=$(MIRROR) $(PY) -m pytest
+
+sequences: ## trained recurrent, text and attention models (tf-keras .h5, Keras 3 .keras) through onnx, torch, native, verify: rows of $(OUT)/zoo/summary.md
+	$(PY) -m pipeline zoo --out $(OUT) --models sequences
 
 zoo-test: ## the tests on large zoo models `make test` leaves out (EfficientNetV2B0 .h5; weight faults in EfficientNetB0, DenseNet121)
 	PIPELINE_MIRROR=$(MIRROR) $(PY) -m pytest -m zoo

@@ -245,7 +245,7 @@ def cmd_report(args) -> int:
 def cmd_zoo(args) -> int:
     from pipeline.stages import zoo
 
-    known = (*zoo.ARCHITECTURES, zoo.TRAINED)
+    known = (*zoo.ARCHITECTURES, zoo.TRAINED, zoo.SEQUENCES)
     names = tuple(args.models.split(",")) if args.models else known
     unknown = sorted(set(names) - set(known))
     if unknown:
@@ -344,7 +344,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("report", parents=[common], help="rewrite report.md and print the summary").set_defaults(func=cmd_report)
     zoo_parser = sub.add_parser("zoo", parents=[common], help="Keras Applications with calibrated random weights through onnx, torch, "
                                                                "verify: OUT/zoo/summary.md")
-    zoo_parser.add_argument("--models", help="comma-separated architectures, and `trained` for the trained members (default: all of the zoo)")
+    zoo_parser.add_argument("--models", help="comma-separated architectures, `trained` for the trained members, "
+                                             "`sequences` for the sequence models (default: all of the zoo)")
     zoo_parser.add_argument("--formats", default="keras,h5", help="comma-separated: keras, h5 (default: %(default)s)")
     zoo_parser.set_defaults(func=cmd_zoo)
     fuzz_parser = sub.add_parser("fuzz", parents=[common], help="damaged and hostile copies of --model and of base models of other kinds: "

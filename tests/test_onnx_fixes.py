@@ -56,3 +56,25 @@ def test_canonical_names_do_not_depend_on_the_counter():
     onnx_fixes.canonical_names(b)
     assert a.SerializeToString() == b.SerializeToString()
     onnx.checker.check_model(a, full_check=True)
+
+
+def test_canonical_names_keep_a_loop_body_reading_the_same_outer_values():
+    """A Loop's body reads outer values by name; renamed apart from the outer graph, a read would point
+    at another constant (found as a Keras GRU failing ONNX's check one run in three)."""
+    from onnx import numpy_helper
+
+    body = helper.make_graph(
+        [helper.make_node("Add", ["x", "outer__9"], ["y__4"]), helper.make_node("Identity", ["cond"], ["cond_out"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("cond_out", TensorProto.BOOL, []), helper.make_tensor_value_info("y__4", TensorProto.FLOAT, [2])])
+    graph = helper.make_graph(
+        [helper.make_node("Loop", ["trips__2", "", "x0"], ["x_end"], body=body)], "g",
+        [helper.make_tensor_value_info("x0", TensorProto.FLOAT, [2])], [helper.make_tensor_value_info("x_end", TensorProto.FLOAT, [2])],
+        initializer=[numpy_helper.from_array(np.array(3, np.int64), "trips__2"), numpy_helper.from_array(np.ones(2, np.float32), "outer__9")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    onnx_fixes.canonical_names(proto)
+    outer = {init.name for init in proto.graph.initializer}
+    read = proto.graph.node[0].attribute[0].g.node[0].input[1]
+    assert read in outer and read != "outer__9"
+    onnx.checker.check_model(proto, full_check=True)

@@ -178,3 +178,70 @@ def test_a_recurrent_node_with_computed_weights_is_named(tmp_path):
     onnx.save(model, path)
     with pytest.raises(Exception, match="op GRU"):
         to_fx.convert_raw(path)
+
+
+def _loop_model(data_dependent: bool = False) -> onnx.ModelProto:
+    """A loop as tf2onnx writes a Keras SimpleRNN: counters from constants (`t < steps`), the state
+    carried, the input sequence and the weights read from the outer graph, each step's state scanned out."""
+    rng = np.random.default_rng(2)
+    f32, i32 = TensorProto.FLOAT, TensorProto.INT32
+    body_nodes = [
+        helper.make_node("Gather", ["X", "t"], ["x_t"]),  # X: outer
+        helper.make_node("MatMul", ["x_t", "W"], ["xw"]),
+        helper.make_node("MatMul", ["h", "R"], ["hr"]),
+        helper.make_node("Add", ["xw", "hr"], ["pre"]),
+        helper.make_node("Tanh", ["pre"], ["h_next"]),
+        helper.make_node("Add", ["t", "one"], ["t_next"]),
+        helper.make_node("Identity", ["h_next"], ["h_scan"]),
+    ]
+    if data_dependent:  # go on while the state's first unit is below 10: a loop on the data
+        body_nodes += [helper.make_node("ReduceMax", ["h_next"], ["peak"], keepdims=0), helper.make_node("Less", ["peak", "ten"], ["go"])]
+    else:
+        body_nodes.append(helper.make_node("Less", ["t_next", "limit"], ["go"]))
+    body = helper.make_graph(
+        body_nodes, "body",
+        [helper.make_tensor_value_info("i", TensorProto.INT64, []), helper.make_tensor_value_info("cond", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("t", i32, []), helper.make_tensor_value_info("h", f32, [BATCH, HIDDEN]),
+         helper.make_tensor_value_info("limit", i32, [])],
+        [helper.make_tensor_value_info(name, kind, shape) for name, kind, shape in
+         (("go", TensorProto.BOOL, []), ("t_next", i32, []), ("h_next", f32, [BATCH, HIDDEN]), ("limit", i32, []),
+          ("h_scan", f32, [BATCH, HIDDEN]))],
+        initializer=[numpy_helper.from_array(np.array(1, np.int32), "one"), numpy_helper.from_array(np.array(10, np.float32), "ten")])
+    nodes = [helper.make_node("Less", ["start", "steps"], ["first"]),
+             helper.make_node("Loop", ["", "first", "start", "h0", "steps"], ["t_end", "h_end", "steps_end", "scanned"], body=body)]
+    graph = helper.make_graph(
+        nodes, "loop",
+        [helper.make_tensor_value_info("X", f32, [STEPS, BATCH, FEATURES]), helper.make_tensor_value_info("h0", f32, [BATCH, HIDDEN])],
+        [helper.make_tensor_value_info("h_end", f32, [BATCH, HIDDEN]), helper.make_tensor_value_info("scanned", f32, [STEPS, BATCH, HIDDEN])],
+        initializer=[numpy_helper.from_array(np.array(0, np.int32), "start"), numpy_helper.from_array(np.array(STEPS, np.int32), "steps"),
+                     numpy_helper.from_array(rng.normal(0, 0.5, (FEATURES, HIDDEN)).astype(np.float32), "W"),
+                     numpy_helper.from_array(rng.normal(0, 0.5, (HIDDEN, HIDDEN)).astype(np.float32), "R")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def test_a_counted_loop_equals_onnx_runtime_and_exports(tmp_path):
+    import onnxruntime as ort
+
+    model = _loop_model()
+    path = tmp_path / "loop.onnx"
+    onnx.save(model, path)
+    feeds = _feeds(model)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+    gm = to_fx.convert_raw(path)
+    assert "trips=5" in repr(gm)
+    args = tuple(torch.from_numpy(feeds[value.name]) for value in model.graph.input)
+    with torch.no_grad():
+        got = gm(*args)  # onnx2torch returns every output of a node that gives the graph's: t, h, steps, scanned
+    for a, b in zip((got[1], got[3]), expected, strict=True):
+        np.testing.assert_allclose(a.numpy(), b, atol=ATOL_RECURRENT, rtol=0)
+    program = torch.export.export(gm, args)
+    torch.testing.assert_close(program.module()(*args)[3], got[3])
+
+
+def test_a_loop_on_the_data_is_refused_naming_the_op(tmp_path):
+    path = tmp_path / "loop.onnx"
+    onnx.save(_loop_model(data_dependent=True), path)
+    with pytest.raises(Exception, match="op Loop.*condition depends on the data"):
+        to_fx.convert_raw(path)

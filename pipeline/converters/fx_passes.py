@@ -7,7 +7,8 @@ take their axes as a tensor and fail the same way. The shapes are constants of t
 Reshape, Squeeze and Unsqueeze is replaced by `torch.reshape(x, shape)` with the shape observed by running the graph,
 keeping the batch dimension dynamic as -1. The now-unused shape tensors and modules are removed.
 
-`static_slices`: onnx2torch's Slice and Tile read their starts/ends/repeats tensors with `.numpy()`,
+`static_slices`: onnx2torch's Slice, Tile, Split (and Squeeze/Unsqueeze, in a Loop's body, which
+`static_reshapes` cannot run) read their starts/ends/repeats/sizes/axes tensors with `.numpy()`,
 which `torch.export` cannot do with the traced constants. Where those are constants of the graph,
 they are read once here and the module becomes plain indexing (`x[...]`) or `torch.tile`.
 
@@ -15,6 +16,11 @@ they are read once here and the module becomes plain indexing (`x[...]`) or `tor
 `torch.export` traces as data-dependent sizes: every later shape becomes an expression of unbacked
 symbols, and `torch.export.load` parses each one with sympy (MobileNetV3Small's four pads: 37,381
 parses, a 32 s load). Where the pads are constants of the graph, the module becomes `F.pad` with them.
+
+`static_expands`: onnx2torch's Expand and ConstantOfShape build `torch.Size(shape)` from a tensor —
+tf2onnx's zero initial state of a recurrent loop, made to the batch read with `Shape` at run time.
+Each becomes `torch.broadcast_to` / `torch.full` with the shape observed by running the graph, its
+batch dimension taken from the input's own (the batch, or the batch times a constant).
 
 `with_logits`: a copy of the graph that also returns the input of its final Softmax, the pre-softmax
 logits, which the converted model otherwise never exposes.
@@ -83,6 +89,57 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     return len(reshapes)
 
 
+def static_expands(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
+    """Replace every onnx2torch Expand and ConstantOfShape in `gm` (in place) by `broadcast_to_batch` /
+    `full_to_batch` with the shape observed at two batch sizes; return how many.
+
+    Raises:
+        BadInput: a shape that depends on the batch size other than through one dimension, in proportion.
+    """
+    from onnx2torch.node_converters.constant_of_shape import OnnxConstantOfShape
+    from onnx2torch.node_converters.expand import OnnxExpand
+
+    kinds = (OnnxExpand, OnnxConstantOfShape)
+    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), kinds)]
+    if not nodes:
+        return 0
+    batch_source = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    small, large = (_output_shapes(gm, sample_shape, b) for b in _PROBE_BATCHES)
+    for node in nodes:
+        shape_small, shape_large = list(small[node.name]), list(large[node.name])
+        varying = [i for i, (a, b) in enumerate(zip(shape_small, shape_large, strict=True)) if a != b]
+        if len(varying) > 1 or (varying and not _proportional_to_batch(shape_small[varying[0]], shape_large[varying[0]])):
+            raise BadInput(f"{node.target!r} mixes the batch dimension into others {shape_small}; cannot make it static")
+        batch = (varying[0], shape_small[varying[0]] // _PROBE_BATCHES[0]) if varying else (None, 0)
+        module = gm.get_submodule(node.target)
+        if isinstance(module, OnnxExpand):
+            _swap(gm, node, broadcast_to_batch, (node.args[0], batch_source, tuple(shape_small), *batch))
+        else:
+            fill = module.value.item()
+            _swap(gm, node, full_to_batch, (batch_source, tuple(shape_small), *batch, fill, module.value.dtype))
+    _tidy(gm)
+    return len(nodes)
+
+
+def _with_batch(reference: torch.Tensor, shape: tuple[int, ...], batch_dim: int | None, per_batch: int) -> tuple:
+    """`shape` with its dimension `batch_dim` (if any) set to `reference`'s batch times `per_batch`."""
+    if batch_dim is None:
+        return shape
+    return (*shape[:batch_dim], reference.shape[0] * per_batch, *shape[batch_dim + 1:])
+
+
+def broadcast_to_batch(value: torch.Tensor, reference: torch.Tensor, shape: tuple[int, ...], batch_dim: int | None,
+                       per_batch: int) -> torch.Tensor:
+    """`value` broadcast to `shape`, whose dimension `batch_dim` (if any) is `reference`'s batch times `per_batch`."""
+    return torch.broadcast_to(value, _with_batch(reference, shape, batch_dim, per_batch))
+
+
+def full_to_batch(reference: torch.Tensor, shape: tuple[int, ...], batch_dim: int | None, per_batch: int, fill,
+                  dtype: torch.dtype) -> torch.Tensor:
+    """A tensor of `fill` of `shape` (`batch_dim` as in `broadcast_to_batch`), on `reference`'s device."""
+    return torch.full(_with_batch(reference, shape, batch_dim, per_batch), fill, dtype=dtype, device=reference.device)
+
+
 def _swap(gm: fx.GraphModule, node: fx.Node, target, args: tuple, kwargs: dict | None = None) -> None:
     """Replace `node` (an onnx2torch module call) by a call of the function `target`, in place."""
     with gm.graph.inserting_after(node):
@@ -141,7 +198,8 @@ def _onnx_slice_index(starts, ends, axes, steps) -> tuple:
 
 
 def static_slices(gm: fx.GraphModule) -> int:
-    """Replace onnx2torch Slice and Tile modules whose parameters are graph constants (in place).
+    """Replace onnx2torch Slice, Tile, Split, Squeeze and Unsqueeze modules whose parameters are graph
+    constants (in place). (Where its graph can be run, `static_reshapes` makes every Squeeze static first.)
 
     Returns:
         The number of modules replaced.
@@ -149,7 +207,10 @@ def static_slices(gm: fx.GraphModule) -> int:
     import operator
 
     from onnx2torch.node_converters.slice import OnnxSlice
+    from onnx2torch.node_converters.split import OnnxSplit13
+    from onnx2torch.node_converters.squeeze import OnnxSqueezeDynamicAxes
     from onnx2torch.node_converters.tile import OnnxTile
+    from onnx2torch.node_converters.unsqueeze import OnnxUnsqueezeDynamicAxes
 
     replaced = 0
     for node in list(gm.graph.nodes):
@@ -157,9 +218,23 @@ def static_slices(gm: fx.GraphModule) -> int:
             continue
         module = gm.get_submodule(node.target)
         constants = [constant_of(gm, arg) for arg in node.args[1:]]
-        if not isinstance(module, (OnnxSlice, OnnxTile)) or node.kwargs or any(c is None for c in constants):
+        kinds = (OnnxSlice, OnnxTile, OnnxSplit13, OnnxSqueezeDynamicAxes, OnnxUnsqueezeDynamicAxes)
+        if not isinstance(module, kinds) or node.kwargs or any(c is None for c in constants):
             continue
         values = [c.tolist() for c in constants]
+        if isinstance(module, (OnnxSqueezeDynamicAxes, OnnxUnsqueezeDynamicAxes)):
+            if len(values) != 1:
+                continue
+            target = squeeze_axes if isinstance(module, OnnxSqueezeDynamicAxes) else unsqueeze_axes
+            _swap(gm, node, target, (node.args[0], tuple(int(a) for a in values[0])))
+            replaced += 1
+            continue
+        if isinstance(module, OnnxSplit13):
+            if not values:
+                continue
+            _swap(gm, node, torch.split, (node.args[0], [int(v) for v in values[0]]), {"dim": module.axis})
+            replaced += 1
+            continue
         if isinstance(module, OnnxTile):
             target, args = torch.tile, (node.args[0], tuple(int(r) for r in values[0]))
         else:
@@ -172,6 +247,20 @@ def static_slices(gm: fx.GraphModule) -> int:
     if replaced:
         _tidy(gm)
     return replaced
+
+
+def squeeze_axes(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """onnx2torch's Squeeze with its axes known: the last first, as it does."""
+    for axis in sorted(axes, reverse=True):
+        x = torch.squeeze(x, axis)
+    return x
+
+
+def unsqueeze_axes(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
+    """onnx2torch's Unsqueeze with its axes known: the first first, as it does."""
+    for axis in sorted(axes):
+        x = torch.unsqueeze(x, axis)
+    return x
 
 
 def _torch_pads(onnx_pads: list[int]) -> tuple[int, ...]:

@@ -203,10 +203,26 @@ def canonical_names(proto) -> int:
             renamed[name] = pattern.sub("__", name) + str(len(renamed))
         return renamed[name]
 
+    _rename_graph(graph, canonical)
+    return sum(old != new for old, new in renamed.items())
+
+
+def _rename_graph(graph, canonical) -> None:
+    """Every name in `graph` through `canonical`, in place — and in the graphs its nodes hold (a Loop's
+    body reads the outer graph's values by name: one mapping for all keeps those reads pointing at the
+    same values)."""
+    from onnx import AttributeProto
+
     for node in graph.node:
         node.input[:] = [canonical(name) for name in node.input]
         node.output[:] = [canonical(name) for name in node.output]
         node.name = canonical(node.name)
+        for attribute in node.attribute:
+            if attribute.type == AttributeProto.GRAPH:
+                _rename_graph(attribute.g, canonical)
+            elif attribute.type == AttributeProto.GRAPHS:
+                for body in attribute.graphs:
+                    _rename_graph(body, canonical)
     for collection in (graph.input, graph.output, graph.value_info):
         for info in collection:
             info.name = canonical(info.name)
@@ -218,7 +234,6 @@ def canonical_names(proto) -> int:
     ordered = sorted(graph.initializer, key=lambda init: init.name)
     del graph.initializer[:]
     graph.initializer.extend(ordered)
-    return sum(old != new for old, new in renamed.items())
 
 
 def rewrite(proto) -> dict[str, int]:

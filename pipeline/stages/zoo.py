@@ -26,6 +26,7 @@ ARCHITECTURES = ("MobileNet", "MobileNetV2", "MobileNetV3Small", "EfficientNetB0
                  "ResNet50V2", "DenseNet121", "InceptionV3", "Xception", "VGG16", "ConvNeXtTiny", "NASNetMobile")
 FORMATS = ("keras", "h5")  # Keras 3's own format, and the legacy HDF5 older models arrive in
 TRAINED = "trained"  # the name that asks for every trained member (their names are the builder's)
+SEQUENCES = "sequences"  # the name that asks for every trained sequence model (recurrent, text, attention)
 
 
 @dataclass
@@ -48,7 +49,7 @@ class ZooRow:
     weights: str = "calibrated random"  # or "trained" (the trained members)
 
 
-def run(out: Path, names: tuple[str, ...] = (*ARCHITECTURES, TRAINED), formats: tuple[str, ...] = FORMATS,
+def run(out: Path, names: tuple[str, ...] = (*ARCHITECTURES, TRAINED, SEQUENCES), formats: tuple[str, ...] = FORMATS,
         progress: bool = True) -> list[ZooRow]:
     """Build every architecture in `names` (and, with TRAINED among them, train every trained member),
     convert and verify it in each of `formats`; write `<out>/zoo/summary.md` and `summary.json`, keeping
@@ -57,14 +58,16 @@ def run(out: Path, names: tuple[str, ...] = (*ARCHITECTURES, TRAINED), formats: 
     from pipeline.runtimes import keras as keras_runtime
 
     folder = Path(out) / "zoo"
-    architectures = [name for name in names if name != TRAINED]
+    architectures = [name for name in names if name not in (TRAINED, SEQUENCES)]
     built = {row["model"]: row for row in keras_runtime.build_zoo(folder / "models", architectures)} if architectures else {}
     jobs = [(folder / "models" / f"{name}.{fmt}", folder / fmt, built[name]) for name in architectures for fmt in formats]
-    if TRAINED in names:
+    for group in (TRAINED, SEQUENCES):
+        if group not in names:
+            continue
         for fmt in formats:
             flavour = next(flavour for flavour, suffix in TRAINED_FLAVOURS.items() if suffix == f".{fmt}")
-            for row in keras_runtime.build_trained(folder / "models" / "trained", flavour):
-                jobs.append((Path(row["file"]), folder / f"trained_{fmt}", row | {"weights": "trained"}))
+            for row in keras_runtime.build_trained(folder / "models" / group, flavour, [group] if group == SEQUENCES else []):
+                jobs.append((Path(row["file"]), folder / f"{group}_{fmt}", row | {"weights": "trained"}))
     rows = []
     for model, models_out, summary in jobs:
         rows.append(_one(model, models_out, summary, progress))

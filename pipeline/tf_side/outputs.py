@@ -85,6 +85,19 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
     return sorted(sets)
 
 
+def _output_in(model, layer):
+    """`layer`'s output in `model`'s own graph. A model nested as a layer (a pretrained base in a Sequential)
+    has two: its own, from its own Input, first — which `layer.output` gives, disconnected from `model`'s
+    inputs — and the one where `model` calls it. Keras keeps the latter among `model`'s nodes."""
+    graph = getattr(model, "_functional", model)  # Keras 3's Sequential runs a Functional of its own
+    for nodes in getattr(graph, "_nodes_by_depth", {}).values():
+        for node in nodes:
+            if (getattr(node, "operation", None) or getattr(node, "layer", None)) is layer:
+                outputs = node.output_tensors
+                return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
+    return layer.output
+
+
 def layer_outputs(model, model_path: Path, layers_path: Path, data: Path | None,
                   ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: checkset.TokenIds | None = None) -> list[str]:
     """Write every layer's output on the layer check set (`checkset.layer_inputs`, of `tokens` where the
@@ -92,7 +105,7 @@ def layer_outputs(model, model_path: Path, layers_path: Path, data: Path | None,
     keras = keras_api(model)
     inputs = checkset.layer_inputs(input_shape_of(model), _test_images(data, input_shape_of(model)), ranges, tokens)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    probe = keras.Model(model.inputs, [layer.output for layer in layers])
+    probe = keras.Model(model.inputs, [_output_in(model, layer) for layer in layers])
     outputs = probe.predict(inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     arrays = {f"layer/{layer.name}": np.asarray(out) for layer, out in zip(layers, outputs, strict=True)}

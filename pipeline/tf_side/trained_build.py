@@ -234,7 +234,7 @@ def _transformer_block(keras):
 MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_1xk": _signal_1xk, "dense_bn_autoencoder": _dense_bn_autoencoder}
 # Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`).
 KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs}
-# Sequence models of the kinds users bring (issue 29): `make sequences` and tests/test_sequences.py.
+# Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
 SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bilstm_stacked": _text_bilstm_stacked, "sensor_conv_gru": _sensor_conv_gru,
              "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,
              "transformer_block": _transformer_block, "recurrent_text": _recurrent_text}
@@ -252,9 +252,12 @@ def build(keras, name: str, seed: int = TRAINED_SEED):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Train each named member and save it into OUT as NAME.h5 (keras2) or NAME.keras (keras3)."""
+    """Train each named member (every one of MEMBERS where none is named; `sequences`: every one of
+    SEQUENCES) and save it into OUT as NAME.h5 (keras2) or NAME.keras (keras3)."""
     argv = sys.argv[1:] if argv is None else argv
     out, flavour, names = Path(argv[0]), argv[1], argv[2:] or list(MEMBERS)
+    if names == ["sequences"]:  # the group `make sequences` asks for
+        names = list(SEQUENCES)
     if flavour == "keras2":
         import tf_keras as keras
     else:

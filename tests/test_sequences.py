@@ -1,0 +1,76 @@
+"""Sequence models as users bring them, through the CLI as a user runs it (`onnx`, `torch`, `verify`):
+trained a few hundred real steps with our seed on toy tasks whose loss falls
+(`tf_side.trained_build.SEQUENCES`). Each must end in "Verification PASSED" with the float64 proof.
+
+CI takes two: Embedding + LSTM written by tf-keras (`.h5`, tf2onnx's ONNX LSTM: the fused torch
+layer) and a masked Embedding + GRU written by Keras 3 (`.keras`, a `Loop`: the body converted and
+unrolled). `make sequences` runs every kind in both formats. And a fault planted in the LSTM's kernel
+is named at that layer.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import h5py
+import pytest
+
+import helpers
+
+COMMITTED_BASES = helpers.ROOT / "tests" / "data" / "fuzz_bases"  # recurrent_text.h5: Embedding(50, 8) → LSTM(12) → Dense
+
+
+@pytest.fixture(scope="module")
+def masked_gru(tmp_path_factory):
+    out = tmp_path_factory.mktemp("sequences")
+    subprocess.run([sys.executable, "-m", "pipeline.tf_side.trained_build", str(out), "keras3", "text_gru_masked"],
+                   check=True, capture_output=True, cwd=helpers.ROOT)
+    return out / "text_gru_masked.keras"
+
+
+def _through_verify(model, out, *torch_options: str) -> str:
+    for stage, extra in (("onnx", ()), ("torch", torch_options), ("verify", ())):
+        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
+        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
+    return completed.stdout + completed.stderr
+
+
+def test_embedding_lstm_h5_verified_with_the_float64_proof(tmp_path):
+    model = tmp_path / "recurrent_text.h5"
+    shutil.copy(COMMITTED_BASES / model.name, model)
+    text = _through_verify(model, tmp_path / "out")
+    assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
+    assert "over [0, 49]" in text  # token ids of its Embedding, not random floats
+    assert (tmp_path / "out" / "recurrent_text" / "model_aoti.pt2").is_file()
+
+
+def test_masked_gru_keras_loop_verified_with_the_float64_proof(masked_gru, tmp_path):
+    text = _through_verify(masked_gru, tmp_path / "out", "--no-aot")
+    assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
+
+
+def test_a_fault_in_the_lstm_kernel_is_named_at_its_layer(tmp_path):
+    good = tmp_path / "recurrent_text.h5"
+    shutil.copy(COMMITTED_BASES / good.name, good)
+    tampered = tmp_path / "tampered" / good.name
+    tampered.parent.mkdir()
+    shutil.copy(good, tampered)
+    with h5py.File(tampered, "r+") as handle:
+        kernel = next(handle["model_weights/lstm"][name] for name in _datasets(handle["model_weights/lstm"]) if name.endswith("/kernel:0"))
+        value = kernel[()]
+        value.flat[value.size // 2] += 2e-2
+        kernel[...] = value
+    assert helpers.run_cli("onnx", "--model", str(tampered), "--out", str(tmp_path / "bad")).returncode == 0
+    completed = helpers.run_cli("verify", "--model", str(good), "--onnx", str(tmp_path / "bad" / "recurrent_text" / "model.onnx"),
+                                "--out", str(tmp_path / "out"))
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    line = completed.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: verification failed — first divergent layer: lstm "), line
+
+
+def _datasets(group) -> list[str]:
+    names = []
+    group.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
+    return names
