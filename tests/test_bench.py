@@ -1,6 +1,10 @@
 import json
 
+import numpy as np
+
 import pytest
+
+import helpers
 
 from pipeline.stages import bench
 from pipeline.common.errors import BadInput
@@ -81,3 +85,13 @@ def test_the_gpu_package_path_compiles_and_agrees_on_the_cpu(tiny_converted, tmp
     images = torch.rand(5, *onnx_graph.input_shape(paths.onnx)) * 255
     with torch.inference_mode():
         assert torch.allclose(aoti.load(package, single_threaded=True)(images), load_module(paths.pt2_opt)(images), atol=1e-5)
+
+
+def test_a_text_model_is_timed_on_token_ids_not_images(tiny_data):
+    """`make bench` on a model that does not take CIFAR-10 images: its inputs are drawn as its check sets
+    are — token ids below the Embedding's 50 — even with the test images at hand."""
+    from pipeline.keras_file.model import KerasModel
+
+    model = KerasModel.open(helpers.ROOT / "tests" / "data" / "fuzz_bases" / "recurrent_text.h5")
+    inputs = bench.bench_inputs(model, tiny_data, 300)
+    assert inputs.shape == (300, 20) and np.array_equal(inputs, np.round(inputs)) and 0 <= inputs.min() and inputs.max() < 50

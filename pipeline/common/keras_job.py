@@ -53,12 +53,14 @@ STEP_MODEL_KEY = "model_sha256"
 
 @dataclass(frozen=True)
 class KerasBench:
-    """Time Keras `predict` on the first `images` test images at each batch size, best of `repeats`."""
+    """Time Keras `predict` on the first `images` test images (or the arrays in `inputs`, an .npy) at each
+    batch size, best of `repeats`."""
 
     sizes: tuple[int, ...]
     images: int
     repeats: int
     threads: int
+    inputs: Path | None = None  # the model's own inputs where they are not CIFAR-10 images (`stages.bench.bench_inputs`)
 
 
 @dataclass(frozen=True)
@@ -108,7 +110,9 @@ class KerasJob:
         values["input_ranges"] = tuple(tuple(pair) for pair in values.get("input_ranges", ()))
         values["tokens"] = tuple(values["tokens"]) if values.get("tokens") is not None else None
         if values.get("bench") is not None:
-            values["bench"] = KerasBench(**{**values["bench"], "sizes": tuple(values["bench"]["sizes"])})
+            inputs = values["bench"].get("inputs")
+            values["bench"] = KerasBench(**{**values["bench"], "sizes": tuple(values["bench"]["sizes"]),
+                                            "inputs": Path(inputs) if inputs else None})
         return cls(**values)
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,7 +32,8 @@ from pipeline.common import cpuinfo
 from pipeline.common.atomic import write_text
 from pipeline.common.errors import BadInput
 from pipeline.common.paths import ModelPaths
-from pipeline.data import checkset
+from pipeline.data import checkset, cifar
+from pipeline.keras_file.model import KerasModel
 
 BATCH_SIZES = (1, 32, 256)
 LATENCY_CALLS = 2_000  # single-image calls per backend for the p50/p99 (after WARMUP_IMAGES of warm-up)
@@ -69,7 +71,8 @@ class BenchResult:
 
 
 def model_flops_per_image(onnx_path: Path) -> int:
-    """2 × multiply-adds of every Conv, MatMul and Gemm, from the ONNX graph's inferred shapes."""
+    """2 × multiply-adds of every Conv, MatMul, Gemm and recurrent op (LSTM, GRU, RNN; not a Loop's body), from
+    the ONNX graph's inferred shapes."""
     import onnx
     from onnx import shape_inference
 
@@ -86,6 +89,10 @@ def model_flops_per_image(onnx_path: Path) -> int:
         if node.op_type == "Conv":
             out, weight = shapes[node.output[0]], shapes[node.input[1]]  # (1, Cout, H, W), (Cout, Cin/g, kh, kw)
             flops += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
+        elif node.op_type in ("LSTM", "GRU", "RNN") and node.input[1] in shapes and node.input[0] in shapes:
+            steps = shapes[node.input[0]][0]  # X (T, 1, I); W (D, G·H, I), R (D, G·H, H): every gate's two products a step
+            directions, gates_hidden, features = shapes[node.input[1]]
+            flops += 2 * steps * directions * gates_hidden * (features + shapes[node.input[2]][-1])
         elif node.op_type in ("MatMul", "Gemm"):
             a, b = shapes[node.input[0]], shapes[node.input[1]]
             flops += 2 * int(np.prod(a[:-1])) * a[-1] * (b[0] if node.op_type == "Gemm" and any(
@@ -355,6 +362,22 @@ def onnxruntime_runner(onnx_path: Path, threads: int):
     return lambda batch: session.run(None, {name: batch})
 
 
+def _takes_test_images(keras: KerasModel, data: Path | None) -> bool:
+    """Whether the model takes CIFAR-10 images and the data folder has them."""
+    return keras.input_shape == cifar.INPUT_SHAPE and data is not None and cifar.resolve(data)[0] is not None
+
+
+def bench_inputs(keras: KerasModel, data: Path | None, count: int) -> np.ndarray:
+    """`count` inputs of the model's own kind: the CIFAR-10 test images for a model that takes them, else
+    seeded random ones drawn as its check sets are (token ids for an Embedding's input, its stated range)."""
+    if _takes_test_images(keras, data):
+        return cifar.load(data).images[:count].astype(np.float32)
+    if keras.input_shape is None:
+        raise BadInput(f"{keras.path.name}'s config states no input shape: bench needs one to draw its inputs")
+    ranges = checkset.choose_ranges(keras.input_ranges, None)
+    return next(iter(checkset.random_batches(keras.input_shape, ranges[:1], sizes=(count,), tokens=keras.token_ids).values()))
+
+
 def require_built(*needed: Path) -> None:
     """BadInput naming the first of the artifacts `needed` that is not there."""
     for path in needed:
@@ -369,7 +392,6 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     from tqdm import tqdm
 
     from pipeline.common.keras_job import KerasBench, KerasJob
-    from pipeline.data import cifar
     from pipeline.runtimes import device as devices
     from pipeline.runtimes import keras as keras_runtime
 
@@ -380,7 +402,8 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     if gpu:  # cuDNN times its algorithms for each shape on first use and keeps the fastest (same fp32 arithmetic)
         torch.backends.cudnn.benchmark = True
     torch.set_num_threads(options.threads)
-    images = cifar.load(data).images[: options.images].astype(np.float32)
+    keras = KerasModel.open(model)
+    images = bench_inputs(keras, data, options.images)
     flops = model_flops_per_image(paths.onnx)
     machine = {
         "cpu": cpuinfo.field("model name") or platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -391,6 +414,7 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
         "host_to_gpu_gb_s": host_copy_gb_s(images, device) if gpu else None,
         "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "sgemm_gflops": round(sgemm_gflops(options.threads), 1), "images": len(images), "repeats": options.repeats,
+        "inputs": "test images" if _takes_test_images(keras, data) else "random inputs of the model's own kind",
     }
     result = BenchResult(machine, flops)
     runners = {"onnxruntime": onnxruntime_runner(paths.onnx, options.threads)}
@@ -407,9 +431,14 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     if 1 in options.batch_sizes and max(options.batch_sizes) > 1:  # where a batch-1 model of its own answers
         result.agreement_batch1 = agreement(runners, images[:BATCH1_IMAGES], 1)
     if options.with_keras:
-        job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads))
-        for size, speed in keras_runtime.run(job).bench.items():
-            _record(result, "keras predict", int(size), speed)
+        with tempfile.TemporaryDirectory() as scratch:
+            own = Path(scratch) / "inputs.npy" if not _takes_test_images(keras, data) else None
+            if own is not None:
+                np.save(own, images)
+            job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads,
+                                                              own))
+            for size, speed in keras_runtime.run(job).bench.items():
+                _record(result, "keras predict", int(size), speed)
     write_text(paths.bench_json, json.dumps(asdict(result), indent=2) + "\n")
     plot(result, paths.bench_png)
     return result
@@ -449,8 +478,8 @@ def table(result: BenchResult) -> str:
         where += (f" ({m['gpu']}, TF32 {'on' if m['tf32'] else 'off'}, cuDNN benchmark on; torch timed on images already"
                   f" on the GPU, host→GPU copy {m['host_to_gpu_gb_s']['pageable']} GB/s pageable,"
                   f" {m['host_to_gpu_gb_s']['pinned']} GB/s pinned)")
-    lines.append(f"\n{where}; sgemm {m['sgemm_gflops']} GFLOP/s; "
-                 f"model {result.model_flops_per_image / 1e6:.2f} MFLOP/image; {m['images']:,} test images, best of {m['repeats']}.")
+    lines.append(f"\n{where}; sgemm {m['sgemm_gflops']} GFLOP/s; model {result.model_flops_per_image / 1e6:.2f} MFLOP/image; "
+                 f"{m['images']:,} {m.get('inputs', 'test images')}, best of {m['repeats']}.")
     lines.extend(f"{name}: {value}" for name, value in result.notes.items())
     return "\n".join(lines)
 

@@ -20,8 +20,9 @@ def set_threads(threads: int) -> None:
 
 
 def bench(model, data: Path, job: KerasBench) -> dict[str, float]:
-    """{batch size: images/s} of `predict` on the first `job.images` test images, best of `job.repeats` after a warm-up."""
-    inputs = cifar.load(data).images[: job.images].astype(np.float32)
+    """{batch size: images/s} of `predict` on the first `job.images` test images (or `job.inputs`), best of
+    `job.repeats` after a warm-up."""
+    inputs = np.load(job.inputs) if job.inputs is not None else cifar.load(data).images[: job.images].astype(np.float32)
     speeds = {}
     for size in job.sizes:
         model.predict(inputs, batch_size=size, verbose=0)
