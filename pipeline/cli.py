@@ -258,6 +258,15 @@ def cmd_zoo(args) -> int:
     return 0 if all(row.verdict.startswith("verified") for row in rows) else 1
 
 
+def cmd_layers(args) -> int:
+    from pipeline.stages import layers
+
+    path = layers.run()
+    print(path.read_text(), end="")
+    _say(f"layers: wrote {path}")
+    return 0
+
+
 def cmd_fuzz(args) -> int:
     from pipeline.stages import fuzz
 
@@ -354,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz_parser.add_argument("--cli-cases", type=int, help="cases run through the whole onnx stage (default: stages.fuzz's, 40)")
     fuzz_parser.add_argument("--seed", type=int, help="the draw's seed (default: stages.fuzz.FUZZ_SEED)")
     fuzz_parser.set_defaults(func=cmd_fuzz)
+    sub.add_parser("layers", help="write docs/layers.md, the supported-layers table, from the code and the tests; print it"
+                   ).set_defaults(func=cmd_layers, debug=False)
     sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt, device_opt],
                    help="fetch, onnx, torch, native, verify, evaluate, then the summary").set_defaults(func=cmd_all)
     return parser
@@ -362,7 +373,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command not in ("fetch", "zoo", "fuzz"):  # every other stage writes into OUT/<stem>/
+        if args.command not in ("fetch", "zoo", "fuzz", "layers"):  # every other stage writes into OUT/<stem>/
             from pipeline.common import atomic
 
             folder = _model_paths(args).dir

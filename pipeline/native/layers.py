@@ -99,6 +99,11 @@ def emits(*class_names: str, ignores: tuple[str, ...] = ()):
     return decorate
 
 
+def registered() -> list[str]:
+    """The Keras layer classes an emitter is registered for, sorted (for the supported-layers table)."""
+    return sorted(_EMITTERS)
+
+
 class _Fields(dict):
     """A layer's config that records which fields are read, so that what its emitter never looked at is
     noted as ignored rather than dropped in silence."""
