@@ -83,3 +83,35 @@ def test_static_pads_keep_onnxruntime_outputs_and_export_without_data_dependent_
     assert not [s for s in map(str, program.range_constraints) if s.startswith("u")]
     with torch.inference_mode():
         np.testing.assert_array_equal(program.module()(x).numpy(), expected)
+
+
+@pytest.mark.parametrize("given", ["scales", "sizes"])
+def test_static_resizes_keep_onnx_runtime_values_and_export(given, tmp_path):
+    """A bilinear Resize by constant scales (UpSampling2D) and by sizes computed from the input's Shape
+    (Keras Resizing): onnx2torch reads both with `.tolist()`, which `torch.export` cannot trace."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes = [helper.make_node("Transpose", ["x"], ["nchw"], perm=[0, 3, 1, 2])]
+    inits = [numpy_helper.from_array(np.zeros(0, np.float32), "roi")]
+    if given == "scales":
+        inits.append(numpy_helper.from_array(np.array([1, 1, 1.5, 1.5], np.float32), "scales"))
+        nodes.append(helper.make_node("Resize", ["nchw", "roi", "scales"], ["y"], mode="linear"))
+    else:
+        inits += [numpy_helper.from_array(np.array([0], np.int64), "zero"), numpy_helper.from_array(np.array([2], np.int64), "two"),
+                  numpy_helper.from_array(np.array([24, 24], np.int64), "hw")]
+        nodes += [helper.make_node("Shape", ["nchw"], ["shape"]), helper.make_node("Slice", ["shape", "zero", "two"], ["nc"]),
+                  helper.make_node("Concat", ["nc", "hw"], ["sizes"], axis=0),
+                  helper.make_node("Resize", ["nchw", "roi", "", "sizes"], ["y"], mode="linear")]
+    graph = helper.make_graph(nodes, "resize", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16, 16, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=inits)
+    path = tmp_path / "resize.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)]), path)
+    x = np.random.default_rng(0).uniform(0, 1, (3, 16, 16, 3)).astype(np.float32)
+    expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    gm = to_fx.convert_raw(path)
+    assert fx_passes.static_resizes(gm, (16, 16, 3)) == 1
+    np.testing.assert_allclose(gm(torch.from_numpy(x)).numpy(), expected, atol=1e-6, rtol=0)
+    program = to_fx.export(gm, (16, 16, 3)).module()
+    np.testing.assert_allclose(program(torch.from_numpy(x[:1])).numpy(), expected[:1], atol=1e-6, rtol=0)

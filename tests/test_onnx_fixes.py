@@ -78,3 +78,19 @@ def test_canonical_names_keep_a_loop_body_reading_the_same_outer_values():
     read = proto.graph.node[0].attribute[0].g.node[0].input[1]
     assert read in outer and read != "outer__9"
     onnx.checker.check_model(proto, full_check=True)
+
+
+def test_a_float32_part_of_the_float64_rebuild_is_named():
+    """TensorFlow's bilinear resize returns float32 even in the float64 rebuild; tf2onnx then writes float32
+    constants (the clip to the input's range) beside float64 values. That layer has no float64 reference:
+    named, so the report says why there is no proof (a proof against it failed by 1e-8, a false alarm)."""
+    from onnx import numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Min", ["x", "top"], ["y"], name="functional_1/resizing_1/clip_by_value/Minimum")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.DOUBLE, [1, 2])], [helper.make_tensor_value_info("y", TensorProto.DOUBLE, [1, 2])],
+        initializer=[numpy_helper.from_array(np.array(255, np.float32), "top")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    assert onnx_fixes.float32_part(proto, ["resizing", "dense"]) == "resizing"
+    proto.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array(255, np.float64), "top"))
+    assert onnx_fixes.float32_part(proto, ["resizing", "dense"]) is None

@@ -22,6 +22,9 @@ tf2onnx's zero initial state of a recurrent loop, made to the batch read with `S
 Each becomes `torch.broadcast_to` / `torch.full` with the shape observed by running the graph, its
 batch dimension taken from the input's own (the batch, or the batch times a constant).
 
+`static_resizes`: onnx2torch's Resize reads its scales or sizes with `.tolist()`; it becomes
+`F.interpolate` with the constant scales, or the output size observed by running the graph.
+
 `with_logits`: a copy of the graph that also returns the input of its final Softmax, the pre-softmax
 logits, which the converted model otherwise never exposes.
 """
@@ -121,6 +124,41 @@ def static_expands(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     return len(nodes)
 
 
+def static_resizes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
+    """Replace every onnx2torch Resize in `gm` (in place) by `F.interpolate` with its scales where they are
+    constants, else with the output size observed at two batch sizes (Keras `Resizing`: sizes computed
+    from the input's `Shape`); return how many.
+
+    Raises:
+        BadInput: a Resize whose spatial output size depends on the batch.
+    """
+    import torch.nn.functional as F
+    from onnx2torch.node_converters.resize import OnnxResize, _onnx_mode_to_torch_mode
+
+    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), OnnxResize)]
+    if not nodes:
+        return 0
+    small, large = (_output_shapes(gm, sample_shape, b) for b in _PROBE_BATCHES)
+    for node in nodes:
+        module = gm.get_submodule(node.target)
+        given = dict(zip(("roi", "scales", "sizes"), node.args[1:], strict=False)) | dict(node.kwargs)
+        roi = constant_of(gm, given.get("roi"))
+        if not module.ignore_roi and roi is not None and roi.numel():
+            continue  # onnx2torch refuses a roi itself, at run time
+        if list(small[node.name][2:]) != list(large[node.name][2:]):
+            raise BadInput(f"Resize {node.target!r} has a spatial size that depends on the batch; cannot make it static")
+        scales = constant_of(gm, given.get("scales"))
+        mode = _onnx_mode_to_torch_mode(module.onnx_mode, len(small[node.name]) - 2)
+        options = {"mode": mode, "align_corners": module.align_corners}
+        if scales is not None and scales.numel():
+            options["scale_factor"] = [float(v) for v in scales.tolist()[2:]]
+        else:
+            options["size"] = [int(v) for v in small[node.name][2:]]
+        _swap(gm, node, F.interpolate, (node.args[0],), options)
+    _tidy(gm)
+    return len(nodes)
+
+
 def _with_batch(reference: torch.Tensor, shape: tuple[int, ...], batch_dim: int | None, per_batch: int) -> tuple:
     """`shape` with its dimension `batch_dim` (if any) set to `reference`'s batch times `per_batch`."""
     if batch_dim is None:
@@ -149,9 +187,16 @@ def _swap(gm: fx.GraphModule, node: fx.Node, target, args: tuple, kwargs: dict |
 
 
 def _tidy(gm: fx.GraphModule) -> None:
-    """After `_swap`s: drop the constants and modules nothing uses any more, and recompile."""
+    """After `_swap`s: drop the constants and modules nothing uses any more, and recompile. (An unused
+    constant would stay an input of the exported program: an empty one — a Resize's `roi` — makes
+    `torch.export.save` fail with "numel: integer multiplication overflow".)"""
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
+    used = {node.target for node in gm.graph.nodes if node.op == "get_attr"}
+    container = getattr(gm, "initializers", None)
+    for name, _ in list(container.named_buffers(recurse=False)) if container is not None else []:
+        if f"initializers.{name}" not in used:
+            delattr(container, name)
     gm.recompile()
 
 

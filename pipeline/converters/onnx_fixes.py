@@ -14,6 +14,8 @@ Some constructs have an exact form that both ONNX Runtime and onnx2torch run, an
   rows and columns — the same numbers;
 - `BatchNormalization` with scale and bias expanded from constants to a shape computed at run time
   (tf-keras's `LayerNormalization`): its arithmetic, Sub/Div/Sqrt/Mul/Add — the same formula.
+
+`float32_part` names a layer of the float64 rebuild that TensorFlow computed in float32 (bilinear resize).
 """
 
 from __future__ import annotations
@@ -182,6 +184,32 @@ def rewrite_normalization_by_batchnorm(proto) -> int:
         if graph.node[index].op_type == "Expand" and graph.node[index].output[0] not in used:
             del graph.node[index]
     return rewritten
+
+
+# Ops whose operands share one float type: a float32 constant among them in the float64 rebuild's graph
+# marks a part that TensorFlow computed in float32
+_SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "Min", "Max", "Pow", "Clip", "Where", "Less", "Greater", "Equal", "Sum", "Mean"}
+
+
+def float32_part(proto, layer_names: list[str]) -> str | None:
+    """In the float64 rebuild's graph (its input float64), the Keras layer that TensorFlow computed in
+    float32 all the same, or None. TensorFlow's bilinear `ResizeBilinear` (Keras `Resizing`,
+    `UpSampling2D(interpolation="bilinear")`) returns float32 whatever its input; tf2onnx writes the
+    float32 constants that follow it (the clip to the input's range) and a Cast back to float64. Such a
+    layer has no float64 reference, so the model has no float64 proof (said, not failed)."""
+    from onnx import TensorProto
+
+    graph = proto.graph
+    if not graph.input or graph.input[0].type.tensor_type.elem_type != TensorProto.DOUBLE:
+        return None
+    float32 = {init.name for init in graph.initializer if init.data_type == TensorProto.FLOAT}
+    float32 |= {node.output[0] for node in graph.node if node.op_type == "Constant" and node.attribute
+                and node.attribute[0].name == "value" and node.attribute[0].t.data_type == TensorProto.FLOAT}
+    owners = layer_owners([node.name for node in graph.node], layer_names)
+    for node in graph.node:
+        if node.op_type in _SAME_TYPE_OPS and float32 & set(node.input):
+            return owners.get(node.name) or node.name
+    return None
 
 
 def canonical_names(proto) -> int:

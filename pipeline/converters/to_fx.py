@@ -56,12 +56,13 @@ def convert_raw(onnx_path: Path, layer_names: list[str] = ()):
 
 
 def convert(onnx_path: Path, layer_names: list[str] = ()):
-    """onnx2torch's GraphModule with static reshapes, slices, pads and expands (exportable), and the number of reshapes made static.
+    """onnx2torch's GraphModule with static reshapes, slices, pads, expands and resizes (exportable), and the number
+    of reshapes made static.
 
     Raises:
         BadInput: see `convert_raw`.
     """
-    from pipeline.converters.fx_passes import static_expands, static_pads, static_reshapes, static_slices
+    from pipeline.converters.fx_passes import static_expands, static_pads, static_reshapes, static_resizes, static_slices
 
     gm = convert_raw(onnx_path, layer_names)
     gm.graph.eliminate_dead_code()  # what our converters left unused (a recurrent op's computed zero state)
@@ -70,6 +71,7 @@ def convert(onnx_path: Path, layer_names: list[str] = ()):
     static_slices(gm)
     static_pads(gm)
     static_expands(gm, onnx_graph.input_shape(onnx_path))
+    static_resizes(gm, onnx_graph.input_shape(onnx_path))
     return gm, reshapes
 
 
