@@ -62,3 +62,13 @@ def test_an_unnamed_weight_is_read_under_its_layer_attribute_name(tmp_path):
         archive.writestr("model.weights.h5", buffer.getvalue())
     for path in (legacy, packed):
         assert list(weights.read(path, [scale])["block_layer_scale"]) == ["gamma"]
+
+
+def test_an_open_input_dimension_is_checked_at_the_declared_length():
+    from pipeline.data import checkset
+    from pipeline.keras_file.graph import KerasLayer, input_shape, open_dimensions
+
+    layers = [KerasLayer("tokens", "InputLayer", {"batch_shape": [None, None]}, ())]
+    assert input_shape(layers) == (checkset.OPEN_DIMENSION_LENGTH,) and open_dimensions(layers) == [1]
+    layers = [KerasLayer("image", "InputLayer", {"batch_input_shape": [None, 8, 8, 3]}, ())]
+    assert input_shape(layers) == (8, 8, 3) and open_dimensions(layers) == []

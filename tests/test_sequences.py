@@ -3,9 +3,9 @@ trained a few hundred real steps with our seed on toy tasks whose loss falls
 (`tf_side.trained_build.SEQUENCES`). Each must end in "Verification PASSED" with the float64 proof.
 
 CI takes two: Embedding + LSTM written by tf-keras (`.h5`, tf2onnx's ONNX LSTM: the fused torch
-layer) and a masked Embedding + GRU written by Keras 3 (`.keras`, a `Loop`: the body converted and
-unrolled). `make sequences` runs every kind in both formats. And a fault planted in the LSTM's kernel
-is named at that layer.
+layer) and a masked Embedding + GRU of any input length written by Keras 3 (`.keras`, a `Loop`:
+the body converted and unrolled; the open length checked and converted at 32). `make sequences`
+runs every kind in both formats. And a fault planted in the LSTM's kernel is named at that layer.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ def masked_gru(tmp_path_factory):
     return out / "text_gru_masked.keras"
 
 
-def _through_verify(model, out, *torch_options: str) -> str:
-    for stage, extra in (("onnx", ()), ("torch", torch_options), ("verify", ())):
+def _through_verify(model, out, *torch_options: str, stages=("onnx", "torch", "verify")) -> str:
+    for stage, extra in ((stage, torch_options if stage == "torch" else ()) for stage in stages):
         completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
         assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
     return completed.stdout + completed.stderr
@@ -46,8 +46,12 @@ def test_embedding_lstm_h5_verified_with_the_float64_proof(tmp_path):
     assert (tmp_path / "out" / "recurrent_text" / "model_aoti.pt2").is_file()
 
 
-def test_masked_gru_keras_loop_verified_with_the_float64_proof(masked_gru, tmp_path):
-    text = _through_verify(masked_gru, tmp_path / "out", "--no-aot")
+def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(masked_gru, tmp_path):
+    out = tmp_path / "out"
+    converted = helpers.run_cli("onnx", "--model", str(masked_gru), "--out", str(out))
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    assert "leaves input dimension(s) 1 open; checked and converted at length 32" in converted.stderr
+    text = _through_verify(masked_gru, out, "--no-aot", stages=("torch", "verify"))
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
 
 

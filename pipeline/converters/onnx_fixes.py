@@ -186,9 +186,10 @@ def rewrite_normalization_by_batchnorm(proto) -> int:
     return rewritten
 
 
-# Ops whose operands share one float type: a float32 constant among them in the float64 rebuild's graph
-# marks a part that TensorFlow computed in float32
-_SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "Min", "Max", "Pow", "Clip", "Where", "Less", "Greater", "Equal", "Sum", "Mean"}
+# Arithmetic that makes values: a float32 constant among its operands in the float64 rebuild's graph marks a
+# part that TensorFlow computed in float32. (Comparisons are left out: a float32 bound on token ids or a loop
+# counter decides, it does not compute a value of the model.)
+_SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "Min", "Max", "Pow", "Clip", "Sum", "Mean"}
 
 
 def float32_part(proto, layer_names: list[str]) -> str | None:

@@ -24,6 +24,16 @@ DEFAULT_RANGES = ((0.0, 1.0), (-1.0, 1.0), (0.0, 255.0))
 
 Range = tuple[float, float]
 
+# The length at which an input dimension the model leaves open (`None`: token ids or steps of any
+# length) is checked, converted and exported. A fixed choice, said in the onnx stage's line: the
+# converted models take that length. Long enough for a recurrence to carry state over many steps.
+OPEN_DIMENSION_LENGTH = 32
+
+
+def fill_open(shape) -> tuple[int, ...]:
+    """One sample's shape with every dimension left open (None) set to `OPEN_DIMENSION_LENGTH`."""
+    return tuple(OPEN_DIMENSION_LENGTH if dim is None else int(dim) for dim in shape)
+
 
 def set_name(size: int, value_range: Range) -> str:
     """`random_<size>_<lo>_<hi>`: the name of the random check set of one batch size and range."""

@@ -124,12 +124,22 @@ def layers(model_config: dict) -> list[KerasLayer]:
 
 def input_shape(graph: list[KerasLayer]) -> tuple[int, ...] | None:
     """One sample's input shape as the config states it (InputLayer `batch_shape` in Keras 3,
-    `batch_input_shape` in Keras 2), without the batch dimension; None if absent or not fully known."""
+    `batch_input_shape` in Keras 2), without the batch dimension, a dimension left open (None) at
+    `checkset.OPEN_DIMENSION_LENGTH`; None if absent."""
     for layer in graph[:1]:
         shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
-        if isinstance(shape, list) and len(shape) > 1 and all(isinstance(d, int) for d in shape[1:]):
-            return tuple(shape[1:])
+        if isinstance(shape, list) and len(shape) > 1 and all(isinstance(d, int) or d is None for d in shape[1:]):
+            return checkset.fill_open(shape[1:])
     return None
+
+
+def open_dimensions(graph: list[KerasLayer]) -> list[int]:
+    """The positions (1-based: after the batch) of the input dimensions the config leaves open (None)."""
+    for layer in graph[:1]:
+        shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
+        if isinstance(shape, list):
+            return [i for i, dim in enumerate(shape) if i > 0 and dim is None]
+    return []
 
 
 def is_classifier(graph: list[KerasLayer]) -> bool:

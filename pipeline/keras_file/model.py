@@ -66,6 +66,11 @@ class KerasModel:
         return (tokens.range,) if tokens is not None else graph.input_ranges(self.layers)
 
     @property
+    def open_dimensions(self) -> list[int]:
+        """The input's dimensions left open (None) in the config, checked at `checkset.OPEN_DIMENSION_LENGTH`."""
+        return graph.open_dimensions(self.layers)
+
+    @property
     def token_ids(self) -> checkset.TokenIds | None:
         """The token ids the input carries, where an Embedding reads it (`graph.token_ids`)."""
         return graph.token_ids(self.layers)

@@ -138,13 +138,13 @@ def keras_api(model):
 
 
 def input_shape_of(model) -> tuple[int, ...]:
-    """One sample's input shape (no batch dimension); every dimension must be known."""
+    """One sample's input shape (no batch dimension), a dimension left open (None) at
+    `checkset.OPEN_DIMENSION_LENGTH`, as the conversion and the check sets take it."""
+    from pipeline.data import checkset
+
     if len(model.inputs) != 1:
         raise ValueError(f"the model has {len(model.inputs)} inputs; only single-input models are supported")
-    shape = tuple(model.inputs[0].shape[1:])
-    if any(dim is None for dim in shape):
-        raise ValueError(f"the model's input shape {shape} has unknown dimensions; give it a fixed input shape")
-    return tuple(int(dim) for dim in shape)
+    return checkset.fill_open(model.inputs[0].shape[1:])
 
 
 def _with_ops_as_layers(path: Path, keras):

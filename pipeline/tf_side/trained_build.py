@@ -176,9 +176,10 @@ def _sensor(rng, n: int, length: int, channels: int, classes: int):
 
 
 def _text_gru_masked(keras):
-    """Padded token ids (0 is padding: `mask_zero`) → Embedding → GRU: the mask reaches the recurrence."""
+    """Padded token ids of any length (the input's length left open; 0 is padding: `mask_zero`) → Embedding
+    → GRU: the mask reaches the recurrence."""
     L = keras.layers
-    inp = keras.Input((20,), dtype="int32")
+    inp = keras.Input((None,), dtype="int32")
     x = L.Embedding(50, 8, mask_zero=True)(inp)
     x = L.GRU(12)(x)
     return keras.Model(inp, L.Dense(2, activation="softmax")(x)), lambda rng, n: _tokens(rng, n, 20, 50), "sparse_categorical_crossentropy"
