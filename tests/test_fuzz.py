@@ -8,9 +8,9 @@ And the suite has teeth: with one of the checks taken out, it finds the damage t
 from __future__ import annotations
 
 import random
+import shutil
 import subprocess
 import sys
-import shutil
 from pathlib import Path
 
 import pytest

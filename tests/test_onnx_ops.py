@@ -27,7 +27,8 @@ OUTPUTS = {"LSTM": ["Y", "Y_h", "Y_c"], "GRU": ["Y", "Y_h"], "RNN": ["Y", "Y_h"]
 ATOL_RECURRENT = 1e-5
 
 
-def _model(op: str, direction="forward", layout=0, lengths=False, initial=False, peepholes=False, **attributes) -> onnx.ModelProto:
+def _model(op: str, direction="forward", layout=0, lengths=False, initial=False, peepholes=False, outputs=None,
+           **attributes) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     directions = 2 if direction == "bidirectional" else 1
     gates = GATES[op]
@@ -53,7 +54,7 @@ def _model(op: str, direction="forward", layout=0, lengths=False, initial=False,
         inputs.append("P")
     while not inputs[-1]:
         inputs.pop()
-    outputs = OUTPUTS[op]
+    outputs = outputs or OUTPUTS[op]
     node = helper.make_node(op, inputs, outputs, hidden_size=HIDDEN, direction=direction, layout=layout, **attributes)
     y_shape = [STEPS, directions, BATCH, HIDDEN] if layout == 0 else [BATCH, STEPS, directions, HIDDEN]
     shapes = {"Y": y_shape, "Y_h": state_shape, "Y_c": state_shape}
@@ -112,7 +113,7 @@ def _compare(model: onnx.ModelProto, tmp_path, form: str | None = None):
     with torch.no_grad():
         got = gm(*(torch.from_numpy(feeds[value.name]) for value in model.graph.input))
     got = got if isinstance(got, (tuple, list)) else (got,)
-    for name, a, b in zip(OUTPUTS[model.graph.node[0].op_type], got, expected, strict=True):
+    for name, a, b in zip(model.graph.node[0].output, got, expected, strict=True):
         assert tuple(a.shape) == b.shape, name
         np.testing.assert_allclose(a.numpy(), b, atol=ATOL_RECURRENT, rtol=0, err_msg=name)
     with torch.no_grad():  # a deep copy (as `fx_optimize` makes one) computes the same
@@ -152,6 +153,11 @@ def test_other_activations_clip_and_reset_before_equal_onnx_runtime(case, tmp_pa
     _compare(_model(op, "bidirectional", **attributes), tmp_path)
 
 
+def test_a_node_listing_only_its_sequence_output_gives_that_alone(tmp_path):
+    """onnx2torch hands a node's lone output on as the module returns it: a tuple there would reach the next op."""
+    _compare(_model("GRU", outputs=["Y"]), tmp_path)
+
+
 def test_lstm_peepholes_equal_onnx_runtime(tmp_path):
     _compare(_model("LSTM", peepholes=True), tmp_path, "step loop")
 
@@ -180,7 +186,7 @@ def test_a_recurrent_node_with_computed_weights_is_named(tmp_path):
         to_fx.convert_raw(path)
 
 
-def _loop_model(data_dependent: bool = False) -> onnx.ModelProto:
+def _loop_model(data_dependent: bool = False, endless: bool = False) -> onnx.ModelProto:
     """A loop as tf2onnx writes a Keras SimpleRNN: counters from constants (`t < steps`), the state
     carried, the input sequence and the weights read from the outer graph, each step's state scanned out."""
     rng = np.random.default_rng(2)
@@ -196,6 +202,8 @@ def _loop_model(data_dependent: bool = False) -> onnx.ModelProto:
     ]
     if data_dependent:  # go on while the state's first unit is below 10: a loop on the data
         body_nodes += [helper.make_node("ReduceMax", ["h_next"], ["peak"], keepdims=0), helper.make_node("Less", ["peak", "ten"], ["go"])]
+    elif endless:  # the condition passed on as it came: true for ever, under tf2onnx's "no maximum" M = 2**63 - 1
+        body_nodes.append(helper.make_node("Identity", ["cond"], ["go"]))
     else:
         body_nodes.append(helper.make_node("Less", ["t_next", "limit"], ["go"]))
     body = helper.make_graph(
@@ -208,12 +216,14 @@ def _loop_model(data_dependent: bool = False) -> onnx.ModelProto:
           ("h_scan", f32, [BATCH, HIDDEN]))],
         initializer=[numpy_helper.from_array(np.array(1, np.int32), "one"), numpy_helper.from_array(np.array(10, np.float32), "ten")])
     nodes = [helper.make_node("Less", ["start", "steps"], ["first"]),
-             helper.make_node("Loop", ["", "first", "start", "h0", "steps"], ["t_end", "h_end", "steps_end", "scanned"], body=body)]
+             helper.make_node("Loop", ["most" if endless else "", "first", "start", "h0", "steps"], ["t_end", "h_end", "steps_end", "scanned"],
+                              body=body)]
     graph = helper.make_graph(
         nodes, "loop",
         [helper.make_tensor_value_info("X", f32, [STEPS, BATCH, FEATURES]), helper.make_tensor_value_info("h0", f32, [BATCH, HIDDEN])],
         [helper.make_tensor_value_info("h_end", f32, [BATCH, HIDDEN]), helper.make_tensor_value_info("scanned", f32, [STEPS, BATCH, HIDDEN])],
         initializer=[numpy_helper.from_array(np.array(0, np.int32), "start"), numpy_helper.from_array(np.array(STEPS, np.int32), "steps"),
+                     numpy_helper.from_array(np.array(np.iinfo(np.int64).max, np.int64), "most"),
                      numpy_helper.from_array(rng.normal(0, 0.5, (FEATURES, HIDDEN)).astype(np.float32), "W"),
                      numpy_helper.from_array(rng.normal(0, 0.5, (HIDDEN, HIDDEN)).astype(np.float32), "R")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
@@ -245,3 +255,26 @@ def test_a_loop_on_the_data_is_refused_naming_the_op(tmp_path):
     onnx.save(_loop_model(data_dependent=True), path)
     with pytest.raises(Exception, match="op Loop.*condition depends on the data"):
         to_fx.convert_raw(path)
+
+
+def test_a_loop_that_never_ends_on_its_constants_is_refused(tmp_path):
+    path = tmp_path / "loop.onnx"
+    onnx.save(_loop_model(endless=True), path)
+    with pytest.raises(Exception, match="op Loop.*does not end within"):
+        to_fx.convert_raw(path)
+
+
+def test_counter_arithmetic_folds_variadic_min_and_max():
+    """ONNX Min/Max take any number of operands; numpy's would take a third as its `out` buffer."""
+    from pipeline.converters.onnx_ops import loop
+
+    a, b, c = np.array(5), np.array(3), np.array(4)
+    assert loop._SCALAR_OPS["Min"](a, b, c) == 3 and loop._SCALAR_OPS["Max"](a, b, c) == 5 and c == 4
+
+
+def test_static_squeeze_and_unsqueeze_follow_onnx_axes():
+    from pipeline.converters.fx_passes import squeeze_axes, unsqueeze_axes
+
+    x = torch.zeros(2, 3)
+    assert unsqueeze_axes(x, (-2, -1)).shape == (2, 3, 1, 1) and unsqueeze_axes(x, (0, -1)).shape == (1, 2, 3, 1)
+    assert squeeze_axes(torch.zeros(1, 2, 1, 3), ()).shape == (2, 3) and squeeze_axes(torch.zeros(1, 2, 1), (-1,)).shape == (1, 2)

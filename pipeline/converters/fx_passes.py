@@ -142,11 +142,11 @@ def static_resizes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     for node in nodes:
         module = gm.get_submodule(node.target)
         given = dict(zip(("roi", "scales", "sizes"), node.args[1:], strict=False)) | dict(node.kwargs)
-        roi = constant_of(gm, given.get("roi"))
-        if not module.ignore_roi and roi is not None and roi.numel():
-            continue  # onnx2torch refuses a roi itself, at run time
         if list(small[node.name][2:]) != list(large[node.name][2:]):
             raise BadInput(f"Resize {node.target!r} has a spatial size that depends on the batch; cannot make it static")
+        source = node.args[0]
+        if not isinstance(source, fx.Node) or list(small.get(source.name, ())[:2]) != list(small[node.name][:2]):
+            continue  # a resize of the batch or channels: onnx2torch refuses it, at run time
         scales = constant_of(gm, given.get("scales"))
         mode = _onnx_mode_to_torch_mode(module.onnx_mode, len(small[node.name]) - 2)
         options = {"mode": mode, "align_corners": module.align_corners}
@@ -295,15 +295,18 @@ def static_slices(gm: fx.GraphModule) -> int:
 
 
 def squeeze_axes(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-    """onnx2torch's Squeeze with its axes known: the last first, as it does."""
-    for axis in sorted(axes, reverse=True):
+    """ONNX Squeeze with its axes known (negative ones counted from `x`'s rank; none: every size-1 dimension)."""
+    if not axes:
+        return torch.squeeze(x)
+    for axis in sorted((axis % x.dim() for axis in axes), reverse=True):
         x = torch.squeeze(x, axis)
     return x
 
 
 def unsqueeze_axes(x: torch.Tensor, axes: tuple[int, ...]) -> torch.Tensor:
-    """onnx2torch's Unsqueeze with its axes known: the first first, as it does."""
-    for axis in sorted(axes):
+    """ONNX Unsqueeze with its axes known (negative ones counted from the output's rank), the lowest first."""
+    rank = x.dim() + len(axes)
+    for axis in sorted(axis % rank for axis in axes):
         x = torch.unsqueeze(x, axis)
     return x
 

@@ -152,12 +152,14 @@ def rewrite_normalization_by_batchnorm(proto) -> int:
 
     graph = proto.graph
     targets = [i for i, node in enumerate(graph.node) if node.op_type == "BatchNormalization" and len(node.output) == 1
+               and not any(a.name == "training_mode" and a.i for a in node.attribute)
                and _scalar_expanded(graph, node.input[1]) is not None and _scalar_expanded(graph, node.input[2]) is not None]
     if not targets:
         return 0
     ranks = {info.name: len(info.type.tensor_type.shape.dim) for info in onnx.shape_inference.infer_shapes(proto).graph.value_info}
     dtype = np.float64 if graph.input and graph.input[0].type.tensor_type.elem_type == 11 else np.float32  # 11: DOUBLE
     rewritten = 0
+    expanded: set[str] = set()  # the scale and bias Expands of the rewritten nodes
     for index in reversed(targets):
         node = graph.node[index]
         rank = ranks.get(node.input[0])
@@ -175,13 +177,17 @@ def rewrite_normalization_by_batchnorm(proto) -> int:
         channel_var = op("Unsqueeze", [var, f"{name}/axes"]) if rank > 2 else var
         normalized = op("Div", [op("Sub", [x, channel_mean]), op("Sqrt", [op("Add", [channel_var, f"{name}/epsilon"])])])
         op("Add", [op("Mul", [normalized, f"{name}/scale"]), f"{name}/bias"], node.output[0])
+        expanded |= {scale, bias}
         del graph.node[index]
         for offset, added in enumerate(new):
             graph.node.insert(index + offset, added)
         rewritten += 1
     used = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
-    for index in reversed(range(len(graph.node))):  # the Expands nothing reads now
-        if graph.node[index].op_type == "Expand" and graph.node[index].output[0] not in used:
+    used |= {name for node in graph.node for attribute in node.attribute if attribute.HasField("g")
+             for inner in attribute.g.node for name in inner.input}  # a loop body's reads of this graph
+    for index in reversed(range(len(graph.node))):  # those Expands, where nothing reads them now
+        out = graph.node[index].output[0]
+        if graph.node[index].op_type == "Expand" and out in expanded and out not in used:
             del graph.node[index]
     return rewritten
 
@@ -189,7 +195,7 @@ def rewrite_normalization_by_batchnorm(proto) -> int:
 # Arithmetic that makes values: a float32 constant among its operands in the float64 rebuild's graph marks a
 # part that TensorFlow computed in float32. (Comparisons are left out: a float32 bound on token ids or a loop
 # counter decides, it does not compute a value of the model.)
-_SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "Min", "Max", "Pow", "Clip", "Sum", "Mean"}
+_SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "Min", "Max", "Clip", "Sum", "Mean"}  # not Pow: its exponent has a type of its own
 
 
 def float32_part(proto, layer_names: list[str]) -> str | None:

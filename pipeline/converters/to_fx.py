@@ -1,8 +1,9 @@
 """ONNX → onnx2torch `torch.fx.GraphModule` (with our converters for the ops it lacks, `onnx_ops`) → `torch.export` program.
 
-onnx2torch's Reshape, Squeeze, Unsqueeze, Slice and Tile read their parameters from tensors, which
-`torch.export` cannot trace (onnx2torch issue #225); `fx_passes` makes them static first. An op
-onnx2torch refuses is named, with the Keras layer it came from.
+onnx2torch's Reshape, Squeeze, Unsqueeze, Slice, Split, Tile, Pad, Expand, ConstantOfShape and
+Resize read their parameters from tensors, which `torch.export` cannot trace (onnx2torch issue #225);
+`fx_passes` makes them static first. Ops onnx2torch has no converter for (LSTM, GRU, RNN, Loop) are
+converted by ours (`onnx_ops`). An op that cannot be converted is named, with the Keras layer it came from.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ def convert_raw(onnx_path: Path, layer_names: list[str] = ()):
     """
     import onnx2torch
 
-    onnx_ops.register()  # ours beside onnx2torch's own: recurrent ops
+    onnx_ops.register()  # ours beside onnx2torch's own: LSTM, GRU, RNN, Loop
     try:
         return onnx2torch.convert(str(onnx_path)).eval()
     except (NotImplementedError, KeyError, ValueError, TypeError) as exc:

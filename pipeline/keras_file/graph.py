@@ -122,24 +122,27 @@ def layers(model_config: dict) -> list[KerasLayer]:
     return result
 
 
-def input_shape(graph: list[KerasLayer]) -> tuple[int, ...] | None:
-    """One sample's input shape as the config states it (InputLayer `batch_shape` in Keras 3,
-    `batch_input_shape` in Keras 2), without the batch dimension, a dimension left open (None) at
-    `checkset.OPEN_DIMENSION_LENGTH`; None if absent."""
+def _declared_shape(graph: list[KerasLayer]) -> list | None:
+    """The first layer's stated batch shape (InputLayer `batch_shape` in Keras 3, `batch_input_shape` in
+    Keras 2), batch first, where it is a list of sizes or None; else None."""
     for layer in graph[:1]:
         shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
         if isinstance(shape, list) and len(shape) > 1 and all(isinstance(d, int) or d is None for d in shape[1:]):
-            return checkset.fill_open(shape[1:])
+            return shape
     return None
+
+
+def input_shape(graph: list[KerasLayer]) -> tuple[int, ...] | None:
+    """One sample's input shape as the config states it, without the batch dimension, a dimension left
+    open (None) at `checkset.OPEN_DIMENSION_LENGTH`; None if absent."""
+    shape = _declared_shape(graph)
+    return checkset.fill_open(shape[1:]) if shape is not None else None
 
 
 def open_dimensions(graph: list[KerasLayer]) -> list[int]:
     """The positions (1-based: after the batch) of the input dimensions the config leaves open (None)."""
-    for layer in graph[:1]:
-        shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape")
-        if isinstance(shape, list):
-            return [i for i, dim in enumerate(shape) if i > 0 and dim is None]
-    return []
+    shape = _declared_shape(graph) or []
+    return [i for i, dim in enumerate(shape) if i > 0 and dim is None]
 
 
 def is_classifier(graph: list[KerasLayer]) -> bool:

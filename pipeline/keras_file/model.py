@@ -70,7 +70,7 @@ class KerasModel:
         """The input's dimensions left open (None) in the config, checked at `checkset.OPEN_DIMENSION_LENGTH`."""
         return graph.open_dimensions(self.layers)
 
-    @property
+    @cached_property
     def token_ids(self) -> checkset.TokenIds | None:
         """The token ids the input carries, where an Embedding reads it (`graph.token_ids`)."""
         return graph.token_ids(self.layers)

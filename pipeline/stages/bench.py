@@ -89,8 +89,10 @@ def model_flops_per_image(onnx_path: Path) -> int:
         if node.op_type == "Conv":
             out, weight = shapes[node.output[0]], shapes[node.input[1]]  # (1, Cout, H, W), (Cout, Cin/g, kh, kw)
             flops += 2 * int(np.prod(out)) * int(np.prod(weight[1:]))
-        elif node.op_type in ("LSTM", "GRU", "RNN") and node.input[1] in shapes and node.input[0] in shapes:
-            steps = shapes[node.input[0]][0]  # X (T, 1, I); W (D, G·H, I), R (D, G·H, H): every gate's two products a step
+        elif node.op_type in ("LSTM", "GRU", "RNN") and all(name in shapes for name in node.input[:3]):
+            # X (T, 1, I) — (1, T, I) with layout=1; W (D, G·H, I), R (D, G·H, H): every gate's two products a step
+            layout = next((a.i for a in node.attribute if a.name == "layout"), 0)
+            steps = shapes[node.input[0]][layout]
             directions, gates_hidden, features = shapes[node.input[1]]
             flops += 2 * steps * directions * gates_hidden * (features + shapes[node.input[2]][-1])
         elif node.op_type in ("MatMul", "Gemm"):

@@ -113,8 +113,9 @@ def _markdown(summary: FuzzSummary) -> str:
     if cli:
         slowest = max(cli, key=lambda o: o.seconds)
         peak = max(cli, key=lambda o: o.peak_mb or 0)
-        lines += ["", f"Slowest case through the onnx stage: `{slowest.case}`, {slowest.seconds:.1f} s ({slowest.result}).",
-                  f"Peak memory of a case (the CLI and its TensorFlow process): {peak.peak_mb:,.0f} MB (`{peak.case}`)."]
+        lines += ["", f"Slowest case through the onnx stage: `{slowest.case}`, {slowest.seconds:.1f} s ({slowest.result})."]
+        if peak.peak_mb is not None:  # none where every case was killed before its end
+            lines.append(f"Peak memory of a case (the largest of the CLI and its TensorFlow process): {peak.peak_mb:,.0f} MB (`{peak.case}`).")
     front = [o for o in summary.outcomes if o.depth == "front"]
     if front:
         slowest = max(front, key=lambda o: o.seconds)

@@ -161,20 +161,23 @@ def run(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool =
     # verify.json, layers.png and test_predictions appear together, on a clean end only: a kill midway
     # leaves the previous ones (or none), and Make runs the stage again
     with staged_files(paths.dir, [paths.verify_json]) as staging:
-        result = _verify(artifacts, data, out_dir, progress, manual_model, allow_unsafe_code, keras, paths, ModelPaths(staging), plots)
+        result = _verify(artifacts, data, out_dir, progress, manual_model, allow_unsafe_code, keras, ModelPaths(staging), plots)
+        kept = ModelPaths(staging).test_predictions.is_file()
+    if not kept:  # an older one belongs to other files or another test set: gone with this verdict, not before it
+        paths.test_predictions.unlink(missing_ok=True)
     report.write_report(paths.dir, keras.path)
     manifest.record(paths.dir, "verify", None, [paths.verify_json], started, passed=result.passed)
     return result
 
 
 def _verify(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bool, manual_model, allow_unsafe_code: bool,
-            keras: KerasModel, paths: ModelPaths, staged: ModelPaths, plots: bool) -> VerifyResult:
-    """`run`'s work: every comparison, its records written into `staged` (`paths`: the stage's folder)."""
+            keras: KerasModel, staged: ModelPaths, plots: bool) -> VerifyResult:
+    """`run`'s work: every comparison, its records written into `staged` (Keras's outputs, a cache, into `out_dir`)."""
     found = keras_outputs.for_model(keras, out_dir, data, artifacts.onnx is not None, allow_unsafe_code)
     sets = found.reference.check_sets(data)
     sources = Sources(artifacts, keras, manual_model)
     outputs, not_applicable = _run_backends(sources, sets, {"keras": found.reference.outputs()}, progress)
-    _keep_test_predictions(paths, staged, outputs, artifacts, data)
+    _keep_test_predictions(staged, outputs, artifacts, data)
     keras64 = found.reference_f64.outputs() if found.reference_f64 is not None else None
     noise = precision.measure(outputs["keras"], keras64) if keras64 is not None else None
     pairs = [compare(b, outputs[b], a, outputs[a], keras.classifier, noise) for a, b in itertools.combinations(list(outputs), 2)]
@@ -217,11 +220,10 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
     result.proof = compare("fx64", proof_outputs, "keras_f64", proof_keras64, classifier, proof=True)
 
 
-def _keep_test_predictions(paths: ModelPaths, staged: ModelPaths, outputs: dict[str, dict[str, Outputs]], artifacts: Artifacts,
+def _keep_test_predictions(staged: ModelPaths, outputs: dict[str, dict[str, Outputs]], artifacts: Artifacts,
                            data: Path | None) -> None:
     """model.pt2's and ONNX Runtime's class for every test image, for `evaluate` (`test_predictions`, into
-    `staged`); none kept (the older one in `paths` removed) where there was no test set."""
-    paths.test_predictions.unlink(missing_ok=True)
+    `staged`); none where there was no test set (`run` then removes an older one)."""
     ran = {"torch": artifacts.pt2, "onnxruntime": artifacts.onnx}
     classes = {name: outputs[name]["test"].probs.argmax(axis=1) for name in ran if "test" in outputs.get(name, {})}
     if classes and data is not None:

@@ -51,7 +51,8 @@ class ZooRow:
 
 def run(out: Path, names: tuple[str, ...] = (*ARCHITECTURES, TRAINED, SEQUENCES), formats: tuple[str, ...] = FORMATS,
         progress: bool = True) -> list[ZooRow]:
-    """Build every architecture in `names` (and, with TRAINED among them, train every trained member),
+    """Build every architecture in `names` (and, with TRAINED or SEQUENCES among them, train every trained
+    member or sequence model),
     convert and verify it in each of `formats`; write `<out>/zoo/summary.md` and `summary.json`, keeping
     the rows of earlier runs for other models and formats. Returns this run's rows (a failing model is
     a row, not an error)."""

@@ -1,16 +1,18 @@
 """ONNX `Loop` — what tf2onnx makes of a Keras recurrent layer it cannot match to ONNX LSTM/GRU/RNN (a
-`SimpleRNN`, a GRU with `reset_after=False`, a masked GRU, Keras 3's `hard_sigmoid` LSTM,
-`ConvLSTM2D`): TensorFlow's `while` loop, its body a graph of its own.
+`SimpleRNN`, a GRU with `reset_after=False`, a masked GRU, Keras 3's `hard_sigmoid` LSTM): TensorFlow's
+`while` loop, its body a graph of its own.
 
 The body is converted by onnx2torch like any graph (the outer values it reads become inputs of its
 own), and the loop runs it a number of times found when converting: tf2onnx's loops stop on a
 condition over counters that start from constants and step by constants (`i < steps`), so the count
-is worked out here, from those constants, by running the counters' arithmetic alone (`_trip_count`).
+is worked out here, from those constants, by running the counters' arithmetic alone (`_trips`).
 The loop is then a fixed number of calls, which `torch.export` unrolls. A loop whose count depends on
 the data (a `while` on values the model computes) is refused, naming the op.
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import onnx
@@ -27,11 +29,13 @@ from pipeline.converters.onnx_ops import add_converter
 BODY_OPSET = 15
 MAX_TRIPS = 100_000  # a counter that never meets its bound is a loop on data, not a sequence
 
-# The arithmetic of loop counters, in numpy: enough to run `i = i + 1; cond = i < n` on constants
+# The arithmetic of loop counters, in numpy: enough to run `i = i + 1; cond = i < n` on constants. (Min and
+# Max take any number of operands in ONNX: folded, never handed a third operand as numpy's `out`.)
 _SCALAR_OPS = {
     "Add": np.add, "Sub": np.subtract, "Mul": np.multiply, "Less": np.less, "Greater": np.greater,
     "LessOrEqual": np.less_equal, "GreaterOrEqual": np.greater_equal, "Equal": np.equal,
-    "And": np.logical_and, "Or": np.logical_or, "Not": np.logical_not, "Min": np.minimum, "Max": np.maximum,
+    "And": np.logical_and, "Or": np.logical_or, "Not": np.logical_not,
+    "Min": lambda *values: functools.reduce(np.minimum, values), "Max": lambda *values: functools.reduce(np.maximum, values),
     "Identity": lambda x: x,
 }
 
@@ -106,7 +110,7 @@ def _run_counters(body: onnx.GraphProto, known: dict[str, np.ndarray]) -> dict[s
     return values
 
 
-def _trip_count(node: OnnxNode, body: onnx.GraphProto, graph: OnnxGraph) -> list[dict[int, np.ndarray]]:
+def _trips(node: OnnxNode, body: onnx.GraphProto, graph: OnnxGraph) -> list[dict[int, np.ndarray]]:
     """The loop's trips, worked out from its constants alone: for each, the carried values known before
     it ({index among the carried: value} — the counters and the bounds passed through).
 
@@ -118,23 +122,36 @@ def _trip_count(node: OnnxNode, body: onnx.GraphProto, graph: OnnxGraph) -> list
     condition = _constant_value(inputs[1], graph) if len(inputs) > 1 and inputs[1] else np.array(True)
     if (inputs[0] and limit is None) or condition is None:
         raise NotImplementedError("Loop whose trip count or first condition is computed from the data")
-    limit = int(limit) if limit is not None else MAX_TRIPS
+    limit = min(int(limit), MAX_TRIPS + 1) if limit is not None else MAX_TRIPS + 1  # tf2onnx may write M = 2**63 − 1
     body_inputs = [value.name for value in body.input]
+    if len(body_inputs) != len(inputs) or len(body.output) < len(inputs) - 1:
+        raise NotImplementedError(f"Loop whose body takes {len(body_inputs)} inputs for {len(inputs)} given")
     carried = {body_inputs[2 + k]: _constant_value(name, graph) for k, name in enumerate(inputs[2:])}
     carried = {name: value for name, value in carried.items() if value is not None}
+    outer = {name: value for name in _outer_reads(body) if (value := _constant_value(name, graph)) is not None}
     condition_out = body.output[0].name
     carried_outs = [value.name for value in body.output[1:1 + len(inputs) - 2]]
     trips: list[dict[int, np.ndarray]] = []
     while bool(condition) and len(trips) < limit:
         trips.append({body_inputs.index(name) - 2: value for name, value in carried.items() if value.size == 1})
-        values = _run_counters(body, {body_inputs[0]: np.array(len(trips) - 1, np.int64), body_inputs[1]: np.array(True), **carried})
+        known = {**outer, body_inputs[0]: np.array(len(trips) - 1, np.int64), body_inputs[1]: np.array(True), **carried}
+        values = _run_counters(body, known)
         if condition_out not in values:
             raise NotImplementedError("Loop whose condition depends on the data")
         condition = values[condition_out]
         carried = {body_inputs[2 + k]: values[out] for k, out in enumerate(carried_outs) if out in values}
-    if len(trips) >= MAX_TRIPS:
+    if len(trips) > MAX_TRIPS:
         raise NotImplementedError(f"Loop that does not end within {MAX_TRIPS} trips on its constants")
     return trips
+
+
+def _outer_reads(body: onnx.GraphProto) -> list[str]:
+    """The values `body` reads from the graph around it (neither its inputs, its constants nor its nodes' outputs)."""
+    defined = {value.name for value in body.input} | {init.name for init in body.initializer}
+    defined |= {out for node in body.node for out in node.output}
+    reads = [name for node in body.node for name in node.input if name and name not in defined]
+    reads += [value.name for value in body.output if value.name not in defined]
+    return list(dict.fromkeys(reads))
 
 
 def _body_model(body: onnx.GraphProto, graph: OnnxGraph, opsets) -> tuple[onnx.ModelProto, list[str]]:
@@ -142,12 +159,8 @@ def _body_model(body: onnx.GraphProto, graph: OnnxGraph, opsets) -> tuple[onnx.M
     constants are copied in), every output the output of a node of its own (an Identity: onnx2torch
     returns outputs by node). Returns it and the outer values it takes, in order."""
     body = onnx.GraphProto.FromString(body.SerializeToString())
-    defined = {value.name for value in body.input} | {init.name for init in body.initializer}
-    defined |= {out for node in body.node for out in node.output}
-    read = [name for node in body.node for name in node.input if name and name not in defined]
-    read += [value.name for value in body.output if value.name not in defined]
     outer = []
-    for name in dict.fromkeys(read):
+    for name in _outer_reads(body):
         if name in graph.initializers:
             body.initializer.append(numpy_helper.from_array(graph.initializers[name].to_torch().numpy(), name))
         else:
@@ -169,16 +182,20 @@ def _convert(node: OnnxNode, graph: OnnxGraph, version: int) -> OperationConvert
     import onnx2torch
 
     body = next(attribute.g for attribute in node.proto.attribute if attribute.name == "body")
-    trips = _trip_count(node, body, graph)
+    trips = _trips(node, body, graph)
     if not trips:
         raise NotImplementedError("Loop that runs no trip")
-    # The body is read under the opset tf2onnx writes by default, or the Loop's own version where later:
-    # the outer model's opset does not reach a converter, and no op a loop body holds changed from 13 to 15.
+    # The body is read under the opset tf2onnx writes by default, or the Loop's own version where later: the
+    # outer model's opset does not reach a converter. Right for the opsets tf2onnx is asked for here (13–16);
+    # a body of a later opset with an op changed since would be read by the older op's converter.
     opsets = [helper.make_opsetid("", max(BODY_OPSET, version))]
     model, outer = _body_model(body, graph, opsets)
     carried = len(node.input_values) - 2
     scans = len(body.output) - 1 - carried
-    body_module = onnx2torch.convert(model)
+    try:
+        body_module = onnx2torch.convert(model)
+    except Exception as exc:  # noqa: BLE001 — whatever the body's converters raise, one kind the caller names
+        raise NotImplementedError(f"Loop body: {type(exc).__name__}: {' '.join(str(exc).split())[:160]}") from exc
     static_slices(body_module)  # as in the outer graph (`to_fx.convert`): constants read once, not traced
     static_pads(body_module)
     module = OnnxLoop(body_module, trips, carried, scans)  # trips: each one's known counters

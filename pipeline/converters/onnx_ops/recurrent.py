@@ -1,5 +1,5 @@
-"""ONNX `LSTM`, `GRU` and `RNN` (what tf2onnx makes of Keras `LSTM`, `GRU`, `SimpleRNN`, their
-`Bidirectional` wrappers and `CuDNNLSTM`/`CuDNNGRU`) as torch modules; onnx2torch has no converter for them.
+"""ONNX `LSTM`, `GRU` and `RNN` (what tf2onnx makes of Keras `LSTM` and `GRU` with their default
+activations, stacked or in `Bidirectional` wrappers) as torch modules; onnx2torch has no converter for them.
 
 Where the ONNX node means exactly what torch's fused layer computes, the module wraps `nn.LSTM`,
 `nn.GRU` or `nn.RNN` with the gates reordered (ONNX LSTM `iofc` → torch `ifgo`, ONNX GRU `zrh` → torch
@@ -91,6 +91,8 @@ def activations_of(node: OnnxNode, cell: Cell, directions: int) -> list[list[Act
         beta = betas.pop(0) if beta is not None and betas else beta
         built.append(Activation(name, alpha, beta))
     per = len(cell.default_activations)
+    if len(built) != per * directions:
+        raise NotImplementedError(f"{cell.name} with {len(built)} activations for {directions} direction(s) of {per}")
     return [built[d * per:(d + 1) * per] for d in range(directions)]
 
 
@@ -99,9 +101,11 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
     node's outputs out — Y `(T, D, N, H)` and Y_h `(D, N, H)` (and Y_c), or their layout=1 forms."""
 
     def __init__(self, cell: Cell, weights: dict[str, torch.Tensor], hidden: int, direction: str, layout: int,
-                 activations: list[list[Activation]], clip: float | None, linear_before_reset: bool, fused: bool):
+                 activations: list[list[Activation]], clip: float | None, linear_before_reset: bool, fused: bool,
+                 outputs: int = 3):
         super().__init__()
         self.cell, self.hidden, self.direction, self.layout = cell, hidden, direction, layout
+        self.outputs = outputs  # how many the node lists: onnx2torch hands a lone output on as it is returned
         self.clip, self.linear_before_reset = clip, linear_before_reset
         self.directions = 2 if direction == "bidirectional" else 1
         self.fused = None
@@ -129,7 +133,8 @@ class OnnxRecurrent(nn.Module, OnnxToTorchModule):
             y, h_n, c_n = self._run_steps(x, sequence_lens, h0, c0, steps)
         if self.layout == 1:
             y, h_n, c_n = y.permute(2, 0, 1, 3), h_n.transpose(0, 1), c_n.transpose(0, 1)
-        return (y, h_n, c_n) if self.cell.has_cell_state else (y, h_n)
+        results = ((y, h_n, c_n) if self.cell.has_cell_state else (y, h_n))[:self.outputs]
+        return results if len(results) > 1 else results[0]
 
     def _run_fused(self, x, h0, c0):
         reverse = self.direction == "reverse"
@@ -294,7 +299,7 @@ def _convert(cell: Cell, node: OnnxNode, graph: OnnxGraph) -> OperationConverter
     if cell is GRU:
         fused = fused and linear_before_reset
     module = OnnxRecurrent(cell, weights, hidden, direction, int(attributes.get("layout", 0)), activations, clip,
-                           linear_before_reset, fused)
+                           linear_before_reset, fused, len(node.output_values))
     inputs = tuple(node.input_values[i] if i < len(node.input_values) else "" for i in (0, 4, 5, 6))
     inputs = tuple("" if k >= 2 and name and _zero_state(name, graph) else name for k, name in enumerate(inputs))
     if not cell.has_cell_state:
