@@ -93,5 +93,5 @@ def test_a_text_model_is_timed_on_token_ids_not_images(tiny_data):
     from pipeline.keras_file.model import KerasModel
 
     model = KerasModel.open(helpers.ROOT / "tests" / "data" / "fuzz_bases" / "recurrent_text.h5")
-    inputs = bench.bench_inputs(model, tiny_data, 300)
+    inputs = bench.bench_inputs(model.input_shape, model, tiny_data, 300)
     assert inputs.shape == (300, 20) and np.array_equal(inputs, np.round(inputs)) and 0 <= inputs.min() and inputs.max() < 50

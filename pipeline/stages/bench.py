@@ -364,20 +364,21 @@ def onnxruntime_runner(onnx_path: Path, threads: int):
     return lambda batch: session.run(None, {name: batch})
 
 
-def _takes_test_images(keras: KerasModel, data: Path | None) -> bool:
-    """Whether the model takes CIFAR-10 images and the data folder has them."""
-    return keras.input_shape == cifar.INPUT_SHAPE and data is not None and cifar.resolve(data)[0] is not None
+def _takes_test_images(shape: tuple[int, ...], data: Path | None) -> bool:
+    """Whether a model of input `shape` takes CIFAR-10 images and the data folder has them."""
+    return tuple(shape) == cifar.INPUT_SHAPE and data is not None and cifar.resolve(data)[0] is not None
 
 
-def bench_inputs(keras: KerasModel, data: Path | None, count: int) -> np.ndarray:
-    """`count` inputs of the model's own kind: the CIFAR-10 test images for a model that takes them, else
-    seeded random ones drawn as its check sets are (token ids for an Embedding's input, its stated range)."""
-    if _takes_test_images(keras, data):
+def bench_inputs(shape: tuple[int, ...], keras: KerasModel | None, data: Path | None, count: int) -> np.ndarray:
+    """`count` inputs of the model's own kind (`shape`: one sample's, as converted): the CIFAR-10 test images
+    for a model that takes them, else seeded random ones drawn as its check sets are — token ids for an
+    Embedding's input and its stated range, from the Keras file `keras` where it is given."""
+    if _takes_test_images(shape, data):
         return cifar.load(data).images[:count].astype(np.float32)
-    if keras.input_shape is None:
-        raise BadInput(f"{keras.path.name}'s config states no input shape: bench needs one to draw its inputs")
-    ranges = checkset.choose_ranges(keras.input_ranges, None)
-    return next(iter(checkset.random_batches(keras.input_shape, ranges[:1], sizes=(count,), tokens=keras.token_ids).values()))
+    stated = keras.input_ranges if keras is not None else None
+    tokens = keras.token_ids if keras is not None else None
+    ranges = checkset.choose_ranges(stated, None)
+    return next(iter(checkset.random_batches(tuple(shape), ranges[:1], sizes=(count,), tokens=tokens).values()))
 
 
 def require_built(*needed: Path) -> None:
@@ -394,6 +395,7 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     from tqdm import tqdm
 
     from pipeline.common.keras_job import KerasBench, KerasJob
+    from pipeline.converters import onnx_graph
     from pipeline.runtimes import device as devices
     from pipeline.runtimes import keras as keras_runtime
 
@@ -404,8 +406,9 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     if gpu:  # cuDNN times its algorithms for each shape on first use and keeps the fastest (same fp32 arithmetic)
         torch.backends.cudnn.benchmark = True
     torch.set_num_threads(options.threads)
-    keras = KerasModel.open(model)
-    images = bench_inputs(keras, data, options.images)
+    shape = onnx_graph.input_shape(paths.onnx)  # as converted: an open dimension at its checked length
+    keras = KerasModel.open(model) if Path(model).is_file() else None  # only its inputs' kind and Keras's timing need it
+    images = bench_inputs(shape, keras, data, options.images)
     flops = model_flops_per_image(paths.onnx)
     machine = {
         "cpu": cpuinfo.field("model name") or platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -416,7 +419,7 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
         "host_to_gpu_gb_s": host_copy_gb_s(images, device) if gpu else None,
         "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "sgemm_gflops": round(sgemm_gflops(options.threads), 1), "images": len(images), "repeats": options.repeats,
-        "inputs": "test images" if _takes_test_images(keras, data) else "random inputs of the model's own kind",
+        "inputs": "test images" if _takes_test_images(shape, data) else "random inputs of the model's own kind",
     }
     result = BenchResult(machine, flops)
     runners = {"onnxruntime": onnxruntime_runner(paths.onnx, options.threads)}
@@ -434,7 +437,7 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
         result.agreement_batch1 = agreement(runners, images[:BATCH1_IMAGES], 1)
     if options.with_keras:
         with tempfile.TemporaryDirectory() as scratch:
-            own = Path(scratch) / "inputs.npy" if not _takes_test_images(keras, data) else None
+            own = Path(scratch) / "inputs.npy" if not _takes_test_images(shape, data) else None
             if own is not None:
                 np.save(own, images)
             job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads,
