@@ -11,8 +11,6 @@ runs every kind in both formats. And a fault planted in the LSTM's kernel is nam
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 
 import h5py
 import pytest
@@ -20,14 +18,25 @@ import pytest
 import helpers
 
 COMMITTED_BASES = helpers.ROOT / "tests" / "data" / "fuzz_bases"  # recurrent_text.h5: Embedding(50, 8) → LSTM(12) → Dense
+# Committed (45 kB) to spare CI a TensorFlow process; made by
+# `python -m pipeline.tf_side.trained_build tests/data/sequences keras3 text_gru_masked`.
+MASKED_GRU = helpers.ROOT / "tests" / "data" / "sequences" / "text_gru_masked.keras"
 
 
 @pytest.fixture(scope="module")
 def masked_gru(tmp_path_factory):
-    out = tmp_path_factory.mktemp("sequences")
-    subprocess.run([sys.executable, "-m", "pipeline.tf_side.trained_build", str(out), "keras3", "text_gru_masked"],
-                   check=True, capture_output=True, cwd=helpers.ROOT)
-    return out / "text_gru_masked.keras"
+    model = tmp_path_factory.mktemp("sequences") / MASKED_GRU.name
+    shutil.copy(MASKED_GRU, model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def lstm_verified(tmp_path_factory):
+    """recurrent_text.h5 through onnx, torch (with the AOTInductor package) and verify: (model, out, verify's text)."""
+    folder = tmp_path_factory.mktemp("lstm")
+    model = folder / "recurrent_text.h5"
+    shutil.copy(COMMITTED_BASES / model.name, model)
+    return model, folder / "out", _through_verify(model, folder / "out")
 
 
 def _through_verify(model, out, *torch_options: str, stages=("onnx", "torch", "verify")) -> str:
@@ -37,13 +46,11 @@ def _through_verify(model, out, *torch_options: str, stages=("onnx", "torch", "v
     return completed.stdout + completed.stderr
 
 
-def test_embedding_lstm_h5_verified_with_the_float64_proof(tmp_path):
-    model = tmp_path / "recurrent_text.h5"
-    shutil.copy(COMMITTED_BASES / model.name, model)
-    text = _through_verify(model, tmp_path / "out")
+def test_embedding_lstm_h5_verified_with_the_float64_proof(lstm_verified):
+    _, out, text = lstm_verified
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
     assert "over [0, 49]" in text  # token ids of its Embedding, not random floats
-    assert (tmp_path / "out" / "recurrent_text" / "model_aoti.pt2").is_file()
+    assert (out / "recurrent_text" / "model_aoti.pt2").is_file()
 
 
 def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(masked_gru, tmp_path):
@@ -55,9 +62,8 @@ def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(ma
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
 
 
-def test_a_fault_in_the_lstm_kernel_is_named_at_its_layer(tmp_path):
-    good = tmp_path / "recurrent_text.h5"
-    shutil.copy(COMMITTED_BASES / good.name, good)
+def test_a_fault_in_the_lstm_kernel_is_named_at_its_layer(lstm_verified, tmp_path):
+    good, out, _ = lstm_verified  # its Keras outputs already there: verify starts no TensorFlow for them
     tampered = tmp_path / "tampered" / good.name
     tampered.parent.mkdir()
     shutil.copy(good, tampered)
@@ -68,7 +74,7 @@ def test_a_fault_in_the_lstm_kernel_is_named_at_its_layer(tmp_path):
         kernel[...] = value
     assert helpers.run_cli("onnx", "--model", str(tampered), "--out", str(tmp_path / "bad")).returncode == 0
     completed = helpers.run_cli("verify", "--model", str(good), "--onnx", str(tmp_path / "bad" / "recurrent_text" / "model.onnx"),
-                                "--out", str(tmp_path / "out"))
+                                "--out", str(out))
     assert completed.returncode == 1, completed.stderr[-2000:]
     line = completed.stderr.strip().splitlines()[-1]
     assert line.startswith("error: verification failed — first divergent layer: lstm "), line
