@@ -50,6 +50,14 @@ class TokenIds:
     vocabulary: int
     mask_zero: bool = False
 
+    def packed(self) -> tuple[int, bool]:
+        """As a `KerasJob` carries it (`common` cannot import this module): `unpack` reverses it."""
+        return (self.vocabulary, self.mask_zero)
+
+    @classmethod
+    def unpack(cls, packed: tuple[int, bool] | None) -> TokenIds | None:
+        return cls(*packed) if packed is not None else None
+
     @property
     def range(self) -> Range:
         return (0.0, float(self.vocabulary - 1))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common import manifest
@@ -84,7 +84,7 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
         summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
                                              inputs=options.inputs, onnx=staged.onnx, opset=options.opset,
                                              input_ranges=checkset.choose_ranges(keras.input_ranges, options.input_range),
-                                             tokens=astuple(keras.token_ids) if keras.token_ids else None,
+                                             tokens=keras.token_ids.packed() if keras.token_ids else None,
                                              reference=staged.keras_reference, layers=staged.keras_layers,
                                              onnx_f64=staged.onnx_f64, reference_f64=staged.keras_reference_f64,
                                              layers_f64=staged.keras_layers_f64,

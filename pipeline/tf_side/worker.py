@@ -30,7 +30,7 @@ from pipeline.tf_side.loading import input_shape_of, keras_api, load_keras_model
 
 
 def _tokens(job: KerasJob) -> checkset.TokenIds | None:
-    return checkset.TokenIds(*job.tokens) if job.tokens is not None else None
+    return checkset.TokenIds.unpack(job.tokens)
 
 
 def run_job(job: KerasJob) -> KerasJobResult:

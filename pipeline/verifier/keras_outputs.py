@@ -4,7 +4,7 @@ every layer (`keras_reference`): `for_model` reuses the files when they are fres
 
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.common.checksums import sha256_of
@@ -50,7 +50,7 @@ def for_model(model: KerasModel, out_dir: Path, data: Path | None, with_layers: 
     missing = {name: files[name][0] for name, value in found.items() if value is None}
     if missing:
         ranges = checkset.choose_ranges(model.input_ranges, None)
-        tokens = astuple(model.token_ids) if model.token_ids else None
+        tokens = model.token_ids.packed() if model.token_ids else None
         keras_runtime.run(KerasJob(model.path, allow_unsafe_code=allow_unsafe_code, data=data, input_ranges=ranges, tokens=tokens,
                                    **missing))
         for name in missing:

@@ -24,6 +24,7 @@ from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationCon
 from torch import nn
 
 from pipeline.converters.fx_passes import static_pads, static_slices
+from pipeline.converters.onnx_ops import _constants as constants
 from pipeline.converters.onnx_ops import add_converter
 
 BODY_OPSET = 15
@@ -75,14 +76,13 @@ def _constant_value(name: str, graph: OnnxGraph) -> np.ndarray | None:
     or counter arithmetic on them); None where it depends on the data."""
     if not name:
         return None
-    if name in graph.initializers:
-        return graph.initializers[name].to_torch().numpy()
+    constant = constants.known(name, graph)
+    if constant is not None:
+        return constant.numpy()
     try:
         producer, _ = graph.value_as_node_output(name)
     except KeyError:
         return None
-    if producer.operation_type == "Constant" and "value" in producer.attributes:
-        return producer.attributes["value"].to_torch().numpy()
     if producer.operation_type == "Cast":
         value = _constant_value(producer.input_values[0], graph)
         return None if value is None else value.astype(helper.tensor_dtype_to_np_dtype(producer.attributes["to"]))

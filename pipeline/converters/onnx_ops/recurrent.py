@@ -23,6 +23,7 @@ from onnx2torch.onnx_node import OnnxNode
 from onnx2torch.utils.common import OnnxMapping, OnnxToTorchModule, OperationConverterResult
 from torch import nn
 
+from pipeline.converters.onnx_ops import _constants as constants
 from pipeline.converters.onnx_ops import add_converter
 
 
@@ -253,14 +254,13 @@ def _zero_state(name: str, graph: OnnxGraph) -> bool:
     expanded to the batch's shape read from the input at run time (which `torch.export` cannot trace
     through onnx2torch's Expand), one a direction, concatenated. Zeros are what an absent initial state
     means: it is left out."""
-    if name in graph.initializers:
-        return bool(torch.all(graph.initializers[name].to_torch() == 0))
+    constant = constants.known(name, graph)
+    if constant is not None:
+        return bool(torch.all(constant == 0))
     try:
         producer, _ = graph.value_as_node_output(name)
     except KeyError:
         return False
-    if producer.operation_type == "Constant" and "value" in producer.attributes:
-        return bool(torch.all(producer.attributes["value"].to_torch() == 0))
     if producer.operation_type == "ConstantOfShape":
         value = producer.attributes.get("value")
         return value is None or bool(torch.all(value.to_torch() == 0))
