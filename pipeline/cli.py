@@ -72,10 +72,16 @@ def cmd_onnx(args) -> int:
     result = to_onnx.run(keras, args.out, _data(args.data), options)
     if result.float64_note:
         _say(f"note: no float64 proof for this model: {result.float64_note}")
+    if keras.legacy_under_new_name:
+        _say(f"note: {keras.name} is a legacy HDF5 file under a .keras name; read as the .h5 it is")
+    if keras.fixed_batch:
+        _say(f"note: the model was saved with {keras.fixed_batch}; converted and checked with any batch size, each call "
+             "from zero state (carry a recurrent state between calls in your own loop)")
     if keras.open_dimensions:
         _say(f"note: the model leaves input dimension(s) {', '.join(map(str, keras.open_dimensions))} open; checked and converted "
              f"at length {checkset.OPEN_DIMENSION_LENGTH}: the ONNX and torch models take inputs of shape {result.input_shape}")
-    _say(f"onnx: wrote {result.onnx} and {result.reference.name} (loaded with {result.keras_version}, input {result.input_shape}); "
+    _say(f"onnx: wrote {result.onnx} and {result.reference.name} (loaded with {result.keras_version}, "
+         f"{f'inputs {result.inputs}' if result.inputs else f'input {result.input_shape}'}); "
          f"onnxruntime vs Keras max |Δ| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "
          f"[{time.perf_counter() - started:.1f} s]")
     return 0

@@ -164,7 +164,7 @@ def test_a_wrong_batch1_model_fails_the_torch_stage_check_at_batch_1_only(real_r
         weight.mul_(1.02)  # the first convolution's weight 2 % off
     package = tmp_path / "model_aoti.pt2"
     aot_compile.compile_package(load_program(paths.pt2_opt), package, batch1=aot_compile.batch1_program(broken, shape))
-    sets, outputs, classifier = to_torch._onnxruntime_reference(paths.onnx, shape, KerasReference(paths.keras_reference))  # noqa: SLF001
+    sets, outputs, classifier = to_torch._onnxruntime_reference(paths.onnx, KerasReference(paths.keras_reference))  # noqa: SLF001
     single = [k for k in sets if checkset.batch_size_of(k) == 1]
     assert single and len(single) < len(sets)
 

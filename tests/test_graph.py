@@ -72,3 +72,29 @@ def test_an_open_input_dimension_is_checked_at_the_declared_length():
     assert input_shape(layers) == (checkset.OPEN_DIMENSION_LENGTH,) and open_dimensions(layers) == [1]
     layers = [KerasLayer("image", "InputLayer", {"batch_input_shape": [None, 8, 8, 3]}, ())]
     assert input_shape(layers) == (8, 8, 3) and open_dimensions(layers) == []
+
+
+def test_a_string_layer_is_refused_in_one_line_saying_what_converts_instead(tmp_path):
+    """TextVectorization takes strings, which ONNX and PyTorch do not hold: the line names it and the model
+    behind it (a Keras 2 config, written as tf-keras writes one, with h5py: no TensorFlow here)."""
+    import json
+
+    import h5py
+
+    def layer(cls, name, after=None, **config):
+        return {"class_name": cls, "name": name, "config": {"name": name, **config},
+                "inbound_nodes": [[[after, 0, 0, {}]]] if after else []}
+
+    config = {"class_name": "Functional", "config": {"name": "text", "layers": [
+        layer("InputLayer", "text", batch_input_shape=[None, 1], dtype="string"),
+        layer("TextVectorization", "text_vectorization", "text", max_tokens=50, output_sequence_length=20),
+        layer("Embedding", "embedding", "text_vectorization", input_dim=50, output_dim=8),
+        layer("GlobalAveragePooling1D", "pool", "embedding"),
+        layer("Dense", "dense", "pool", units=2, activation="softmax")],
+        "input_layers": [["text", 0, 0]], "output_layers": [["dense", 0, 0]]}}
+    with h5py.File(tmp_path / "text.h5", "w") as handle:
+        handle.attrs["model_config"] = json.dumps(config)
+        handle.create_group("model_weights")
+    with pytest.raises(BadInput, match=r"^layer text_vectorization \(TextVectorization\) takes strings, which do not convert: "
+                                       r"convert the layers from embedding on, fed the token ids, and keep the string step"):
+        KerasModel.open(tmp_path / "text.h5")

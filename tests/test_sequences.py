@@ -10,9 +10,11 @@ runs every kind in both formats. And a fault planted in the LSTM's kernel is nam
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import h5py
+import numpy as np
 import pytest
 
 import helpers
@@ -21,6 +23,7 @@ COMMITTED_BASES = helpers.ROOT / "tests" / "data" / "fuzz_bases"  # recurrent_te
 # Committed (45 kB) to spare CI a TensorFlow process; made by
 # `python -m pipeline.tf_side.trained_build tests/data/sequences keras3 text_gru_masked`.
 MASKED_GRU = helpers.ROOT / "tests" / "data" / "sequences" / "text_gru_masked.keras"
+STATEFUL = helpers.ROOT / "tests" / "data" / "sequences" / "sensor_lstm_stateful.h5"
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +63,57 @@ def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(ma
     assert "leaves input dimension(s) 1 open; checked and converted at length 32" in converted.stderr
     text = _through_verify(masked_gru, out, "--no-aot", stages=("torch", "verify"))
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
+
+
+def test_a_stateful_lstm_saved_with_a_fixed_batch_converts_with_any_batch(tmp_path):
+    """tf-keras's `.h5` of a stateful LSTM whose batch size is fixed at 32 (committed, 35 kB; made by
+    `python -m pipeline.tf_side.trained_build tests/data/sequences keras2 sensor_lstm_stateful`): checked at
+    batches 1, 7 and 256 from zero state, and said so."""
+    model = tmp_path / STATEFUL.name
+    shutil.copy(STATEFUL, model)
+    converted = helpers.run_cli("onnx", "--model", str(model), "--out", str(tmp_path / "out"))
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    assert "saved with a batch size of 32 and stateful recurrent layers; converted and checked with any batch size" in converted.stderr
+    text = _through_verify(model, tmp_path / "out", stages=("verify",))
+    assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
+
+
+def _as_cudnn_lstm(source, target) -> None:
+    """A copy of the LSTM `.h5` `source` as Keras 2.2 wrote a CuDNNLSTM: the class and its config, each gate's
+    input kernel in cuDNN's (Fortran) order, recurrent kernels transposed, and two biases that only sum to
+    the LSTM's — written here in numpy, apart from the Keras code the pipeline relies on to read them back."""
+    shutil.copy(source, target)
+    with h5py.File(target, "r+") as handle:
+        config = json.loads(handle.attrs["model_config"])
+        layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "LSTM")
+        layer["class_name"] = "CuDNNLSTM"
+        for key in ("activation", "recurrent_activation", "dropout", "recurrent_dropout", "implementation", "unroll", "time_major", "use_bias"):
+            layer["config"].pop(key, None)
+        handle.attrs["model_config"] = json.dumps(config)
+        group = handle["model_weights/lstm/lstm/lstm_cell"]
+        kernel, recurrent, bias = (group[name][()] for name in ("kernel:0", "recurrent_kernel:0", "bias:0"))
+        split = np.random.default_rng(0).normal(0, 0.1, bias.shape).astype(np.float32)
+        cudnn = {"kernel:0": np.hstack([k.T.reshape(k.shape, order="C") for k in np.hsplit(kernel, 4)]),
+                 "recurrent_kernel:0": np.hstack([k.T for k in np.hsplit(recurrent, 4)]),
+                 "bias:0": np.concatenate([bias - split, split])}
+        for name, value in cudnn.items():
+            del group[name]
+            group.create_dataset(name, data=value)
+
+
+def test_a_keras2_cudnn_lstm_is_rebuilt_as_the_lstm_it_equals(lstm_verified, tmp_path):
+    """tf2onnx has no op for CuDNNLSTM (TensorFlow's CudnnRNNV3): it is read as the LSTM it is, and computes
+    what the LSTM it was made from computes."""
+    _, out, _ = lstm_verified
+    model = tmp_path / "cudnn_lstm.h5"
+    _as_cudnn_lstm(COMMITTED_BASES / "recurrent_text.h5", model)
+    converted = helpers.run_cli("onnx", "--model", str(model), "--out", str(tmp_path / "out"))
+    assert converted.returncode == 0, converted.stderr[-3000:]
+    with np.load(tmp_path / "out" / "cudnn_lstm" / "keras_reference.npz") as rebuilt, \
+            np.load(out / "recurrent_text" / "keras_reference.npz") as original:
+        sets = [key for key in original.files if key.endswith("/probs")]
+        assert sets and all(np.array_equal(rebuilt[k.replace("probs", "inputs")], original[k.replace("probs", "inputs")]) for k in sets)
+        assert max(float(np.abs(rebuilt[k] - original[k]).max()) for k in sets) < 1e-6  # the biases' split: float32 rounding
 
 
 def test_a_fault_in_the_lstm_kernel_is_named_at_its_layer(lstm_verified, tmp_path):

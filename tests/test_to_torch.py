@@ -59,7 +59,7 @@ def test_validation_fails_on_a_program_that_disagrees(tiny_converted, tmp_path):
     shape = onnx_graph.input_shape(paths.onnx)
     broken_pt2 = tmp_path / "broken.pt2"
     _save(to_fx.export(to_fx.convert(tmp_path / "broken.onnx")[0], shape), broken_pt2)
-    sets, ort_outputs, classifier = _onnxruntime_reference(paths.onnx, shape)
+    sets, ort_outputs, classifier = _onnxruntime_reference(paths.onnx)
     with pytest.raises(CheckFailed, match="disagrees with"):
         validate(broken_pt2, paths.onnx, sets, ort_outputs, classifier)
 

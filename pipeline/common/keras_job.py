@@ -78,7 +78,8 @@ class KerasJob:
     data: Path | None = None  # the CIFAR-10 folder: test images join the check set of 32×32×3 models
     inputs: Path | None = None  # the user's own sample inputs (.npy), added to the check set
     input_ranges: tuple[tuple[float, float], ...] = ()  # random inputs are drawn from these; () for `checkset.DEFAULT_RANGES`
-    tokens: tuple[int, bool] | None = None  # the input is token ids: (vocabulary, mask_zero) of `checkset.TokenIds`
+    # The inputs that are token ids: {input name: (vocabulary, mask_zero) of `checkset.TokenIds`}
+    tokens: dict[str, tuple[int, bool]] = field(default_factory=dict)
     onnx: Path | None = None  # convert with tf2onnx and write the ONNX file here
     opset: int = DEFAULT_OPSET
     reference: Path | None = None  # Keras's outputs on the check set (.npz)
@@ -108,7 +109,7 @@ class KerasJob:
         paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
         values = {key: (Path(value) if key in paths and value is not None else value) for key, value in raw.items()}
         values["input_ranges"] = tuple(tuple(pair) for pair in values.get("input_ranges", ()))
-        values["tokens"] = tuple(values["tokens"]) if values.get("tokens") is not None else None
+        values["tokens"] = {name: tuple(packed) for name, packed in (values.get("tokens") or {}).items()}
         if values.get("bench") is not None:
             inputs = values["bench"].get("inputs")
             values["bench"] = KerasBench(**{**values["bench"], "sizes": tuple(values["bench"]["sizes"]),
@@ -121,7 +122,8 @@ class KerasJobResult:
     """What the worker reports back (JSON): the loader it used, the input shape, and per-job facts."""
 
     keras_version: str  # "keras 3.15.1" or "tf_keras 2.21.0" (the Keras 2 fallback)
-    input_shape: tuple[int, ...]
+    input_shape: tuple[int, ...]  # the first input's, of a model of several
+    inputs: str = ""  # a model of several inputs: each one's name and shape (`feeds.Layout.describe`); "" for one
     onnx_rewrites: dict[str, int] = field(default_factory=dict)  # rewrites applied to the ONNX graph, by kind
     reference_sets: list[str] = field(default_factory=list)  # check sets in the reference file
     layers: list[str] = field(default_factory=list)  # layers in the layer-output file

@@ -30,6 +30,7 @@ from pipeline.common import cpuinfo
 from pipeline.common.checksums import sha256_of
 from pipeline.common.import_graph import ImportGraph
 from pipeline.common.paths import PACKAGE_ROOT, cache_dir
+from pipeline.data.feeds import Sample, sample_json
 from pipeline.runtimes import direct_conv
 
 PACKAGE = "model_aoti.pt2"  # a kept package's name in its folder
@@ -38,8 +39,8 @@ COMPILER = "pipeline.converters.aot_compile"  # the module whose reach is part o
 KERNELS = direct_conv.SOURCE.parent  # C++ sources the import graph does not see
 
 
-def key(program, sample_shape: tuple[int, ...]) -> str:
-    """The cache key of the package compiled from the ExportedProgram `program` for inputs of `sample_shape`."""
+def key(program, sample: Sample) -> str:
+    """The cache key of the package compiled from the ExportedProgram `program` for inputs of `sample`."""
     import torch
 
     digest = hashlib.sha256()
@@ -52,7 +53,7 @@ def key(program, sample_shape: tuple[int, ...]) -> str:
     for name, tensor in sorted({**program.state_dict, **program.constants}.items()):
         tensor = tensor.detach().contiguous().cpu()
         part(f"weight {name} {tensor.dtype} {tuple(tensor.shape)}", tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
-    part("shape", json.dumps(list(sample_shape)))
+    part("shape", sample_json(sample))
     part("versions", f"torch {torch.__version__} python {platform.python_version()}")
     part("processor", cpuinfo.field("flags"))
     part("threads", f"{torch.get_num_threads()} of {os.cpu_count()}")

@@ -12,7 +12,7 @@ package of two models, each a shared library:
 `runtimes.aoti.load` runs a one-image batch on `batch1`, any other on `model`; from C++, name the model
 (`AOTIModelPackageLoader(path, "batch1")`).
 
-`python -m pipeline.converters.aot_compile PROGRAM SHAPE RESULT` compiles the batch-1 model in a process of
+`python -m pipeline.converters.aot_compile PROGRAM SAMPLE RESULT` compiles the batch-1 model in a process of
 its own (`batch1_beside`, `main`).
 """
 
@@ -31,6 +31,7 @@ from pathlib import Path
 
 from pipeline.common.errors import PipelineError
 from pipeline.common.paths import child_environment
+from pipeline.data.feeds import Sample, sample_from_json, sample_json
 
 # Inductor settings the package is compiled with, chosen by `make aot-options` (every setting tried, its
 # figures in the README, "Speed"). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
@@ -49,8 +50,8 @@ BATCH1_OPTIONS = {**INDUCTOR_OPTIONS, "max_autotune": True, "max_autotune_gemm_b
 BATCH1_FALLBACK = {**BATCH1_OPTIONS, "max_autotune_gemm_backends": "CPP,ATEN"}
 
 
-def batch1_program(program, sample_shape: tuple[int, ...]):
-    """`program` for one input of `sample_shape` alone, its convolutions calls of our own kernel
+def batch1_program(program, sample: Sample):
+    """`program` for one input of `sample` alone, its convolutions calls of our own kernel
     (`conv_direct`) where it runs here (AVX-512) and takes them (at most `conv_direct.MAX_IN_CHANNELS` input
     channels), the others im2col + GEMM (`conv_as_gemm`); None where it has no convolution to rewrite (the
     gain measured is the convolutions': a model without one is left its any-batch model alone, and a compile
@@ -58,6 +59,7 @@ def batch1_program(program, sample_shape: tuple[int, ...]):
     import torch
 
     from pipeline.converters import conv_as_gemm, conv_direct
+    from pipeline.converters.examples import example_tensors
     from pipeline.runtimes import direct_conv
 
     module = program.module()
@@ -68,7 +70,7 @@ def batch1_program(program, sample_shape: tuple[int, ...]):
     if not direct + conv_as_gemm.rewrite(module):  # the convolutions the kernel does not take
         return None
     with torch.no_grad():
-        return torch.export.export(module, (torch.zeros((1, *sample_shape)),))
+        return torch.export.export(module, example_tensors(sample, 1))
 
 
 def compile_package(program, path: Path, options: dict | None = None, batch1=None) -> float:
@@ -85,20 +87,20 @@ def compile_package(program, path: Path, options: dict | None = None, batch1=Non
     return time.perf_counter() - started
 
 
-def compile_for_device(program, sample_shape: tuple[int, ...], device, path: Path) -> None:
+def compile_for_device(program, sample: Sample, device, path: Path) -> None:
     """The any-batch model of `program` compiled for `device` (a CUDA GPU; the torch stage's package is the
     CPU's) under `INDUCTOR_OPTIONS`, written as the package `path`."""
     from pipeline.converters import to_fx
     from pipeline.runtimes import aoti
 
-    on_device = to_fx.export(program.module().to(device), sample_shape, str(device))
+    on_device = to_fx.export(program.module().to(device), sample, str(device))
     write_package(path, {aoti.MODEL: compile_model(on_device, INDUCTOR_OPTIONS)})
 
 
 NO_CONVOLUTION = "not built: no convolution to rewrite for one image"  # why a package may lack a batch-1 model and be complete
 
 
-def build_package(program, program_path: Path, sample_shape: tuple[int, ...], path: Path) -> tuple[float, str]:
+def build_package(program, program_path: Path, sample: Sample, path: Path) -> tuple[float, str]:
     """The torch stage's package `path` from `program` (saved in `program_path`): its any-batch model and, where
     it can be built, its batch-1 model (`batch1_beside`), compiled side by side; the seconds it took, and why
     there is no batch-1 model ("" where there is one; the any-batch model ships without it).
@@ -110,7 +112,7 @@ def build_package(program, program_path: Path, sample_shape: tuple[int, ...], pa
 
     started = time.perf_counter()
     why = ""
-    with batch1_beside(program_path, sample_shape) as batch1_files:
+    with batch1_beside(program_path, sample) as batch1_files:
         files = {aoti.MODEL: compile_model(program, INDUCTOR_OPTIONS)}  # a failure here raises
         try:
             batch1 = batch1_files()
@@ -131,7 +133,7 @@ BATCH1_TIMEOUT_S = 1800
 
 
 @contextlib.contextmanager
-def batch1_beside(program_path: Path, sample_shape: tuple[int, ...]):
+def batch1_beside(program_path: Path, sample: Sample):
     """Compile the batch-1 model of the program saved in `program_path` (`batch1_program`, `BATCH1_OPTIONS`)
     in a process of its own while the body runs, so that the torch stage's compile of the any-batch model
     overlaps it. Yields a function that waits for it (at most `BATCH1_TIMEOUT_S`) and returns its files
@@ -143,7 +145,7 @@ def batch1_beside(program_path: Path, sample_shape: tuple[int, ...]):
     """
     with tempfile.TemporaryDirectory(prefix="batch1-") as scratch:
         result, log = Path(scratch) / "result.json", Path(scratch) / "stderr.txt"
-        command = [sys.executable, "-m", __name__, str(program_path), json.dumps(list(sample_shape)), str(result)]
+        command = [sys.executable, "-m", __name__, str(program_path), sample_json(sample), str(result)]
         try:
             with open(log, "w") as stderr:  # a file, not a pipe: inductor's warnings could fill a pipe nobody reads yet
                 # its own session: killing the group reaches the g++ processes the compile starts, too
@@ -225,17 +227,17 @@ def write_package(path: Path, files: dict[str, list]) -> None:
 
 
 def main(argv: list[str]) -> int:
-    """`batch1_beside`'s process: argv is PROGRAM (the saved optimized program, `model_opt.pt2`), SHAPE (one
-    input's shape, JSON) and RESULT, which gets `{"files": [...]}` (`compile_model`'s files; null where no
+    """`batch1_beside`'s process: argv is PROGRAM (the saved optimized program, `model_opt.pt2`), SAMPLE (one
+    input's shape or the layout of several, `feeds.sample_json`) and RESULT, which gets `{"files": [...]}` (`compile_model`'s files; null where no
     convolution was rewritten) or `{"error": "why"}` (exit 1)."""
     if len(argv) != 3:
-        print(f"usage: python -m {__name__} PROGRAM SHAPE RESULT", file=sys.stderr)
+        print(f"usage: python -m {__name__} PROGRAM SAMPLE RESULT", file=sys.stderr)
         return 2
     from pipeline.runtimes.pt2 import load_program
 
-    program_path, shape, result = Path(argv[0]), tuple(json.loads(argv[1])), Path(argv[2])
+    program_path, sample, result = Path(argv[0]), sample_from_json(argv[1]), Path(argv[2])
     try:
-        batch1 = batch1_program(load_program(program_path), shape)
+        batch1 = batch1_program(load_program(program_path), sample)
         files = None if batch1 is None else compile_model(batch1, BATCH1_OPTIONS)
         if files is not None and not all(isinstance(f, str) for f in files):  # paths cross the boundary, nothing else
             raise TypeError(f"the compile returned more than file paths: {files!r:.200}")

@@ -22,6 +22,7 @@ from torch import fx, nn
 
 from pipeline.converters.fx_passes import constant_of as _constant
 from pipeline.converters.fx_passes import static_reshapes
+from pipeline.data.feeds import Sample
 
 
 @dataclass
@@ -143,10 +144,10 @@ def _tidy(gm: fx.GraphModule) -> None:
     gm.recompile()
 
 
-def optimize(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> tuple[fx.GraphModule, OptimizeReport]:
+def optimize(gm: fx.GraphModule, sample: Sample) -> tuple[fx.GraphModule, OptimizeReport]:
     """A rewritten copy of `gm` (the converted GraphModule is left as it was)."""
     gm = copy.deepcopy(gm)
-    report = OptimizeReport(static_reshapes(gm, sample_shape), 0, 0, 0)
+    report = OptimizeReport(static_reshapes(gm, sample), 0, 0, 0)
     report.native_ops = native_ops(gm)
     report.batchnorms_folded = fold_batchnorm(gm)
     report.linears_folded = fold_linear(gm)

@@ -38,6 +38,8 @@ from torch import fx
 from torch.fx.passes.shape_prop import ShapeProp
 
 from pipeline.common.errors import BadInput
+from pipeline.converters.examples import example_tensors
+from pipeline.data.feeds import Sample
 
 # Two different batch sizes tell the batch dimension apart from the model's constant dimensions.
 _PROBE_BATCHES = (2, 3)
@@ -52,20 +54,19 @@ def _is_onnx_reshape(module: torch.nn.Module) -> bool:
     return isinstance(module, (OnnxReshape, OnnxSqueezeDynamicAxes, OnnxUnsqueezeDynamicAxes))
 
 
-def _output_shapes(gm: fx.GraphModule, sample_shape: tuple[int, ...], batch: int) -> dict[str, torch.Size]:
-    probe = torch.zeros((batch, *sample_shape), dtype=torch.float32)
+def _output_shapes(gm: fx.GraphModule, sample, batch: int) -> dict[str, torch.Size]:
     with torch.no_grad():  # a BatchNorm fed computed statistics (tf-keras LayerNormalization) refuses them with grad on
-        ShapeProp(gm).propagate(probe)
+        ShapeProp(gm).propagate(*example_tensors(sample, batch))
     # a node of several outputs (a recurrent op's) has a tuple of metas: its getitem nodes have the shapes
     return {node.name: node.meta["tensor_meta"].shape for node in gm.graph.nodes if hasattr(node.meta.get("tensor_meta"), "shape")}
 
 
-def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
+def static_reshapes(gm: fx.GraphModule, sample: Sample) -> int:
     """Replace every onnx2torch Reshape, Squeeze and Unsqueeze in `gm` (in place) by `torch.reshape` with a static shape.
 
     Args:
         gm: the converted GraphModule; changed in place and recompiled.
-        sample_shape: one input sample's shape, without the batch dimension.
+        sample: one input sample's shape, without the batch dimension (a `feeds.Layout` for several inputs).
 
     Returns:
         The number of Reshape nodes replaced.
@@ -76,7 +77,7 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     reshapes = [n for n in gm.graph.nodes if n.op == "call_module" and _is_onnx_reshape(gm.get_submodule(n.target))]
     if not reshapes:
         return 0
-    small, large = (_output_shapes(gm, sample_shape, b) for b in _PROBE_BATCHES)
+    small, large = (_output_shapes(gm, sample, b) for b in _PROBE_BATCHES)
     for node in reshapes:
         shape_small, shape_large = list(small[node.name]), list(large[node.name])
         varying = [i for i, (a, b) in enumerate(zip(shape_small, shape_large, strict=True)) if a != b]
@@ -92,7 +93,7 @@ def static_reshapes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     return len(reshapes)
 
 
-def static_expands(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
+def static_expands(gm: fx.GraphModule, sample: Sample) -> int:
     """Replace every onnx2torch Expand and ConstantOfShape in `gm` (in place) by `broadcast_to_batch` /
     `full_to_batch` with the shape observed at two batch sizes; return how many.
 
@@ -107,7 +108,7 @@ def static_expands(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     if not nodes:
         return 0
     batch_source = next(n for n in gm.graph.nodes if n.op == "placeholder")
-    small, large = (_output_shapes(gm, sample_shape, b) for b in _PROBE_BATCHES)
+    small, large = (_output_shapes(gm, sample, b) for b in _PROBE_BATCHES)
     for node in nodes:
         shape_small, shape_large = list(small[node.name]), list(large[node.name])
         varying = [i for i, (a, b) in enumerate(zip(shape_small, shape_large, strict=True)) if a != b]
@@ -124,7 +125,7 @@ def static_expands(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     return len(nodes)
 
 
-def static_resizes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
+def static_resizes(gm: fx.GraphModule, sample: Sample) -> int:
     """Replace every onnx2torch Resize in `gm` (in place) by `F.interpolate` with its scales where they are
     constants, else with the output size observed at two batch sizes (Keras `Resizing`: sizes computed
     from the input's `Shape`); return how many.
@@ -138,7 +139,7 @@ def static_resizes(gm: fx.GraphModule, sample_shape: tuple[int, ...]) -> int:
     nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), OnnxResize)]
     if not nodes:
         return 0
-    small, large = (_output_shapes(gm, sample_shape, b) for b in _PROBE_BATCHES)
+    small, large = (_output_shapes(gm, sample, b) for b in _PROBE_BATCHES)
     for node in nodes:
         module = gm.get_submodule(node.target)
         given = dict(zip(("roi", "scales", "sizes"), node.args[1:], strict=False)) | dict(node.kwargs)

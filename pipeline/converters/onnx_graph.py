@@ -46,6 +46,8 @@ def layer_owners(node_names: list[str], layer_names: list[str]) -> dict[str, str
 def softmax_input(graph) -> str | None:
     """The input of the Softmax that produces the graph's (first) output — the logits — or None if the
     output does not come from a Softmax, i.e. the outputs are not class probabilities."""
+    if len(graph.output) > 1:  # several outputs are compared as they are, each on its own scale
+        return None
     output = graph.output[0].name
     producer = next((node for node in graph.node if output in node.output), None)
     return producer.input[0] if producer is not None and producer.op_type == "Softmax" else None
@@ -57,13 +59,32 @@ def input_shape(onnx_path: Path) -> tuple[int, ...]:
     Raises:
         BadInput: a dimension is not fixed.
     """
+    return input_layout(onnx_path).shapes[0]
+
+
+def input_layout(onnx_path: Path):
+    """Every input's name and one-sample shape (batch dropped), in the graph's order: a `data.feeds.Layout`.
+
+    Raises:
+        BadInput: a dimension is not fixed.
+    """
     import onnx
 
-    dims = onnx.load(str(onnx_path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim
-    shape = tuple(d.dim_value for d in dims[1:])
-    if not shape or any(d <= 0 for d in shape):
-        raise BadInput(f"{onnx_path}: input shape {shape} is not fully known; convert with a fixed input shape")
-    return shape
+    from pipeline.data.feeds import Layout
+
+    inputs = onnx.load(str(onnx_path), load_external_data=False).graph.input
+    shapes = [tuple(d.dim_value for d in i.type.tensor_type.shape.dim[1:]) for i in inputs]
+    for shape in shapes:
+        if not shape or any(d <= 0 for d in shape):
+            raise BadInput(f"{onnx_path}: input shape {shape} is not fully known; convert with a fixed input shape")
+    return Layout.of([i.name for i in inputs], shapes)
+
+
+def input_sample(onnx_path: Path):
+    """What a converted model is traced and exported with: its one input's shape (batch dropped), or the
+    `Layout` of its several inputs (`data.feeds`)."""
+    layout = input_layout(onnx_path)
+    return layout if layout.several else layout.shapes[0]
 
 
 def torch_module_name(node) -> str:

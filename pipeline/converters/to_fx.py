@@ -68,22 +68,26 @@ def convert(onnx_path: Path, layer_names: list[str] = ()):
     gm = convert_raw(onnx_path, layer_names)
     gm.graph.eliminate_dead_code()  # what our converters left unused (a recurrent op's computed zero state)
     gm.recompile()
-    reshapes = static_reshapes(gm, onnx_graph.input_shape(onnx_path))
+    sample = onnx_graph.input_sample(onnx_path)
+    reshapes = static_reshapes(gm, sample)
     static_slices(gm)
     static_pads(gm)
-    static_expands(gm, onnx_graph.input_shape(onnx_path))
-    static_resizes(gm, onnx_graph.input_shape(onnx_path))
+    static_expands(gm, sample)
+    static_resizes(gm, sample)
     return gm, reshapes
 
 
-def export(gm, sample_shape: tuple[int, ...], device: str = "cpu"):
-    """`torch.export` of `gm` (its weights on `device`) with a dynamic batch dimension (1 … MAX_BATCH)."""
+def export(gm, sample, device: str = "cpu"):
+    """`torch.export` of `gm` (its weights on `device`) with a dynamic batch dimension (1 … MAX_BATCH), the same
+    for every input; `sample`: one input's shape, or a `data.feeds.Layout` of several."""
     import torch
 
+    from pipeline.converters.examples import example_tensors
+
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
-    example = torch.zeros((2, *sample_shape), dtype=torch.float32, device=device)
+    examples = example_tensors(sample, 2, device)
     with torch.no_grad():
-        return torch.export.export(gm, (example,), dynamic_shapes=({0: batch},))
+        return torch.export.export(gm, examples, dynamic_shapes=tuple({0: batch} for _ in examples))
 
 
 def fx_source(gm, onnx_path: Path, after: str = "after static reshapes") -> str:

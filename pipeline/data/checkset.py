@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.errors import BadInput
+from pipeline.data.feeds import Layout
 
 # Random inputs exercise batch-size-dependent code paths (batch 1 and an odd size) and the whole
 # input range, which real images do not cover evenly.
@@ -92,6 +93,44 @@ def random_batches(input_shape: tuple[int, ...], ranges: tuple[Range, ...] = DEF
     }
 
 
+# What one check set may weigh in memory while a backend runs it: its inputs and outputs, and the largest
+# layer activation twice over (an op's input and output), for every sample of the batch it runs at (its own
+# size). ResNet8 (12 kB inputs, 64 kB activations) keeps its 256; a 896×896 autoencoder (9.6 MB inputs,
+# ~100 MB activations) gets batches of a few: the same three ranges, each at batch 1 and at a larger batch,
+# within a 24 GB machine. A model's set sizes are its own (`random_sizes`), named in each set's name.
+MAX_SET_BYTES = 2**30
+
+
+def random_sizes(sample_bytes: int) -> tuple[int, ...]:
+    """The random check sets' batch sizes for a model one sample of which weighs `sample_bytes` as
+    MAX_SET_BYTES counts it: RANDOM_BATCH_SIZES, each cut to what fits (and at least 1), without repeats."""
+    fits = max(1, MAX_SET_BYTES // max(int(sample_bytes), 1))
+    return tuple(sorted({min(size, fits) for size in RANDOM_BATCH_SIZES}))
+
+
+def random_sets(layout: Layout, ranges: tuple[Range, ...] = DEFAULT_RANGES, sizes=RANDOM_BATCH_SIZES, seed: int = RANDOM_SEED,
+                tokens: dict[str, TokenIds] | None = None) -> dict[str, np.ndarray]:
+    """`random_batches` for every input of `layout`, packed (`feeds.Layout.pack`), keyed as `random_batches`
+    keys them. One input is drawn exactly as `random_batches` draws it (its token ids: the one entry of
+    `tokens`, whatever its name). Of several, each is drawn with its own seed — from `ranges`, or as the
+    token ids `tokens` names it by — and a set of (size, range) joins each input's set of that size and
+    range (a token input's of that size)."""
+    tokens = tokens or {}
+    if not layout.several:
+        return random_batches(layout.shapes[0], ranges, sizes, seed, next(iter(tokens.values()), None))
+    drawn = [random_batches(shape, ranges, sizes, seed + i, tokens.get(name))
+             for i, (name, shape) in enumerate(zip(layout.names, layout.shapes, strict=True))]
+    own = [tokens.get(name) for name in layout.names]
+    if all(own):
+        ranges = (own[0].range,)
+    sets = {}
+    for lo, hi in ranges:
+        for size in sizes:
+            parts = [sets_of[set_name(size, kind.range if kind else (lo, hi))] for sets_of, kind in zip(drawn, own, strict=True)]
+            sets[set_name(size, (lo, hi))] = layout.pack(parts)
+    return sets
+
+
 def choose_ranges(stated: tuple[Range, ...] | None, given: Range | None) -> tuple[Range, ...]:
     """The ranges to draw random inputs from: the user's (--input-range), else the model's own, else DEFAULT_RANGES."""
     return (given,) if given is not None else (stated or DEFAULT_RANGES)
@@ -125,32 +164,53 @@ def parse_range(text: str) -> Range:
 USER_SET = "user"  # the check set a user gives with --inputs
 
 
-def load_user_inputs(path: Path, input_shape: tuple[int, ...]) -> np.ndarray:
-    """A user's sample inputs from a `.npy` file, as float32 of shape (N, *input_shape).
+def load_user_inputs(path: Path, layout: Layout | tuple[int, ...]) -> np.ndarray:
+    """A user's sample inputs, as float32 of shape (N, *shape) — packed (`feeds.Layout.pack`) for a model of
+    several inputs: a `.npy` file for one input, a `.npz` of one array per input name for several.
 
-    One sample without the batch dimension is accepted as a batch of one. Read with
-    `allow_pickle=False`: a .npy holding Python objects is refused, never unpickled.
+    One sample without the batch dimension is accepted as a batch of one. Read with `allow_pickle=False`:
+    a file holding Python objects is refused, never unpickled.
 
     Raises:
-        BadInput: the file is missing, not a plain numeric .npy, of another shape, or not finite.
+        BadInput: the file is missing, not plain numeric arrays, of another shape, or not finite.
     """
+    layout = layout if isinstance(layout, Layout) else Layout.of(["input"], [layout])
     path = Path(path)
+    wanted = "; ".join(f"{name}: (N, {', '.join(map(str, shape))})" for name, shape in zip(layout.names, layout.shapes, strict=True))
+    kind = f"a .npz of one array per input ({wanted})" if layout.several else f"a .npy file of shape (N, {', '.join(map(str, layout.shapes[0]))})"
     if not path.is_file():
-        raise BadInput(f"--inputs {path} does not exist; give a .npy file of shape (N, {', '.join(map(str, input_shape))})")
+        raise BadInput(f"--inputs {path} does not exist; give {kind}")
     try:
-        array = np.load(path, allow_pickle=False)
+        loaded = np.load(path, allow_pickle=False)
+        arrays = {key: loaded[key] for key in loaded.files} if isinstance(loaded, np.lib.npyio.NpzFile) else {None: loaded}
     except (ValueError, OSError) as exc:
-        raise BadInput(f"--inputs {path} is not a plain numeric .npy file ({' '.join(str(exc).split())[:200]}); "
-                       "save it with numpy.save(path, array)") from exc
+        raise BadInput(f"--inputs {path} is not a plain numeric .npy/.npz file ({' '.join(str(exc).split())[:200]}); "
+                       "save it with numpy.save(path, array) or numpy.savez(path, name=array, ...)") from exc
+    if layout.several:
+        missing = [name for name in layout.names if name not in arrays]
+        if missing:
+            raise BadInput(f"--inputs {path} has no array for input {', '.join(missing)}; give {kind}")
+        parts = [_user_array(path, arrays[name], shape, name) for name, shape in zip(layout.names, layout.shapes, strict=True)]
+        if len({len(part) for part in parts}) > 1:
+            raise BadInput(f"--inputs {path}: the inputs have different numbers of samples ({', '.join(str(len(p)) for p in parts)})")
+        return layout.pack(parts)
+    if len(arrays) != 1:
+        raise BadInput(f"--inputs {path} holds {len(arrays)} arrays; the model has one input: give {kind}")
+    return _user_array(path, next(iter(arrays.values())), layout.shapes[0])
+
+
+def _user_array(path: Path, array, shape: tuple[int, ...], name: str | None = None) -> np.ndarray:
+    """One input's array of a user's file as float32 (N, *shape); BadInput where it is not that."""
+    which = f" ({name})" if name else ""
     if not isinstance(array, np.ndarray) or array.dtype.kind not in "biuf":
-        raise BadInput(f"--inputs {path} holds {getattr(array, 'dtype', type(array))} data; numbers are needed")
-    if tuple(array.shape) == tuple(input_shape):
+        raise BadInput(f"--inputs {path}{which} holds {getattr(array, 'dtype', type(array))} data; numbers are needed")
+    if tuple(array.shape) == tuple(shape):
         array = array[None]
-    if tuple(array.shape[1:]) != tuple(input_shape) or len(array) == 0:
-        raise BadInput(f"--inputs {path} has shape {tuple(array.shape)}; the model takes (N, {', '.join(map(str, input_shape))})")
+    if tuple(array.shape[1:]) != tuple(shape) or len(array) == 0:
+        raise BadInput(f"--inputs {path}{which} has shape {tuple(array.shape)}; the model takes (N, {', '.join(map(str, shape))})")
     array = array.astype(np.float32)
     if not np.isfinite(array).all():
-        raise BadInput(f"--inputs {path} contains NaN or infinite values")
+        raise BadInput(f"--inputs {path}{which} contains NaN or infinite values")
     return array
 
 
@@ -178,15 +238,30 @@ def proof_subset(sets: dict):
 
 
 # Layer-by-layer comparison keeps every layer's output of every backend in memory (~1 MB an image for
-# ResNet8, ~110 MB on disk for 107 images), so it runs on the first test images plus 7 random inputs.
+# ResNet8, ~110 MB on disk for 107 images), so it runs on the first test images plus LAYER_RANDOM random
+# inputs per range — fewer where one sample's layer outputs are large: all of them together, of every
+# sample, within MAX_LAYER_BYTES (the torch side holds them four times: Keras, ONNX Runtime, FX, native).
 LAYER_TEST_IMAGES = 100
+LAYER_RANDOM = 7
+MAX_LAYER_BYTES = 2**30
 
 
-def layer_inputs(input_shape: tuple[int, ...], test_images: np.ndarray | None, ranges: tuple[Range, ...] = DEFAULT_RANGES,
-                 tokens: TokenIds | None = None) -> np.ndarray:
-    """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and 7 seeded
-    random ones per range (`tokens`: see `random_batches`)."""
-    random = np.concatenate(list(random_batches(input_shape, ranges, sizes=(7,), tokens=tokens).values()))
+def layer_counts(layer_bytes: int, ranges: int) -> tuple[int, int]:
+    """(test images, random inputs per range) of the layer check set, for a model whose layers' outputs of
+    one sample weigh `layer_bytes` in all: LAYER_TEST_IMAGES and LAYER_RANDOM, cut to MAX_LAYER_BYTES (the
+    random inputs first kept, one per range at least)."""
+    fits = max(1, MAX_LAYER_BYTES // max(int(layer_bytes), 1))
+    random = max(1, min(LAYER_RANDOM, fits // max(ranges, 1)))
+    return max(0, min(LAYER_TEST_IMAGES, fits - random * ranges)), random
+
+
+def layer_inputs(layout: Layout, test_images: np.ndarray | None, ranges: tuple[Range, ...] = DEFAULT_RANGES,
+                 tokens: dict[str, TokenIds] | None = None, layer_bytes: int = 0) -> np.ndarray:
+    """The inputs of the layer-by-layer comparison: test images (if any) and seeded random ones per range
+    (`tokens`: see `random_sets`), as many as `layer_counts` gives for `layer_bytes`, packed as
+    `random_sets` packs them."""
+    tests, per_range = layer_counts(layer_bytes, len(ranges))
+    random = np.concatenate(list(random_sets(layout, ranges, sizes=(per_range,), tokens=tokens).values()))
     if test_images is None:
         return random
-    return np.concatenate([test_images[:LAYER_TEST_IMAGES].astype(np.float32), random])
+    return np.concatenate([test_images[:tests].astype(np.float32), random])

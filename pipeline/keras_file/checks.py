@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.common.errors import BadInput
-from pipeline.keras_file import fields
+from pipeline.keras_file import fields, graph
 from pipeline.keras_file.graph import KerasLayer, _inbound_names
 
 
@@ -115,6 +115,7 @@ def check_graph(config: dict, layers: list[KerasLayer]) -> None:
         if missing:
             raise BadInput(f"{_named(layer)}: inbound_nodes names {missing[0]!r}, which is no layer of the model")
     _check_acyclic(layers)
+    check_no_strings(layers)
     raw = config.get("config", {})
     if config.get("class_name") != "Sequential" and isinstance(raw, dict):
         outputs = _inbound_names(raw.get("output_layers", []))
@@ -123,6 +124,27 @@ def check_graph(config: dict, layers: list[KerasLayer]) -> None:
         unknown = [name for name in outputs + _inbound_names(raw.get("input_layers", [])) if name not in names]
         if unknown:
             raise BadInput(f"the model config's input/output layers name {unknown[0]!r}, which is no layer of the model")
+
+
+# Keras layers that take strings; neither ONNX (as tf2onnx writes it) nor PyTorch has a string tensor.
+STRING_LAYERS = ("TextVectorization", "StringLookup")
+
+
+def check_no_strings(layers: list[KerasLayer]) -> None:
+    """BadInput naming the first layer that takes strings (a `TextVectorization`, a `StringLookup`, an input of
+    dtype string), and what converts instead: the model behind it, fed the token ids it makes."""
+    for layer in layers:
+        string_input = layer.class_name == "InputLayer" and graph.dtype_name(layer.config.get("dtype")) == "string"
+        if layer.class_name in STRING_LAYERS or string_input:
+            while True:  # the last string layer of the chain: the one that makes the token ids
+                nxt = next((other for other in layers if layer.name in other.inbound and other.class_name in STRING_LAYERS), None)
+                if nxt is None:
+                    break
+                layer = nxt
+            after = [other.name for other in layers if layer.name in other.inbound]
+            behind = f"the layers from {_bare(after[0], 60)} on" if after else "the layers after it"
+            raise BadInput(f"{_named(layer)} takes strings, which do not convert: convert {behind}, fed the token ids, "
+                           "and keep the string step in your data pipeline")
 
 
 def _check_acyclic(layers: list[KerasLayer]) -> None:

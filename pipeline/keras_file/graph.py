@@ -174,13 +174,23 @@ def input_ranges(graph: list[KerasLayer]) -> tuple[tuple[float, float], ...] | N
     return None
 
 
-def token_ids(graph: list[KerasLayer]) -> checkset.TokenIds | None:
-    """The token ids the model's input carries, where an `Embedding` reads it straight: its table's size
-    (`input_dim`) and whether 0 is padding (`mask_zero`). None for any other input."""
+def input_tokens(graph: list[KerasLayer]) -> dict[str, checkset.TokenIds]:
+    """{input name: the token ids it carries} for each input an `Embedding` reads straight: its table's size
+    (`input_dim`) and whether 0 is padding (`mask_zero`). Empty where no input is token ids."""
     inputs = {layer.name for layer in graph if layer.class_name == "InputLayer"}
+    found: dict[str, checkset.TokenIds] = {}
     for layer in graph:
-        if layer.class_name == "Embedding" and layer.inbound and set(layer.inbound) <= inputs:
+        if layer.class_name == "Embedding" and len(layer.inbound) == 1 and layer.inbound[0] in inputs:
             size = layer.config.get("input_dim")
             if isinstance(size, int) and size > 0:
-                return checkset.TokenIds(size, bool(layer.config.get("mask_zero", False)))
-    return None
+                found.setdefault(layer.inbound[0], checkset.TokenIds(size, bool(layer.config.get("mask_zero", False))))
+    if not found and not inputs:  # a Sequential without an InputLayer: its first layer reads the input
+        first = graph[0] if graph else None
+        if first is not None and first.class_name == "Embedding" and isinstance(first.config.get("input_dim"), int) and first.config["input_dim"] > 0:
+            found["input"] = checkset.TokenIds(first.config["input_dim"], bool(first.config.get("mask_zero", False)))
+    return found
+
+
+def token_ids(graph: list[KerasLayer]) -> checkset.TokenIds | None:
+    """The token ids the model's (first such) input carries (`input_tokens`); None where no input does."""
+    return next(iter(input_tokens(graph).values()), None)

@@ -7,6 +7,7 @@ path, so the file is checked and parsed once per process.
 
 from __future__ import annotations
 
+import zipfile
 from functools import cached_property
 from pathlib import Path
 
@@ -50,6 +51,30 @@ class KerasModel:
         return self.path.name
 
     @cached_property
+    def fixed_batch(self) -> str:
+        """What in the config fixes the batch size or carries state between calls ("" where nothing does): the
+        onnx stage says it, and converts the model with an open batch, stateless (`tf_side.loading`)."""
+        found, stack = set(), [self.config]
+        while stack:
+            node = stack.pop()
+            if isinstance(node, dict):
+                for key in ("batch_input_shape", "batch_shape"):
+                    shape = node.get(key)
+                    if isinstance(shape, list) and shape and shape[0] is not None:
+                        found.add(f"a batch size of {shape[0]}")
+                if node.get("stateful") is True:
+                    found.add("stateful recurrent layers")
+                stack.extend(node.values())
+            elif isinstance(node, list):
+                stack.extend(node)
+        return " and ".join(sorted(found))
+
+    @property
+    def legacy_under_new_name(self) -> bool:
+        """Whether the file is a legacy HDF5 model named `.keras` (read as the `.h5` it is: `safety.read_config`)."""
+        return self.path.suffix == ".keras" and not zipfile.is_zipfile(self.path)
+
+    @cached_property
     def layer_names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
@@ -72,8 +97,17 @@ class KerasModel:
 
     @cached_property
     def token_ids(self) -> checkset.TokenIds | None:
-        """The token ids the input carries, where an Embedding reads it (`graph.token_ids`)."""
+        """The token ids the (first such) input carries, where an Embedding reads it (`graph.token_ids`)."""
         return graph.token_ids(self.layers)
+
+    @cached_property
+    def input_tokens(self) -> dict[str, checkset.TokenIds]:
+        """{input name: its token ids} for each input an Embedding reads (`graph.input_tokens`)."""
+        return graph.input_tokens(self.layers)
+
+    def packed_tokens(self) -> dict[str, tuple[int, bool]]:
+        """`input_tokens` as a `KerasJob` carries them."""
+        return {name: tokens.packed() for name, tokens in self.input_tokens.items()}
 
     @cached_property
     def classifier(self) -> bool:

@@ -39,7 +39,9 @@ def read_config(path: Path) -> dict:
         raise BadInput(f"model file {path} does not exist; run `make fetch` or pass --model PATH/TO/model.h5")
     if zipfile.is_zipfile(path):
         return _read_keras_zip(path)
-    if path.suffix == ".keras":  # Keras 3's format is a zip archive; this one is not (or not whole)
+    # Keras 3's format is a zip archive; this one is not (or not whole) — unless it is a legacy HDF5 file given
+    # the new name (Keras 2.13+ users rename them), read as the `.h5` it is (`tf_side.loading.load_keras_model`)
+    if path.suffix == ".keras" and not h5py.is_hdf5(path):
         raise BadInput(f"{path} is not a readable .keras archive (truncated or not a Keras 3 file?); "
                        "save it again with model.save('model.keras') or copy it again")
     if not h5py.is_hdf5(path):

@@ -60,9 +60,9 @@ def run_with_locals(model: torch.nn.Module, *inputs: torch.Tensor) -> tuple[obje
     return result, captured
 
 
-def layer_outputs(model: torch.nn.Module, module: ModuleType, batch: np.ndarray, float64: bool = False) -> dict[str, np.ndarray]:
-    """{Keras layer name: its output on `batch`, in Keras's layout (channels-last)}."""
-    x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float64 if float64 else np.float32))
+def layer_outputs(model: torch.nn.Module, module: ModuleType, *batch: np.ndarray, float64: bool = False) -> dict[str, np.ndarray]:
+    """{Keras layer name: its output on `batch` (one array per input), in Keras's layout (channels-last)}."""
+    xs = [torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64 if float64 else np.float32)) for b in batch]
     with torch.inference_mode():
-        _, local = run_with_locals(model, x)
+        _, local = run_with_locals(model, *xs)
     return {name: module.channels_last(local[var]).numpy() for name, var in module.LAYER_OUTPUTS.items() if var in local}

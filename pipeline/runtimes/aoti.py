@@ -61,13 +61,13 @@ def load(path: Path, single_threaded: bool = False):
             raise BadInput(f"{path} calls our AVX-512 convolution kernel and this processor has no AVX-512; rerun `make torch` here")
     try:
         package = torch._inductor.aoti_load_package(str(path), run_single_threaded=single_threaded)  # noqa: SLF001 — the documented entry point lives there
-        run, outputs = package.loader.boxed_run, package.loader.get_call_spec()[1]
+        run, (inputs, outputs) = package.loader.boxed_run, package.loader.get_call_spec()
         single = (load_package(str(path), BATCH1, run_single_threaded=single_threaded).loader.boxed_run
                   if BATCH1 in models(path) else None)
     except (RuntimeError, ValueError, OSError, KeyError, AttributeError) as exc:
         raise BadInput(f"{path} is not a loadable AOTInductor package ({' '.join(str(exc).split())[:160]}); rerun `make torch`") from exc
-    if torch.utils._pytree.treespec_loads(outputs).num_leaves != 1:  # noqa: SLF001
-        return package  # not one of ours: its own __call__ gives every output back in its structure
+    if any(torch.utils._pytree.treespec_loads(spec).num_leaves != 1 for spec in (inputs, outputs)):  # noqa: SLF001
+        return package  # several inputs or outputs (or not one of ours): its own __call__ takes and gives them in their structure
     # The package's own __call__ parses its input and output specs from JSON on every call (~20 µs, against
     # ONNX Runtime's ~0.3 ms for a whole batch-1 inference here); ours is one tensor in, one out, so the
     # compiled runner is called directly.

@@ -406,7 +406,11 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     if gpu:  # cuDNN times its algorithms for each shape on first use and keeps the fastest (same fp32 arithmetic)
         torch.backends.cudnn.benchmark = True
     torch.set_num_threads(options.threads)
-    shape = onnx_graph.input_shape(paths.onnx)  # as converted: an open dimension at its checked length
+    layout = onnx_graph.input_layout(paths.onnx)
+    if layout.several:
+        raise BadInput(f"bench times models of one input; this one has {len(layout.names)} ({layout.describe()}): "
+                       "verify checks it, and its programs run as model(*inputs)")
+    shape = layout.shapes[0]  # as converted: an open dimension at its checked length
     keras = KerasModel.open(model) if Path(model).is_file() else None  # only its inputs' kind and Keras's timing need it
     images = bench_inputs(shape, keras, data, options.images)
     flops = model_flops_per_image(paths.onnx)

@@ -29,12 +29,18 @@ def verify_table(verify: dict) -> str:
     sizes = ", ".join(map(str, verify.get("random_batch_sizes", checkset.RANDOM_BATCH_SIZES)))
     ranges = ", ".join(f"[{lo:g}, {hi:g}]" for lo, hi in verify.get("input_ranges", ()))
     ranges = f" over {ranges}" if ranges else ""
-    lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random{ranges} (batch sizes {sizes}){user}.")
+    lines.extend(_by_output(verify))
+    inputs = f" — the model's inputs {verify['inputs']}, each drawn on its own" if verify.get("inputs") else ""
+    lines.append(f"\nImages: {verify['test_images']:,} test + {verify['random_images']:,} random{ranges} (batch sizes {sizes}){user}{inputs}.")
     noise = verify.get("keras_float32_noise")
     widened = f", or {verify['noise_factor']:g}× the model's own float32 noise where larger" if noise is not None else ""
-    lines.append(f"Outputs are class probabilities: max |Δ| ≤ {short(verify['atol_prob'])}{widened}, and no decisive argmax may differ."
-                 if verify.get("classifier") else
-                 f"Outputs are not probabilities: max |Δ| ≤ {describe_scaled()}{widened}; argmax not gated.")
+    if verify.get("outputs"):
+        lines.append(f"The model has several outputs, {verify['outputs']}: each is compared on its own, max |Δ| ≤ "
+                     f"{describe_scaled('max|that output|')}{widened.replace('model', 'output')}; a pair passes where every output does.")
+    else:
+        lines.append(f"Outputs are class probabilities: max |Δ| ≤ {short(verify['atol_prob'])}{widened}, and no decisive argmax may differ."
+                     if verify.get("classifier") else
+                     f"Outputs are not probabilities: max |Δ| ≤ {describe_scaled()}{widened}; argmax not gated.")
     lines.extend(_float64_lines(verify))
     for name, why in verify.get("not_applicable", {}).items():
         lines.append(f"{name}: {why}." if why.startswith(NOT_BUILT) else f"Backend `{name}` not compared: {why}.")
@@ -42,6 +48,20 @@ def verify_table(verify: dict) -> str:
         lines.append(f"Warning: {verify['layer_warning']}.")
     lines.append(f"Verification {'PASSED' if verify['passed'] else 'FAILED'}.")
     return "\n".join(lines)
+
+
+def _by_output(verify: dict) -> list[str]:
+    """Per pair, each of a model's several outputs: max |Δ| against its own tolerance (Markdown); none for one output."""
+    pairs = [p for p in verify["pairs"] if p.get("outputs")]
+    if not pairs:
+        return []
+    names = [part["name"] for part in pairs[0]["outputs"]]
+    lines = ["\n| a | b | " + " | ".join(f"{name}: max abs Δ (tolerance)" for name in names) + " |",
+             "|---|---|" + "---|" * len(names)]
+    for p in pairs:
+        cells = [f"{part['max_abs_diff']:.2e} ({part['tolerance']:.1e}) {'✓' if part['passed'] else '✗'}" for part in p["outputs"]]
+        lines.append(f"| {p['a']} | {p['b']} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _float64_lines(verify: dict) -> list[str]:

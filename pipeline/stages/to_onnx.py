@@ -44,12 +44,14 @@ class OnnxResult:
     input_shape: tuple[int, ...]
     validation: PairResult  # onnxruntime against Keras on the check set
     float64_note: str = ""  # why there is no float64 rebuild; "" where there is
+    inputs: str = ""  # a model of several inputs: each one's name and shape; "" for one (`input_shape`)
 
 
 def check_inputs(model: KerasModel, options: OnnxOptions) -> None:
     """Fail early, in this process, on a `--inputs` file of the wrong shape (where the config states the
-    shape). The TensorFlow process checks it again, before it writes anything, once it knows the shape."""
-    if options.inputs is not None and model.input_shape is not None:
+    shape). The TensorFlow process checks it again, before it writes anything, once it knows the shape — and
+    alone checks a `.npz` of several inputs, once it knows them all."""
+    if options.inputs is not None and model.input_shape is not None and options.inputs.suffix != ".npz":
         checkset.load_user_inputs(options.inputs, model.input_shape)
 
 
@@ -84,7 +86,7 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
         summary = keras_runtime.run(KerasJob(keras.path, allow_unsafe_code=options.allow_unsafe_code, data=data,
                                              inputs=options.inputs, onnx=staged.onnx, opset=options.opset,
                                              input_ranges=checkset.choose_ranges(keras.input_ranges, options.input_range),
-                                             tokens=keras.token_ids.packed() if keras.token_ids else None,
+                                             tokens=keras.packed_tokens(),
                                              reference=staged.keras_reference, layers=staged.keras_layers,
                                              onnx_f64=staged.onnx_f64, reference_f64=staged.keras_reference_f64,
                                              layers_f64=staged.keras_layers_f64,
@@ -97,7 +99,7 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
                                  paths.keras_layers_f64, paths.keras_training_step) if path.is_file()]
     manifest.record(paths.dir, "onnx", keras.path, written, started,
                     data_file=cifar.locate(data) if data is not None else None, opset=options.opset, keras_loader=summary.keras_version)
-    return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64)
+    return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64, summary.inputs)
 
 
 def validate(onnx_path: Path, reference: KerasReference, classifier: bool, noise: Float32Noise | None = None) -> PairResult:

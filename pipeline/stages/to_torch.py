@@ -23,6 +23,7 @@ from pipeline.common.paths import ModelPaths
 from pipeline.converters import onnx_graph, to_fx
 from pipeline.converters.fx_optimize import OptimizeReport
 from pipeline.data import checkset
+from pipeline.data.feeds import Sample
 from pipeline.runtimes import aoti, direct_conv
 from pipeline.verifier import backends, precision
 from pipeline.verifier.backends import Outputs
@@ -68,18 +69,18 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     for stale in (paths.pt2_aoti, paths.aoti_kernels):  # never a package of an earlier conversion beside this one
         stale.unlink(missing_ok=True)
     gm, n_static = to_fx.convert(onnx_path, layer_names)
-    shape = onnx_graph.input_shape(onnx_path)
+    sample = onnx_graph.input_sample(onnx_path)
     stored = KerasReference(paths.keras_reference) if paths.keras_reference.is_file() else None
-    sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, shape, stored)
+    sets, ort_outputs, classifier = _onnxruntime_reference(onnx_path, stored)
     noise = precision.measure_stored(stored, paths.keras_reference_f64) if stored is not None else None
     # Written into a folder of their own and moved beside the ONNX file together, once every check passed.
     with staged_files(paths.dir, [paths.pt2, paths.pt2_opt, paths.pt2_aoti]) as folder:
         staged = ModelPaths(folder)
-        _save(to_fx.export(gm, shape), staged.pt2)
+        _save(to_fx.export(gm, sample), staged.pt2)
         write_text(staged.fx_code, to_fx.fx_source(gm, onnx_path))
         validation = validate(staged.pt2, onnx_path, sets, ort_outputs, classifier, noise)
-        optimized, report = fx_optimize.optimize(gm, shape)
-        program = to_fx.export(optimized, shape)
+        optimized, report = fx_optimize.optimize(gm, sample)
+        program = to_fx.export(optimized, sample)
         _save(program, staged.pt2_opt)
         write_text(staged.fx_opt_code, to_fx.fx_source(optimized, onnx_path, "after fx_optimize"))
         validation_opt = validate(staged.pt2_opt, onnx_path, sets, ort_outputs, classifier, noise)
@@ -88,7 +89,7 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
             def check(package: Path) -> PairResult:
                 return validate(package, onnx_path, sets, ort_outputs, classifier, noise, backend="aoti")
 
-            result.aoti_seconds, result.aoti_batch1, result.aoti_cached, result.validation_aoti = _aot_package(program, shape, staged, check)
+            result.aoti_seconds, result.aoti_batch1, result.aoti_cached, result.validation_aoti = _aot_package(program, sample, staged, check)
             result.pt2_aoti = paths.pt2_aoti
     written = [paths.pt2, paths.fx_code, paths.pt2_opt] + ([paths.pt2_aoti, paths.aoti_kernels] if aot else [])
     manifest.record(paths.dir, "torch", None, written, started,
@@ -96,7 +97,7 @@ def run(onnx_path: Path, out_dir: Path, layer_names: list[str] = (), aot: bool =
     return result
 
 
-def _aot_package(program, shape: tuple[int, ...], paths: ModelPaths, check) -> tuple[float, str, bool, PairResult]:
+def _aot_package(program, sample: Sample, paths: ModelPaths, check) -> tuple[float, str, bool, PairResult]:
     """`paths.pt2_aoti` (and our kernel's library beside it, where its batch-1 model calls the kernel) for
     `program`: taken from `aot_cache` where the same program was compiled before, else compiled
     (`aot_compile.build_package`) and, once it passes, kept there where complete. `check(path)` is the check
@@ -106,14 +107,14 @@ def _aot_package(program, shape: tuple[int, ...], paths: ModelPaths, check) -> t
     ("" where there is one), whether it came from the cache, and the check's result."""
     from pipeline.converters import aot_cache, aot_compile
 
-    entry = aot_cache.key(program, shape)
+    entry = aot_cache.key(program, sample)
     kept = aot_cache.fetch(entry, paths.pt2_aoti)
     if kept is not None:
         try:
             return kept["seconds"], kept["batch1"], True, _check_with_kernel(paths, check)
         except (PipelineError, OSError):  # fails its check, does not load, or its kernel does not: compiled anew
             aot_cache.forget(entry)
-    seconds, why = aot_compile.build_package(program, paths.pt2_opt, shape, paths.pt2_aoti)
+    seconds, why = aot_compile.build_package(program, paths.pt2_opt, sample, paths.pt2_aoti)
     validation = _check_with_kernel(paths, check)
     if _complete(why):
         aot_cache.keep(entry, paths.pt2_aoti, {"seconds": round(seconds, 1), "batch1": why})
@@ -145,12 +146,12 @@ def _save(program, path: Path) -> None:
         torch.export.save(program, str(tmp))
 
 
-def _onnxruntime_reference(onnx_path: Path, sample_shape: tuple[int, ...], stored: KerasReference | None = None):
+def _onnxruntime_reference(onnx_path: Path, stored: KerasReference | None = None):
     """The random check batches (those of the Keras reference `stored` beside the ONNX file, where it is
     there: the same ranges), ONNX Runtime's outputs on them, and whether those are probabilities."""
     sources = backends.Sources(backends.Artifacts(onnx=onnx_path))
     sets = {name: stored.inputs(name) for name in stored.set_names() if name.startswith("random_")} if stored else {}
-    sets = sets or checkset.random_batches(sample_shape)
+    sets = sets or checkset.random_sets(onnx_graph.input_layout(onnx_path))
     outputs = backends.run_sets(backends.load("onnxruntime", sources), sets)
     return sets, outputs, onnx_graph.softmax_input(sources.onnx_proto.graph) is not None
 
@@ -163,6 +164,7 @@ def validate(pt2: Path, onnx_path: Path, sets: dict[str, np.ndarray], ort_output
     Raises:
         CheckFailed: beyond the output tolerance, or an argmax differs (classifiers).
     """
-    predict = backends.load(backend, backends.Sources(backends.Artifacts(**{backends.needs(backend): pt2})))
+    # the ONNX file names the inputs a batch packs, where the model has several (`Sources.input_layout`)
+    predict = backends.load(backend, backends.Sources(backends.Artifacts(onnx=onnx_path, **{backends.needs(backend): pt2})))
     result = compare(backend, backends.run_sets(predict, sets), "onnxruntime", ort_outputs, classifier, noise)
     return require(result, f"{pt2} disagrees with {onnx_path}", with_counts=False)

@@ -60,6 +60,9 @@ class VerifyResult:
     noise_ratios: dict[str, float] = field(default_factory=dict)  # backend -> its error vs float64 / Keras float32's
     saturation: dict[str, dict] = field(default_factory=dict)  # check set -> saturated / collapsed samples (Keras)
     input_ranges: list[tuple[float, float]] = field(default_factory=list)  # the ranges random inputs came from
+    random_batch_sizes: list[int] = field(default_factory=lambda: list(checkset.RANDOM_BATCH_SIZES))  # a model's own (`checkset.random_sizes`)
+    inputs: str = ""  # a model of several inputs: each one's name and shape (`feeds.Layout.describe`); "" for one
+    outputs: str = ""  # the same of its several outputs, each compared on its own (`compare`)
 
     @property
     def outputs_passed(self) -> bool:
@@ -98,8 +101,10 @@ class VerifyResult:
             "not_applicable": self.not_applicable,
             "test_images": self.test_images,
             "random_images": self.random_images,
-            "random_batch_sizes": list(checkset.RANDOM_BATCH_SIZES),
+            "random_batch_sizes": self.random_batch_sizes,
             "input_ranges": [list(pair) for pair in self.input_ranges],
+            "inputs": self.inputs,
+            "outputs": self.outputs,
             "user_inputs": self.user_inputs,
             "pairs": [pair.as_dict() for pair in self.pairs],
             "outputs_passed": self.outputs_passed,
@@ -175,8 +180,12 @@ def _verify(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bo
     """`run`'s work: every comparison, its records written into `staged` (Keras's outputs, a cache, into `out_dir`)."""
     found = keras_outputs.for_model(keras, out_dir, data, artifacts.onnx is not None, allow_unsafe_code)
     sets = found.reference.check_sets(data)
-    sources = Sources(artifacts, keras, manual_model)
+    sources = Sources(artifacts, keras, manual_model, inputs=found.reference.input_layout)
     outputs, not_applicable = _run_backends(sources, sets, {"keras": found.reference.outputs()}, progress)
+    output_layout = found.reference.output_layout
+    for result in outputs.values():  # several outputs named as Keras names them, in every backend
+        for out in result.values():
+            out.layout = output_layout
     _keep_test_predictions(staged, outputs, artifacts, data)
     keras64 = found.reference_f64.outputs() if found.reference_f64 is not None else None
     noise = precision.measure(outputs["keras"], keras64) if keras64 is not None else None
@@ -192,6 +201,9 @@ def _verify(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bo
         layers=layer_report,
         saturation=precision.saturation(outputs["keras"], keras.classifier),
         input_ranges=checkset.ranges_of(sets),
+        random_batch_sizes=sorted({checkset.batch_size_of(name) for name in sets if name.startswith("random_")}),
+        inputs=found.reference.input_layout.describe() if found.reference.input_layout else "",
+        outputs=output_layout.describe() if output_layout else "",
     )
     _float64(result, found, sources, sets, outputs, noise, keras.classifier)
     _write(result, staged, plots)
@@ -208,7 +220,7 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
     result.keras_noise = noise.outputs
     result.noise_ratios = {name: precision.ratio(out, keras64, noise) for name, out in outputs.items() if name != "keras"}
     proof_sets = checkset.proof_subset(sets)  # the first PROOF_SAMPLES of each set (why: checkset)
-    proof_keras64 = {name: Outputs(*(None if part is None else part[:checkset.PROOF_SAMPLES] for part in (out.probs, out.logits)))
+    proof_keras64 = {name: Outputs(*(None if part is None else part[:checkset.PROOF_SAMPLES] for part in (out.probs, out.logits)), out.layout)
                      for name, out in keras64.items()}
     if "native" in outputs:
         result.native_proof = compare("native64", backends.run_sets(backends.native64(sources), proof_sets), "keras_f64",

@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import re
+import tempfile
 import zipfile
 from pathlib import Path
 
 from pipeline.common.errors import BadInput
 from pipeline.common.keras_job import CUSTOM_OBJECTS_ENV
+from pipeline.data import feeds
 
 # Layer classes Keras Applications define in their own modules, which a legacy .h5 names without the
 # module (ConvNeXt's LayerScale): Keras's own code, given to the loader by name.
@@ -29,6 +31,68 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
     with its number-operand ops rebuilt as layers (`_SCALAR_OPS`), else tf-keras — the Keras 2 API, for
     Keras 2 configs such as a DepthwiseConv2D with a `groups` key. The caller has run `keras_file.safety.check` first: tf-keras runs a Lambda's code
     on load, so nothing reaches it that the safety check has not seen."""
+    if not zipfile.is_zipfile(path) and Path(path).suffix not in (".h5", ".hdf5"):
+        # an HDF5 file under another name (`model.keras`): both Kerases choose the format by the name
+        with tempfile.TemporaryDirectory(prefix="legacy-h5-") as folder:
+            named = Path(folder) / f"{Path(path).stem}.h5"
+            named.symlink_to(Path(path).resolve())
+            return _load(named, allow_unsafe_code)
+    return _load(Path(path), allow_unsafe_code)
+
+
+def _load(path: Path, allow_unsafe_code: bool):
+    """`load_keras_model` of a file whose name says its format, its batch dimension opened (`_with_open_batch`)."""
+    return _with_open_batch(_load_as_saved(path, allow_unsafe_code))
+
+
+def fixes_batch(model) -> bool:
+    """Whether the saved model fixes its batch size (`Input(batch_size=8)`, a stateful RNN's `batch_input_shape`)
+    or carries state from one call to the next (`stateful=True`)."""
+    return any(tensor.shape[0] is not None for tensor in model.inputs) or any(
+        getattr(layer, "stateful", False) for layer in _every_layer(model))
+
+
+def _every_layer(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):  # a nested model
+            yield from _every_layer(layer)
+
+
+def _with_open_batch(model):
+    """`model` as is, or — where it fixes its batch size or is stateful (`fixes_batch`) — rebuilt from its own
+    config with the batch dimension open and every recurrent layer stateless, its weights copied (the same
+    variables, in the same order). A stateful model's one call from zero state is the stateless model's: that
+    is what is converted and checked (the torch side carries no state between calls; the user's loop does)."""
+    if not fixes_batch(model):
+        return model
+    keras = keras_api(model)
+
+    def opened(node):
+        if isinstance(node, dict):
+            for key in ("batch_input_shape", "batch_shape"):
+                if isinstance(node.get(key), list) and node[key]:
+                    node[key] = [None, *node[key][1:]]
+            if node.get("batch_size") is not None and "batch_input_shape" not in node and "batch_shape" not in node:
+                node["batch_size"] = None
+            if node.get("stateful") is True:
+                node["stateful"] = False
+            for value in node.values():
+                opened(value)
+        elif isinstance(node, list):
+            for value in node:
+                opened(value)
+
+    config = model.get_config()
+    opened(config)
+    custom = {**_keras_own_layers(), **user_custom_objects()}
+    rebuilt = (keras.Sequential if isinstance(model, keras.Sequential) else keras.Model).from_config(config, custom_objects=custom)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
+
+
+def _load_as_saved(path: Path, allow_unsafe_code: bool):
+    """The model as the file saved it: Keras 3, else the config rewritten, else tf-keras (`load_keras_model`)."""
     import keras
 
     custom = {**_keras_own_layers(), **user_custom_objects()}
@@ -43,6 +107,9 @@ def load_keras_model(path: Path, allow_unsafe_code: bool = False):
             raise _refusal(path, error) from error
         if rewritten is not None:
             return rewritten
+        rebuilt = _cudnn_rebuilt(path)
+        if rebuilt is not None:
+            return rebuilt
         try:
             import tf_keras
         except ImportError:
@@ -139,12 +206,21 @@ def keras_api(model):
 
 def input_shape_of(model) -> tuple[int, ...]:
     """One sample's input shape (no batch dimension), a dimension left open (None) at
-    `checkset.OPEN_DIMENSION_LENGTH`, as the conversion and the check sets take it."""
+    `checkset.OPEN_DIMENSION_LENGTH`, as the conversion and the check sets take it; of a model of several
+    inputs, the first's (`input_layout` has them all)."""
+    return input_layout(model).shapes[0]
+
+
+def input_names(model) -> list[str]:
+    """The model's input names, in its order (tf-keras says them; Keras 3 names each input tensor after its layer)."""
+    return list(getattr(model, "input_names", None) or [tensor.name.split(":")[0] for tensor in model.inputs])
+
+
+def input_layout(model) -> feeds.Layout:
+    """Every input's name and one-sample shape, open dimensions at `checkset.OPEN_DIMENSION_LENGTH`."""
     from pipeline.data import checkset
 
-    if len(model.inputs) != 1:
-        raise ValueError(f"the model has {len(model.inputs)} inputs; only single-input models are supported")
-    return checkset.fill_open(model.inputs[0].shape[1:])
+    return feeds.Layout.of(input_names(model), [checkset.fill_open(tensor.shape[1:]) for tensor in model.inputs])
 
 
 def _with_ops_as_layers(path: Path, keras):
@@ -189,6 +265,48 @@ def _with_ops_as_layers(path: Path, keras):
     with h5py.File(io.BytesIO(Path(path).read_bytes()), "r+") as copy:  # the user's file is never written
         copy.attrs["model_config"] = json.dumps(config)
         return legacy_h5_format.load_model_from_hdf5(copy, compile=False, safe_mode=True, custom_objects=_keras_own_layers())
+
+
+# Keras 2's cuDNN-only recurrent layers (TensorFlow runs them on a GPU alone; tf2onnx has no op for them) and
+# the standard layer each is exactly: the same gates and activations, the weights mapped by Keras's own loader
+# (tf-keras's `_convert_rnn_weights`: per-gate kernel layout, LSTM's two biases summed, GRU's kept as reset_after's two).
+_CUDNN_LAYERS = {
+    "CuDNNLSTM": ("LSTM", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True}),
+    "CuDNNGRU": ("GRU", {"activation": "tanh", "recurrent_activation": "sigmoid", "use_bias": True, "reset_after": True}),
+}
+
+
+def _cudnn_rebuilt(path: Path):
+    """The legacy .h5 at `path` loaded by tf-keras with each CuDNNLSTM/CuDNNGRU rebuilt as the LSTM/GRU it equals
+    (`_CUDNN_LAYERS`); None where the file has none (or tf-keras is not installed)."""
+    import h5py
+
+    try:
+        from tf_keras.src.saving.legacy import hdf5_format
+    except ImportError:
+        return None
+    with h5py.File(path, "r") as handle:
+        raw = handle.attrs.get("model_config")
+    if raw is None:
+        return None
+    config = json.loads(raw if isinstance(raw, str) else raw.decode())
+    changed = 0
+    stack = [config]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if node.get("class_name") in _CUDNN_LAYERS and isinstance(node.get("config"), dict):
+                node["class_name"], settings = _CUDNN_LAYERS[node["class_name"]]
+                node["config"].update(settings)
+                changed += 1
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    if not changed:
+        return None
+    with h5py.File(io.BytesIO(Path(path).read_bytes()), "r+") as copy:  # the user's file is never written
+        copy.attrs["model_config"] = json.dumps(config)
+        return hdf5_format.load_model_from_hdf5(copy, custom_objects=user_custom_objects(), compile=False)
 
 
 def _keras_own_layers() -> dict:

@@ -10,8 +10,9 @@ import numpy as np
 
 from pipeline.common.atomic import atomic_path
 from pipeline.common.checksums import sha256_of
-from pipeline.data import checkset, cifar
-from pipeline.tf_side.loading import input_shape_of, keras_api
+from pipeline.data import checkset, cifar, feeds
+from pipeline.data.feeds import Layout
+from pipeline.tf_side.loading import input_layout, keras_api
 
 
 def _outputs_model(model):
@@ -19,27 +20,71 @@ def _outputs_model(model):
     it — the pre-softmax logits are then features @ kernel + bias — else (model, None, None)."""
     keras = keras_api(model)
     last = model.layers[-1]
+    if len(model.outputs) != 1:  # logits are read for one probability output only
+        return model, None, None
     activation = getattr(getattr(last, "activation", None), "__name__", "")
     if not isinstance(last, keras.layers.Dense) or activation != "softmax":
         return model, None, None
     return keras.Model(model.inputs, [model.outputs[0], last.input]), last.kernel, last.bias
 
 
-def _predict(outputs, inputs: np.ndarray, batch_size: int) -> dict[str, np.ndarray]:
-    """Keras outputs of `inputs` run in batches of `batch_size`: `probs`, and `logits` when available."""
+def _predict(outputs, inputs: Layout, packed: np.ndarray, batch_size: int, results: Layout | None = None) -> dict[str, np.ndarray]:
+    """Keras outputs of `packed` (the model's `inputs`, `feeds.Layout.pack`ed) run in batches of
+    `batch_size`: `probs` (its several outputs packed as `results` lays them out), and `logits` when available."""
     import tensorflow as tf
 
     model, kernel, bias = outputs
-    result = model.predict(inputs, batch_size=batch_size, verbose=0)
+    result = model.predict(inputs.unpack(packed) if inputs.several else packed, batch_size=batch_size, verbose=0)
+    if results is not None:
+        return {"probs": results.pack([np.asarray(r) for r in result])}
     if kernel is None:
         return {"probs": np.asarray(result)}
     probs, features = result
     return {"probs": probs, "logits": np.asarray(tf.matmul(features, kernel) + bias)}
 
 
-def _test_images(data: Path | None, shape: tuple[int, ...]) -> np.ndarray | None:
-    """The test images, where there is a test set and the model takes CIFAR-10's images."""
-    return cifar.load(data).images if data is not None and shape == cifar.INPUT_SHAPE else None
+def output_layout(model, inputs: Layout, packed: np.ndarray) -> Layout | None:
+    """The model's outputs' names (as it names them) and one-sample shapes (from its outputs on the first
+    row of `packed`), where it has several; None for one."""
+    if len(model.outputs) == 1:
+        return None
+    results = model.predict(inputs.unpack(packed[:1]) if inputs.several else packed[:1], verbose=0)
+    names = list(getattr(model, "output_names", None) or [f"output_{i}" for i in range(len(results))])
+    return Layout.of(names, [np.shape(r)[1:] for r in results])
+
+
+def _float32_bytes(shape) -> int:
+    """Bytes of one sample of a tensor of `shape` (batch first) in float32, an open dimension at its checked length."""
+    return 4 * int(np.prod(checkset.fill_open(tuple(shape)[1:]), dtype=np.int64))
+
+
+def _layer_sizes(model) -> list[int]:
+    """Each layer's output bytes for one sample (float32; several outputs of a layer summed)."""
+    import tensorflow as tf
+
+    keras = keras_api(model)
+    sizes = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            sizes.append(sum(_float32_bytes(t.shape) for t in tf.nest.flatten(layer.output)))
+        except (AttributeError, ValueError, TypeError):  # a layer of no single output shape: not counted
+            continue
+    return sizes
+
+
+def sample_bytes(model) -> int:
+    """One sample's weight while a check set runs, as `checkset.MAX_SET_BYTES` counts it: inputs, outputs and
+    the largest layer output twice."""
+    sizes = _layer_sizes(model)
+    return (sum(_float32_bytes(t.shape) for t in model.inputs) + sum(_float32_bytes(t.shape) for t in model.outputs)
+            + 2 * max(sizes, default=0))
+
+
+def _test_images(data: Path | None, shapes: tuple[tuple[int, ...], ...]) -> np.ndarray | None:
+    """The test images, where there is a test set and the model takes CIFAR-10's images (alone)."""
+    return cifar.load(data).images if data is not None and shapes == (cifar.INPUT_SHAPE,) else None
 
 
 def _save(path: Path, arrays: dict[str, np.ndarray], model_path: Path, data: Path | None) -> None:
@@ -61,26 +106,29 @@ def unavailable(path: Path, model_path: Path, data: Path | None, reason: str) ->
 
 
 def reference(model, model_path: Path, reference_path: Path, data: Path | None, user_inputs: np.ndarray | None = None,
-              ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: checkset.TokenIds | None = None) -> list[str]:
+              ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: dict[str, checkset.TokenIds] | None = None) -> list[str]:
     """Write Keras's outputs on the check set: the test images (for CIFAR-10-shaped inputs), random
-    batches over `ranges` (or of `tokens`) and the user's own inputs (`--inputs`), if given. Returns the
-    check sets' names."""
+    batches over `ranges` (token ids for the inputs `tokens` names) and the user's own inputs (`--inputs`),
+    if given; with the layout of the model's inputs and outputs where it has several (`feeds`). Returns
+    the check sets' names."""
     from tqdm import tqdm
 
-    shape = input_shape_of(model)
+    layout = input_layout(model)
     arrays: dict[str, np.ndarray] = {}
-    sets: dict[str, np.ndarray] = dict(checkset.random_batches(shape, ranges, tokens=tokens))
+    sizes = checkset.random_sizes(sample_bytes(model))  # fewer samples where one is large (memory)
+    sets: dict[str, np.ndarray] = dict(checkset.random_sets(layout, ranges, sizes, tokens=tokens))
     if user_inputs is not None:
         sets[checkset.USER_SET] = user_inputs
     for name, inputs in sets.items():
         arrays[f"{name}/inputs"] = inputs
-    test_images = _test_images(data, shape)
+    test_images = _test_images(data, layout.shapes)
     if test_images is not None:
         sets["test"] = test_images.astype(np.float32)  # not stored: a later stage reads them from the data folder
-    outputs = _outputs_model(model)
+    outputs, results = _outputs_model(model), output_layout(model, layout, next(iter(sets.values())))
     for name, inputs in tqdm(sets.items(), desc="keras reference", file=sys.stderr):
-        for key, value in _predict(outputs, inputs, checkset.batch_size_of(name)).items():
+        for key, value in _predict(outputs, layout, inputs, checkset.batch_size_of(name), results).items():
             arrays[f"{name}/{key}"] = value
+    arrays.update(feeds.stored(layout, results))
     _save(reference_path, arrays, model_path, data)
     return sorted(sets)
 
@@ -99,16 +147,18 @@ def _output_in(model, layer):
 
 
 def layer_outputs(model, model_path: Path, layers_path: Path, data: Path | None,
-                  ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: checkset.TokenIds | None = None) -> list[str]:
-    """Write every layer's output on the layer check set (`checkset.layer_inputs`, of `tokens` where the
-    input is token ids), keyed `layer/<name>`. Returns the layers' names."""
+                  ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: dict[str, checkset.TokenIds] | None = None) -> list[str]:
+    """Write every layer's output on the layer check set (`checkset.layer_inputs`, token ids for the inputs
+    `tokens` names), keyed `layer/<name>`, the inputs packed (`feeds`). Returns the layers' names."""
     keras = keras_api(model)
-    inputs = checkset.layer_inputs(input_shape_of(model), _test_images(data, input_shape_of(model)), ranges, tokens)
+    layout = input_layout(model)
+    inputs = checkset.layer_inputs(layout, _test_images(data, layout.shapes), ranges, tokens, sum(_layer_sizes(model)))
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     probe = keras.Model(model.inputs, [_output_in(model, layer) for layer in layers])
-    outputs = probe.predict(inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)
+    outputs = probe.predict(layout.unpack(inputs) if layout.several else inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)
     outputs = outputs if isinstance(outputs, list) else [outputs]
     arrays = {f"layer/{layer.name}": np.asarray(out) for layer, out in zip(layers, outputs, strict=True)}
     arrays["inputs"] = inputs
+    arrays.update(feeds.stored(layout, None))
     _save(layers_path, arrays, model_path, data)
     return [layer.name for layer in layers]

@@ -8,8 +8,9 @@ from pathlib import Path
 from pipeline.common.atomic import atomic_path
 from pipeline.converters import onnx_fixes
 from pipeline.tf_side import grouped_conv
-from pipeline.tf_side.loading import input_shape_of, keras_api
+from pipeline.tf_side.loading import input_layout, keras_api
 
+# The ONNX input's name; a model of several inputs keeps its own names (`feeds.Layout`), in its order.
 INPUT_NAME = "input"
 
 
@@ -26,7 +27,9 @@ def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[
         # tf2onnx looks outputs up by `output_names`, which a Keras 3 Sequential lacks; the same graph as a
         # functional model has them.
         model = keras.Model(model.inputs, model.outputs)
-    spec = (tf.TensorSpec((None, *input_shape_of(model)), tf.as_dtype(dtype), name=INPUT_NAME),)
+    layout = input_layout(model)
+    names = layout.names if layout.several else (INPUT_NAME,)
+    spec = tuple(tf.TensorSpec((None, *shape), tf.as_dtype(dtype), name=name) for name, shape in zip(names, layout.shapes, strict=True))
     with grouped_conv.without_xla(keras, tracing=True):
         weight_bytes = model.count_params() * tf.as_dtype(dtype).size
         optimizers = _collecting_optimizers() if weight_bytes > COLLECT_ABOVE_BYTES else None  # None: tf2onnx's own

@@ -169,6 +169,23 @@ def _two_inputs(keras):
     return keras.Model([image, meta], L.Dense(3, activation="softmax")(x)), data, "sparse_categorical_crossentropy"
 
 
+def _two_heads(keras):
+    """An image and its metadata in; a class and a box out (BatchNorm between): two inputs and two outputs."""
+    L = keras.layers
+    image, meta = keras.Input((16, 16, 3), name="image"), keras.Input((5,), name="meta")
+    x = L.BatchNormalization()(L.Conv2D(8, 3, padding="same", activation="relu")(image))
+    x = L.Concatenate()([L.GlobalAveragePooling2D()(x), L.Dense(8, activation="relu")(meta)])
+    outputs = [L.Dense(3, activation="softmax", name="cls")(x), L.Dense(4, name="box")(x)]
+
+    def data(rng, n):
+        images, labels = _images(rng, n, 16, 3)
+        meta = rng.normal(0, 1, (n, 5)).astype(np.float32)
+        boxes = (meta[:, :4] * 0.5 + labels[:, None] * 0.3).astype(np.float32)  # learnable from both inputs
+        return [images / 255.0, meta], [labels, boxes]
+
+    return keras.Model([image, meta], outputs), data, ["sparse_categorical_crossentropy", "mean_squared_error"]
+
+
 def _sensor(rng, n: int, length: int, channels: int, classes: int):
     """`_tones` as a sequence: (length, channels), time first, as recurrent models over sensors take it."""
     x, labels = _tones(rng, n, length, channels, classes)
@@ -221,6 +238,15 @@ def _sensor_simple_rnn(keras):
     return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 32, 3, 4), "sparse_categorical_crossentropy"
 
 
+def _sensor_lstm_stateful(keras):
+    """A stateful LSTM over sensor windows, saved with its batch size fixed (`batch_input_shape`), as a
+    streaming model is: converted with an open batch, stateless (`tf_side.loading`)."""
+    L = keras.layers
+    inp = keras.Input((16, 3), batch_size=TRAINED_BATCH)
+    x = L.LSTM(8, stateful=True)(inp)
+    return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 16, 3, 4), "sparse_categorical_crossentropy"
+
+
 def _transformer_block(keras):
     """A small transformer encoder block over sensor windows: self-attention, residuals, LayerNorm, a feed-forward."""
     L = keras.layers
@@ -233,8 +259,10 @@ def _transformer_block(keras):
 
 
 MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_1xk": _signal_1xk, "dense_bn_autoencoder": _dense_bn_autoencoder}
-# Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`).
-KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs}
+# Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`), a
+# model of two inputs and two outputs (tests/test_several_io.py) and a stateful one of fixed batch (tests/test_sequences.py).
+KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads,
+         "sensor_lstm_stateful": _sensor_lstm_stateful}
 # Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
 SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bilstm_stacked": _text_bilstm_stacked, "sensor_conv_gru": _sensor_conv_gru,
              "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,

@@ -26,11 +26,11 @@ from pipeline.common.keras_job import ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX,
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
 from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx, training  # noqa: E402
-from pipeline.tf_side.loading import input_shape_of, keras_api, load_keras_model  # noqa: E402
+from pipeline.tf_side.loading import input_layout, keras_api, load_keras_model  # noqa: E402
 
 
-def _tokens(job: KerasJob) -> checkset.TokenIds | None:
-    return checkset.TokenIds.unpack(job.tokens)
+def _tokens(job: KerasJob) -> dict[str, checkset.TokenIds]:
+    return {name: checkset.TokenIds.unpack(packed) for name, packed in job.tokens.items()}
 
 
 def run_job(job: KerasJob) -> KerasJobResult:
@@ -42,10 +42,11 @@ def run_job(job: KerasJob) -> KerasJobResult:
     safety.check(job.model, job.allow_unsafe_code)  # again here: this process is the one that would run the code
     _starting("loading the Keras model")
     model = load_keras_model(job.model, job.allow_unsafe_code)
-    api, shape = keras_api(model), input_shape_of(model)
-    result = KerasJobResult(keras_version=f"{api.__name__} {api.__version__}", input_shape=shape)
+    api, layout = keras_api(model), input_layout(model)
+    result = KerasJobResult(keras_version=f"{api.__name__} {api.__version__}", input_shape=layout.shapes[0],
+                            inputs=layout.describe() if layout.several else "")
     # Checked before anything is written: a wrong file must not leave a new model.onnx behind.
-    user_inputs = checkset.load_user_inputs(job.inputs, shape) if job.inputs else None
+    user_inputs = checkset.load_user_inputs(job.inputs, layout) if job.inputs else None
     if job.onnx:
         _starting("the conversion to ONNX (tf2onnx)")
         result.onnx_rewrites = to_onnx.convert(model, job.onnx, job.opset)

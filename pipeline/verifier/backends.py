@@ -1,9 +1,10 @@
 """The backends a conversion is compared across, in a small registry keyed by name.
 
 Each backend turns an NHWC float32 batch into `Outputs` (probabilities, and pre-softmax logits where it
-has them). `keras` is not run here — TensorFlow lives in its own process — but read from the reference
-file the onnx stage wrote (`keras_outputs.KerasReference`). What several backends share (the ONNX
-graph, onnx2torch's GraphModule, the hand-written model) is loaded once, by `Sources`.
+has them) — a model's several inputs and outputs packed, a row a sample (`data.feeds`). `keras` is not run
+here — TensorFlow lives in its own process — but read from the reference file the onnx stage wrote
+(`keras_outputs.KerasReference`). What several backends share (the ONNX graph, onnx2torch's GraphModule,
+the hand-written model) is loaded once, by `Sources`.
 """
 
 from __future__ import annotations
@@ -18,14 +19,38 @@ import numpy as np
 from pipeline.common.errors import NotApplicable
 from pipeline.common.stage_status import NOT_BUILT
 from pipeline.data import checkset
+from pipeline.data.feeds import Layout
 from pipeline.keras_file.model import KerasModel
 from pipeline.runtimes import aoti, ort, pt2
 
 
 @dataclass
 class Outputs:
-    probs: np.ndarray  # (N, classes)
+    probs: np.ndarray  # (N, classes); a model's several outputs packed (`layout`)
     logits: np.ndarray | None = None  # (N, classes) pre-softmax, where the backend has it
+    layout: Layout | None = None  # the outputs packed in `probs`, where the model has several
+
+
+def _joined(parts: list[Outputs]) -> Outputs:
+    """Consecutive batches' outputs as one."""
+    logits = [p.logits for p in parts]
+    return Outputs(np.concatenate([p.probs for p in parts]), None if any(item is None for item in logits) else np.concatenate(logits),
+                   parts[0].layout)
+
+
+def _numpy(value) -> np.ndarray:
+    return value if isinstance(value, np.ndarray) else value.cpu().numpy()
+
+
+def _packed(result, names: tuple[str, ...] | None = None) -> Outputs:
+    """A model's result — one array or tensor, or a tuple of several — as `Outputs` (several packed: `feeds`)."""
+    if not isinstance(result, (tuple, list)):
+        return Outputs(_numpy(result))
+    if len(result) == 1:
+        return Outputs(_numpy(result[0]))
+    arrays = [_numpy(r) for r in result]
+    layout = Layout.of(names or [f"output_{i}" for i in range(len(arrays))], [a.shape[1:] for a in arrays])
+    return Outputs(layout.pack(arrays), None, layout)
 
 
 @dataclass(frozen=True)
@@ -51,13 +76,27 @@ class Sources:
     """The artifacts of one verification, each loaded at most once and shared by the backends and the
     layer-by-layer comparison."""
 
-    def __init__(self, artifacts: Artifacts, keras: KerasModel | None = None, manual_model=None):
+    def __init__(self, artifacts: Artifacts, keras: KerasModel | None = None, manual_model=None, inputs: Layout | None = None):
         """`keras` is the model `artifacts.model` names, read (needed by the `manual` backend and to name
         layers in errors); `manual_model` replaces the hand-written model built from it (the tests pass
-        a broken one)."""
+        a broken one); `inputs`: the model's several inputs, where no ONNX file says them (`input_layout`)."""
         self.artifacts = artifacts
         self.keras = keras
         self._manual_model = manual_model
+        self._inputs = inputs
+
+    @cached_property
+    def input_layout(self) -> Layout | None:
+        """The model's inputs where it has several (the check sets are packed: `feeds`), from whichever of its
+        ONNX files is given; None for one input (or where no ONNX file is given: the torch stage's checks of a
+        single-input model's programs)."""
+        from pipeline.converters import onnx_graph
+
+        if self._inputs is not None:
+            return self._inputs
+        path = next((p for p in (self.artifacts.onnx, self.artifacts.onnx_reference, self.artifacts.onnx_f64) if p is not None), None)
+        layout = onnx_graph.input_layout(path) if path is not None else None
+        return layout if layout is not None and layout.several else None
 
     @cached_property
     def onnx_proto(self):
@@ -149,14 +188,9 @@ def run_sets(predict: Predict, sets: dict[str, np.ndarray], progress=None) -> di
     """Run every check set through `predict` at its own batch size (see `checkset.batch_size_of`)."""
     results = {}
     for name, inputs in sets.items():
-        parts = [predict(batch) for batch in checkset.batches(inputs, checkset.batch_size_of(name))]
+        results[name] = _joined([predict(batch) for batch in checkset.batches(inputs, checkset.batch_size_of(name))])
         if progress is not None:
             progress.update(len(inputs))
-        logits = [p.logits for p in parts]
-        results[name] = Outputs(
-            np.concatenate([p.probs for p in parts]),
-            None if any(item is None for item in logits) else np.concatenate(logits),
-        )
     return results
 
 
@@ -171,26 +205,26 @@ def _in_slices(predict: Predict, rows: int) -> Predict:
     """`predict`, run on at most `rows` rows at a time and the results joined."""
 
     def sliced(batch: np.ndarray) -> Outputs:
-        parts = [predict(part) for part in checkset.batches(batch, rows)]
-        logits = [p.logits for p in parts]
-        return Outputs(np.concatenate([p.probs for p in parts]), None if any(item is None for item in logits) else np.concatenate(logits))
+        return _joined([predict(part) for part in checkset.batches(batch, rows)])
 
     return sliced
 
 
-def torch_predict(module, returns_logits: bool = False, device=None, float64: bool = False) -> Predict:
+def torch_predict(module, returns_logits: bool = False, device=None, float64: bool = False, inputs: Layout | None = None) -> Predict:
     """A torch module as a backend; `returns_logits`: it returns (logits, probabilities). On `device` if
-    given; with `float64`, fed float64 (the float32 inputs, cast exactly) FLOAT64_ROWS rows at a time."""
+    given; with `float64`, fed float64 (the float32 inputs, cast exactly) FLOAT64_ROWS rows at a time;
+    `inputs`: the model's several inputs, packed in each batch (`feeds`), given to it as its arguments."""
     import torch
 
     def predict(batch: np.ndarray) -> Outputs:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float64 if float64 else None))
+        arrays = inputs.unpack(batch) if inputs is not None else [batch]
+        xs = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64 if float64 else np.float32)) for a in arrays]
         with torch.inference_mode():
-            result = module(x if device is None else x.to(device))
+            result = module(*(xs if device is None else [x.to(device) for x in xs]))
         if returns_logits:
             logits, probs = result
             return Outputs(probs.cpu().numpy(), logits.cpu().numpy())
-        return Outputs(result.cpu().numpy())
+        return _packed(result)
 
     return _in_slices(predict, FLOAT64_ROWS) if float64 else predict
 
@@ -202,12 +236,15 @@ def onnxruntime_backend(sources: Sources) -> Predict:
 
     proto = sources.onnx_proto
     logits = softmax_input(proto.graph)
-    fetch = [proto.graph.output[0].name] + ([logits] if logits else [])
-    session = ort.session(proto, fetch[1:])
-    input_name = session.get_inputs()[0].name
+    outputs = [output.name for output in proto.graph.output]
+    session = ort.session(proto, [logits] if logits else [])
+    names, layout = [i.name for i in session.get_inputs()], sources.input_layout
 
     def predict(batch: np.ndarray) -> Outputs:
-        results = session.run(fetch, {input_name: batch})
+        arrays = layout.unpack(batch) if layout is not None else [batch]
+        results = session.run(outputs + ([logits] if logits else []), {name: np.ascontiguousarray(a) for name, a in zip(names, arrays, strict=True)})
+        if len(outputs) > 1:
+            return _packed(results[:len(outputs)], tuple(outputs))
         return Outputs(results[0], results[1] if len(results) > 1 else None)
 
     return predict
@@ -216,39 +253,40 @@ def onnxruntime_backend(sources: Sources) -> Predict:
 @register("fx", needs="onnx")
 def fx_backend(sources: Sources) -> Predict:
     """onnx2torch's GraphModule, as converted, run in this process (with logits where it ends in a Softmax)."""
-    return _graph_predict(sources.graph_module)
+    return _graph_predict(sources.graph_module, sources.input_layout)
 
 
 @register("torch", needs="pt2")
 def torch_backend(sources: Sources) -> Predict:
     """`model.pt2` loaded with `torch.export.load` (no onnx2torch, no pickled code)."""
-    return torch_predict(pt2.load_module(sources.artifacts.pt2))
+    return torch_predict(pt2.load_module(sources.artifacts.pt2), inputs=sources.input_layout)
 
 
 @register("torch_opt", needs="pt2_opt")
 def torch_opt_backend(sources: Sources) -> Predict:
     """`model_opt.pt2` (BatchNorm folded, native ops) loaded with `torch.export.load`."""
-    return torch_predict(pt2.load_module(sources.artifacts.pt2_opt))
+    return torch_predict(pt2.load_module(sources.artifacts.pt2_opt), inputs=sources.input_layout)
 
 
 @register("aoti", needs="pt2_aoti")
 def aoti_backend(sources: Sources) -> Predict:
     """`model_aoti.pt2`, the AOTInductor package, loaded with `aoti_load_package`."""
-    return torch_predict(aoti.load(sources.artifacts.pt2_aoti))
+    return torch_predict(aoti.load(sources.artifacts.pt2_aoti), inputs=sources.input_layout)
 
 
 def fx64(sources: Sources) -> Predict:
     """The float64 rebuild's GraphModule, run in float64 (with logits where it ends in a Softmax): the
     float64 proof's backend, compared with Keras float64 only — so not in the registry of pairs."""
-    return _graph_predict(sources.graph_module_f64, float64=True)
+    return _graph_predict(sources.graph_module_f64, sources.input_layout, float64=True)
 
 
-def _graph_predict(gm, float64: bool = False) -> Predict:
-    """A GraphModule as a backend, returning its logits too where it ends in a Softmax (`fx_passes.with_logits`)."""
+def _graph_predict(gm, inputs: Layout | None, float64: bool = False) -> Predict:
+    """A GraphModule as a backend (of several `inputs`, where given), returning its logits too where it ends in
+    a Softmax (`fx_passes.with_logits`)."""
     from pipeline.converters import fx_passes
 
     with_logits = fx_passes.with_logits(gm)
-    return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None, float64=float64)
+    return torch_predict(with_logits if with_logits is not None else gm, with_logits is not None, float64=float64, inputs=inputs)
 
 
 def _native_predict(sources: Sources, float64: bool) -> Predict:
@@ -261,12 +299,16 @@ def _native_predict(sources: Sources, float64: bool) -> Predict:
 
     model, module = sources.native
     model = copy.deepcopy(model).double() if float64 else model
+    layout = sources.input_layout
 
     def predict(batch: np.ndarray) -> Outputs:
-        x = torch.from_numpy(np.ascontiguousarray(batch, dtype=np.float64 if float64 else np.float32))
+        arrays = layout.unpack(batch) if layout is not None else [batch]
+        xs = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64 if float64 else np.float32)) for a in arrays]
         with torch.inference_mode():
-            probs, local = load.run_with_locals(model, x) if module.LOGITS else (model(x), {})
-        return Outputs(probs.numpy(), local[module.LOGITS].numpy() if module.LOGITS else None)
+            if module.LOGITS:
+                probs, local = load.run_with_locals(model, *xs)
+                return Outputs(probs.numpy(), local[module.LOGITS].numpy())
+            return _packed(model(*xs))
 
     return _in_slices(predict, FLOAT64_ROWS) if float64 else predict
 

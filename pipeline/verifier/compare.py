@@ -11,11 +11,15 @@ Where the model's own float32 rounding was measured against its float64 rebuild 
 bound is widened to NOISE_FACTOR times it (`tolerances.with_noise`), and an argmax is gated only on
 decisive samples — those whose float64 top-1/top-2 margin exceeds twice the bound; a flip at a near
 tie is counted, not failed. The float64 proof (`proof=True`) is held to `tolerances.proof_tolerance`.
+
+A model of several outputs (a class head and a box head, packed: `data.feeds`) is compared output by
+output, each on its own scale and its own float32 noise, by the rule for outputs that are not class
+probabilities; the pair passes where every output does, and a breach names the output.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
@@ -40,14 +44,22 @@ class PairResult:
     logits_tolerance: float | None = None  # on logits_max_abs_diff
     decisive_disagreements: int = 0  # argmax disagreements where the float64 margin is decisive: gated, for classifiers
     keras_noise: float | None = None  # Keras float32's own error against float64, where measured
+    # a model of several outputs: each output's {name, max_abs_diff, tolerance, passed}, in the model's order
+    # (the fields above are then those of the output nearest its bound)
+    outputs: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         logits_ok = self.logits_max_abs_diff is None or self.logits_tolerance is None or self.logits_max_abs_diff <= self.logits_tolerance
-        return self.max_abs_diff <= self.tolerance and logits_ok and (self.decisive_disagreements == 0 or not self.classifier)
+        return (self.max_abs_diff <= self.tolerance and logits_ok and (self.decisive_disagreements == 0 or not self.classifier)
+                and all(part["passed"] for part in self.outputs))
 
     def breach(self) -> str:
-        """max |Δ| against its tolerance, and the logits' where they are out of theirs."""
+        """max |Δ| against its tolerance (of each output out of its own, where there are several), and the
+        logits' where they are out of theirs."""
+        if self.outputs:
+            return "; ".join(f"output {part['name']}: max |Δ| {part['max_abs_diff']:.3g} (tolerance {part['tolerance']:.3g})"
+                             for part in self.outputs if not part["passed"]) or "every output within its tolerance"
         text = f"max |Δ| {self.max_abs_diff:.3g} (tolerance {self.tolerance:.3g})"
         if self.logits_max_abs_diff is not None and self.logits_tolerance is not None and self.logits_max_abs_diff > self.logits_tolerance:
             text += f", logits max |Δ| {self.logits_max_abs_diff:.3g} (tolerance {self.logits_tolerance:.3g})"
@@ -66,6 +78,9 @@ def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs]
     names = sorted(set(a_out) & set(b_out))
     if not names:
         raise ValueError(f"{a} and {b} share no check set")
+    layout = b_out[names[0]].layout or a_out[names[0]].layout
+    if layout is not None and layout.several:
+        return _by_output(a, a_out, b, b_out, names, layout, noise, proof)
     for name in names:
         if a_out[name].probs.shape != b_out[name].probs.shape:
             raise ValueError(f"{a} and {b} disagree on output shape for {name}: {a_out[name].probs.shape} vs {b_out[name].probs.shape}")
@@ -103,6 +118,24 @@ def compare(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs]
         decisive_disagreements=int(decisive.sum()),
         keras_noise=noise.outputs if noise else None,
     )
+
+
+def _by_output(a: str, a_out: dict[str, Outputs], b: str, b_out: dict[str, Outputs], names: list[str], layout,
+               noise: Float32Noise | None, proof: bool) -> PairResult:
+    """`compare` of each of a model's several outputs on its own (see the module docstring), as one result."""
+    parts = []
+    for output, columns in layout.parts():
+        own = None
+        if noise is not None:
+            own = Float32Noise(noise.by_output.get(output, noise.outputs), None)
+        parts.append(compare(a, {n: Outputs(a_out[n].probs[:, columns]) for n in names}, b,
+                             {n: Outputs(b_out[n].probs[:, columns]) for n in names}, classifier=False, noise=own, proof=proof))
+    worst = max(parts, key=lambda part: part.max_abs_diff / part.tolerance if part.tolerance > 0 else float("inf"))
+    return replace(worst, max_rel_diff=max(part.max_rel_diff for part in parts),
+                   argmax_disagreements=0, decisive_disagreements=0,  # a row of several outputs has no one argmax
+                   keras_noise=noise.outputs if noise else None,
+                   outputs=[{"name": output, "max_abs_diff": part.max_abs_diff, "tolerance": part.tolerance, "passed": part.passed}
+                            for (output, _), part in zip(layout.parts(), parts, strict=True)])
 
 
 def require(result: PairResult, what: str, with_counts: bool = True) -> PairResult:

@@ -50,7 +50,7 @@ def for_model(model: KerasModel, out_dir: Path, data: Path | None, with_layers: 
     missing = {name: files[name][0] for name, value in found.items() if value is None}
     if missing:
         ranges = checkset.choose_ranges(model.input_ranges, None)
-        tokens = model.token_ids.packed() if model.token_ids else None
+        tokens = model.packed_tokens()
         keras_runtime.run(KerasJob(model.path, allow_unsafe_code=allow_unsafe_code, data=data, input_ranges=ranges, tokens=tokens,
                                    **missing))
         for name in missing:

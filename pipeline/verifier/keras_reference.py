@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.errors import BadInput
-from pipeline.data import cifar
+from pipeline.data import cifar, feeds
+from pipeline.data.feeds import Layout
 from pipeline.verifier.backends import Outputs
 
 
@@ -37,6 +38,16 @@ class KerasReference:
         """Why the file holds no outputs (a float64 rebuild that failed); "" where it holds them."""
         return str(self._arrays.get("float64_unavailable", ""))
 
+    @property
+    def input_layout(self) -> Layout | None:
+        """The model's inputs, where it has several (its check sets are packed: `feeds`); None for one."""
+        return feeds.read_stored(self._arrays, feeds.INPUTS_KEY)
+
+    @property
+    def output_layout(self) -> Layout | None:
+        """The model's outputs, where it has several (packed in each set's outputs); None for one."""
+        return feeds.read_stored(self._arrays, feeds.OUTPUTS_KEY)
+
     def set_names(self) -> list[str]:
         return sorted({key.split("/")[0] for key in self._arrays if key.endswith("/probs")})
 
@@ -45,7 +56,8 @@ class KerasReference:
         return self._arrays.get(f"{name}/inputs")
 
     def outputs(self) -> dict[str, Outputs]:
-        return {name: Outputs(self._arrays[f"{name}/probs"], self._arrays.get(f"{name}/logits")) for name in self.set_names()}
+        layout = self.output_layout
+        return {name: Outputs(self._arrays[f"{name}/probs"], self._arrays.get(f"{name}/logits"), layout) for name in self.set_names()}
 
     def check_sets(self, data: Path | None) -> dict[str, np.ndarray]:
         """The inputs behind every set: random batches and the user's from the file, test images from `data`."""
@@ -67,7 +79,8 @@ class KerasLayers:
         try:
             with np.load(path, allow_pickle=False) as archive:
                 self.outputs = {key.split("/", 1)[1]: archive[key] for key in archive.files if key.startswith("layer/")}
-                self.inputs = archive["inputs"]
+                self.inputs = archive["inputs"]  # packed, for a model of several inputs (`input_layout`)
+                self.input_layout = feeds.read_stored(archive, feeds.INPUTS_KEY)
                 self.model_sha256 = str(archive["model_sha256"])
                 self.data_sha256 = str(archive["data_sha256"])
         except (OSError, ValueError, KeyError) as exc:

@@ -19,7 +19,8 @@ import numpy as np
 
 from pipeline.common.errors import BadInput, NotApplicable
 from pipeline.common.tolerances import LAYER_ATOL, LAYER_RTOL, scaled_tolerance, with_noise
-from pipeline.data import checkset
+from pipeline.data import checkset, feeds
+from pipeline.data.feeds import Layout
 from pipeline.keras_file.model import KerasModel
 from pipeline.converters.onnx_graph import torch_module_name
 from pipeline.runtimes import ort
@@ -107,14 +108,15 @@ class LayerReport:
                 "layers": [asdict(row) | {"passed": row.passed, "label": row.label} for row in self.rows]}
 
 
-def _onnxruntime_tensors(proto, names: list[str], inputs: np.ndarray) -> dict[str, np.ndarray]:
+def _onnxruntime_tensors(proto, names: list[str], inputs: np.ndarray, layout: Layout | None) -> dict[str, np.ndarray]:
     session = ort.session(proto, names)
-    input_name = session.get_inputs()[0].name
-    parts = [session.run(names, {input_name: batch}) for batch in checkset.batches(inputs, checkset.TEST_BATCH_SIZE)]
+    input_names = [i.name for i in session.get_inputs()]
+    parts = [session.run(names, {name: np.ascontiguousarray(a) for name, a in zip(input_names, feeds.split(batch, layout), strict=True)})
+             for batch in checkset.batches(inputs, checkset.TEST_BATCH_SIZE)]
     return {name: np.concatenate([p[i] for p in parts]) for i, name in enumerate(names)}
 
 
-def _fx_tensors(gm, modules: set[str], inputs: np.ndarray) -> dict[str, np.ndarray]:
+def _fx_tensors(gm, modules: set[str], inputs: np.ndarray, layout: Layout | None) -> dict[str, np.ndarray]:
     """Outputs of the FX nodes calling `modules` (onnx2torch's names of ONNX nodes: `onnx_graph.torch_module_name`)."""
     import torch
     from torch import fx
@@ -130,7 +132,7 @@ def _fx_tensors(gm, modules: set[str], inputs: np.ndarray) -> dict[str, np.ndarr
 
     with torch.inference_mode():
         for batch in checkset.batches(inputs, checkset.TEST_BATCH_SIZE):
-            Recorder(gm).run(torch.from_numpy(np.ascontiguousarray(batch)))
+            Recorder(gm).run(*(torch.from_numpy(np.ascontiguousarray(a)) for a in feeds.split(batch, layout)))
     return {name: np.concatenate(parts) for name, parts in captured.items() if parts}
 
 
@@ -156,7 +158,8 @@ def _native_tensors(sources: Sources, inputs: np.ndarray) -> dict[str, np.ndarra
     from pipeline.native import load
 
     model, module = sources.native
-    parts = [load.layer_outputs(model, module, batch) for batch in checkset.batches(inputs, checkset.TEST_BATCH_SIZE)]
+    parts = [load.layer_outputs(model, module, *feeds.split(batch, sources.input_layout))
+             for batch in checkset.batches(inputs, checkset.TEST_BATCH_SIZE)]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]} if parts else {}
 
 
@@ -202,17 +205,17 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
     """
     noise = layer_noise(keras_layers, layers_f64)
     points = placement.place(keras.layers, layers_f64 if layers_f64 is not None else keras_layers, noise,
-                             sources.reference_graph, sources.onnx_proto, inputs)
+                             sources.reference_graph, sources.onnx_proto, inputs, sources.input_layout)
     compared = [p for p in points if p.compared]
     try:
-        ort_tensors = _onnxruntime_tensors(sources.onnx_proto, sorted({p.tensor for p in compared}), inputs)
+        ort_tensors = _onnxruntime_tensors(sources.onnx_proto, sorted({p.tensor for p in compared}), inputs, sources.input_layout)
     except Exception as exc:  # noqa: BLE001 — a broken ONNX graph is a finding, not a crash
         raise BadInput(f"ONNX Runtime cannot run {sources.artifacts.onnx} ({' '.join(str(exc).split())[:300]})") from exc
     gm = sources.graph_module
     module_of = {node.name: torch_module_name(node) for node in sources.onnx_proto.graph.node}
     fx_names = {n.target: n.name for n in gm.graph.nodes if n.op == "call_module"}
     fx_names = {onnx_node: fx_names.get(module) for onnx_node, module in module_of.items()}
-    fx_tensors = _fx_tensors(gm, {module_of[p.onnx_node] for p in compared if p.onnx_node in module_of}, inputs)
+    fx_tensors = _fx_tensors(gm, {module_of[p.onnx_node] for p in compared if p.onnx_node in module_of}, inputs, sources.input_layout)
     modules, manual, manual_note = _manual_modules(keras, sources, inputs) if with_manual else ({}, {}, "")
     native = _native_tensors(sources, inputs) if sources.artifacts.native is not None else {}
     rows = []

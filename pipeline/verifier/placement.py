@@ -32,6 +32,8 @@ import numpy as np
 
 from pipeline.common.tolerances import placement_tolerance, scaled_tolerance
 from pipeline.converters.onnx_graph import torch_module_name
+from pipeline.data import feeds
+from pipeline.data.feeds import Layout
 from pipeline.keras_file.graph import KerasLayer
 
 KERAS, CHANNELS_FIRST = "keras", "channels_first"
@@ -86,8 +88,9 @@ def tolerances(references: dict[str, np.ndarray], layer_noise: dict[str, float] 
 
 
 def find(layers: list[KerasLayer], references: dict[str, np.ndarray], tolerance: dict[str, float], gm, proto,
-         inputs: np.ndarray) -> dict[str, _Hit]:
-    """{layer: where its value is} in `proto`, whose GraphModule `gm` runs here in float64 on `inputs`.
+         inputs: np.ndarray, layout: Layout | None = None) -> dict[str, _Hit]:
+    """{layer: where its value is} in `proto`, whose GraphModule `gm` runs here in float64 on `inputs`
+    (several inputs packed as `layout` says, where given: `feeds`).
 
     Args:
         layers: the Keras layers, in graph order.
@@ -126,7 +129,8 @@ def find(layers: list[KerasLayer], references: dict[str, np.ndarray], tolerance:
 
     try:
         with torch.inference_mode():
-            Finder(copy.deepcopy(gm).double()).run(torch.from_numpy(np.ascontiguousarray(inputs, dtype=np.float64)))
+            Finder(copy.deepcopy(gm).double()).run(*(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+                                                      for a in feeds.split(inputs, layout)))
     except Exception as exc:  # noqa: BLE001 — e.g. a float32 Cast inside the graph: nothing is placed, and the rows say why
         raise NotPlaced(f"the graph does not run in float64 ({' '.join(str(exc).split())[:160]})") from exc
     return _choose(layers, references, hits)
@@ -179,7 +183,7 @@ def counterparts(proto_from, proto_to) -> dict:
 
 
 def place(layers: list[KerasLayer], references: dict[str, np.ndarray], layer_noise: dict[str, float] | None,
-          searched, proto_under_test, inputs: np.ndarray) -> list[LayerPoint]:
+          searched, proto_under_test, inputs: np.ndarray, layout: Layout | None = None) -> list[LayerPoint]:
     """Every Keras layer's point in `proto_under_test` (see the module docstring).
 
     Args:
@@ -192,13 +196,14 @@ def place(layers: list[KerasLayer], references: dict[str, np.ndarray], layer_noi
             where it is not `searched`'s graph.
         inputs: the inputs `references` were computed on (the first MATCH_SAMPLES are used); a layer
             missing from `references` has no Keras output of its own (an op in the config).
+        layout: the model's several inputs, packed in `inputs` (`feeds`); None for one.
     """
     gm, proto_searched = searched
     count = min(MATCH_SAMPLES, len(inputs))
     wanted = {layer.name: references[layer.name][:count] for layer in layers
               if layer.name in references and references[layer.name].size and layer.class_name != "InputLayer"}
     try:
-        placed, why_none = find(layers, wanted, tolerances(wanted, layer_noise), gm, proto_searched, inputs[:count]), ""
+        placed, why_none = find(layers, wanted, tolerances(wanted, layer_noise), gm, proto_searched, inputs[:count], layout), ""
     except NotPlaced as exc:
         placed, why_none = {}, f"{exc}: not compared"
     searched_itself = proto_searched is proto_under_test
@@ -207,11 +212,12 @@ def place(layers: list[KerasLayer], references: dict[str, np.ndarray], layer_noi
     for layer in layers:
         for name in layer.inbound:
             consumers.setdefault(name, []).append(layer.name)
+    graph_inputs = [i.name for i in proto_under_test.graph.input]
     points = []
     for layer in layers:
         hit = placed.get(layer.name)
-        if layer.class_name == "InputLayer" or not layer.inbound:
-            points.append(LayerPoint(layer, None, proto_under_test.graph.input[0].name))
+        if layer.class_name == "InputLayer" or not layer.inbound:  # several inputs keep their Keras names (`tf_side.to_onnx`)
+            points.append(LayerPoint(layer, None, layer.name if layer.name in graph_inputs else graph_inputs[0]))
         elif hit is not None and hit.onnx_node in nodes:
             node = nodes[hit.onnx_node]
             points.append(LayerPoint(layer, node.name, node.output[0], hit.layout, note="placed by value"))

@@ -21,6 +21,7 @@ class Float32Noise:
     outputs: float  # max |Keras float32 − Keras float64| of the outputs (probabilities for a classifier)
     logits: float | None  # the same for the pre-softmax logits, where Keras has them
     margins: dict[str, np.ndarray] = field(default_factory=dict)  # per check set: float64 top-1 − top-2, per sample
+    by_output: dict[str, float] = field(default_factory=dict)  # a model of several outputs: `outputs`, of each
 
 
 def _pooled(outputs: dict[str, Outputs], names: list[str], logits: bool = False) -> np.ndarray:
@@ -38,7 +39,10 @@ def measure(keras32: dict[str, Outputs], keras64: dict[str, Outputs]) -> Float32
     for name in names:
         top = np.sort(keras64[name].probs.astype(np.float64).reshape(len(keras64[name].probs), -1), axis=1)
         margins[name] = top[:, -1] - top[:, -2] if top.shape[1] > 1 else np.full(len(top), np.inf)
-    return Float32Noise(float(np.abs(p32 - p64).max()), logits, margins)
+    error = np.abs(p32 - p64)
+    layout = keras32[names[0]].layout
+    by_output = {output: float(error[:, columns].max()) for output, columns in layout.parts()} if layout is not None and layout.several else {}
+    return Float32Noise(float(error.max()), logits, margins, by_output)
 
 
 def measure_stored(reference: KerasReference, reference_f64: Path) -> Float32Noise | None:

@@ -1,0 +1,115 @@
+"""Models of several inputs and several outputs (`data.feeds`): an image and its metadata in, a class and a
+box out, trained a few hundred steps with our seed and written by tf-keras (`.h5`) and Keras 3 (`.keras`)
+— committed (55 kB each) to spare CI a TensorFlow process; made by
+`python -m pipeline.tf_side.trained_build tests/data/several_io keras2|keras3 two_heads`.
+
+The `.keras` goes through the CLI (onnx, torch, verify) and must pass with each output compared on its own;
+a fault planted in the box head of the `.h5` (renamed `.keras`, as users do) must fail, naming that output and
+that layer.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+import helpers
+from pipeline.common.errors import BadInput
+from pipeline.data import checkset
+from pipeline.data.feeds import Layout, sample_from_json, sample_json
+from pipeline.verifier.backends import Outputs
+from pipeline.verifier.compare import compare
+
+SEVERAL_IO = helpers.ROOT / "tests" / "data" / "several_io"
+LAYOUT = Layout.of(["image", "meta"], [(16, 16, 3), (5,)])
+
+
+def test_a_layout_packs_and_unpacks_each_input_whole():
+    rng = np.random.default_rng(0)
+    image, meta = rng.normal(size=(4, 16, 16, 3)).astype(np.float32), rng.normal(size=(4, 5)).astype(np.float32)
+    packed = LAYOUT.pack([image, meta])
+    assert packed.shape == (4, 16 * 16 * 3 + 5)
+    back = LAYOUT.unpack(packed)
+    assert np.array_equal(back[0], image) and np.array_equal(back[1], meta)
+    assert [name for name, _ in LAYOUT.parts()] == ["image", "meta"]
+    assert sample_from_json(sample_json(LAYOUT)) == LAYOUT
+    assert sample_from_json(sample_json((32, 32, 3))) == (32, 32, 3)  # one input: the list it always was
+
+
+def test_one_input_draws_exactly_as_before_and_several_each_their_own():
+    single = checkset.random_sets(Layout.of(["input"], [(8,)]))
+    assert all(np.array_equal(single[k], v) for k, v in checkset.random_batches((8,)).items())
+    several = checkset.random_sets(LAYOUT)
+    assert set(several) == set(single)
+    image, meta = LAYOUT.unpack(several[checkset.set_name(7, (0, 1))])
+    assert image.shape == (7, 16, 16, 3) and meta.shape == (7, 5)
+    assert not np.array_equal(image.reshape(7, -1)[:, :5], meta)  # drawn with their own seeds
+
+
+def test_user_inputs_of_several_inputs_come_as_an_npz_of_one_array_per_input(tmp_path):
+    path = tmp_path / "mine.npz"
+    np.savez(path, image=np.zeros((3, 16, 16, 3)), meta=np.ones((3, 5)))
+    assert checkset.load_user_inputs(path, LAYOUT).shape == (3, 16 * 16 * 3 + 5)
+    np.savez(path, image=np.zeros((3, 16, 16, 3)))
+    with pytest.raises(BadInput, match="no array for input meta"):
+        checkset.load_user_inputs(path, LAYOUT)
+
+
+def test_several_outputs_are_judged_each_on_its_own_scale_and_a_breach_names_its_output():
+    """A class head (probabilities) beside a box head in the hundreds: an error that hides under the box's
+    scale in the pooled row must still fail the class head."""
+    outputs = Layout.of(["cls", "box"], [(3,), (4,)])
+    rng = np.random.default_rng(1)
+    cls, box = rng.dirichlet(np.ones(3), 16).astype(np.float32), rng.normal(0, 300, (16, 4)).astype(np.float32)
+    keras = {"random": Outputs(outputs.pack([cls, box]), None, outputs)}
+    good = compare("fx", {"random": Outputs(outputs.pack([cls, box + 1e-4]))}, "keras", keras)
+    assert good.passed and [part["name"] for part in good.outputs] == ["cls", "box"]
+    cls_off = cls.copy()
+    cls_off[0, 0] += 1e-3  # far below 1e-5 · 300 + 1e-6 (the box's bound), far above the class head's
+    bad = compare("fx", {"random": Outputs(outputs.pack([cls_off, box]))}, "keras", keras)
+    assert not bad.passed and bad.breach().startswith("output cls: max |Δ| 0.001")
+    assert [part["passed"] for part in bad.outputs] == [False, True]
+
+
+@pytest.fixture(scope="module")
+def two_heads_verified(tmp_path_factory):
+    """two_heads.keras through onnx, torch (no AOTInductor package: the stage's own tests compile one) and verify."""
+    folder = tmp_path_factory.mktemp("several_io")
+    model = folder / "two_heads.keras"
+    shutil.copy(SEVERAL_IO / model.name, model)
+    texts = []
+    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("verify", ())):
+        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(folder / "out"), *extra)
+        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
+        texts.append(completed.stdout + completed.stderr)
+    return folder / "out", texts
+
+
+def test_two_inputs_and_two_outputs_verified_output_by_output(two_heads_verified):
+    _, (onnx_text, _, verify_text) = two_heads_verified
+    assert "inputs image (16, 16, 3), meta (5,)" in onnx_text
+    assert "Verification PASSED" in verify_text and "Float64 proof" in verify_text and "— ✓" in verify_text
+    assert "| a | b | cls: max abs Δ (tolerance) | box: max abs Δ (tolerance) |" in verify_text
+    assert "The model has several outputs, cls (3,), box (4,)" in verify_text
+
+
+def test_a_fault_in_one_head_fails_naming_that_output_and_its_layer(two_heads_verified, tmp_path):
+    out, _ = two_heads_verified
+    good = SEVERAL_IO / "two_heads.h5"  # the tf-keras file, the same architecture: its own Keras outputs are computed
+    tampered = tmp_path / "tampered" / "two_heads.keras"  # and renamed, as users do: a legacy HDF5 file under a .keras name
+    tampered.parent.mkdir()
+    helpers.plant_kernel_fault(good, tampered, "box")
+    converted = helpers.run_cli("onnx", "--model", str(tampered), "--out", str(tmp_path / "bad"))
+    assert converted.returncode == 0, converted.stderr[-2000:]
+    assert "two_heads.keras is a legacy HDF5 file under a .keras name; read as the .h5 it is" in converted.stderr
+    completed = helpers.run_cli("verify", "--model", str(good), "--onnx", str(tmp_path / "bad" / "two_heads" / "model.onnx"),
+                                "--out", str(tmp_path / "verify"))
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    line = completed.stderr.strip().splitlines()[-1]
+    assert line.startswith("error: verification failed — first divergent layer: box "), line
+    verdict = json.loads((tmp_path / "verify" / "two_heads" / "verify.json").read_text())
+    failing = {part["name"] for pair in verdict["pairs"] if not pair["passed"] for part in pair["outputs"] if not part["passed"]}
+    assert failing == {"box"}  # the class head, the same weights, passes in every pair
