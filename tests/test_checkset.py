@@ -47,16 +47,3 @@ def test_bad_input_range_is_bad_input(text):
     with pytest.raises(BadInput, match="--input-range"):
         checkset.parse_range(text)
 
-
-def test_check_sets_of_a_large_model_are_cut_to_fit_memory():
-    """ResNet8 keeps its batches; a 896×896 autoencoder's sets and layer captures fit MAX_SET_BYTES and
-    MAX_LAYER_BYTES, still at batch 1 and at a larger batch, every range with a layer sample."""
-    resnet8 = 4 * (32 * 32 * 3 + 10 + 2 * 32 * 32 * 16)
-    assert checkset.random_sizes(resnet8) == checkset.RANDOM_BATCH_SIZES
-    ae = 4 * (2 * 896 * 896 * 3 + 2 * 448 * 448 * 64)
-    sizes = checkset.random_sizes(ae)
-    assert sizes[0] == 1 and len(sizes) >= 2 and max(sizes) * ae <= checkset.MAX_SET_BYTES
-    assert checkset.random_sizes(10 * checkset.MAX_SET_BYTES) == (1,)  # one sample too large: batch 1 alone
-    tests, per_range = checkset.layer_counts(4 * 896 * 896 * 3 * 20, 3)
-    assert per_range >= 1 and (tests + 3 * per_range) * 4 * 896 * 896 * 3 * 20 <= checkset.MAX_LAYER_BYTES
-    assert checkset.layer_counts(10_000, 3) == (checkset.LAYER_TEST_IMAGES, checkset.LAYER_RANDOM)

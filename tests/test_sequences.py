@@ -23,7 +23,6 @@ COMMITTED_BASES = helpers.ROOT / "tests" / "data" / "fuzz_bases"  # recurrent_te
 # Committed (45 kB) to spare CI a TensorFlow process; made by
 # `python -m pipeline.tf_side.trained_build tests/data/sequences keras3 text_gru_masked`.
 MASKED_GRU = helpers.ROOT / "tests" / "data" / "sequences" / "text_gru_masked.keras"
-STATEFUL = helpers.ROOT / "tests" / "data" / "sequences" / "sensor_lstm_stateful.h5"
 
 
 @pytest.fixture(scope="module")
@@ -65,28 +64,19 @@ def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(ma
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
 
 
-def test_a_stateful_lstm_saved_with_a_fixed_batch_converts_with_any_batch(tmp_path):
-    """tf-keras's `.h5` of a stateful LSTM whose batch size is fixed at 32 (committed, 35 kB; made by
-    `python -m pipeline.tf_side.trained_build tests/data/sequences keras2 sensor_lstm_stateful`): checked at
-    batches 1, 7 and 256 from zero state, and said so."""
-    model = tmp_path / STATEFUL.name
-    shutil.copy(STATEFUL, model)
-    converted = helpers.run_cli("onnx", "--model", str(model), "--out", str(tmp_path / "out"))
-    assert converted.returncode == 0, converted.stderr[-3000:]
-    assert "saved with a batch size of 32 and stateful recurrent layers; converted and checked with any batch size" in converted.stderr
-    text = _through_verify(model, tmp_path / "out", stages=("verify",))
-    assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
-
-
-def _as_cudnn_lstm(source, target) -> None:
-    """A copy of the LSTM `.h5` `source` as Keras 2.2 wrote a CuDNNLSTM: the class and its config, each gate's
-    input kernel in cuDNN's (Fortran) order, recurrent kernels transposed, and two biases that only sum to
-    the LSTM's — written here in numpy, apart from the Keras code the pipeline relies on to read them back."""
+def _as_stateful_cudnn_lstm(source, target) -> None:
+    """A copy of the LSTM `.h5` `source` as Keras 2.2 wrote a stateful CuDNNLSTM of fixed batch size: the
+    class and its config (`stateful`, the batch of 32 in the input's `batch_input_shape`), each gate's input
+    kernel in cuDNN's (Fortran) order, recurrent kernels transposed, and two biases that only sum to the
+    LSTM's — written here in numpy, apart from the Keras code the pipeline relies on to read them back."""
     shutil.copy(source, target)
     with h5py.File(target, "r+") as handle:
         config = json.loads(handle.attrs["model_config"])
+        first = config["config"]["layers"][0]
+        first["config"]["batch_input_shape"] = [32, *first["config"]["batch_input_shape"][1:]]
         layer = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "LSTM")
         layer["class_name"] = "CuDNNLSTM"
+        layer["config"]["stateful"] = True
         for key in ("activation", "recurrent_activation", "dropout", "recurrent_dropout", "implementation", "unroll", "time_major", "use_bias"):
             layer["config"].pop(key, None)
         handle.attrs["model_config"] = json.dumps(config)
@@ -101,14 +91,18 @@ def _as_cudnn_lstm(source, target) -> None:
             group.create_dataset(name, data=value)
 
 
-def test_a_keras2_cudnn_lstm_is_rebuilt_as_the_lstm_it_equals(lstm_verified, tmp_path):
-    """tf2onnx has no op for CuDNNLSTM (TensorFlow's CudnnRNNV3): it is read as the LSTM it is, and computes
-    what the LSTM it was made from computes."""
+def test_a_keras2_stateful_cudnn_lstm_of_fixed_batch_renamed_keras_is_the_lstm_it_equals(lstm_verified, tmp_path):
+    """The files users have, as they are, in one: tf2onnx has no op for CuDNNLSTM (TensorFlow's CudnnRNNV3), a
+    stateful model of fixed batch 32 fails Keras's own predict at batch 7, and the legacy HDF5 file is named
+    `.keras`. It is read as the `.h5` it is, its LSTM rebuilt stateless with an open batch — checked at
+    batches 1, 7 and 256 — and computes what the LSTM it was made from computes, from zero state."""
     _, out, _ = lstm_verified
-    model = tmp_path / "cudnn_lstm.h5"
-    _as_cudnn_lstm(COMMITTED_BASES / "recurrent_text.h5", model)
+    model = tmp_path / "cudnn_lstm.keras"
+    _as_stateful_cudnn_lstm(COMMITTED_BASES / "recurrent_text.h5", model)
     converted = helpers.run_cli("onnx", "--model", str(model), "--out", str(tmp_path / "out"))
     assert converted.returncode == 0, converted.stderr[-3000:]
+    assert "cudnn_lstm.keras is a legacy HDF5 file under a .keras name; read as the .h5 it is" in converted.stderr
+    assert "saved with a batch size of 32 and stateful recurrent layers; converted and checked with any batch size" in converted.stderr
     with np.load(tmp_path / "out" / "cudnn_lstm" / "keras_reference.npz") as rebuilt, \
             np.load(out / "recurrent_text" / "keras_reference.npz") as original:
         sets = [key for key in original.files if key.endswith("/probs")]

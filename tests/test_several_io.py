@@ -1,11 +1,10 @@
 """Models of several inputs and several outputs (`data.feeds`): an image and its metadata in, a class and a
-box out, trained a few hundred steps with our seed and written by tf-keras (`.h5`) and Keras 3 (`.keras`)
-— committed (55 kB each) to spare CI a TensorFlow process; made by
+box out, trained a few hundred steps with our seed and written by Keras 3 (`.keras`; tf-keras's `.h5` beside
+it for `make`) — committed (55 kB each) to spare CI a TensorFlow process; made by
 `python -m pipeline.tf_side.trained_build tests/data/several_io keras2|keras3 two_heads`.
 
 The `.keras` goes through the CLI (onnx, torch, verify) and must pass with each output compared on its own;
-a fault planted in the box head of the `.h5` (renamed `.keras`, as users do) must fail, naming that output and
-that layer.
+a fault planted in its box head must fail, naming that output and that layer.
 """
 
 from __future__ import annotations
@@ -97,19 +96,17 @@ def test_two_inputs_and_two_outputs_verified_output_by_output(two_heads_verified
 
 
 def test_a_fault_in_one_head_fails_naming_that_output_and_its_layer(two_heads_verified, tmp_path):
-    out, _ = two_heads_verified
-    good = SEVERAL_IO / "two_heads.h5"  # the tf-keras file, the same architecture: its own Keras outputs are computed
-    tampered = tmp_path / "tampered" / "two_heads.keras"  # and renamed, as users do: a legacy HDF5 file under a .keras name
+    out, _ = two_heads_verified  # its Keras outputs already there: verify starts no TensorFlow for them
+    good = out.parent / "two_heads.keras"
+    tampered = tmp_path / "tampered" / good.name
     tampered.parent.mkdir()
     helpers.plant_kernel_fault(good, tampered, "box")
-    converted = helpers.run_cli("onnx", "--model", str(tampered), "--out", str(tmp_path / "bad"))
-    assert converted.returncode == 0, converted.stderr[-2000:]
-    assert "two_heads.keras is a legacy HDF5 file under a .keras name; read as the .h5 it is" in converted.stderr
+    assert helpers.run_cli("onnx", "--model", str(tampered), "--out", str(tmp_path / "bad")).returncode == 0
     completed = helpers.run_cli("verify", "--model", str(good), "--onnx", str(tmp_path / "bad" / "two_heads" / "model.onnx"),
-                                "--out", str(tmp_path / "verify"))
+                                "--out", str(out))
     assert completed.returncode == 1, completed.stderr[-2000:]
     line = completed.stderr.strip().splitlines()[-1]
     assert line.startswith("error: verification failed — first divergent layer: box "), line
-    verdict = json.loads((tmp_path / "verify" / "two_heads" / "verify.json").read_text())
+    verdict = json.loads((out / "two_heads" / "verify.json").read_text())
     failing = {part["name"] for pair in verdict["pairs"] if not pair["passed"] for part in pair["outputs"] if not part["passed"]}
     assert failing == {"box"}  # the class head, the same weights, passes in every pair

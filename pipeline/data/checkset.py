@@ -93,21 +93,6 @@ def random_batches(input_shape: tuple[int, ...], ranges: tuple[Range, ...] = DEF
     }
 
 
-# What one check set may weigh in memory while a backend runs it: its inputs and outputs, and the largest
-# layer activation twice over (an op's input and output), for every sample of the batch it runs at (its own
-# size). ResNet8 (12 kB inputs, 64 kB activations) keeps its 256; a 896×896 autoencoder (9.6 MB inputs,
-# ~100 MB activations) gets batches of a few: the same three ranges, each at batch 1 and at a larger batch,
-# within a 24 GB machine. A model's set sizes are its own (`random_sizes`), named in each set's name.
-MAX_SET_BYTES = 2**30
-
-
-def random_sizes(sample_bytes: int) -> tuple[int, ...]:
-    """The random check sets' batch sizes for a model one sample of which weighs `sample_bytes` as
-    MAX_SET_BYTES counts it: RANDOM_BATCH_SIZES, each cut to what fits (and at least 1), without repeats."""
-    fits = max(1, MAX_SET_BYTES // max(int(sample_bytes), 1))
-    return tuple(sorted({min(size, fits) for size in RANDOM_BATCH_SIZES}))
-
-
 def random_sets(layout: Layout, ranges: tuple[Range, ...] = DEFAULT_RANGES, sizes=RANDOM_BATCH_SIZES, seed: int = RANDOM_SEED,
                 tokens: dict[str, TokenIds] | None = None) -> dict[str, np.ndarray]:
     """`random_batches` for every input of `layout`, packed (`feeds.Layout.pack`), keyed as `random_batches`
@@ -238,30 +223,15 @@ def proof_subset(sets: dict):
 
 
 # Layer-by-layer comparison keeps every layer's output of every backend in memory (~1 MB an image for
-# ResNet8, ~110 MB on disk for 107 images), so it runs on the first test images plus LAYER_RANDOM random
-# inputs per range — fewer where one sample's layer outputs are large: all of them together, of every
-# sample, within MAX_LAYER_BYTES (the torch side holds them four times: Keras, ONNX Runtime, FX, native).
+# ResNet8, ~110 MB on disk for 107 images), so it runs on the first test images plus 7 random inputs.
 LAYER_TEST_IMAGES = 100
-LAYER_RANDOM = 7
-MAX_LAYER_BYTES = 2**30
-
-
-def layer_counts(layer_bytes: int, ranges: int) -> tuple[int, int]:
-    """(test images, random inputs per range) of the layer check set, for a model whose layers' outputs of
-    one sample weigh `layer_bytes` in all: LAYER_TEST_IMAGES and LAYER_RANDOM, cut to MAX_LAYER_BYTES (the
-    random inputs first kept, one per range at least)."""
-    fits = max(1, MAX_LAYER_BYTES // max(int(layer_bytes), 1))
-    random = max(1, min(LAYER_RANDOM, fits // max(ranges, 1)))
-    return max(0, min(LAYER_TEST_IMAGES, fits - random * ranges)), random
 
 
 def layer_inputs(layout: Layout, test_images: np.ndarray | None, ranges: tuple[Range, ...] = DEFAULT_RANGES,
-                 tokens: dict[str, TokenIds] | None = None, layer_bytes: int = 0) -> np.ndarray:
-    """The inputs of the layer-by-layer comparison: test images (if any) and seeded random ones per range
-    (`tokens`: see `random_sets`), as many as `layer_counts` gives for `layer_bytes`, packed as
-    `random_sets` packs them."""
-    tests, per_range = layer_counts(layer_bytes, len(ranges))
-    random = np.concatenate(list(random_sets(layout, ranges, sizes=(per_range,), tokens=tokens).values()))
+                 tokens: dict[str, TokenIds] | None = None) -> np.ndarray:
+    """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and 7 seeded
+    random ones per range (`tokens`: see `random_sets`), packed as `random_sets` packs them."""
+    random = np.concatenate(list(random_sets(layout, ranges, sizes=(7,), tokens=tokens).values()))
     if test_images is None:
         return random
-    return np.concatenate([test_images[:tests].astype(np.float32), random])
+    return np.concatenate([test_images[:LAYER_TEST_IMAGES].astype(np.float32), random])

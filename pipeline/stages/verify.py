@@ -60,7 +60,7 @@ class VerifyResult:
     noise_ratios: dict[str, float] = field(default_factory=dict)  # backend -> its error vs float64 / Keras float32's
     saturation: dict[str, dict] = field(default_factory=dict)  # check set -> saturated / collapsed samples (Keras)
     input_ranges: list[tuple[float, float]] = field(default_factory=list)  # the ranges random inputs came from
-    random_batch_sizes: list[int] = field(default_factory=lambda: list(checkset.RANDOM_BATCH_SIZES))  # a model's own (`checkset.random_sizes`)
+    random_batch_sizes: list[int] = field(default_factory=lambda: list(checkset.RANDOM_BATCH_SIZES))  # as the check sets were drawn (their names say)
     inputs: str = ""  # a model of several inputs: each one's name and shape (`feeds.Layout.describe`); "" for one
     outputs: str = ""  # the same of its several outputs, each compared on its own (`compare`)
 

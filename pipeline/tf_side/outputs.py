@@ -53,35 +53,6 @@ def output_layout(model, inputs: Layout, packed: np.ndarray) -> Layout | None:
     return Layout.of(names, [np.shape(r)[1:] for r in results])
 
 
-def _float32_bytes(shape) -> int:
-    """Bytes of one sample of a tensor of `shape` (batch first) in float32, an open dimension at its checked length."""
-    return 4 * int(np.prod(checkset.fill_open(tuple(shape)[1:]), dtype=np.int64))
-
-
-def _layer_sizes(model) -> list[int]:
-    """Each layer's output bytes for one sample (float32; several outputs of a layer summed)."""
-    import tensorflow as tf
-
-    keras = keras_api(model)
-    sizes = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        try:
-            sizes.append(sum(_float32_bytes(t.shape) for t in tf.nest.flatten(layer.output)))
-        except (AttributeError, ValueError, TypeError):  # a layer of no single output shape: not counted
-            continue
-    return sizes
-
-
-def sample_bytes(model) -> int:
-    """One sample's weight while a check set runs, as `checkset.MAX_SET_BYTES` counts it: inputs, outputs and
-    the largest layer output twice."""
-    sizes = _layer_sizes(model)
-    return (sum(_float32_bytes(t.shape) for t in model.inputs) + sum(_float32_bytes(t.shape) for t in model.outputs)
-            + 2 * max(sizes, default=0))
-
-
 def _test_images(data: Path | None, shapes: tuple[tuple[int, ...], ...]) -> np.ndarray | None:
     """The test images, where there is a test set and the model takes CIFAR-10's images (alone)."""
     return cifar.load(data).images if data is not None and shapes == (cifar.INPUT_SHAPE,) else None
@@ -115,8 +86,7 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
 
     layout = input_layout(model)
     arrays: dict[str, np.ndarray] = {}
-    sizes = checkset.random_sizes(sample_bytes(model))  # fewer samples where one is large (memory)
-    sets: dict[str, np.ndarray] = dict(checkset.random_sets(layout, ranges, sizes, tokens=tokens))
+    sets: dict[str, np.ndarray] = dict(checkset.random_sets(layout, ranges, tokens=tokens))
     if user_inputs is not None:
         sets[checkset.USER_SET] = user_inputs
     for name, inputs in sets.items():
@@ -152,7 +122,7 @@ def layer_outputs(model, model_path: Path, layers_path: Path, data: Path | None,
     `tokens` names), keyed `layer/<name>`, the inputs packed (`feeds`). Returns the layers' names."""
     keras = keras_api(model)
     layout = input_layout(model)
-    inputs = checkset.layer_inputs(layout, _test_images(data, layout.shapes), ranges, tokens, sum(_layer_sizes(model)))
+    inputs = checkset.layer_inputs(layout, _test_images(data, layout.shapes), ranges, tokens)
     layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
     probe = keras.Model(model.inputs, [_output_in(model, layer) for layer in layers])
     outputs = probe.predict(layout.unpack(inputs) if layout.several else inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)

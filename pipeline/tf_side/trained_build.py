@@ -238,15 +238,6 @@ def _sensor_simple_rnn(keras):
     return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 32, 3, 4), "sparse_categorical_crossentropy"
 
 
-def _sensor_lstm_stateful(keras):
-    """A stateful LSTM over sensor windows, saved with its batch size fixed (`batch_input_shape`), as a
-    streaming model is: converted with an open batch, stateless (`tf_side.loading`)."""
-    L = keras.layers
-    inp = keras.Input((16, 3), batch_size=TRAINED_BATCH)
-    x = L.LSTM(8, stateful=True)(inp)
-    return keras.Model(inp, L.Dense(4, activation="softmax")(x)), lambda rng, n: _sensor(rng, n, 16, 3, 4), "sparse_categorical_crossentropy"
-
-
 def _transformer_block(keras):
     """A small transformer encoder block over sensor windows: self-attention, residuals, LayerNorm, a feed-forward."""
     L = keras.layers
@@ -259,10 +250,9 @@ def _transformer_block(keras):
 
 
 MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_1xk": _signal_1xk, "dense_bn_autoencoder": _dense_bn_autoencoder}
-# Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`), a
-# model of two inputs and two outputs (tests/test_several_io.py) and a stateful one of fixed batch (tests/test_sequences.py).
-KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads,
-         "sensor_lstm_stateful": _sensor_lstm_stateful}
+# Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`), and a
+# model of two inputs and two outputs (tests/test_several_io.py).
+KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads}
 # Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
 SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bilstm_stacked": _text_bilstm_stacked, "sensor_conv_gru": _sensor_conv_gru,
              "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,
