@@ -62,6 +62,13 @@ def input_shape(onnx_path: Path) -> tuple[int, ...]:
     return input_layout(onnx_path).shapes[0]
 
 
+def input_names(onnx_path: Path) -> list[str]:
+    """The graph's input names, in its order."""
+    import onnx
+
+    return [i.name for i in onnx.load(str(onnx_path), load_external_data=False).graph.input]
+
+
 def input_layout(onnx_path: Path):
     """Every input's name and one-sample shape (batch dropped), in the graph's order: a `data.feeds.Layout`.
 

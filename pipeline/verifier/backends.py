@@ -95,8 +95,9 @@ class Sources:
         if self._inputs is not None:
             return self._inputs
         path = next((p for p in (self.artifacts.onnx, self.artifacts.onnx_reference, self.artifacts.onnx_f64) if p is not None), None)
-        layout = onnx_graph.input_layout(path) if path is not None else None
-        return layout if layout is not None and layout.several else None
+        if path is None or len(onnx_graph.input_names(path)) < 2:  # one input is fed as it is, whatever its dimensions
+            return None
+        return onnx_graph.input_layout(path)
 
     @cached_property
     def onnx_proto(self):
