@@ -34,6 +34,7 @@ def test_a_layout_packs_and_unpacks_each_input_whole():
     back = LAYOUT.unpack(packed)
     assert np.array_equal(back[0], image) and np.array_equal(back[1], meta)
     assert [name for name, _ in LAYOUT.parts()] == ["image", "meta"]
+    assert LAYOUT.pack([image.astype(np.float64), meta]).dtype == np.float64  # the float64 proof's outputs stay float64
     assert sample_from_json(sample_json(LAYOUT)) == LAYOUT
     assert sample_from_json(sample_json((32, 32, 3))) == (32, 32, 3)  # one input: the list it always was
 
@@ -88,9 +89,11 @@ def two_heads_verified(tmp_path_factory):
 
 
 def test_two_inputs_and_two_outputs_verified_output_by_output(two_heads_verified):
-    _, (onnx_text, _, verify_text) = two_heads_verified
+    out, (onnx_text, _, verify_text) = two_heads_verified
     assert "inputs image (16, 16, 3), meta (5,)" in onnx_text
     assert "Verification PASSED" in verify_text and "Float64 proof" in verify_text and "— ✓" in verify_text
+    proof = json.loads((out / "two_heads" / "verify.json").read_text())["float64_proof"]
+    assert 0 < proof["max_abs_diff"] < 1e-12  # float64 against float64: not float32's rounding, and not nothing
     assert "| a | b | cls: max abs Δ (tolerance) | box: max abs Δ (tolerance) |" in verify_text
     assert "The model has several outputs, cls (3,), box (4,)" in verify_text
 

@@ -41,14 +41,17 @@ class Layout:
 
     def pack(self, arrays: Sequence[np.ndarray]) -> np.ndarray:
         """The model's arrays (one per entry, batch first) as one: the one array itself, or each flattened
-        and joined along the row, as float32 (integer ids are whole numbers: exact in float32 below 2²⁴)."""
-        arrays = list(arrays)
+        and joined along the row — in float64 where one of them is (the float64 proof's outputs: rounding them
+        to float32 would leave the proof nothing to see), else float32 (integer ids are whole numbers: exact
+        in float32 below 2²⁴)."""
+        arrays = [np.asarray(a) for a in arrays]
         if len(arrays) != len(self.names):
             raise ValueError(f"{len(arrays)} arrays for the {len(self.names)} of {', '.join(self.names)}")
         if not self.several:
             return arrays[0]
         rows = len(arrays[0])
-        return np.concatenate([np.asarray(a, dtype=np.float32).reshape(rows, -1) for a in arrays], axis=1)
+        dtype = np.float64 if any(a.dtype == np.float64 for a in arrays) else np.float32
+        return np.concatenate([a.astype(dtype, copy=False).reshape(rows, -1) for a in arrays], axis=1)
 
     def unpack(self, batch: np.ndarray) -> list[np.ndarray]:
         """`pack` undone: the model's arrays, each of its own shape (views of `batch`)."""
