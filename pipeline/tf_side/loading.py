@@ -204,13 +204,6 @@ def keras_api(model):
     return keras
 
 
-def input_shape_of(model) -> tuple[int, ...]:
-    """One sample's input shape (no batch dimension), a dimension left open (None) at
-    `checkset.OPEN_DIMENSION_LENGTH`, as the conversion and the check sets take it; of a model of several
-    inputs, the first's (`input_layout` has them all)."""
-    return input_layout(model).shapes[0]
-
-
 def input_names(model) -> list[str]:
     """The model's input names, in its order (tf-keras says them; Keras 3 names each input tensor after its layer)."""
     return list(getattr(model, "input_names", None) or [tensor.name.split(":")[0] for tensor in model.inputs])
