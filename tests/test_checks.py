@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import helpers
 from pipeline.common.messages import ERROR_LINE_CHARS, SHORTENED, one_line
 from pipeline.common.errors import BadInput
 from pipeline.keras_file import checks
+from pipeline.runtimes import keras as keras_runtime
 from pipeline.keras_file.graph import layers as graph_layers
 
 
@@ -152,6 +154,19 @@ def test_worker_memory_cap_ends_in_one_line(tiny_model, tiny_data, tmp_path, mon
     completed = helpers.run_cli("onnx", "--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path / "out"))
     helpers.assert_one_line_error(completed, "ran out of its memory cap (0.3 GiB)", "PIPELINE_WORKER_MEMORY_GB")
     assert not (tmp_path / "out" / "tiny").exists()
+
+
+def test_memory_cap_counts_what_is_touched_not_what_is_reserved(tmp_path):
+    """TensorFlow reserves far more address space than it uses (VGG16: over 21 GiB reserved, 10.5 GB
+    resident): a cap on reservations refused it. 2 GiB reserved and never touched stays under a 1 GiB cap;
+    1.5 GiB written does not."""
+    reserve = "import mmap, time; m = mmap.mmap(-1, 2 * 2**30, flags=mmap.MAP_PRIVATE); m[:1] = b'x'; time.sleep(0.5)"
+    touch = "import time; b = bytearray(3 * 2**29); time.sleep(5)"
+    completed, ended = keras_runtime._run_watched([sys.executable, "-c", reserve], tmp_path / "a.txt", 60, 2**30)
+    assert (ended, completed.returncode) == ("exit", 0)
+    started = time.monotonic()
+    completed, ended = keras_runtime._run_watched([sys.executable, "-c", touch], tmp_path / "b.txt", 60, 2**30)
+    assert ended == "memory" and completed.returncode != 0 and time.monotonic() - started < 5
 
 
 def test_error_line_is_short_and_plain_and_keeps_its_end():

@@ -39,10 +39,11 @@ WORKER_TIMEOUT_S = 1800
 # The environment variable naming a Python file of the user's custom layer classes (and functions), for
 # Keras to build a model that uses them (`tf_side.loading.user_custom_objects`; README "Custom layers").
 CUSTOM_OBJECTS_ENV = "PIPELINE_CUSTOM_OBJECTS"
-# Most memory a TensorFlow process may take, as a share of the machine's: a config that makes Keras
-# allocate without end (or a model too large for the machine) ends in one line instead of the kernel's
-# out-of-memory killer, which takes other processes with it. The largest zoo model (VGG16) peaks at
-# 10.5 GB of 24; `PIPELINE_WORKER_MEMORY_GB` overrides it.
+# Most resident memory a TensorFlow process may take, as a share of the machine's: a config that makes
+# Keras allocate without end (or a model too large for the machine) ends in one line instead of the
+# kernel's out-of-memory killer, which takes other processes with it. Resident, not reserved: the largest
+# zoo model (VGG16) reserves over 21 GiB and peaks at 10.5 GB of 24 resident (`runtimes.keras._run_watched`).
+# `PIPELINE_WORKER_MEMORY_GB` overrides it.
 WORKER_MEMORY_SHARE = 0.9
 
 

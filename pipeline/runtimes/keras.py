@@ -8,17 +8,21 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from pipeline.common.errors import BadInput, PipelineError, WorkerCrashed
 from pipeline.common.keras_job import (ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX, TRAINED_BUILDER_MODULE, WORKER_MEMORY_SHARE, WORKER_MODULE,
                                       WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE, KerasJob, KerasJobResult)
 from pipeline.common.paths import child_environment
+
+# How often the TensorFlow process's resident memory is read against its cap (`_run_watched`): a process
+# faults in at most a few GB a second, so it passes the cap by a fraction of the 10% left to the machine.
+MEMORY_POLL_S = 0.05
 
 
 def run(job: KerasJob) -> KerasJobResult:
@@ -37,18 +41,15 @@ def run(job: KerasJob) -> KerasJobResult:
     with tempfile.TemporaryDirectory() as scratch:
         job_path, result_path = Path(scratch) / "job.json", Path(scratch) / "result.json"
         job_path.write_text(job.to_json())
-        env = child_environment()
         command = [sys.executable, "-m", WORKER_MODULE, str(job_path), str(result_path)]
-        try:
-            completed = subprocess.run(command, env=env, stderr=subprocess.PIPE, text=True, timeout=limit,
-                                       preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_DATA, (cap, cap)))
-        except subprocess.TimeoutExpired as exc:
+        completed, ended = _run_watched(command, Path(scratch) / "stderr.txt", limit, cap)
+        if ended == "time":
             raise BadInput(f"Keras/TensorFlow did not finish with {job.model} in {limit:g} s and was stopped; "
-                           "a damaged model config can make Keras loop (set PIPELINE_WORKER_TIMEOUT for a larger model)") from exc
+                           "a damaged model config can make Keras loop (set PIPELINE_WORKER_TIMEOUT for a larger model)")
         if completed.returncode == 0:
             return KerasJobResult.read(result_path)
         lines = completed.stderr.splitlines()
-        if _out_of_memory(completed):
+        if ended == "memory" or _out_of_memory(completed):
             raise BadInput(f"the TensorFlow process ran out of its memory cap ({cap / 2**30:.1f} GiB) on {Path(job.model).name}; "
                            "a config too large for this machine, or damaged (set PIPELINE_WORKER_MEMORY_GB to allow more)")
         refusals = [line[len(REFUSAL_PREFIX):] for line in lines if line.startswith(REFUSAL_PREFIX)]
@@ -72,11 +73,49 @@ def run(job: KerasJob) -> KerasJobResult:
 
 
 def memory_cap() -> int:
-    """The TensorFlow process's memory cap in bytes (its data segment, `RLIMIT_DATA`): `PIPELINE_WORKER_MEMORY_GB`,
+    """The TensorFlow process's memory cap in bytes, on its resident memory: `PIPELINE_WORKER_MEMORY_GB`,
     else `WORKER_MEMORY_SHARE` of the machine's memory."""
     if os.environ.get("PIPELINE_WORKER_MEMORY_GB"):
         return int(float(os.environ["PIPELINE_WORKER_MEMORY_GB"]) * 2**30)
     return int(WORKER_MEMORY_SHARE * os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def _run_watched(command: list[str], stderr_path: Path, limit: float, cap: int) -> tuple[subprocess.CompletedProcess, str]:
+    """Run `command`, killing it past `limit` seconds or `cap` bytes resident; the finished process (its
+    stderr as text) and how it ended: "exit", "time" or "memory".
+
+    The cap is on resident memory, read every `MEMORY_POLL_S`, not on the address space (`RLIMIT_DATA`,
+    `RLIMIT_AS`): TensorFlow reserves far more than it touches (VGG16 reserves over 21 GiB and peaks at 10.5
+    GB resident), so an address-space cap refuses models that fit.
+    """
+    started = time.monotonic()
+    with stderr_path.open("w") as stderr:
+        process = subprocess.Popen(command, env=child_environment(), stderr=stderr, text=True)
+        ended = "exit"
+        while True:
+            try:
+                process.wait(timeout=MEMORY_POLL_S)
+                break
+            except subprocess.TimeoutExpired:
+                pass
+            if time.monotonic() - started > limit:
+                ended = "time"
+            elif _resident_bytes(process.pid) > cap:
+                ended = "memory"
+            if ended != "exit":
+                process.kill()
+                process.wait()
+                break
+    return subprocess.CompletedProcess(command, process.returncode, stderr=stderr_path.read_text(errors="replace")), ended
+
+
+def _resident_bytes(pid: int) -> int:
+    """Resident memory of process `pid` in bytes (Linux `/proc/PID/statm`); 0 where it cannot be read (the
+    process just ended, or no `/proc`)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _out_of_memory(completed: subprocess.CompletedProcess) -> bool:
