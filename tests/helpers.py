@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -194,3 +195,15 @@ def plant_kernel_fault(source: Path, target: Path, layer: str, relative: float =
         value = dataset[()]
         value.flat[at] *= 1 + relative
         dataset[...] = value
+
+
+def assert_fault_named(good: Path, tampered: Path, out: Path, scratch: Path, layer: str) -> dict:
+    """The onnx stage run on `tampered` (a copy of `good` with a fault planted) into `scratch`, and `good`'s
+    verify (its Keras outputs already in `out`) on that ONNX file: it must fail, naming `layer` as the first
+    divergent layer. Returns verify.json."""
+    assert run_cli("onnx", "--model", str(tampered), "--out", str(scratch)).returncode == 0
+    completed = run_cli("verify", "--model", str(good), "--onnx", str(scratch / good.stem / "model.onnx"), "--out", str(out))
+    assert completed.returncode == 1, completed.stderr[-2000:]
+    line = completed.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: verification failed — first divergent layer: {layer} "), line
+    return json.loads((out / good.stem / "verify.json").read_text())

@@ -47,3 +47,24 @@ def test_bad_input_range_is_bad_input(text):
     with pytest.raises(BadInput, match="--input-range"):
         checkset.parse_range(text)
 
+
+
+def test_check_sets_shrink_to_the_memory_bound_and_only_there():
+    resnet8 = checkset.sample_bytes([(32, 32, 3), (10,)])
+    vgg16 = checkset.sample_bytes([(224, 224, 3), (1000,)])
+    assert checkset.random_sizes(resnet8, 3) == checkset.random_sizes(vgg16, 3) == checkset.RANDOM_BATCH_SIZES
+    autoencoder = checkset.sample_bytes([(896, 896, 3), (896, 896, 3)])  # 19 MB a sample, in and out
+    sizes = checkset.random_sizes(autoencoder, 3)
+    assert sizes[:2] == (1, 7) and 3 * sum(sizes) * autoencoder <= checkset.CHECK_COPY_BYTES
+    assert checkset.random_sizes(checkset.CHECK_COPY_BYTES * 2, 3) == (1,)  # never none: one sample is checked
+    assert checkset.sample_bytes([(None, 8)]) == 4 * checkset.OPEN_DIMENSION_LENGTH * 8
+
+
+def test_layer_inputs_shrink_to_the_memory_bound():
+    layout = checkset.Layout.of(["input"], [(4,)])
+    tests = np.zeros((500, 4), np.float32)
+    full = checkset.layer_inputs(layout, tests)
+    assert len(full) == checkset.LAYER_TEST_IMAGES + 3 * checkset.LAYER_RANDOM_PER_RANGE
+    few = checkset.layer_inputs(layout, tests, per_sample=checkset.CHECK_COPY_BYTES // 10)
+    assert len(few) == 5 + 3 * 1  # half the room to test images, one random input per range at least
+    assert len(checkset.layer_inputs(layout, None, per_sample=checkset.CHECK_COPY_BYTES)) == 3

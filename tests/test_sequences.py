@@ -120,12 +120,7 @@ def test_a_fault_in_the_lstm_kernel_is_named_at_its_layer(lstm_verified, tmp_pat
         value = kernel[()]
         value.flat[value.size // 2] += 2e-2
         kernel[...] = value
-    assert helpers.run_cli("onnx", "--model", str(tampered), "--out", str(tmp_path / "bad")).returncode == 0
-    completed = helpers.run_cli("verify", "--model", str(good), "--onnx", str(tmp_path / "bad" / "recurrent_text" / "model.onnx"),
-                                "--out", str(out))
-    assert completed.returncode == 1, completed.stderr[-2000:]
-    line = completed.stderr.strip().splitlines()[-1]
-    assert line.startswith("error: verification failed — first divergent layer: lstm "), line
+    helpers.assert_fault_named(good, tampered, out, tmp_path / "bad", "lstm")
 
 
 def _datasets(group) -> list[str]:

@@ -36,6 +36,34 @@ def fill_open(shape) -> tuple[int, ...]:
     return tuple(OPEN_DIMENSION_LENGTH if dim is None else int(dim) for dim in shape)
 
 
+# The most memory one copy of the check inputs and outputs may take (float32): verify holds Keras's float32
+# and float64 outputs and every backend's at once, and the layer comparison every layer's output of each,
+# about ten copies in all. A model of large inputs is checked on fewer samples (`random_sizes`,
+# `layer_inputs`; the report names the sizes): a 896×896 autoencoder takes 19 MB a sample, in and out.
+# ResNet8 (12 KB a sample) and the zoo's models (0.6 MB at 224 px) keep every size.
+CHECK_COPY_BYTES = 1 << 30
+
+
+def sample_bytes(shapes) -> int:
+    """The float32 bytes of one sample of tensors of one-sample `shapes` (open dimensions at their check
+    length, `fill_open`): the same for a float64 twin, which checks the same sets."""
+    return 4 * sum(int(np.prod(fill_open(shape), dtype=np.int64)) for shape in shapes)
+
+
+def random_sizes(per_sample: int, n_ranges: int) -> tuple[int, ...]:
+    """The random sets' batch sizes for a model of `per_sample` bytes a sample (inputs and outputs,
+    `sample_bytes`) drawn over `n_ranges` ranges: `RANDOM_BATCH_SIZES` while they fit `CHECK_COPY_BYTES`,
+    the last cut to what fits (at least a batch of 1)."""
+    room = CHECK_COPY_BYTES // max(per_sample, 1) // max(n_ranges, 1)
+    sizes: list[int] = []
+    for size in RANDOM_BATCH_SIZES:
+        take = min(size, room - sum(sizes))
+        if take < 1 or (sizes and take <= sizes[-1]):  # each size once: the sets are named by it
+            break
+        sizes.append(take)
+    return tuple(sizes) or (1,)
+
+
 def set_name(size: int, value_range: Range) -> str:
     """`random_<size>_<lo>_<hi>`: the name of the random check set of one batch size and range."""
     return f"random_{size}_{value_range[0]:g}_{value_range[1]:g}"
@@ -227,11 +255,22 @@ def proof_subset(sets: dict):
 LAYER_TEST_IMAGES = 100
 
 
+LAYER_RANDOM_PER_RANGE = 7
+
+
 def layer_inputs(layout: Layout, test_images: np.ndarray | None, ranges: tuple[Range, ...] = DEFAULT_RANGES,
-                 tokens: dict[str, TokenIds] | None = None) -> np.ndarray:
-    """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and 7 seeded
-    random ones per range (`tokens`: see `random_sets`), packed as `random_sets` packs them."""
-    random = np.concatenate(list(random_sets(layout, ranges, sizes=(7,), tokens=tokens).values()))
-    if test_images is None:
+                 tokens: dict[str, TokenIds] | None = None, per_sample: int = 0) -> np.ndarray:
+    """The inputs of the layer-by-layer comparison: LAYER_TEST_IMAGES test images (if any) and
+    LAYER_RANDOM_PER_RANGE seeded random ones per range (`tokens`: see `random_sets`), packed as
+    `random_sets` packs them; fewer of each where every layer's outputs take `per_sample` bytes a sample
+    and all would pass `CHECK_COPY_BYTES` (half the room to the test images, at least one random input per range)."""
+    room = CHECK_COPY_BYTES // max(per_sample, 1)
+    tests = 0 if test_images is None else min(LAYER_TEST_IMAGES, len(test_images))
+    per_range = LAYER_RANDOM_PER_RANGE
+    if tests + per_range * len(ranges) > room:
+        tests = min(tests, room // 2)
+        per_range = max(1, min(per_range, (room - tests) // max(len(ranges), 1)))
+    random = np.concatenate(list(random_sets(layout, ranges, sizes=(per_range,), tokens=tokens).values()))
+    if not tests:
         return random
-    return np.concatenate([test_images[:LAYER_TEST_IMAGES].astype(np.float32), random])
+    return np.concatenate([test_images[:tests].astype(np.float32), random])

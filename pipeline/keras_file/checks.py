@@ -208,9 +208,7 @@ def check_weights(layers: list[KerasLayer], weights: dict[str, dict[str, np.ndar
     Raises:
         BadInput: the first bad or missing weight, named `layer/weight`.
     """
-    from pipeline.keras_file.weights import nested_layers
-
-    for layer in [inner for outer in layers for inner in (outer, *nested_layers(outer))]:
+    for layer in [inner for outer in layers for inner in (outer, *graph.nested_layers(outer))]:
         tensors = weights.get(layer.name, {})
         for name, value in tensors.items():
             array = np.asarray(value)

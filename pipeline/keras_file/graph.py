@@ -6,7 +6,7 @@ Layers are reported by these names: they are what the user's file calls them.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -120,6 +120,31 @@ def layers(model_config: dict) -> list[KerasLayer]:
         calls = max(len(nodes), 1) if isinstance(nodes, list) else 1
         result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound, _operands(entry), calls))
     return result
+
+
+def with_nested(graph: list[KerasLayer]) -> list[KerasLayer]:
+    """`graph` with the layers of each model nested as a layer and called once (a pretrained base in a
+    Sequential) just before it, named `outer/inner` as the TensorFlow process captures them
+    (`tf_side.outputs.layer_outputs`), their inputs where the outer model feeds the nested one. A nested
+    model called twice (a siamese encoder) stays one layer: its layers have no one output each."""
+    result: list[KerasLayer] = []
+    for layer in graph:
+        inner = nested_layers(layer) if layer.calls == 1 else []
+        entries = [entry for entry in with_nested(inner) if entry.class_name != "InputLayer"]
+        feeds = iter(layer.inbound)
+        fed = {entry.name: (next(feeds, None),) for entry in with_nested(inner) if entry.class_name == "InputLayer"}
+        for entry in entries:
+            inbound = (tuple(name for source in entry.inbound for name in fed.get(source, (f"{layer.name}/{source}",)) if name)
+                       if entry.inbound else layer.inbound)
+            result.append(replace(entry, name=f"{layer.name}/{entry.name}", inbound=inbound))
+        result.append(layer)
+    return result
+
+
+def nested_layers(layer: KerasLayer) -> list[KerasLayer]:
+    """The layers of a model nested as a layer (ConvNeXt's Sequential stem), as `layers` reads them; []
+    for a plain layer."""
+    return layers({"class_name": layer.class_name, "config": layer.config}) if isinstance(layer.config.get("layers"), list) else []
 
 
 def _declared_shape(graph: list[KerasLayer]) -> list | None:

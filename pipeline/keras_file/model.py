@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common import json_tree
 from pipeline.common.checksums import sha256_of
 from pipeline.data import checkset
 from pipeline.keras_file import checks, graph, safety, weights
@@ -54,19 +55,14 @@ class KerasModel:
     def fixed_batch(self) -> str:
         """What in the config fixes the batch size or carries state between calls ("" where nothing does): the
         onnx stage says it, and converts the model with an open batch, stateless (`tf_side.loading`)."""
-        found, stack = set(), [self.config]
-        while stack:
-            node = stack.pop()
-            if isinstance(node, dict):
-                for key in ("batch_input_shape", "batch_shape"):
-                    shape = node.get(key)
-                    if isinstance(shape, list) and shape and shape[0] is not None:
-                        found.add(f"a batch size of {shape[0]}")
-                if node.get("stateful") is True:
-                    found.add("stateful recurrent layers")
-                stack.extend(node.values())
-            elif isinstance(node, list):
-                stack.extend(node)
+        found = set()
+        for node in json_tree.dicts(self.config):
+            for key in ("batch_input_shape", "batch_shape"):
+                shape = node.get(key)
+                if isinstance(shape, list) and shape and shape[0] is not None:
+                    found.add(f"a batch size of {shape[0]}")
+            if node.get("stateful") is True:
+                found.add("stateful recurrent layers")
         return " and ".join(sorted(found))
 
     @property

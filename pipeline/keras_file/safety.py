@@ -16,6 +16,7 @@ from pathlib import Path, PurePosixPath
 
 import h5py
 
+from pipeline.common import json_tree
 from pipeline.common.errors import BadInput
 
 # What a .keras zip may declare, uncompressed: a Keras file's weights barely compress, so an archive
@@ -141,20 +142,11 @@ def layers_of_class(config, matches: Callable[[str], bool]) -> list[str]:
     """Names of the layers whose class name `matches`, anywhere in the config, nested models included
     ("?" for one without a readable name)."""
     found: list[str] = []
-
-    def walk(item):
-        if isinstance(item, dict):
-            cls = item.get("class_name")
-            if isinstance(cls, str) and matches(cls):
-                inner = item.get("config")
-                found.append(str(inner.get("name", "?")) if isinstance(inner, dict) else "?")
-            for value in item.values():
-                walk(value)
-        elif isinstance(item, list):
-            for value in item:
-                walk(value)
-
-    walk(config)
+    for item in json_tree.dicts(config):
+        cls = item.get("class_name")
+        if isinstance(cls, str) and matches(cls):
+            inner = item.get("config")
+            found.append(str(inner.get("name", "?")) if isinstance(inner, dict) else "?")
     return found
 
 

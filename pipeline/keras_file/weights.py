@@ -11,7 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline.keras_file.graph import KerasLayer
+from pipeline.keras_file.graph import KerasLayer, nested_layers
 
 # A `.keras` file stores a layer's weights as vars/0, vars/1, ... in creation order, without names.
 _VAR_NAMES = {
@@ -46,14 +46,6 @@ def _keras_weight_paths(graph: list[KerasLayer]) -> dict[str, KerasLayer]:
         used[snake] = used.get(snake, -1) + 1
         by_path[snake if used[snake] == 0 else f"{snake}_{used[snake]}"] = layer
     return by_path
-
-
-def nested_layers(layer: KerasLayer) -> list[KerasLayer]:
-    """The layers of a model nested as a layer (ConvNeXt's Sequential stem), as `graph.layers` reads them;
-    [] for a plain layer."""
-    from pipeline.keras_file.graph import layers
-
-    return layers({"class_name": layer.class_name, "config": layer.config}) if isinstance(layer.config.get("layers"), list) else []
 
 
 def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]]:

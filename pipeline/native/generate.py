@@ -19,9 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.errors import BadInput
-from pipeline.keras_file.graph import KerasLayer
+from pipeline.keras_file.graph import KerasLayer, nested_layers
 from pipeline.keras_file.model import KerasModel
-from pipeline.keras_file.weights import nested_layers
 from pipeline.native import keras_ops, layers
 from pipeline.native.layers import Context, Tensor
 

@@ -151,7 +151,9 @@ def _onnxruntime_reference(onnx_path: Path, stored: KerasReference | None = None
     there: the same ranges), ONNX Runtime's outputs on them, and whether those are probabilities."""
     sources = backends.Sources(backends.Artifacts(onnx=onnx_path))
     sets = {name: stored.inputs(name) for name in stored.set_names() if name.startswith("random_")} if stored else {}
-    sets = sets or checkset.random_sets(onnx_graph.input_layout(onnx_path))
+    if not sets:  # no reference: sized on the inputs alone, counted twice for the outputs
+        layout = onnx_graph.input_layout(onnx_path)
+        sets = checkset.random_sets(layout, sizes=checkset.random_sizes(2 * checkset.sample_bytes(layout.shapes), len(checkset.DEFAULT_RANGES)))
     outputs = backends.run_sets(backends.load("onnxruntime", sources), sets)
     return sets, outputs, onnx_graph.softmax_input(sources.onnx_proto.graph) is not None
 

@@ -9,6 +9,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from pipeline.common import json_tree
 from pipeline.common.errors import BadInput
 from pipeline.common.keras_job import CUSTOM_OBJECTS_ENV
 from pipeline.data import feeds
@@ -68,23 +69,15 @@ def _with_open_batch(model):
         return model
     keras = keras_api(model)
 
-    def opened(node):
-        if isinstance(node, dict):
-            for key in ("batch_input_shape", "batch_shape"):
-                if isinstance(node.get(key), list) and node[key]:
-                    node[key] = [None, *node[key][1:]]
-            if node.get("batch_size") is not None and "batch_input_shape" not in node and "batch_shape" not in node:
-                node["batch_size"] = None
-            if node.get("stateful") is True:
-                node["stateful"] = False
-            for value in node.values():
-                opened(value)
-        elif isinstance(node, list):
-            for value in node:
-                opened(value)
-
     config = model.get_config()
-    opened(config)
+    for node in json_tree.dicts(config):
+        for key in ("batch_input_shape", "batch_shape"):
+            if isinstance(node.get(key), list) and node[key]:
+                node[key] = [None, *node[key][1:]]
+        if node.get("batch_size") is not None and "batch_input_shape" not in node and "batch_shape" not in node:
+            node["batch_size"] = None
+        if node.get("stateful") is True:
+            node["stateful"] = False
     custom = {**_keras_own_layers(), **user_custom_objects()}
     rebuilt = (keras.Sequential if isinstance(model, keras.Sequential) else keras.Model).from_config(config, custom_objects=custom)
     rebuilt.set_weights(model.get_weights())
@@ -220,13 +213,9 @@ def _with_ops_as_layers(path: Path, keras):
     """The legacy .h5 at `path` loaded with each op node of two positional operands rebuilt as the layer
     it equals (`_SCALAR_OPS`), and the file's weights; None where the file has no such node (the
     failure was something else). Safe mode stays on: the config is data, rebuilt by Keras's deserializer."""
-    import h5py
-
-    with h5py.File(path, "r") as handle:
-        raw = handle.attrs.get("model_config")
-    if raw is None:
+    config = _h5_config(path)
+    if config is None:
         return None
-    config = json.loads(raw if isinstance(raw, str) else raw.decode())
     inner = config.get("config") if isinstance(config, dict) else None
     if not isinstance(inner, dict) or not isinstance(inner.get("layers"), list):
         return None  # a Keras 2.0–2.1 Sequential (its config a plain list of layers) has no op nodes: tf-keras reads it
@@ -255,9 +244,27 @@ def _with_ops_as_layers(path: Path, keras):
         return None
     from keras.src.legacy.saving import legacy_h5_format
 
-    with h5py.File(io.BytesIO(Path(path).read_bytes()), "r+") as copy:  # the user's file is never written
+    return _load_rewritten(path, config, lambda copy: legacy_h5_format.load_model_from_hdf5(
+        copy, compile=False, safe_mode=True, custom_objects=_keras_own_layers()))
+
+
+def _h5_config(path: Path) -> dict | None:
+    """The model config a legacy .h5 holds, as JSON; None where it holds none."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        raw = handle.attrs.get("model_config")
+    return None if raw is None else json.loads(raw if isinstance(raw, str) else raw.decode())
+
+
+def _load_rewritten(path: Path, config: dict, load):
+    """`load` (a legacy-HDF5 loader) run on an in-memory copy of the .h5 at `path` holding `config` in place
+    of its own: the user's file is never written."""
+    import h5py
+
+    with h5py.File(io.BytesIO(Path(path).read_bytes()), "r+") as copy:
         copy.attrs["model_config"] = json.dumps(config)
-        return legacy_h5_format.load_model_from_hdf5(copy, compile=False, safe_mode=True, custom_objects=_keras_own_layers())
+        return load(copy)
 
 
 # Keras 2's cuDNN-only recurrent layers (TensorFlow runs them on a GPU alone; tf2onnx has no op for them) and
@@ -272,34 +279,20 @@ _CUDNN_LAYERS = {
 def _cudnn_rebuilt(path: Path):
     """The legacy .h5 at `path` loaded by tf-keras with each CuDNNLSTM/CuDNNGRU rebuilt as the LSTM/GRU it equals
     (`_CUDNN_LAYERS`); None where the file has none (or tf-keras is not installed)."""
-    import h5py
-
     try:
         from tf_keras.src.saving.legacy import hdf5_format
     except ImportError:
         return None
-    with h5py.File(path, "r") as handle:
-        raw = handle.attrs.get("model_config")
-    if raw is None:
-        return None
-    config = json.loads(raw if isinstance(raw, str) else raw.decode())
+    config = _h5_config(path)
     changed = 0
-    stack = [config]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, dict):
-            if node.get("class_name") in _CUDNN_LAYERS and isinstance(node.get("config"), dict):
-                node["class_name"], settings = _CUDNN_LAYERS[node["class_name"]]
-                node["config"].update(settings)
-                changed += 1
-            stack.extend(node.values())
-        elif isinstance(node, list):
-            stack.extend(node)
+    for node in json_tree.dicts(config):
+        if node.get("class_name") in _CUDNN_LAYERS and isinstance(node.get("config"), dict):
+            node["class_name"], settings = _CUDNN_LAYERS[node["class_name"]]
+            node["config"].update(settings)
+            changed += 1
     if not changed:
         return None
-    with h5py.File(io.BytesIO(Path(path).read_bytes()), "r+") as copy:  # the user's file is never written
-        copy.attrs["model_config"] = json.dumps(config)
-        return hdf5_format.load_model_from_hdf5(copy, custom_objects=user_custom_objects(), compile=False)
+    return _load_rewritten(path, config, lambda copy: hdf5_format.load_model_from_hdf5(copy, custom_objects=user_custom_objects(), compile=False))
 
 
 def _keras_own_layers() -> dict:

@@ -53,6 +53,11 @@ def output_layout(model, inputs: Layout, packed: np.ndarray) -> Layout | None:
     return Layout.of(names, [np.shape(r)[1:] for r in results])
 
 
+def _shapes(tensors) -> list[tuple]:
+    """One-sample shapes of symbolic Keras tensors (None where a dimension is open)."""
+    return [tuple(None if dim is None else int(dim) for dim in tuple(tensor.shape)[1:]) for tensor in tensors]
+
+
 def _test_images(data: Path | None, shapes: tuple[tuple[int, ...], ...]) -> np.ndarray | None:
     """The test images, where there is a test set and the model takes CIFAR-10's images (alone)."""
     return cifar.load(data).images if data is not None and shapes == (cifar.INPUT_SHAPE,) else None
@@ -86,7 +91,8 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
 
     layout = input_layout(model)
     arrays: dict[str, np.ndarray] = {}
-    sets: dict[str, np.ndarray] = dict(checkset.random_sets(layout, ranges, tokens=tokens))
+    sizes = checkset.random_sizes(checkset.sample_bytes([*layout.shapes, *_shapes(model.outputs)]), len(ranges))
+    sets: dict[str, np.ndarray] = dict(checkset.random_sets(layout, ranges, sizes, tokens=tokens))
     if user_inputs is not None:
         sets[checkset.USER_SET] = user_inputs
     for name, inputs in sets.items():
@@ -103,32 +109,70 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
     return sorted(sets)
 
 
-def _output_in(model, layer):
-    """`layer`'s output in `model`'s own graph. A model nested as a layer (a pretrained base in a Sequential)
-    has two: its own, from its own Input, first — which `layer.output` gives, disconnected from `model`'s
-    inputs — and the one where `model` calls it. Keras keeps the latter among `model`'s nodes."""
+def _node_in(model, layer) -> list:
+    """The nodes where `model`'s own graph calls `layer`. A model nested as a layer (a pretrained base in a
+    Sequential) has a node of its own too, from its own Input — which `layer.output` gives, disconnected
+    from `model`'s inputs —; Keras keeps the nodes of `model`'s calls among `model`'s nodes."""
     graph = getattr(model, "_functional", model)  # Keras 3's Sequential runs a Functional of its own
-    for nodes in getattr(graph, "_nodes_by_depth", {}).values():
-        for node in nodes:
-            if (getattr(node, "operation", None) or getattr(node, "layer", None)) is layer:
-                outputs = node.output_tensors
-                return outputs[0] if isinstance(outputs, (list, tuple)) and len(outputs) == 1 else outputs
-    return layer.output
+    return [node for nodes in getattr(graph, "_nodes_by_depth", {}).values() for node in nodes
+            if (getattr(node, "operation", None) or getattr(node, "layer", None)) is layer]
+
+
+def _one(tensors):
+    return tensors[0] if isinstance(tensors, (list, tuple)) and len(tensors) == 1 else tensors
+
+
+def _output_in(model, layer):
+    """`layer`'s output in `model`'s own graph (`_node_in`)."""
+    nodes = _node_in(model, layer)
+    return _one(nodes[0].output_tensors) if nodes else layer.output
+
+
+def _nested_once(keras, model) -> list:
+    """The models nested as a layer of `model` that it calls once: their layers are compared under nested
+    names (`base/conv2d`). A shared one (a siamese encoder, called twice) has no one output per layer."""
+    return [layer for layer in model.layers if isinstance(layer, keras.Model) and len(_node_in(model, layer)) == 1]
+
+
+def _probe(keras, model):
+    """(the layers of `model` that compute, the models nested once, a model giving the former's outputs and
+    then the latter's inputs, all on `model`'s inputs)."""
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    nested = _nested_once(keras, model)
+    tensors = [_output_in(model, layer) for layer in layers] + [_one(_node_in(model, inner)[0].input_tensors) for inner in nested]
+    return layers, nested, keras.Model(model.inputs, tensors)
+
+
+def _capture_bytes(keras, model) -> int:
+    """The float32 bytes of every layer's output for one sample, nested models' layers included."""
+    layers, nested, probe = _probe(keras, model)
+    return checkset.sample_bytes(_shapes(probe.outputs[:len(layers)])) + sum(_capture_bytes(keras, inner) for inner in nested)
+
+
+def _captures(keras, model, inputs, prefix: str = "") -> dict[str, np.ndarray]:
+    """{`prefix` + layer name: its output on `inputs` (as `model.predict` takes them)} for every layer of
+    `model` that computes, and `outer/inner` for the layers of a model nested once in it (on its inputs there)."""
+    layers, nested, probe = _probe(keras, model)
+    outputs = probe.predict(inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)
+    outputs = outputs if isinstance(outputs, list) else [outputs]
+    arrays = {f"{prefix}{layer.name}": np.asarray(out) for layer, out in zip(layers, outputs[:len(layers)], strict=True)}
+    for inner, inner_inputs in zip(nested, outputs[len(layers):], strict=True):
+        arrays.update(_captures(keras, inner, inner_inputs, f"{prefix}{inner.name}/"))
+    return arrays
 
 
 def layer_outputs(model, model_path: Path, layers_path: Path, data: Path | None,
                   ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: dict[str, checkset.TokenIds] | None = None) -> list[str]:
     """Write every layer's output on the layer check set (`checkset.layer_inputs`, token ids for the inputs
-    `tokens` names), keyed `layer/<name>`, the inputs packed (`feeds`). Returns the layers' names."""
+    `tokens` names), keyed `layer/<name>` — `layer/<nested model>/<name>` for the layers of a model nested
+    once —, the inputs packed (`feeds`). Returns the layers' names."""
     keras = keras_api(model)
     layout = input_layout(model)
-    inputs = checkset.layer_inputs(layout, _test_images(data, layout.shapes), ranges, tokens)
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    probe = keras.Model(model.inputs, [_output_in(model, layer) for layer in layers])
-    outputs = probe.predict(layout.unpack(inputs) if layout.several else inputs, batch_size=checkset.TEST_BATCH_SIZE, verbose=0)
-    outputs = outputs if isinstance(outputs, list) else [outputs]
-    arrays = {f"layer/{layer.name}": np.asarray(out) for layer, out in zip(layers, outputs, strict=True)}
+    inputs = checkset.layer_inputs(layout, _test_images(data, layout.shapes), ranges, tokens, _capture_bytes(keras, model))
+    captured = _captures(keras, model, layout.unpack(inputs) if layout.several else inputs)
+    arrays = {f"layer/{name}": value for name, value in captured.items()}
     arrays["inputs"] = inputs
     arrays.update(feeds.stored(layout, None))
+    layers = list(captured)
     _save(layers_path, arrays, model_path, data)
-    return [layer.name for layer in layers]
+    return layers

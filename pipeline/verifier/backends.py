@@ -218,8 +218,7 @@ def torch_predict(module, returns_logits: bool = False, device=None, float64: bo
     import torch
 
     def predict(batch: np.ndarray) -> Outputs:
-        arrays = inputs.unpack(batch) if inputs is not None else [batch]
-        xs = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64 if float64 else np.float32)) for a in arrays]
+        xs = _tensors(batch, inputs, float64)
         with torch.inference_mode():
             result = module(*(xs if device is None else [x.to(device) for x in xs]))
         if returns_logits:
@@ -228,6 +227,14 @@ def torch_predict(module, returns_logits: bool = False, device=None, float64: bo
         return _packed(result)
 
     return _in_slices(predict, FLOAT64_ROWS) if float64 else predict
+
+
+def _tensors(batch: np.ndarray, layout: Layout | None, float64: bool) -> list:
+    """A packed batch (`feeds`) as the model's input tensors, in its order: float32, or float64 cast exactly."""
+    import torch
+
+    arrays = layout.unpack(batch) if layout is not None else [batch]
+    return [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64 if float64 else np.float32)) for a in arrays]
 
 
 @register("onnxruntime", needs="onnx")
@@ -303,8 +310,7 @@ def _native_predict(sources: Sources, float64: bool) -> Predict:
     layout = sources.input_layout
 
     def predict(batch: np.ndarray) -> Outputs:
-        arrays = layout.unpack(batch) if layout is not None else [batch]
-        xs = [torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64 if float64 else np.float32)) for a in arrays]
+        xs = _tensors(batch, layout, float64)
         with torch.inference_mode():
             if module.LOGITS:
                 probs, local = load.run_with_locals(model, *xs)

@@ -26,7 +26,7 @@ import copy
 import difflib
 import itertools
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -153,6 +153,10 @@ def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: d
         later = [hit for hit in found if hit.position > after] + [hit for hit in found if hit.position == after]
         if layer.name in references and float(np.ptp(references[layer.name])) == 0.0:
             later = [hit for hit in later if hit.position in (after, after + 1)]
+            # a constant equals its tensor in every layout (a ReLU all zero on the matching inputs): the
+            # layout is its input's, the tensor it is computed from, not the first one tried
+            inputs = [placed[name].layout for name in layer.inbound if name in placed]
+            later = [replace(hit, layout=inputs[0]) for hit in later] if inputs else later
         if later:
             placed[layer.name] = later[0]
         reached[layer.name] = placed[layer.name].position if layer.name in placed else after

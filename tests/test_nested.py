@@ -1,0 +1,58 @@
+"""A pretrained-style base nested in a Sequential (transfer learning, the most common Keras model there
+is), trained a few steps and written by tf-keras (.h5) and Keras 3 (.keras): verified through onnx, torch
+and verify, its base's layers compared one by one under the user's nested names (`base/conv2d`); a fault
+planted in the base's second convolution is named there."""
+
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+import families
+import helpers
+from pipeline.runtimes import keras as keras_runtime
+
+
+@pytest.fixture(scope="module")
+def nested_verified(tmp_path_factory):
+    """{flavour: (model file, artifacts folder, verify's output)} for nested_transfer (`tf_side.trained_build`)."""
+    folder = tmp_path_factory.mktemp("nested")
+
+    def run(flavour: str):
+        (built,) = keras_runtime.build_trained(folder / flavour, flavour, ["nested_transfer"])
+        model, out = Path(built["file"]), folder / flavour / "out"
+        text = ""
+        for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("verify", ())):
+            completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
+            assert completed.returncode == 0, f"{flavour} {stage}: {completed.stderr[-3000:]}"
+            text += completed.stdout + completed.stderr
+        return flavour, (model, out, text)
+
+    with ThreadPoolExecutor(len(families.FLAVOURS)) as pool:  # one TensorFlow process per flavour (CI has two cores)
+        return dict(pool.map(run, families.FLAVOURS))
+
+
+@pytest.mark.parametrize("flavour", families.FLAVOURS)
+def test_the_nested_base_is_compared_layer_by_layer_under_its_nested_names(nested_verified, flavour):
+    model, out, text = nested_verified[flavour]
+    assert "Verification PASSED" in text
+    summary = json.loads((out / model.stem / "verify.json").read_text())
+    assert summary["float64_proof"]["passed"], summary["float64_note"]
+    rows = {row["keras_layer"]: row for row in summary["layers"]["layers"]}
+    inner = [name for name in rows if name.startswith("base/")]
+    assert {"base/conv2d_1", "base/re_lu", "base/global_average_pooling2d"} <= set(inner), sorted(rows)
+    fused = {name for row in rows.values() if row["diffs"] for name in row["fused"]}
+    for name in inner:  # every layer of the base compared, sharing a compared tensor, or folded into a compared group
+        assert rows[name]["diffs"] or rows[name]["shared_with"] or name in fused, rows[name]
+    assert summary["layers"]["passed"]
+
+
+def test_a_fault_in_the_nested_base_is_named_at_its_nested_layer(nested_verified, tmp_path):
+    good, out, _ = nested_verified["keras3"]  # its Keras outputs already there: verify starts no TensorFlow for them
+    tampered = tmp_path / "tampered" / good.name
+    tampered.parent.mkdir()
+    helpers.plant_kernel_fault(good, tampered, "conv2d_1")  # the base's second convolution (weights filed by their own names)
+    helpers.assert_fault_named(good, tampered, out, tmp_path / "bad", "base/conv2d_1")
