@@ -107,3 +107,17 @@ def test_a_fault_in_one_head_fails_naming_that_output_and_its_layer(two_heads_ve
     verdict = helpers.assert_fault_named(good, tampered, out, tmp_path / "bad", "box")
     failing = {part["name"] for pair in verdict["pairs"] if not pair["passed"] for part in pair["outputs"] if not part["passed"]}
     assert failing == {"box"}  # the class head, the same weights, passes in every pair
+
+
+def test_bench_times_a_model_of_several_inputs_and_outputs(two_heads_verified):
+    """`make bench` on two inputs and two outputs: every backend fed its inputs by name, all outputs compared."""
+    out, _ = two_heads_verified
+    model = out.parent / "two_heads.keras"
+    completed = helpers.run_cli("bench", "--model", str(model), "--out", str(out), "--batch-sizes", "1,16", "--images", "64",
+                                "--repeats", "1", "--threads", "1")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads((out / "two_heads" / "bench.json").read_text())
+    assert "image (16, 16, 3), meta (5,)" in result["machine"]["inputs"]
+    backends = {row["backend"] for row in result["results"]}
+    assert {"onnxruntime", "model.pt2 eager", "keras predict"} <= backends, backends
+    assert all(agree["max_abs"] < 1e-4 for agree in result["agreement"].values()), result["agreement"]

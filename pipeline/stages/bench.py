@@ -33,6 +33,7 @@ from pipeline.common.atomic import write_text
 from pipeline.common.errors import BadInput
 from pipeline.common.paths import ModelPaths
 from pipeline.data import checkset, cifar
+from pipeline.data.feeds import Layout
 from pipeline.keras_file.model import KerasModel
 
 BATCH_SIZES = (1, 32, 256)
@@ -167,22 +168,28 @@ def latencies(runners: dict, images: np.ndarray, calls: int = LATENCY_CALLS) -> 
 
 
 class DeviceImages:
-    """NumPy batches as torch tensors on `device`. On a GPU each batch is copied there once and kept, so the
-    models are timed on images already in its memory, as a GPU's throughput is quoted; the copy itself is
-    timed apart (`host_copy_gb_s`)."""
+    """NumPy batches as the model's input tensors on `device`, a tuple of one per input (a batch of several
+    inputs is packed: `layout`, `feeds`). On a GPU each batch is copied there once and kept, so the models are
+    timed on images already in its memory, as a GPU's throughput is quoted; the copy itself is timed apart
+    (`host_copy_gb_s`)."""
 
-    def __init__(self, device):
+    def __init__(self, device, layout: Layout | None = None):
         self.device = device
-        self._copies: dict = {}  # (address, shape) -> (the NumPy batch, kept alive so the address stays its, tensor)
+        self.layout = layout if layout is not None and layout.several else None
+        self._copies: dict = {}  # (address, shape) -> (the NumPy batch, kept alive so the address stays its, tensors)
 
-    def __call__(self, batch: np.ndarray):
+    def __call__(self, batch: np.ndarray) -> tuple:
         import torch
 
+        def tensors():
+            parts = self.layout.unpack(batch) if self.layout is not None else [batch]
+            return tuple(torch.from_numpy(np.ascontiguousarray(part)).to(self.device) for part in parts)
+
         if self.device.type == "cpu":
-            return torch.from_numpy(batch)
+            return tensors()
         key = (batch.__array_interface__["data"][0], batch.shape)
         if key not in self._copies:
-            self._copies[key] = (batch, torch.from_numpy(np.ascontiguousarray(batch)).to(self.device))
+            self._copies[key] = (batch, tensors())
         return self._copies[key][1]
 
 
@@ -211,7 +218,7 @@ def torch_runner(module, device, images: DeviceImages | None = None):
 
     def run_batch(batch):
         with torch.inference_mode():
-            out = module(images(batch))
+            out = module(*images(batch))
             if device.type == "cuda":
                 torch.cuda.synchronize()
             return out
@@ -230,24 +237,25 @@ def cuda_graph_runner(module, images: DeviceImages, warmups: list[np.ndarray]):
 
     def capture(batch: np.ndarray) -> None:
         with torch.inference_mode():
-            example = images(batch).clone()
+            examples = tuple(tensor.clone() for tensor in images(batch))
             side = torch.cuda.Stream()
             side.wait_stream(torch.cuda.current_stream())
             with torch.cuda.stream(side):
                 for _ in range(3):
-                    module(example)
+                    module(*examples)
             torch.cuda.current_stream().wait_stream(side)
             graph = torch.cuda.CUDAGraph()
             with torch.cuda.graph(graph):
-                output = module(example)
-        graphs[batch.shape] = (graph, example, output)
+                output = module(*examples)
+        graphs[batch.shape] = (graph, examples, output)
 
     def run_batch(batch):
         if batch.shape not in graphs:  # the last, shorter batch of a pass
             capture(batch)
-        graph, example, output = graphs[batch.shape]
-        with torch.inference_mode():  # the input buffer is an inference tensor
-            example.copy_(images(batch))
+        graph, examples, output = graphs[batch.shape]
+        with torch.inference_mode():  # the input buffers are inference tensors
+            for example, tensor in zip(examples, images(batch), strict=True):
+                example.copy_(tensor)
         graph.replay()
         torch.cuda.synchronize()
         return output
@@ -258,16 +266,16 @@ def cuda_graph_runner(module, images: DeviceImages, warmups: list[np.ndarray]):
 
 
 def torch_runners(paths: ModelPaths, onnx_path: Path, device, compile_warmup: np.ndarray,
-                  batch_sizes: tuple[int, ...] = BATCH_SIZES) -> tuple[dict, dict]:
+                  batch_sizes: tuple[int, ...] = BATCH_SIZES, layout: Layout | None = None) -> tuple[dict, dict]:
     """{backend name: run_batch} for the torch backends, and notes (compile times, and on a GPU what could not
     be measured); the compiled models are compiled, and the CUDA graphs captured, for each of `batch_sizes`
-    before any timing."""
+    before any timing. `layout`: the model's several inputs, packed in each batch (`feeds`)."""
     import torch
 
     from pipeline.converters import to_fx
     from pipeline.runtimes.pt2 import load_module
 
-    images = DeviceImages(device)
+    images = DeviceImages(device, layout)
     runners, notes = {}, {}
     runners["onnx2torch eager"] = torch_runner(to_fx.convert_raw(onnx_path).to(device), device, images)
     runners["model.pt2 eager"] = torch_runner(load_module(paths.pt2).to(device), device, images)
@@ -325,7 +333,7 @@ def _gpu_package(paths: ModelPaths, onnx_path: Path, device, notes: dict):
 
     started = time.perf_counter()
     try:
-        aot_compile.compile_for_device(load_program(paths.pt2_opt), onnx_graph.input_shape(onnx_path), device,
+        aot_compile.compile_for_device(load_program(paths.pt2_opt), onnx_graph.input_sample(onnx_path), device,
                                        paths.pt2_aoti_cuda)
         package = aoti.load(paths.pt2_aoti_cuda, single_threaded=True)
     except Exception as exc:  # noqa: BLE001 — one backend fewer, said in the notes; the others are still timed
@@ -347,21 +355,25 @@ def agreement(runners: dict, images: np.ndarray, batch_size: int) -> dict[str, d
 
 
 def _numpy(output) -> np.ndarray:
-    """A backend's output as a float32 array: ONNX Runtime's first output, or a torch tensor on any device."""
-    if isinstance(output, list):
-        return np.asarray(output[0], dtype=np.float32)
-    return output.detach().float().cpu().numpy()
+    """A backend's outputs as one float32 array (N, ...): ONNX Runtime's list or a torch tensor (on any device)
+    as it is where there is one; several side by side, each flattened per sample."""
+    parts = list(output) if isinstance(output, (list, tuple)) else [output]
+    arrays = [np.asarray(part.detach().float().cpu().numpy() if hasattr(part, "detach") else part, dtype=np.float32) for part in parts]
+    return arrays[0] if len(arrays) == 1 else np.concatenate([a.reshape(len(a), -1) for a in arrays], axis=1)
 
 
-def onnxruntime_runner(onnx_path: Path, threads: int):
+def onnxruntime_runner(onnx_path: Path, threads: int, layout: Layout | None = None):
+    """ONNX Runtime on the CPU as a runner of NumPy batches (several inputs packed as `layout` says: `feeds`)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     session = ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda batch: session.run(None, {name: batch})
+    names = [i.name for i in session.get_inputs()]
+    if layout is None or not layout.several:
+        return lambda batch: session.run(None, {names[0]: batch})
+    return lambda batch: session.run(None, dict(zip(names, layout.unpack(batch), strict=True)))
 
 
 def _takes_test_images(shape: tuple[int, ...], data: Path | None) -> bool:
@@ -369,16 +381,18 @@ def _takes_test_images(shape: tuple[int, ...], data: Path | None) -> bool:
     return tuple(shape) == cifar.INPUT_SHAPE and data is not None and cifar.resolve(data)[0] is not None
 
 
-def bench_inputs(shape: tuple[int, ...], keras: KerasModel | None, data: Path | None, count: int) -> np.ndarray:
-    """`count` inputs of the model's own kind (`shape`: one sample's, as converted): the CIFAR-10 test images
-    for a model that takes them, else seeded random ones drawn as its check sets are — token ids for an
-    Embedding's input and its stated range, from the Keras file `keras` where it is given."""
-    if _takes_test_images(shape, data):
+def bench_inputs(layout: Layout | tuple[int, ...], keras: KerasModel | None, data: Path | None, count: int) -> np.ndarray:
+    """`count` inputs of the model's own kind (`layout`: its inputs' one-sample shapes as converted, or one
+    input's shape): the CIFAR-10 test images for a model that takes them, else seeded random ones drawn as its
+    check sets are — token ids for an Embedding's input and its stated range, from the Keras file `keras`
+    where it is given —, several inputs packed (`feeds`)."""
+    layout = layout if isinstance(layout, Layout) else Layout.of(["input"], [tuple(layout)])
+    if not layout.several and _takes_test_images(layout.shapes[0], data):
         return cifar.load(data).images[:count].astype(np.float32)
     stated = keras.input_ranges if keras is not None else None
-    tokens = keras.token_ids if keras is not None else None
+    tokens = keras.input_tokens if keras is not None else None
     ranges = checkset.choose_ranges(stated, None)
-    return next(iter(checkset.random_batches(tuple(shape), ranges[:1], sizes=(count,), tokens=tokens).values()))
+    return next(iter(checkset.random_sets(layout, ranges[:1], sizes=(count,), tokens=tokens).values()))
 
 
 def require_built(*needed: Path) -> None:
@@ -406,13 +420,10 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
     if gpu:  # cuDNN times its algorithms for each shape on first use and keeps the fastest (same fp32 arithmetic)
         torch.backends.cudnn.benchmark = True
     torch.set_num_threads(options.threads)
-    layout = onnx_graph.input_layout(paths.onnx)
-    if layout.several:
-        raise BadInput(f"bench times models of one input; this one has {len(layout.names)} ({layout.describe()}): "
-                       "verify checks it, and its programs run as model(*inputs)")
-    shape = layout.shapes[0]  # as converted: an open dimension at its checked length
+    layout = onnx_graph.input_layout(paths.onnx)  # as converted: an open dimension at its checked length
+    test_images = not layout.several and _takes_test_images(layout.shapes[0], data)
     keras = KerasModel.open(model) if Path(model).is_file() else None  # only its inputs' kind and Keras's timing need it
-    images = bench_inputs(shape, keras, data, options.images)
+    images = bench_inputs(layout, keras, data, options.images)
     flops = model_flops_per_image(paths.onnx)
     machine = {
         "cpu": cpuinfo.field("model name") or platform.processor() or platform.machine(), "cores": os.cpu_count(),
@@ -423,11 +434,12 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
         "host_to_gpu_gb_s": host_copy_gb_s(images, device) if gpu else None,
         "python": platform.python_version(), "torch": torch.__version__, "onnxruntime": onnxruntime.__version__,
         "sgemm_gflops": round(sgemm_gflops(options.threads), 1), "images": len(images), "repeats": options.repeats,
-        "inputs": "test images" if _takes_test_images(shape, data) else "random inputs of the model's own kind",
+        "inputs": "test images" if test_images else "random inputs of the model's own kind"
+                  + (f" ({layout.describe()})" if layout.several else ""),
     }
     result = BenchResult(machine, flops)
-    runners = {"onnxruntime": onnxruntime_runner(paths.onnx, options.threads)}
-    torch_side, result.notes = torch_runners(paths, paths.onnx, device, images, options.batch_sizes)
+    runners = {"onnxruntime": onnxruntime_runner(paths.onnx, options.threads, layout)}
+    torch_side, result.notes = torch_runners(paths, paths.onnx, device, images, options.batch_sizes, layout)
     runners.update(torch_side)
     speeds = {size: time_backends(runners, images, size, options.repeats)
               for size in tqdm(options.batch_sizes, desc="bench (batch sizes)", disable=not progress)}
@@ -441,7 +453,7 @@ def run(model: Path, out_dir: Path, data: Path, options: BenchOptions = BenchOpt
         result.agreement_batch1 = agreement(runners, images[:BATCH1_IMAGES], 1)
     if options.with_keras:
         with tempfile.TemporaryDirectory() as scratch:
-            own = Path(scratch) / "inputs.npy" if not _takes_test_images(shape, data) else None
+            own = Path(scratch) / "inputs.npy" if not test_images else None
             if own is not None:
                 np.save(own, images)
             job = KerasJob(model, data=data, bench=KerasBench(tuple(options.batch_sizes), options.images, options.repeats, options.threads,

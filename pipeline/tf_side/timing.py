@@ -20,9 +20,14 @@ def set_threads(threads: int) -> None:
 
 
 def bench(model, data: Path, job: KerasBench) -> dict[str, float]:
-    """{batch size: images/s} of `predict` on the first `job.images` test images (or `job.inputs`), best of
-    `job.repeats` after a warm-up."""
+    """{batch size: images/s} of `predict` on the first `job.images` test images (or `job.inputs`: several
+    inputs packed, `feeds`), best of `job.repeats` after a warm-up."""
+    from pipeline.tf_side.loading import input_layout
+
     inputs = np.load(job.inputs) if job.inputs is not None else cifar.load(data).images[: job.images].astype(np.float32)
+    layout = input_layout(model)
+    count = len(inputs)
+    inputs = layout.unpack(inputs) if layout.several else inputs
     speeds = {}
     for size in job.sizes:
         model.predict(inputs, batch_size=size, verbose=0)
@@ -31,5 +36,5 @@ def bench(model, data: Path, job: KerasBench) -> dict[str, float]:
             started = time.perf_counter()
             model.predict(inputs, batch_size=size, verbose=0)
             best = min(best, time.perf_counter() - started)
-        speeds[str(size)] = len(inputs) / best
+        speeds[str(size)] = count / best
     return speeds
