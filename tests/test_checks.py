@@ -150,16 +150,15 @@ def test_worker_time_limit_stops_a_hang(tiny_model, tiny_data, tmp_path, monkeyp
 
 
 def test_worker_memory_cap_ends_in_one_line(tiny_model, tiny_data, tmp_path, monkeypatch):
-    monkeypatch.setenv("PIPELINE_WORKER_MEMORY_GB", "0.3")  # TensorFlow cannot even start its threads: stands for a runaway allocation
+    monkeypatch.setenv("PIPELINE_WORKER_MEMORY_GB", "0.3")  # TensorFlow's start alone takes more: stands for a runaway allocation
     completed = helpers.run_cli("onnx", "--model", str(tiny_model), "--data", str(tiny_data), "--out", str(tmp_path / "out"))
     helpers.assert_one_line_error(completed, "ran out of its memory cap (0.3 GiB)", "PIPELINE_WORKER_MEMORY_GB")
     assert not (tmp_path / "out" / "tiny").exists()
 
 
 def test_memory_cap_counts_what_is_touched_not_what_is_reserved(tmp_path):
-    """TensorFlow reserves far more address space than it uses (VGG16: over 21 GiB reserved, 10.5 GB
-    resident): a cap on reservations refused it. 2 GiB reserved and never touched stays under a 1 GiB cap;
-    1.5 GiB written does not."""
+    """TensorFlow reserves far more address space than it uses (docs/memory.md): a cap on reservations
+    refused models that fit. 2 GiB reserved and never touched stays under a 1 GiB cap; 1.5 GiB written does not."""
     reserve = "import mmap, time; m = mmap.mmap(-1, 2 * 2**30, flags=mmap.MAP_PRIVATE); m[:1] = b'x'; time.sleep(0.5)"
     touch = "import time; b = bytearray(3 * 2**29); time.sleep(5)"
     completed, ended = keras_runtime._run_watched([sys.executable, "-c", reserve], tmp_path / "a.txt", 60, 2**30)

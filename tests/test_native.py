@@ -17,7 +17,7 @@ import helpers
 from pipeline.common.tolerances import ATOL_PROB, TRAIN_RTOL
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import generate, load
-from pipeline.native.layers import WeightRule
+from pipeline.native.layers.registry import WeightRule
 from pipeline.stages import verify
 from pipeline.verifier import training
 from pipeline.verifier.backends import Artifacts
@@ -223,12 +223,12 @@ def test_torch_adam_epsilon_takes_keras_first_step():
 def test_unsupported_layer_is_named_in_one_line(tmp_path):
     from pipeline.common.errors import BadInput
     from pipeline.keras_file.graph import KerasLayer
-    from pipeline.native import layers
-    from pipeline.native.layers import Context, Tensor
+    from pipeline.native import emitters
+    from pipeline.native.emitters import Context, Tensor
 
     layer = KerasLayer("lstm_1", "LSTM", {}, ("in",))
     with pytest.raises(BadInput, match=r"layer lstm_1: LSTM has no native PyTorch equivalent.*ONNX path"):
-        layers.emit(layer, {}, [Tensor("x", 3)], Context("lstm_1", False))
+        emitters.emit(layer, {}, [Tensor("x", 3)], Context("lstm_1", False))
 
 
 @pytest.mark.slow

@@ -56,3 +56,40 @@ def test_a_fault_in_the_nested_base_is_named_at_its_nested_layer(nested_verified
     tampered.parent.mkdir()
     helpers.plant_kernel_fault(good, tampered, "conv2d_1")  # the base's second convolution (weights filed by their own names)
     helpers.assert_fault_named(good, tampered, out, tmp_path / "bad", "base/conv2d_1")
+
+
+def _nested_config() -> dict:
+    """A Sequential holding a Functional base of two layers and a Dense, as Keras 3 writes it (what matters here)."""
+    base = {"class_name": "Functional", "config": {"name": "base", "input_layers": ["image", 0, 0], "layers": [
+        {"class_name": "InputLayer", "config": {"name": "image", "batch_shape": [None, 8, 8, 3]}, "inbound_nodes": []},
+        {"class_name": "Conv2D", "config": {"name": "conv"}, "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__",
+                                                                                            "config": {"keras_history": ["image", 0, 0]}}]}]},
+        {"class_name": "ReLU", "config": {"name": "relu"}, "inbound_nodes": [{"args": [{"class_name": "__keras_tensor__",
+                                                                                         "config": {"keras_history": ["conv", 0, 0]}}]}]}]}}
+    return {"class_name": "Sequential", "config": {"name": "model", "layers": [
+        {"class_name": "InputLayer", "config": {"name": "input", "batch_shape": [None, 8, 8, 3]}}, base,
+        {"class_name": "Dense", "config": {"name": "head"}}]}}
+
+
+def test_a_nested_models_layers_come_before_it_under_nested_names():
+    from pipeline.keras_file.graph import layers, with_nested
+
+    flat = with_nested(layers(_nested_config()))
+    assert [(layer.name, layer.inbound) for layer in flat] == [
+        ("input", ()), ("base/conv", ("input",)), ("base/relu", ("base/conv",)), ("base", ("base/relu",)), ("head", ("base",))]
+    # where the TensorFlow process captured none of its layers (a mask, a subclassed model), it stays one row
+    assert [layer.name for layer in with_nested(layers(_nested_config()), {"base", "head"})] == ["input", "base", "head"]
+
+
+def test_a_constant_is_placed_in_the_layout_that_holds_its_shape():
+    """A ReLU all zero on the matching inputs equals its NCHW tensor read either way: the layout that needs no
+    reshape is the tensor's own (the nested model above failed a correct conversion when NHWC was kept)."""
+    import numpy as np
+
+    from pipeline.verifier import placement
+
+    zeros = np.zeros((2, 8, 16, 16))
+    assert placement._equal_layout(np.zeros((2, 16, 16, 8)), zeros, 1e-6) == placement.CHANNELS_FIRST
+    values = np.random.default_rng(0).normal(size=(2, 16, 16, 8))
+    assert placement._equal_layout(values, values, 1e-6) == placement.KERAS
+    assert placement._equal_layout(values, np.moveaxis(values, -1, 1), 1e-6) == placement.CHANNELS_FIRST

@@ -41,9 +41,9 @@ WORKER_TIMEOUT_S = 1800
 CUSTOM_OBJECTS_ENV = "PIPELINE_CUSTOM_OBJECTS"
 # Most resident memory a TensorFlow process may take, as a share of the machine's: a config that makes
 # Keras allocate without end (or a model too large for the machine) ends in one line instead of the
-# kernel's out-of-memory killer, which takes other processes with it. Resident, not reserved: the largest
-# zoo model (VGG16) reserves over 21 GiB and peaks at 10.5 GB of 24 resident (`runtimes.keras._run_watched`).
-# `PIPELINE_WORKER_MEMORY_GB` overrides it.
+# kernel's out-of-memory killer, which takes other processes with it. Resident, not reserved: TensorFlow
+# reserves far more than it touches (`runtimes.keras._run_watched`, docs/memory.md). `PIPELINE_WORKER_MEMORY_GB`
+# overrides it.
 WORKER_MEMORY_SHARE = 0.9
 
 

@@ -6,6 +6,7 @@ Layers are reported by these names: they are what the user's file calls them.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -122,23 +123,43 @@ def layers(model_config: dict) -> list[KerasLayer]:
     return result
 
 
-def with_nested(graph: list[KerasLayer]) -> list[KerasLayer]:
+def with_nested(graph: list[KerasLayer], captured: Collection[str] | None = None) -> list[KerasLayer]:
     """`graph` with the layers of each model nested as a layer and called once (a pretrained base in a
     Sequential) just before it, named `outer/inner` as the TensorFlow process captures them
     (`tf_side.outputs.layer_outputs`), their inputs where the outer model feeds the nested one. A nested
-    model called twice (a siamese encoder) stays one layer: its layers have no one output each."""
+    model called twice (a siamese encoder) stays one layer: its layers have no one output each. `captured`:
+    the names the TensorFlow process captured, where given — a nested model none of whose layers it
+    captured (one called with a mask, a subclassed one) stays one layer too."""
     result: list[KerasLayer] = []
     for layer in graph:
-        inner = nested_layers(layer) if layer.calls == 1 else []
-        entries = [entry for entry in with_nested(inner) if entry.class_name != "InputLayer"]
+        prefix = f"{layer.name}/"
+        within = None if captured is None else {name[len(prefix):] for name in captured if name.startswith(prefix)}
+        inner = with_nested(nested_layers(layer), within) if layer.calls == 1 and within != set() else []
+        entries = [entry for entry in inner if entry.class_name != "InputLayer"]
+        if not entries:
+            result.append(layer)
+            continue
         feeds = iter(layer.inbound)
-        fed = {entry.name: (next(feeds, None),) for entry in with_nested(inner) if entry.class_name == "InputLayer"}
+        fed = {name: (next(feeds, None),) for name in _input_names(layer, inner)}
+        consumed = {source for entry in entries for source in entry.inbound}
         for entry in entries:
             inbound = (tuple(name for source in entry.inbound for name in fed.get(source, (f"{layer.name}/{source}",)) if name)
                        if entry.inbound else layer.inbound)
             result.append(replace(entry, name=f"{layer.name}/{entry.name}", inbound=inbound))
-        result.append(layer)
+        # the nested model's own row takes its inner outputs, so that a chain folded into it passes through
+        result.append(replace(layer, inbound=tuple(f"{layer.name}/{e.name}" for e in entries if e.name not in consumed)))
     return result
+
+
+def _input_names(layer: KerasLayer, inner: list[KerasLayer]) -> list[str]:
+    """The nested model's input layers in its own order (`input_layers` of its config: `[name, 0, 0]` each,
+    or one such triple), else in config order."""
+    declared = layer.config.get("input_layers")
+    if isinstance(declared, list) and declared and isinstance(declared[0], str):
+        declared = [declared]
+    names = [entry[0] for entry in declared if isinstance(entry, list) and entry and isinstance(entry[0], str)] if isinstance(declared, list) else []
+    listed = [entry.name for entry in inner if entry.class_name == "InputLayer"]
+    return names if sorted(names) == sorted(listed) else listed
 
 
 def nested_layers(layer: KerasLayer) -> list[KerasLayer]:

@@ -21,8 +21,8 @@ import numpy as np
 from pipeline.common.errors import BadInput
 from pipeline.keras_file.graph import KerasLayer, nested_layers
 from pipeline.keras_file.model import KerasModel
-from pipeline.native import keras_ops, layers
-from pipeline.native.layers import Context, Tensor
+from pipeline.native import emitters, keras_ops
+from pipeline.native.emitters import Context, Tensor
 
 FLOAT32 = "float32"  # the dtype the generated model computes in (`generate` casts every weight to it)
 # Names the generated source uses itself: a layer called `F` or `x` gets a trailing underscore.
@@ -94,14 +94,14 @@ def _input_rank(layer: KerasLayer) -> int:
     """
     for flag in ("sparse", "ragged"):
         if layer.config.get(flag):
-            raise layers.unsupported(layer, f"a {flag} input")
+            raise emitters.unsupported(layer, f"a {flag} input")
     shape = layer.config.get("batch_shape") or layer.config.get("batch_input_shape") or []
     if len(shape) < 2:
         raise BadInput(f"layer {layer.name}: the model states no input shape (batch_input_shape); the native model needs its rank")
     return len(shape)
 
 
-def _statement(var: str, emitted: layers.Emitted, layer: KerasLayer, context: Context) -> tuple[list[str], str | None]:
+def _statement(var: str, emitted: emitters.Emitted, layer: KerasLayer, context: Context) -> tuple[list[str], str | None]:
     """The forward lines assigning `layer`'s output to `var`, and the variable holding its logits where
     its activation is a softmax."""
     activation = emitted.activation
@@ -110,10 +110,10 @@ def _statement(var: str, emitted: layers.Emitted, layer: KerasLayer, context: Co
     if activation == "softmax":
         logits = emitted.expr if emitted.expr.isidentifier() else f"{var}_logits"
         lines = [] if logits == emitted.expr else [f"{logits} = {emitted.expr}"]
-        return lines + [f"{var} = {layers.activation_source(activation, logits, emitted.rank, context, layer)}"], logits
+        return lines + [f"{var} = {emitters.activation_source(activation, logits, emitted.rank, context, layer)}"], logits
     if emitted.expr.isidentifier():
-        return [f"{var} = {layers.activation_source(activation, emitted.expr, emitted.rank, context, layer)}"], None
-    return [f"{var} = {emitted.expr}", f"{var} = {layers.activation_source(activation, var, emitted.rank, context, layer)}"], None
+        return [f"{var} = {emitters.activation_source(activation, emitted.expr, emitted.rank, context, layer)}"], None
+    return [f"{var} = {emitted.expr}", f"{var} = {emitters.activation_source(activation, var, emitted.rank, context, layer)}"], None
 
 
 def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
@@ -142,9 +142,9 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output."""
         context = Context(var, keras2, legacy_h5=not zipfile.is_zipfile(model.path))
         if layer.operands is not None:
-            emitted = layers.emit_op(layer, tensors, context)
+            emitted = emitters.emit_op(layer, tensors, context)
         else:
-            emitted = layers.emit(layer, weights.get(layer.name, {}), sources, context)
+            emitted = emitters.emit(layer, weights.get(layer.name, {}), sources, context)
         if emitted.module is not None:
             init_lines.append(f"self.{var} = {emitted.module}{comment}")
         lines, logits = _statement(var, emitted, layer, context)
@@ -186,7 +186,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             layer_outputs[layer.name] = var
             continue
         if layer.calls > 1:
-            raise layers.unsupported(layer, f"a layer called {layer.calls} times (shared between inputs)")
+            raise emitters.unsupported(layer, f"a layer called {layer.calls} times (shared between inputs)")
         inbound = layer.inbound or (("",) if index == 0 else ())
         sources = [tensors[name] for name in inbound if name in tensors]
         if len(sources) != len(inbound) or not sources:

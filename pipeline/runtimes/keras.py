@@ -85,27 +85,31 @@ def _run_watched(command: list[str], stderr_path: Path, limit: float, cap: int) 
     stderr as text) and how it ended: "exit", "time" or "memory".
 
     The cap is on resident memory, read every `MEMORY_POLL_S`, not on the address space (`RLIMIT_DATA`,
-    `RLIMIT_AS`): TensorFlow reserves far more than it touches (VGG16 reserves over 21 GiB and peaks at 10.5
-    GB resident), so an address-space cap refuses models that fit.
+    `RLIMIT_AS`): TensorFlow reserves far more than it touches, so an address-space cap refuses models that
+    fit (VGG16: docs/memory.md). The process is killed too where this one is interrupted (Ctrl-C, a test's
+    time limit), as `subprocess.run` would.
     """
     started = time.monotonic()
     with stderr_path.open("w") as stderr:
         process = subprocess.Popen(command, env=child_environment(), stderr=stderr, text=True)
         ended = "exit"
-        while True:
-            try:
-                process.wait(timeout=MEMORY_POLL_S)
-                break
-            except subprocess.TimeoutExpired:
-                pass
-            if time.monotonic() - started > limit:
-                ended = "time"
-            elif _resident_bytes(process.pid) > cap:
-                ended = "memory"
-            if ended != "exit":
+        try:
+            while True:
+                try:
+                    process.wait(timeout=MEMORY_POLL_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    pass
+                if time.monotonic() - started > limit:
+                    ended = "time"
+                    break
+                if _resident_bytes(process.pid) > cap:
+                    ended = "memory"
+                    break
+        finally:
+            if process.poll() is None:
                 process.kill()
                 process.wait()
-                break
     return subprocess.CompletedProcess(command, process.returncode, stderr=stderr_path.read_text(errors="replace")), ended
 
 
@@ -119,8 +123,9 @@ def _resident_bytes(pid: int) -> int:
 
 
 def _out_of_memory(completed: subprocess.CompletedProcess) -> bool:
-    """Whether the worker failed for want of memory: Python's MemoryError, C++'s bad_alloc, or a thread
-    TensorFlow could not start (its stack counts against the cap) — the last two abort the process."""
+    """Whether the worker failed for want of memory before the cap stopped it: an allocation the kernel
+    refused (Python's MemoryError, C++'s bad_alloc, TensorFlow's OOM — larger than the machine has), or a
+    thread TensorFlow could not start — the C++ ones abort the process."""
     signs = ("MemoryError", "std::bad_alloc", "Cannot allocate memory", "OOM when allocating", "via pthread_create() failed")
     return any(sign in completed.stderr for sign in signs)
 

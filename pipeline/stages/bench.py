@@ -78,9 +78,10 @@ def model_flops_per_image(onnx_path: Path) -> int:
     from onnx import shape_inference
 
     proto = onnx.load(str(onnx_path))
-    dim = proto.graph.input[0].type.tensor_type.shape.dim[0]
-    dim.ClearField("dim_param")
-    dim.dim_value = 1
+    for graph_input in proto.graph.input:  # every input at batch 1 (a model of several takes them together)
+        dim = graph_input.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_param")
+        dim.dim_value = 1
     proto = shape_inference.infer_shapes(proto)
     shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
               for v in list(proto.graph.value_info) + list(proto.graph.output) + list(proto.graph.input)}

@@ -8,7 +8,7 @@ One row per Keras layer class the code names or the tests build:
   sequences` for the sequence builders (CI takes two of them, `tests/test_sequences.py`). Keras
   Applications architectures (`make zoo`) hold more classes than their source names, and are not
   counted here;
-- **native model**: an emitter is registered for it (`native.layers`);
+- **native model**: an emitter is registered for it (`native.layers`, one module per family);
 - **config checked**: its own fields are checked before use (`keras_file.fields`: the fields it cannot
   be built without, or its own ranges); every class gets the checks of the fields all layers share;
 - **weights checked**: the shapes its config implies are compared with the file's (`keras_file.checks.WEIGHTS`).
@@ -69,7 +69,7 @@ def table(root: Path = PACKAGE_ROOT) -> str:
     """The page: the table, then the ONNX ops added to onnx2torch."""
     from pipeline.converters import onnx_ops
     from pipeline.keras_file import checks, fields
-    from pipeline.native import layers as native
+    from pipeline.native import emitters as native
 
     covered = tested(root)
     emitted = set(native.registered())

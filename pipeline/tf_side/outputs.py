@@ -128,10 +128,32 @@ def _output_in(model, layer):
     return _one(nodes[0].output_tensors) if nodes else layer.output
 
 
+def _flat(tensors) -> list:
+    return [t for part in tensors for t in _flat(part)] if isinstance(tensors, (list, tuple)) else [tensors]
+
+
+def _graph_inputs(model) -> list:
+    """A model's symbolic inputs; [] for a subclassed model, which has none (Keras raises asking for them)."""
+    try:
+        return _flat(model.inputs or [])
+    except (AttributeError, ValueError):
+        return []
+
+
 def _nested_once(keras, model) -> list:
-    """The models nested as a layer of `model` that it calls once: their layers are compared under nested
-    names (`base/conv2d`). A shared one (a siamese encoder, called twice) has no one output per layer."""
-    return [layer for layer in model.layers if isinstance(layer, keras.Model) and len(_node_in(model, layer)) == 1]
+    """The models nested as a layer of `model` that it calls once, with a graph of their own, fed their inputs
+    alone: their layers are compared under nested names (`base/conv2d`). Not a shared one (a siamese encoder,
+    called twice: no one output per layer), a subclassed model (no graph to probe), nor one called with a
+    mask (its layers' outputs depend on it, which a probe from its own inputs would leave out)."""
+    nested = []
+    for layer in model.layers:
+        nodes = _node_in(model, layer) if isinstance(layer, keras.Model) and _graph_inputs(layer) else []
+        if len(nodes) != 1:
+            continue
+        fed = _flat(nodes[0].input_tensors)
+        if len(fed) == len(_flat(layer.inputs)) and all(getattr(t, "_keras_mask", None) is None for t in fed):
+            nested.append(layer)
+    return nested
 
 
 def _probe(keras, model):
@@ -145,8 +167,9 @@ def _probe(keras, model):
 
 def _capture_bytes(keras, model) -> int:
     """The float32 bytes of every layer's output for one sample, nested models' layers included."""
-    layers, nested, probe = _probe(keras, model)
-    return checkset.sample_bytes(_shapes(probe.outputs[:len(layers)])) + sum(_capture_bytes(keras, inner) for inner in nested)
+    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    outputs = [t for layer in layers for t in _flat(_output_in(model, layer))]
+    return checkset.sample_bytes(_shapes(outputs)) + sum(_capture_bytes(keras, inner) for inner in _nested_once(keras, model))
 
 
 def _captures(keras, model, inputs, prefix: str = "") -> dict[str, np.ndarray]:

@@ -205,7 +205,8 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
             noise (`tolerances.with_noise`); None: confirmed against `keras_layers`.
     """
     noise = layer_noise(keras_layers, layers_f64)
-    points = placement.place(graph.with_nested(keras.layers), layers_f64 if layers_f64 is not None else keras_layers, noise,
+    # a nested model's layers where the TensorFlow process captured them (`tf_side.outputs._nested_once`)
+    points = placement.place(graph.with_nested(keras.layers, set(keras_layers)), layers_f64 if layers_f64 is not None else keras_layers, noise,
                              sources.reference_graph, sources.onnx_proto, inputs, sources.input_layout)
     compared = [p for p in points if p.compared]
     try:

@@ -26,7 +26,7 @@ import copy
 import difflib
 import itertools
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -72,12 +72,16 @@ def in_keras_layout(value: np.ndarray, layout: str, shape: tuple[int, ...]) -> n
 
 
 def _equal_layout(reference: np.ndarray, value: np.ndarray, tolerance: float) -> str | None:
-    """The layout in which `value` equals `reference` to `tolerance`, or None."""
-    for layout in (KERAS, CHANNELS_FIRST) if value.ndim >= 3 else (KERAS,):
+    """The layout in which `value` equals `reference` to `tolerance`, or None. Where both do — values the
+    same in either order, as a ReLU all zero on the matching inputs — the one that holds the reference's
+    shape without a reshape: an NCHW tensor read as NHWC would fail on the inputs that are not zero."""
+    found = []
+    for order, layout in enumerate((KERAS, CHANNELS_FIRST) if value.ndim >= 3 else (KERAS,)):
         candidate = in_keras_layout(value, layout, reference.shape)
         if candidate is not None and np.abs(candidate - reference).max() <= tolerance:
-            return layout
-    return None
+            moved = np.moveaxis(value, 1, -1) if layout == CHANNELS_FIRST else value
+            found.append((moved.shape != reference.shape, order, layout))
+    return min(found)[2] if found else None
 
 
 def tolerances(references: dict[str, np.ndarray], layer_noise: dict[str, float] | None) -> dict[str, float]:
@@ -153,10 +157,6 @@ def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: d
         later = [hit for hit in found if hit.position > after] + [hit for hit in found if hit.position == after]
         if layer.name in references and float(np.ptp(references[layer.name])) == 0.0:
             later = [hit for hit in later if hit.position in (after, after + 1)]
-            # a constant equals its tensor in every layout (a ReLU all zero on the matching inputs): the
-            # layout is its input's, the tensor it is computed from, not the first one tried
-            inputs = [placed[name].layout for name in layer.inbound if name in placed]
-            later = [replace(hit, layout=inputs[0]) for hit in later] if inputs else later
         if later:
             placed[layer.name] = later[0]
         reached[layer.name] = placed[layer.name].position if layer.name in placed else after

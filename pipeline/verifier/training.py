@@ -30,7 +30,7 @@ from pipeline.common.keras_job import KerasJob
 from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import load
-from pipeline.native.layers import WeightRule
+from pipeline.native.layers.registry import WeightRule
 from pipeline.verifier.training_batch import batch_for, read_step, stored_step, write_batch
 
 ADAM_BETAS = (0.9, 0.999)  # Keras's and torch's defaults alike

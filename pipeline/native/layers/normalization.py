@@ -1,0 +1,53 @@
+"""Normalization layers with learned or moving statistics: `BatchNormalization`,
+`LayerNormalization`, ConvNeXt's `LayerScale`."""
+
+from __future__ import annotations
+
+from pipeline.native.layers.registry import Emitted, WeightRule, emits, number, torch_axis, unsupported
+
+
+# tf-keras writes `renorm_momentum` with renorm off, and TensorFlow 1.x-era files `fused` (which kernel ran)
+@emits("BatchNormalization", ignores=("renorm_momentum", "fused"))
+def _batch_norm(layer, weights, inputs, context):
+    config, (x,) = layer.config, inputs
+    if config.get("renorm"):
+        raise unsupported(layer, "renorm=True")
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if not isinstance(axis, int) or torch_axis(axis, x.rank) != 1:
+        raise unsupported(layer, f"axis {axis}")
+    channels = weights["moving_mean"].shape[0]
+    scale, center = bool(config.get("scale", True)), bool(config.get("center", True))
+    rules = {"moving_mean": WeightRule("running_mean"), "moving_variance": WeightRule("running_var")}
+    if scale:
+        rules["gamma"] = WeightRule("weight")
+    if center:
+        rules["beta"] = WeightRule("bias")
+    module = (f"BatchNorm({channels}, eps={number(config.get('epsilon', 1e-3))}, momentum={number(config.get('momentum', 0.99))}"
+              f"{'' if scale else ', scale=False'}{'' if center else ', center=False'})")
+    return Emitted(module, f"self.{context.attr}({x.var})", x.rank, rules)
+
+
+@emits("LayerNormalization")
+def _layer_norm(layer, weights, inputs, context):
+    config, (x,) = layer.config, inputs
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if not isinstance(axis, int) or axis % x.rank != x.rank - 1:
+        raise unsupported(layer, f"axis {axis} (only the last axis)")
+    if not (config.get("scale", True) and config.get("center", True)):
+        raise unsupported(layer, "scale or center off")
+    if config.get("rms_scaling"):
+        raise unsupported(layer, "rms_scaling=True")
+    channels = weights["gamma"].shape[0]
+    rules = {"gamma": WeightRule("weight"), "beta": WeightRule("bias")}
+    expr = f"self.{context.attr}({x.var})" if x.rank == 2 else f"channels_first(self.{context.attr}(channels_last({x.var})))"
+    return Emitted(f"nn.LayerNorm({channels}, eps={number(config.get('epsilon', 1e-3))})", expr, x.rank, rules)
+
+
+@emits("LayerScale", ignores=("init_values", "projection_dim"))  # how gamma started; its width: both in the weight
+def _layer_scale(layer, weights, inputs, context):
+    (x,) = inputs
+    (name, gamma), = weights.items()
+    shape = (1, -1) + (1,) * (x.rank - 2)
+    return Emitted(f"LayerScale({gamma.shape[0]}, {shape})", f"self.{context.attr}({x.var})", x.rank, {name: WeightRule("gamma")})

@@ -1,0 +1,37 @@
+"""Preprocessing inside the model: `Rescaling` and `Normalization` (their constants in the source)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from pipeline.native.layers.registry import Emitted, emits, number, unsupported
+
+
+@emits("Rescaling")
+def _rescaling(layer, weights, inputs, context):
+    (x,) = inputs
+    scale, offset = layer.config.get("scale", 1.0), layer.config.get("offset", 0.0)
+    if not isinstance(scale, int | float) or not isinstance(offset, int | float):
+        raise unsupported(layer, "a scale or offset per channel")
+    # Keras multiplies by its scale and offset rounded to float32, in a float64 model too: the same numbers
+    # here make the float64 model Keras's function (1/255 rounded is 6e-8 away, which the proof would see)
+    return Emitted(None, f"{x.var} * {number(np.float32(scale))} + {number(np.float32(offset))}", x.rank)
+
+
+@emits("Normalization")
+def _normalization(layer, weights, inputs, context):
+    config, (x,) = layer.config, inputs
+    if config.get("invert"):
+        raise unsupported(layer, "invert=True")
+    axis = config.get("axis", -1)
+    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    if axis is not None and (not isinstance(axis, int) or axis % x.rank != x.rank - 1):
+        raise unsupported(layer, f"axis {axis} (statistics per channel or one for all only)")
+    mean, variance = config.get("mean"), config.get("variance")
+    if mean is None:
+        mean, variance = weights["mean"], weights["variance"]
+    mean, variance = np.asarray(mean, dtype=np.float64).reshape(-1), np.asarray(variance, dtype=np.float64).reshape(-1)
+    shape = (1, -1) + (1,) * (x.rank - 2)
+    # Keras: (x − mean) / max(√variance, 1e-7); the statistics are constants of the model, kept as buffers
+    module = f"KerasNormalization({mean.tolist()!r}, {variance.tolist()!r}, {shape})"
+    return Emitted(module, f"self.{context.attr}({x.var})", x.rank, in_source=tuple(weights))

@@ -1,0 +1,191 @@
+"""The registry of native emitters, keyed by Keras class name, and what every family's emitters share.
+
+An emitter gets the layer (its config and weights) and its input tensors, and returns the submodule it
+needs (source of a constructor, or None), the forward expression, and where each Keras weight goes in
+the state_dict with its layout transform. Inside the generated model every tensor of rank ≥ 3 is
+channels-first — (N, C, H, W), (N, C, W) — so Keras's channel axis (−1) is torch's axis 1; layers that
+depend on the order of the other axes (Flatten, Reshape, Permute) work in Keras's order and come back.
+
+The emitters themselves are in this package's family modules (`convolution`, `pooling`, ...): each
+registers the Keras classes it writes with `emits`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+
+from pipeline.common.errors import BadInput
+from pipeline.keras_file.graph import KerasLayer
+
+
+@dataclass(frozen=True)
+class WeightRule:
+    """Where one Keras weight goes: state_dict key (under the layer's attribute), and the axis
+    permutation, then reshape, that turn the Keras array into the torch tensor."""
+
+    key: str
+    permute: tuple[int, ...] | None = None
+    reshape: tuple[int, ...] | None = None
+
+    @classmethod
+    def from_map(cls, entry: dict) -> WeightRule:
+        """The rule a `weights_map.json` entry states."""
+        return cls(entry["key"], tuple(entry["permute"]) if entry["permute"] else None, tuple(entry["reshape"]) if entry["reshape"] else None)
+
+    def apply(self, array: np.ndarray) -> np.ndarray:
+        if self.permute is not None:
+            array = np.transpose(array, self.permute)
+        return np.ascontiguousarray(array.reshape(self.reshape) if self.reshape is not None else array)
+
+
+@dataclass(frozen=True)
+class Tensor:
+    """A tensor of the generated forward: its variable name and its rank as Keras sees it."""
+
+    var: str
+    rank: int
+
+
+@dataclass
+class Emitted:
+    """One layer in source: `module` (constructor source, or None), `expr` (its output, from its inputs'
+    variables), `rank` of that output, and the Keras weights it takes (`{weight name: WeightRule}`)."""
+
+    module: str | None
+    expr: str
+    rank: int
+    weights: dict[str, WeightRule] = field(default_factory=dict)
+    activation: str | None = None  # applied after `expr` (a Conv's or Dense's own activation)
+    in_source: tuple[str, ...] = ()  # Keras weights written into the source as constants, not into the state_dict
+    ignored: tuple[str, ...] = ()  # config fields the emitter did not read (set by `emit`, see `_ignored`)
+
+
+@dataclass(frozen=True)
+class Context:
+    attr: str  # the layer's attribute name in the generated module (`self.<attr>`)
+    keras2: bool  # the file was written by Keras 2 (its hard_sigmoid differs)
+    legacy_h5: bool = False  # a legacy HDF5 file (its number-operand ops are Rescaling layers on the TensorFlow side)
+
+
+Emitter = Callable[[KerasLayer, dict, list[Tensor], Context], Emitted]
+
+
+@dataclass(frozen=True)
+class _Registered:
+    function: Emitter
+    ignores: frozenset[str]  # config fields it need not read (see `emits`)
+
+
+_EMITTERS: dict[str, _Registered] = {}
+
+# Config fields that do not change what a layer computes: its name, how it was initialised and seeded,
+# whether it trains, its dtype (`generate` notes any but float32), the input shape a Keras 2 Sequential's
+# first layer carries, and its regularizers and constraints (`generate` reports those as not carried).
+_INERT_FIELDS = frozenset({"name", "trainable", "dtype", "seed", "batch_input_shape", "batch_shape"})
+_INERT_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
+# Fields only Keras 1 wrote (Keras 2.0 renamed them: init → kernel_initializer, border_mode → padding, ...)
+_KERAS1_FIELDS = ("init", "border_mode", "subsample", "dim_ordering", "nb_filter", "W_regularizer")
+
+
+def emits(*class_names: str, ignores: tuple[str, ...] = ()):
+    """Register an emitter for the Keras layer classes `class_names`; `ignores`: config fields it need not
+    read — restated by the weights' shapes (`filters`, `units`), or meaningless for the class."""
+
+    def decorate(function: Emitter) -> Emitter:
+        for name in class_names:
+            _EMITTERS[name] = _Registered(function, frozenset(ignores))
+        return function
+
+    return decorate
+
+
+def registered() -> list[str]:
+    """The Keras layer classes an emitter is registered for, sorted (for the supported-layers table)."""
+    return sorted(_EMITTERS)
+
+
+class _Fields(dict):
+    """A layer's config that records which fields are read, so that what its emitter never looked at is
+    noted as ignored rather than dropped in silence."""
+
+    def __init__(self, config: dict):
+        super().__init__(config)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key):
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        self.read.add(key)
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+
+def emit(layer: KerasLayer, weights: dict, inputs: list[Tensor], context: Context) -> Emitted:
+    """`layer` as source (see `Emitted`), with the config fields its emitter did not read in `ignored`.
+
+    Raises:
+        BadInput: naming the layer, where its class or an option is not supported, its config is Keras
+            1's, or a field or weight its emitter needs is missing.
+    """
+    registered = _EMITTERS.get(layer.class_name)
+    if registered is None:
+        raise BadInput(f"layer {layer.name}: {layer.class_name} has no native PyTorch equivalent here yet; the ONNX path (model.pt2) still works")
+    keras1 = [name for name in _KERAS1_FIELDS if name in layer.config]
+    if keras1:
+        raise unsupported(layer, f"a Keras 1 config (field '{keras1[0]}', which Keras 2 renamed)")
+    fields = _Fields(layer.config)
+    if fields.get("data_format", "channels_last") != "channels_last":
+        raise unsupported(layer, f"data_format {fields['data_format']}")  # every emitter takes Keras's tensors channels-last
+    try:
+        emitted = registered.function(replace(layer, config=fields), weights, inputs, context)
+    except KeyError as exc:
+        raise BadInput(f"layer {layer.name} ({layer.class_name}): its config or weights lack {exc.args[0]!r}, which the "
+                       "native model needs; the ONNX path (model.pt2) still works") from exc
+    emitted.ignored = _ignored(fields, registered.ignores)
+    return emitted
+
+
+def _ignored(fields: _Fields, ignores: frozenset[str]) -> tuple[str, ...]:
+    """The fields of `fields` nobody read, but for the inert ones (`_INERT_FIELDS`) and those the emitter
+    `ignores`; a field set to null or false is an option left off, and not among them."""
+    return tuple(sorted(key for key, value in dict.items(fields)
+                        if key not in fields.read and key not in ignores and key not in _INERT_FIELDS
+                        and not key.endswith(_INERT_SUFFIXES) and value is not None and value is not False))
+
+
+def unsupported(layer: KerasLayer, what: str) -> BadInput:
+    return BadInput(f"layer {layer.name} ({layer.class_name}): {what} is not supported by the native model; the ONNX path (model.pt2) still works")
+
+
+def torch_axis(axis: int, rank: int) -> int:
+    """Keras axis `axis` of a rank-`rank` tensor, as the channels-first tensor's axis."""
+    axis = axis % rank
+    if rank < 3 or axis == 0:
+        return axis
+    return 1 if axis == rank - 1 else axis + 1
+
+
+def pair(value, n: int) -> tuple[int, ...]:
+    """A size Keras gives as one number or one per axis, as one per axis (`n` of them)."""
+    return tuple(value) if isinstance(value, list | tuple) else (value,) * n
+
+
+def number(value) -> str:
+    """A number as Python source (a float, as the generated code writes it)."""
+    return repr(float(value))
+
+
+def kernel_of(weights: dict, *names: str):
+    """(name, array) of the first of the weights `names` the layer has (Keras 2 and 3 name some apart)."""
+    for name in names:
+        if name in weights:
+            return name, weights[name]
+    raise BadInput(f"weights {'/'.join(names)} missing")
