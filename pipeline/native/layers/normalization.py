@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from pipeline.native.layers.registry import Emitted, WeightRule, emits, number, torch_axis, unsupported
+from pipeline.native.layers.registry import Emitted, WeightRule, config_axis, emits, number, torch_axis, unsupported
 
 
 # tf-keras writes `renorm_momentum` with renorm off, and TensorFlow 1.x-era files `fused` (which kernel ran)
@@ -12,8 +12,7 @@ def _batch_norm(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     if config.get("renorm"):
         raise unsupported(layer, "renorm=True")
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    axis = config_axis(config)
     if not isinstance(axis, int) or torch_axis(axis, x.rank) != 1:
         raise unsupported(layer, f"axis {axis}")
     channels = weights["moving_mean"].shape[0]
@@ -31,8 +30,7 @@ def _batch_norm(layer, weights, inputs, context):
 @emits("LayerNormalization")
 def _layer_norm(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    axis = config_axis(config)
     if not isinstance(axis, int) or axis % x.rank != x.rank - 1:
         raise unsupported(layer, f"axis {axis} (only the last axis)")
     if not (config.get("scale", True) and config.get("center", True)):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.native.layers.registry import Emitted, emits, number, unsupported
+from pipeline.native.layers.registry import Emitted, config_axis, emits, number, unsupported
 
 
 @emits("Rescaling")
@@ -23,8 +23,7 @@ def _normalization(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     if config.get("invert"):
         raise unsupported(layer, "invert=True")
-    axis = config.get("axis", -1)
-    axis = axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
+    axis = config_axis(config)
     if axis is not None and (not isinstance(axis, int) or axis % x.rank != x.rank - 1):
         raise unsupported(layer, f"axis {axis} (statistics per channel or one for all only)")
     mean, variance = config.get("mean"), config.get("variance")

@@ -189,3 +189,9 @@ def kernel_of(weights: dict, *names: str):
         if name in weights:
             return name, weights[name]
     raise BadInput(f"weights {'/'.join(names)} missing")
+
+
+def config_axis(config) -> int | list | None:
+    """A layer's `axis` (default -1), one axis written as a one-element list (Keras 3) unwrapped."""
+    axis = config.get("axis", -1)
+    return axis[0] if isinstance(axis, list) and len(axis) == 1 else axis
