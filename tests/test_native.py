@@ -226,9 +226,9 @@ def test_unsupported_layer_is_named_in_one_line(tmp_path):
     from pipeline.native import emitters
     from pipeline.native.emitters import Context, Tensor
 
-    layer = KerasLayer("lstm_1", "LSTM", {}, ("in",))
-    with pytest.raises(BadInput, match=r"layer lstm_1: LSTM has no native PyTorch equivalent.*ONNX path"):
-        emitters.emit(layer, {}, [Tensor("x", 3)], Context("lstm_1", False))
+    layer = KerasLayer("gru_1", "GRU", {}, ("in",))
+    with pytest.raises(BadInput, match=r"layer gru_1: GRU has no native PyTorch equivalent.*ONNX path"):
+        emitters.emit(layer, {}, [Tensor("x", 3)], Context("gru_1", False))
 
 
 @pytest.mark.slow

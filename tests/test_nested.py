@@ -1,7 +1,7 @@
 """A pretrained-style base nested in a Sequential (transfer learning, the most common Keras model there
-is), trained a few steps and written by tf-keras (.h5) and Keras 3 (.keras): verified through onnx, torch
-and verify, its base's layers compared one by one under the user's nested names (`base/conv2d`); a fault
-planted in the base's second convolution is named there."""
+is), trained a few steps and written by tf-keras (.h5) and Keras 3 (.keras): verified through onnx, torch,
+native and verify, its base's layers compared one by one under the user's nested names (`base/conv2d`) in
+every backend, the native model's included; a fault planted in the base's second convolution is named there."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def nested_verified(tmp_path_factory):
         (built,) = keras_runtime.build_trained(folder / flavour, flavour, ["nested_transfer"])
         model, out = Path(built["file"]), folder / flavour / "out"
         text = ""
-        for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("verify", ())):
+        for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
             completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
             assert completed.returncode == 0, f"{flavour} {stage}: {completed.stderr[-3000:]}"
             text += completed.stdout + completed.stderr
@@ -48,6 +48,10 @@ def test_the_nested_base_is_compared_layer_by_layer_under_its_nested_names(neste
     for name in inner:  # every layer of the base compared, sharing a compared tensor, or folded into a compared group
         assert rows[name]["diffs"] or rows[name]["shared_with"] or name in fused, rows[name]
     assert summary["layers"]["passed"]
+    # the native model writes the base in line, its layers under the same nested names: compared there too
+    assert all(any(d["backend"] == "native" for d in rows[name]["diffs"]) for name in inner), [rows[n]["diffs"] for n in inner]
+    assert summary["float64_proof_native"]["passed"] and any(p["a"] == "native" or p["b"] == "native" for p in summary["pairs"])
+    assert "training parity with Keras" in text and "worst relative error" in text
 
 
 def test_a_fault_in_the_nested_base_is_named_at_its_nested_layer(nested_verified, tmp_path):
@@ -93,3 +97,22 @@ def test_a_constant_is_placed_in_the_layout_that_holds_its_shape():
     values = np.random.default_rng(0).normal(size=(2, 16, 16, 8))
     assert placement._equal_layout(values, values, 1e-6) == placement.KERAS
     assert placement._equal_layout(values, np.moveaxis(values, -1, 1), 1e-6) == placement.CHANNELS_FIRST
+
+
+def test_a_nested_models_row_shares_its_last_layers_tensor_not_a_later_equal_one():
+    """ConvNeXt's stem (a nested Sequential) is followed by blocks whose LayerScale (1e-6) makes each residual add
+    equal the stem's output: the stem's row must take its last layer's tensor, or every block after it is placed
+    too late and left uncompared (the zoo's ConvNeXtTiny rows lost 20 and 121 layers so)."""
+    import numpy as np
+
+    from pipeline.keras_file.graph import KerasLayer
+    from pipeline.verifier import placement
+
+    layers = [KerasLayer("stem/conv", "Conv2D", {}, ("input",)), KerasLayer("stem", "Sequential", {}, ("stem/conv",)),
+              KerasLayer("block_conv", "Conv2D", {}, ("stem",))]
+    hits = {"stem/conv": [placement._Hit(5, "conv", placement.KERAS)],
+            "stem": [placement._Hit(5, "conv", placement.KERAS), placement._Hit(9, "add", placement.KERAS)],
+            "block_conv": [placement._Hit(7, "block", placement.KERAS)]}
+    references = {name: np.arange(4.0) for name in hits}
+    placed = placement._choose(layers, references, hits)
+    assert placed["stem"].position == 5 and placed["block_conv"].position == 7

@@ -3,7 +3,7 @@ trained a few hundred real steps with our seed on toy tasks whose loss falls
 (`tf_side.trained_build.SEQUENCES`). Each must end in "Verification PASSED" with the float64 proof.
 
 CI takes two: Embedding + LSTM written by tf-keras (`.h5`, tf2onnx's ONNX LSTM: the fused torch
-layer) and a masked Embedding + GRU of any input length written by Keras 3 (`.keras`, a `Loop`:
+layer; its native model too, training like Keras) and a masked Embedding + GRU of any input length written by Keras 3 (`.keras`, a `Loop`:
 the body converted and unrolled; the open length checked and converted at 32). `make sequences`
 runs every kind in both formats. And a fault planted in the LSTM's kernel is named at that layer.
 """
@@ -34,18 +34,22 @@ def masked_gru(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def lstm_verified(tmp_path_factory):
-    """recurrent_text.h5 through onnx, torch (with the AOTInductor package) and verify: (model, out, verify's text)."""
+    """recurrent_text.h5 through onnx, torch (with the AOTInductor package), native and verify: (model, out, the
+    native and verify stages' text)."""
     folder = tmp_path_factory.mktemp("lstm")
     model = folder / "recurrent_text.h5"
     shutil.copy(COMMITTED_BASES / model.name, model)
-    return model, folder / "out", _through_verify(model, folder / "out")
+    return model, folder / "out", _through_verify(model, folder / "out", stages=("onnx", "torch", "native", "verify"))
 
 
 def _through_verify(model, out, *torch_options: str, stages=("onnx", "torch", "verify")) -> str:
+    """`stages` run on `model` into `out`; what the last two said."""
+    said = []
     for stage, extra in ((stage, torch_options if stage == "torch" else ()) for stage in stages):
         completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
         assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
-    return completed.stdout + completed.stderr
+        said.append(completed.stdout + completed.stderr)
+    return "".join(said[-2:])
 
 
 def test_embedding_lstm_h5_verified_with_the_float64_proof(lstm_verified):
@@ -53,6 +57,31 @@ def test_embedding_lstm_h5_verified_with_the_float64_proof(lstm_verified):
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
     assert "over [0, 49]" in text  # token ids of its Embedding, not random floats
     assert (out / "recurrent_text" / "model_aoti.pt2").is_file()
+
+
+def test_embedding_lstm_native_model_trains_like_keras_and_a_swapped_gate_fails_it(lstm_verified):
+    """The native model of Embedding + LSTM: torch's fused `nn.LSTM`, in every pair of verify and in its float64
+    proof, and one training step equal to Keras's. With two of its gates swapped (i and f: the order a wrong
+    mapping from Keras's i, f, c, o would give), the same step fails."""
+    import torch
+
+    from pipeline.keras_file.model import KerasModel
+    from pipeline.native import load
+    from pipeline.verifier import training
+
+    model_path, out, text = lstm_verified
+    assert "training parity with Keras" in text and "KerasLSTM" in (out / "recurrent_text" / "native" / "model.py").read_text()
+    summary = json.loads((out / "recurrent_text" / "verify.json").read_text())
+    assert summary["float64_proof_native"]["passed"] and all(p["passed"] for p in summary["pairs"] if "native" in (p["a"], p["b"]))
+    native = out / "recurrent_text" / "native"
+    model, source = load.load(native / "model.py", native / "model.safetensors")
+    weights_map = json.loads((native / "weights_map.json").read_text())
+    units = model.lstm.lstm.hidden_size
+    with torch.no_grad():
+        for weight in (model.lstm.lstm.weight_ih_l0, model.lstm.lstm.weight_hh_l0):
+            weight[:2 * units] = torch.cat([weight[units:2 * units], weight[:units]]).clone()
+    report = training.run(KerasModel.open(model_path), model, source, weights_map, None, out / "swapped_parity.json")
+    assert not report.passed and any(row.weight.startswith("lstm/") and not row.passed for row in report.rows)
 
 
 def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(masked_gru, tmp_path):

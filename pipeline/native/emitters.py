@@ -2,8 +2,8 @@
 to `native.layers` (the registry and one module per family; why the package itself imports nothing: its
 docstring)."""
 
-from pipeline.native.layers import (activations, convolution, core, merging, normalization, pooling,  # noqa: F401 — each registers its emitters
-                                    preprocessing, regularization, reshaping, tf_ops)
+from pipeline.native.layers import (activations, convolution, core, embedding, merging, normalization,  # noqa: F401 — each registers its emitters
+                                    pooling, preprocessing, recurrent, regularization, reshaping, tf_ops)
 from pipeline.native.layers.activations import ACTIVATIONS, activation_source
 from pipeline.native.layers.registry import Context, Emitted, Tensor, WeightRule, emit, registered, unsupported
 from pipeline.native.layers.tf_ops import emit_op

@@ -13,13 +13,13 @@ import json
 import keyword
 import re
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.common.errors import BadInput
-from pipeline.keras_file.graph import KerasLayer, nested_layers
+from pipeline.keras_file.graph import KerasLayer, nested_layers, with_nested
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import emitters, keras_ops
 from pipeline.native.emitters import Context, Tensor
@@ -138,8 +138,10 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     not_carried: list[str] = []
     notes: list[str] = []
 
-    def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str) -> Tensor:
-        """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output."""
+    def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str, key: str | None = None) -> Tensor:
+        """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output, known
+        as `key` (a nested model's layer: `outer/inner`; its weights are filed under its own name)."""
+        key = key or layer.name
         context = Context(var, keras2, legacy_h5=not zipfile.is_zipfile(model.path))
         if layer.operands is not None:
             emitted = emitters.emit_op(layer, tensors, context)
@@ -151,9 +153,9 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         lines[-1] += comment
         forward_lines.extend(lines)
         if logits:
-            logits_of[layer.name] = logits
-        tensors[layer.name] = Tensor(var, emitted.rank)
-        layer_outputs[layer.name] = var
+            logits_of[key] = logits
+        tensors[key] = Tensor(var, emitted.rank)
+        layer_outputs[key] = var
         not_carried.extend(_not_carried(layer))
         notes.extend(_notes(layer, emitted.ignored))
         for weight in emitted.in_source:
@@ -162,11 +164,12 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         if unmatched:
             raise BadInput(f"layer {layer.name}: weight {unmatched[0]} has no place in the native model")
         for weight, rule in emitted.weights.items():
-            key = f"{var}.{rule.key}"
-            state_dict[key] = rule.apply(np.asarray(weights[layer.name][weight], dtype=np.float32))
-            weights_map[f"{layer.name}/{weight}"] = {"key": key, "permute": list(rule.permute) if rule.permute else None,
+            state_dict[f"{var}.{rule.key}"] = rule.apply(np.asarray(weights[layer.name][weight], dtype=np.float32))
+            weights_map[f"{layer.name}/{weight}"] = {"key": f"{var}.{rule.key}", "permute": list(rule.permute) if rule.permute else None,
                                                      "reshape": list(rule.reshape) if rule.reshape else None}
-        return tensors[layer.name]
+        for name, value in emitted.constants.items():
+            state_dict[f"{var}.{name}"] = np.asarray(value, dtype=np.float32)
+        return tensors[key]
 
     if model.layers and model.layers[0].class_name != "InputLayer":
         # a Keras 2 Sequential states its input on its first layer, with no InputLayer of its own; its rank
@@ -192,15 +195,8 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         if len(sources) != len(inbound) or not sources:
             raise BadInput(f"layer {layer.name} ({layer.class_name}): its inputs {list(layer.inbound)} are not outputs of "
                            "earlier layers; the native model needs a plain layer graph")
-        if layer.class_name == "Sequential" and nested_layers(layer):
-            # a nested Sequential (ConvNeXt's stem): its layers in a chain, each under its own name
-            chain = sources
-            for inner in nested_layers(layer):
-                if inner.class_name != "InputLayer":
-                    inner_var = _identifier(inner.name, taken)
-                    chain = [add(inner, inner_var, chain, f"  # {_text(inner.name)} ({_text(inner.class_name)}, in {_text(layer.name)})")]
-            tensors[layer.name] = chain[0]
-            layer_outputs[layer.name] = chain[0].var
+        if nested_layers(layer):
+            _add_nested(layer, add, tensors, layer_outputs, taken)
             continue
         add(layer, var, sources, comment)
     outputs = _output_names(model)
@@ -211,6 +207,28 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     ranks = {name: tensors[name].rank for name in outputs}
     source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes)
     return NativeModel(source, state_dict, weights_map, not_carried, notes)
+
+
+def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str], taken: set[str]) -> None:
+    """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem), called once, written in line:
+    its layers in its graph order, each under its own name in the source and as `outer/inner` in
+    `LAYER_OUTPUTS` (the names the verifier compares by: `keras_file.graph.with_nested`)."""
+    flat = with_nested([layer])
+    inner, own = flat[:-1], flat[-1]
+    if not inner:  # called more than once (a siamese encoder): one module for both calls is not written yet
+        raise emitters.unsupported(layer, f"a nested model called {layer.calls} times (shared)")
+    if len(own.inbound) != 1:
+        raise emitters.unsupported(layer, f"a nested model of {len(own.inbound)} outputs")
+    for entry in inner:
+        leaf = entry.name.rsplit("/", 1)[-1]
+        sources = [tensors[name] for name in entry.inbound if name in tensors]
+        if len(sources) != len(entry.inbound) or not sources:
+            raise BadInput(f"layer {entry.name} ({entry.class_name}): its inputs {list(entry.inbound)} are not outputs of "
+                           "earlier layers; the native model needs a plain layer graph")
+        comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
+        add(replace(entry, name=leaf), _identifier(leaf, taken), sources, comment, key=entry.name)
+    tensors[layer.name] = tensors[own.inbound[0]]
+    layer_outputs[layer.name] = tensors[layer.name].var
 
 
 def _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes) -> str:

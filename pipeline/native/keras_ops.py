@@ -169,6 +169,23 @@ def channels_first(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, 1) if x.dim() > 2 else x
 
 
+class KerasLSTM(nn.Module):
+    """Keras's LSTM on a channels-first sequence (N, features, steps): `nn.LSTM` (its fused kernel), whose gate
+    order i, f, g, o is Keras's i, f, c, o. Keras has one bias; torch adds a second (`bias_hh_l0`), kept at
+    zero and frozen. The last step's output, (N, units), or every step's, channels-first (N, units, steps)."""
+
+    def __init__(self, features: int, units: int, return_sequences: bool, bias: bool = True):
+        super().__init__()
+        self.lstm = nn.LSTM(features, units, batch_first=True, bias=bias)
+        self.return_sequences = return_sequences
+        if bias:
+            self.lstm.bias_hh_l0.requires_grad_(False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(channels_last(x))
+        return channels_first(out) if self.return_sequences else out[:, -1]
+
+
 class KerasNormalization(nn.Module):
     """Keras Normalization: (x − mean) / max(√variance, 1e-7), the statistics constants of the model
     (buffers outside the state_dict: they are written in the source)."""

@@ -146,7 +146,8 @@ class NotPlaced(Exception):
 
 def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: dict[str, list[_Hit]]) -> dict[str, _Hit]:
     """Of the tensors equal to a layer's output, the first computed after its inputs' places (its own op,
-    a Flatten's Reshape), else its input's own (a layer that computes nothing shares it). A constant
+    a Flatten's Reshape), else its input's own (a layer that computes nothing shares it) — its input's own
+    first for a nested model's row after its own layers. A constant
     output, which many tensors may equal by coincidence, only at its input's place or the op right after.
     A layer not placed (folded into a later one) passes its inputs' place on to its consumers."""
     placed: dict[str, _Hit] = {}
@@ -155,6 +156,11 @@ def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: d
         after = max((reached[name] for name in layer.inbound if name in reached), default=-1)
         found = hits.get(layer.name, [])
         later = [hit for hit in found if hit.position > after] + [hit for hit in found if hit.position == after]
+        if layer.inbound and all(name.startswith(f"{layer.name}/") for name in layer.inbound):
+            # a nested model laid out as its own layers (`graph.with_nested`) computes nothing after them: its
+            # output is its last layer's tensor, not a later one that happens to equal it (a residual add
+            # of a block that adds almost nothing, as ConvNeXt's LayerScale at 1e-6 does)
+            later = [hit for hit in found if hit.position == after] + [hit for hit in found if hit.position > after]
         if layer.name in references and float(np.ptp(references[layer.name])) == 0.0:
             later = [hit for hit in later if hit.position in (after, after + 1)]
         if later:

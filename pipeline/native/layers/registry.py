@@ -60,6 +60,8 @@ class Emitted:
     weights: dict[str, WeightRule] = field(default_factory=dict)
     activation: str | None = None  # applied after `expr` (a Conv's or Dense's own activation)
     in_source: tuple[str, ...] = ()  # Keras weights written into the source as constants, not into the state_dict
+    # state_dict entries the Keras layer has no weight for, with their values (LSTM's second bias: zero, frozen)
+    constants: dict[str, np.ndarray] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()  # config fields the emitter did not read (set by `emit`, see `_ignored`)
 
 
