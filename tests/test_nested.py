@@ -116,3 +116,27 @@ def test_a_nested_models_row_shares_its_last_layers_tensor_not_a_later_equal_one
     references = {name: np.arange(4.0) for name in hits}
     placed = placement._choose(layers, references, hits)
     assert placed["stem"].position == 5 and placed["block_conv"].position == 7
+
+
+def test_a_frozen_nested_base_is_refused_by_the_native_model_in_one_line(tmp_path):
+    """Keras neither trains a frozen base nor lets its BatchNorm leave inference mode in a training step; the
+    native model written in line would do both, so it is refused, naming the base."""
+    import zipfile
+
+    from pipeline.common.errors import BadInput
+    from pipeline.keras_file.model import KerasModel
+    from pipeline.native import generate
+
+    source, frozen = helpers.ROOT / "tests" / "data" / "fuzz_bases" / "nested_transfer.keras", tmp_path / "frozen.keras"
+    with zipfile.ZipFile(source) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    config = json.loads(members["config.json"])
+    base = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Functional")
+    base["config"]["trainable"] = False
+    members["config.json"] = json.dumps(config).encode()
+    with zipfile.ZipFile(frozen, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    generate.generate(KerasModel.open(source))  # the same model, trainable: written
+    with pytest.raises(BadInput, match=r"layer \w+ \(Functional\): a frozen nested model \(trainable=False\) is not supported"):
+        generate.generate(KerasModel.open(frozen))

@@ -84,6 +84,17 @@ def test_embedding_lstm_native_model_trains_like_keras_and_a_swapped_gate_fails_
     assert not report.passed and any(row.weight.startswith("lstm/") and not row.passed for row in report.rows)
 
 
+def test_embedding_lstm_keras3_file_native_model_trains_like_keras(tmp_path):
+    """The same model written by Keras 3: its LSTM's weights are its cell's in the `.keras` file
+    (`layers/lstm/cell/vars/i`), its Embedding's `embeddings`; Keras's step on token ids of dtype int32."""
+    model = tmp_path / "recurrent_text.keras"
+    shutil.copy(COMMITTED_BASES / model.name, model)
+    text = _through_verify(model, tmp_path / "out", stages=("onnx", "native"))
+    assert "training parity with Keras" in text and "worst relative error" in text
+    weights_map = json.loads((tmp_path / "out" / "recurrent_text" / "native" / "weights_map.json").read_text())
+    assert {"embedding/embeddings", "lstm/kernel", "lstm/recurrent_kernel", "lstm/bias"} <= set(weights_map)
+
+
 def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(masked_gru, tmp_path):
     out = tmp_path / "out"
     converted = helpers.run_cli("onnx", "--model", str(masked_gru), "--out", str(out))

@@ -19,6 +19,11 @@ _VAR_NAMES = {
     "SeparableConv2D": ("depthwise_kernel", "pointwise_kernel", "bias"),
     "Normalization": ("mean", "variance", "count"),
     "LayerScale": ("gamma",),  # Keras's own attribute name: the weight is made without one
+    "Embedding": ("embeddings",),
+    # a recurrent layer's weights are its cell's: `layers/<layer>/cell/vars/<i>` (`read`)
+    "LSTM": ("kernel", "recurrent_kernel", "bias"),
+    "GRU": ("kernel", "recurrent_kernel", "bias"),
+    "SimpleRNN": ("kernel", "recurrent_kernel", "bias"),
 }
 _DEFAULT_VAR_NAMES = ("kernel", "bias")
 # The name Keras gives a weight made without one (`add_weight(shape=...)`): `variable`, `variable_7`, ...
@@ -65,6 +70,8 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
                     owner, parts = inner[parts[0]], parts[2:]  # layers/<nested model>/layers/<layer>/vars/<i>
                 else:
                     owner = by_path
+                if len(parts) == 4 and parts[1] == "cell":  # a recurrent layer's cell: <layer>/cell/vars/<i>
+                    parts = [parts[0], *parts[2:]]
                 if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in owner:
                     layer, index = owner[parts[0]], int(parts[2])
                     names = _var_names(layer)

@@ -178,6 +178,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         inputs.append(var)
         tensors[""] = Tensor(var, _input_rank(model.layers[0]))
         forward_lines.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
+    names = set(model.layer_names)  # the model's own layers', and each nested layer's as it comes: weights are filed by name
     for index, layer in enumerate(model.layers):
         var = _identifier(layer.name, taken)
         comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
@@ -196,7 +197,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             raise BadInput(f"layer {layer.name} ({layer.class_name}): its inputs {list(layer.inbound)} are not outputs of "
                            "earlier layers; the native model needs a plain layer graph")
         if nested_layers(layer):
-            _add_nested(layer, add, tensors, layer_outputs, taken)
+            _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names)
             continue
         add(layer, var, sources, comment)
     outputs = _output_names(model)
@@ -209,18 +210,27 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     return NativeModel(source, state_dict, weights_map, not_carried, notes)
 
 
-def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str], taken: set[str]) -> None:
+def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str], taken: set[str],
+                logits_of: dict[str, str], names: set[str]) -> None:
     """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem), called once, written in line:
     its layers in its graph order, each under its own name in the source and as `outer/inner` in
     `LAYER_OUTPUTS` (the names the verifier compares by: `keras_file.graph.with_nested`)."""
     flat = with_nested([layer])
     inner, own = flat[:-1], flat[-1]
-    if not inner:  # called more than once (a siamese encoder): one module for both calls is not written yet
-        raise emitters.unsupported(layer, f"a nested model called {layer.calls} times (shared)")
+    if layer.config.get("trainable") is False or any(entry.config.get("trainable") is False for entry in inner):
+        # Keras trains none of a frozen base's weights and runs its BatchNorm in inference mode, even in a
+        # training step; the native model would train both (not written yet: `requires_grad_(False)`, eval BN)
+        raise emitters.unsupported(layer, "a frozen nested model (trainable=False)")
     if len(own.inbound) != 1:
         raise emitters.unsupported(layer, f"a nested model of {len(own.inbound)} outputs")
     for entry in inner:
         leaf = entry.name.rsplit("/", 1)[-1]
+        if entry.calls > 1:
+            raise emitters.unsupported(replace(entry, name=leaf), f"a layer called {entry.calls} times (shared between inputs)")
+        if leaf in names:
+            # its weights are filed under its own name (`keras_file.weights`), which another layer has too
+            raise emitters.unsupported(layer, f"a layer {leaf} of the same name as another layer of the model")
+        names.add(leaf)
         sources = [tensors[name] for name in entry.inbound if name in tensors]
         if len(sources) != len(entry.inbound) or not sources:
             raise BadInput(f"layer {entry.name} ({entry.class_name}): its inputs {list(entry.inbound)} are not outputs of "
@@ -229,6 +239,8 @@ def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_output
         add(replace(entry, name=leaf), _identifier(leaf, taken), sources, comment, key=entry.name)
     tensors[layer.name] = tensors[own.inbound[0]]
     layer_outputs[layer.name] = tensors[layer.name].var
+    if own.inbound[0] in logits_of:  # a base ending in a softmax: the model's logits, where it is the output
+        logits_of[layer.name] = logits_of[own.inbound[0]]
 
 
 def _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes) -> str:

@@ -172,7 +172,8 @@ def channels_first(x: torch.Tensor) -> torch.Tensor:
 class KerasLSTM(nn.Module):
     """Keras's LSTM on a channels-first sequence (N, features, steps): `nn.LSTM` (its fused kernel), whose gate
     order i, f, g, o is Keras's i, f, c, o. Keras has one bias; torch adds a second (`bias_hh_l0`), kept at
-    zero and frozen. The last step's output, (N, units), or every step's, channels-first (N, units, steps)."""
+    zero and frozen: Keras's bias is `bias_ih_l0 + bias_hh_l0`, should a training loop unfreeze it. The last
+    step's output, (N, units), or every step's, channels-first (N, units, steps)."""
 
     def __init__(self, features: int, units: int, return_sequences: bool, bias: bool = True):
         super().__init__()

@@ -56,8 +56,10 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str, safe: bool =
     import tensorflow as tf
 
     keras = keras_api(model)
-    # tf-keras gives the input's dtype as a `tf.DType` (`tf.float32`), which numpy cannot read; Keras 3 as a string
+    # tf-keras gives a dtype as a `tf.DType` (`tf.float32`), which numpy cannot read; Keras 3 as a string. The
+    # input's may be int32 (token ids); the loss computes in the output's
     dtype = np.dtype(tf.as_dtype(model.inputs[0].dtype).as_numpy_dtype)
+    out_dtype = np.dtype(tf.as_dtype(model.outputs[0].dtype).as_numpy_dtype)
     for layer in _leaf_layers(model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
@@ -66,12 +68,15 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str, safe: bool =
     names = [_name(v, owners[id(v)]) for v in trainable]
     start = [np.array(v.numpy()) for v in trainable]
     loss_class = keras.losses.SparseCategoricalCrossentropy if loss_kind == "sparse_categorical_crossentropy" else keras.losses.MeanSquaredError
-    loss_fn = loss_class(dtype=dtype) if keras.__name__ == "keras" else loss_class()  # tf-keras losses take no dtype
-    targets = labels if loss_kind == "sparse_categorical_crossentropy" else labels.astype(dtype)
+    loss_fn = loss_class(dtype=out_dtype) if keras.__name__ == "keras" else loss_class()  # tf-keras losses take no dtype
+    targets = labels if loss_kind == "sparse_categorical_crossentropy" else labels.astype(out_dtype)
     with tf.GradientTape() as tape:
         outputs = model(tf.constant(x.astype(dtype)), training=True)
         loss = loss_fn(tf.constant(targets), outputs)
-    gradients = tape.gradient(loss, trainable)
+    # An Embedding's gradient comes as IndexedSlices, a row per token of the batch. Keras 3's Adam squares each
+    # slice apart, so a token that repeats adds Σg² to its second moment where Adam's (Σg)² is: a step of its
+    # own, not Adam's (tf-keras sums the duplicates first). The step compared is Adam's, on the dense gradient.
+    gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in tape.gradient(loss, trainable)]
     arrays = {"loss": np.array(float(loss))}
     for name, gradient in zip(names, gradients, strict=True):
         arrays[f"grad/{name}"] = np.zeros(0) if gradient is None else np.asarray(tf.convert_to_tensor(gradient))

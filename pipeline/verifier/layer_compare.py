@@ -248,9 +248,9 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
 
 def _native_name(name: str, native: dict[str, np.ndarray], top_level: set[str]) -> str | None:
     """The name the native model states the output of Keras layer `name` by: every layer of the model
-    itself by its own (a missing one is a finding); a layer of a nested model where it names one —
-    `outer/inner`, or `inner` where it lays a nested Sequential out in a chain (`native.generate`) and no
-    layer of the model itself is called so —; else None (not compared there)."""
+    itself by its own (a missing one is a finding); a layer of a nested model as `outer/inner`, which
+    `native.generate` writes (or `inner`, as a native model written before did, where no layer of the model
+    itself is called so); else None (not compared there)."""
     if "/" not in name or name in native:
         return name
     leaf = name.rsplit("/", 1)[-1]

@@ -4,16 +4,18 @@ Not yet: `mask_zero` (the mask the layers after it would need)."""
 
 from __future__ import annotations
 
-from pipeline.native.layers.registry import Emitted, WeightRule, emits, unsupported
+from pipeline.native.layers.registry import Emitted, WeightRule, emits, kernel_of, unsupported
 
 
 @emits("Embedding", ignores=("input_dim", "output_dim", "input_length"))  # both sizes restated by the weight; Keras 2's length by the input
 def _embedding(layer, weights, inputs, context):
+    if len(inputs) != 1:
+        raise unsupported(layer, f"a call of {len(inputs)} inputs")
     config, (x,) = layer.config, inputs
     if config.get("mask_zero"):
         raise unsupported(layer, "mask_zero=True (masking)")
     if x.rank != 2:
         raise unsupported(layer, f"token ids of rank {x.rank}")
-    (name, table), = weights.items()
+    name, table = kernel_of(weights, "embeddings", "kernel")
     module = f"nn.Embedding({table.shape[0]}, {table.shape[1]})"
     return Emitted(module, f"channels_first(self.{context.attr}({x.var}.long()))", 3, {name: WeightRule("weight")})

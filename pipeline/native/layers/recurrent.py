@@ -19,6 +19,8 @@ _FUSED = {"activation": "tanh", "recurrent_activation": "sigmoid"}
 
 @emits("LSTM", ignores=("units", "unit_forget_bias", "implementation", "unroll", "zero_output_for_mask"))
 def _lstm(layer, weights, inputs, context):
+    if len(inputs) != 1:  # called with initial states or a mask as well
+        raise unsupported(layer, f"a call of {len(inputs)} inputs (initial states or a mask)")
     config, (x,) = layer.config, inputs
     if x.rank != 3:
         raise unsupported(layer, f"an input of rank {x.rank}")
