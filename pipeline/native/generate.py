@@ -191,11 +191,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             continue
         if layer.calls > 1:
             raise emitters.unsupported(layer, f"a layer called {layer.calls} times (shared between inputs)")
-        inbound = layer.inbound or (("",) if index == 0 else ())
-        sources = [tensors[name] for name in inbound if name in tensors]
-        if len(sources) != len(inbound) or not sources:
-            raise BadInput(f"layer {layer.name} ({layer.class_name}): its inputs {list(layer.inbound)} are not outputs of "
-                           "earlier layers; the native model needs a plain layer graph")
+        sources = _sources(layer, layer.inbound or (("",) if index == 0 else ()), tensors)
         if nested_layers(layer):
             _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names)
             continue
@@ -208,6 +204,15 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     ranks = {name: tensors[name].rank for name in outputs}
     source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes)
     return NativeModel(source, state_dict, weights_map, not_carried, notes)
+
+
+def _sources(layer: KerasLayer, inbound: tuple[str, ...], tensors: dict[str, Tensor]) -> list[Tensor]:
+    """The tensors `layer` takes (`inbound`: their layers' names); BadInput where one is not an earlier layer's output."""
+    sources = [tensors[name] for name in inbound if name in tensors]
+    if len(sources) != len(inbound) or not sources:
+        raise BadInput(f"layer {layer.name} ({layer.class_name}): its inputs {list(layer.inbound)} are not outputs of "
+                       "earlier layers; the native model needs a plain layer graph")
+    return sources
 
 
 def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str], taken: set[str],
@@ -231,10 +236,7 @@ def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_output
             # its weights are filed under its own name (`keras_file.weights`), which another layer has too
             raise emitters.unsupported(layer, f"a layer {leaf} of the same name as another layer of the model")
         names.add(leaf)
-        sources = [tensors[name] for name in entry.inbound if name in tensors]
-        if len(sources) != len(entry.inbound) or not sources:
-            raise BadInput(f"layer {entry.name} ({entry.class_name}): its inputs {list(entry.inbound)} are not outputs of "
-                           "earlier layers; the native model needs a plain layer graph")
+        sources = _sources(entry, entry.inbound, tensors)
         comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
         add(replace(entry, name=leaf), _identifier(leaf, taken), sources, comment, key=entry.name)
     tensors[layer.name] = tensors[own.inbound[0]]

@@ -156,10 +156,15 @@ def _nested_once(keras, model) -> list:
     return nested
 
 
+def _computing(keras, model) -> list:
+    """`model`'s layers but its inputs."""
+    return [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
 def _probe(keras, model):
     """(the layers of `model` that compute, the models nested once, a model giving the former's outputs and
     then the latter's inputs, all on `model`'s inputs)."""
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
+    layers = _computing(keras, model)
     nested = _nested_once(keras, model)
     tensors = [_output_in(model, layer) for layer in layers] + [_one(_node_in(model, inner)[0].input_tensors) for inner in nested]
     return layers, nested, keras.Model(model.inputs, tensors)
@@ -167,8 +172,7 @@ def _probe(keras, model):
 
 def _capture_bytes(keras, model) -> int:
     """The float32 bytes of every layer's output for one sample, nested models' layers included."""
-    layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
-    outputs = [t for layer in layers for t in _flat(_output_in(model, layer))]
+    outputs = [t for layer in _computing(keras, model) for t in _flat(_output_in(model, layer))]
     return checkset.sample_bytes(_shapes(outputs)) + sum(_capture_bytes(keras, inner) for inner in _nested_once(keras, model))
 
 

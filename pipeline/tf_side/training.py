@@ -79,7 +79,7 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str, safe: bool =
     gradients = [tf.convert_to_tensor(g) if isinstance(g, tf.IndexedSlices) else g for g in tape.gradient(loss, trainable)]
     arrays = {"loss": np.array(float(loss))}
     for name, gradient in zip(names, gradients, strict=True):
-        arrays[f"grad/{name}"] = np.zeros(0) if gradient is None else np.asarray(tf.convert_to_tensor(gradient))
+        arrays[f"grad/{name}"] = np.zeros(0) if gradient is None else np.asarray(gradient)
     for layer in _leaf_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             arrays[f"moving/{layer.name}/moving_mean"] = np.asarray(layer.moving_mean.numpy())

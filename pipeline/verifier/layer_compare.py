@@ -220,7 +220,7 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
     fx_tensors = _fx_tensors(gm, {module_of[p.onnx_node] for p in compared if p.onnx_node in module_of}, inputs, sources.input_layout)
     modules, manual, manual_note = _manual_modules(keras, sources, inputs) if with_manual else ({}, {}, "")
     native = _native_tensors(sources, inputs) if sources.artifacts.native is not None else {}
-    rows, top_level = [], set(keras.layer_names)
+    rows = []
     for point in points:
         if point.layer.class_name == "InputLayer":
             continue
@@ -234,27 +234,16 @@ def run(keras: KerasModel, sources: Sources, keras_layers: dict[str, np.ndarray]
                           _diff("fx", reference, fx_tensors.get(module_of.get(point.onnx_node, "")), point.layout, layer_bound)]
         if manual and module is not None and reference is not None:
             row.diffs.append(_diff("manual", reference, manual.get(module), placement.CHANNELS_FIRST, layer_bound))
-        native_name = _native_name(point.layer.name, native, top_level)
-        if native and reference is not None and native_name is not None:
-            # by Keras name, in Keras's layout: no placement, so every layer with an output is compared
-            value = native.get(native_name)
+        if native and reference is not None and ("/" not in point.layer.name or point.layer.name in native):
+            # by Keras name, in Keras's layout: no placement, so every layer with an output is compared (a
+            # nested model's, `outer/inner`, where the native model writes it in line: `native.generate`)
+            value = native.get(point.layer.name)
             exact = value is None or value.shape == reference.shape  # by name means the same shape, not a reshape that fits
             row.diffs.append(_diff("native", reference, value if exact else np.empty((0,)), placement.KERAS, layer_bound))
             row.compared = True
         rows.append(row)
     return LayerReport(rows, len(inputs), ["onnxruntime", "fx"] + (["native"] if native else []) + (["manual"] if manual else []), manual_note,
                        placed_by=PLACED_F64 if layers_f64 is not None else PLACED_F32)
-
-
-def _native_name(name: str, native: dict[str, np.ndarray], top_level: set[str]) -> str | None:
-    """The name the native model states the output of Keras layer `name` by: every layer of the model
-    itself by its own (a missing one is a finding); a layer of a nested model as `outer/inner`, which
-    `native.generate` writes (or `inner`, as a native model written before did, where no layer of the model
-    itself is called so); else None (not compared there)."""
-    if "/" not in name or name in native:
-        return name
-    leaf = name.rsplit("/", 1)[-1]
-    return leaf if leaf in native and leaf not in top_level else None
 
 
 def _manual_modules(keras: KerasModel, sources: Sources, inputs: np.ndarray) -> tuple[dict[str, str], dict[str, np.ndarray], str]:
