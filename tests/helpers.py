@@ -207,3 +207,13 @@ def assert_fault_named(good: Path, tampered: Path, out: Path, scratch: Path, lay
     line = completed.stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: verification failed — first divergent layer: {layer} "), line
     return json.loads((out / good.stem / "verify.json").read_text())
+
+
+def run_readme_block(block: str, folder: Path) -> subprocess.CompletedProcess:
+    """A README shell block run word for word in `folder` (laid out as the repository after `make`), its
+    `.venv/bin/python` this test's interpreter."""
+    python = folder / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True, exist_ok=True)
+    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
+    python.chmod(0o755)
+    return subprocess.run(["bash", "-c", block], cwd=folder, capture_output=True, text=True)

@@ -226,9 +226,9 @@ def test_unsupported_layer_is_named_in_one_line(tmp_path):
     from pipeline.native import emitters
     from pipeline.native.emitters import Context, Tensor
 
-    layer = KerasLayer("gru_1", "GRU", {}, ("in",))
-    with pytest.raises(BadInput, match=r"layer gru_1: GRU has no native PyTorch equivalent.*ONNX path"):
-        emitters.emit(layer, {}, [Tensor("x", 3)], Context("gru_1", False))
+    layer = KerasLayer("conv_lstm2d", "ConvLSTM2D", {}, ("in",))
+    with pytest.raises(BadInput, match=r"layer conv_lstm2d: ConvLSTM2D has no native PyTorch equivalent.*ONNX path"):
+        emitters.emit(layer, {}, [Tensor("x", 5)], Context("conv_lstm2d", False))
 
 
 @pytest.mark.slow
@@ -240,11 +240,7 @@ def test_readme_fine_tune_example_runs_as_written(real_run, tmp_path):
     (tmp_path / "artifacts" / "pretrainedResnet").mkdir(parents=True)
     (tmp_path / "artifacts" / "pretrainedResnet" / "native").symlink_to(paths.native_dir)
     (tmp_path / "data").symlink_to(data)
-    python = tmp_path / ".venv" / "bin" / "python"
-    python.parent.mkdir(parents=True)
-    python.write_text(f'#!/bin/sh\nexec "{sys.executable}" "$@"\n')
-    python.chmod(0o755)
-    completed = subprocess.run(["bash", "-c", block], cwd=tmp_path, capture_output=True, text=True)
+    completed = helpers.run_readme_block(block, tmp_path)
     assert completed.returncode == 0, completed.stderr[-2000:]
     before, after = (float(line.rsplit(" ", 1)[1]) for line in completed.stdout.splitlines())
     assert before > 0.8 and after > 0.8, completed.stdout  # fine-tuning keeps a working model (figures: README)

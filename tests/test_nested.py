@@ -118,25 +118,44 @@ def test_a_nested_models_row_shares_its_last_layers_tensor_not_a_later_equal_one
     assert placed["stem"].position == 5 and placed["block_conv"].position == 7
 
 
-def test_a_frozen_nested_base_is_refused_by_the_native_model_in_one_line(tmp_path):
-    """Keras neither trains a frozen base nor lets its BatchNorm leave inference mode in a training step; the
-    native model written in line would do both, so it is refused, naming the base."""
-    import zipfile
+# The trained nested model loaded by the Keras that wrote it, its base frozen as users freeze it, saved again: a
+# legacy .h5 stores a frozen model's weights in another order (non-trainable after trainable), so the file must be
+# Keras's own, not an edited config.
+_FREEZE = """
+    import sys
+    if sys.argv[1].endswith(".h5"):
+        import tf_keras as keras
+    else:
+        import keras
+    model = keras.models.load_model(sys.argv[1], compile=False)
+    model.get_layer("base").trainable = False
+    model.save(sys.argv[2])
+"""
 
-    from pipeline.common.errors import BadInput
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_a_frozen_nested_base_trains_like_keras_and_unfrozen_it_fails(suffix, tmp_path):
+    """Transfer learning's usual form: the base frozen (`trainable=False`) under a head that alone trains. Keras
+    trains none of the base's weights and keeps its BatchNorms in inference mode in a training step; the native
+    model writes `requires_grad_(False)` and `BatchNorm(..., frozen=True)` and trains like it. The same model with
+    the base left trainable in torch fails training parity, naming a base weight."""
+    from pipeline.common.errors import CheckFailed
     from pipeline.keras_file.model import KerasModel
-    from pipeline.native import generate
+    from pipeline.native import load
+    from pipeline.verifier import training
 
-    source, frozen = helpers.ROOT / "tests" / "data" / "fuzz_bases" / "nested_transfer.keras", tmp_path / "frozen.keras"
-    with zipfile.ZipFile(source) as archive:
-        members = {name: archive.read(name) for name in archive.namelist()}
-    config = json.loads(members["config.json"])
-    base = next(layer for layer in config["config"]["layers"] if layer["class_name"] == "Functional")
-    base["config"]["trainable"] = False
-    members["config.json"] = json.dumps(config).encode()
-    with zipfile.ZipFile(frozen, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(name, data)
-    generate.generate(KerasModel.open(source))  # the same model, trainable: written
-    with pytest.raises(BadInput, match=r"layer \w+ \(Functional\): a frozen nested model \(trainable=False\) is not supported"):
-        generate.generate(KerasModel.open(frozen))
+    frozen = tmp_path / f"frozen{suffix}"
+    helpers.run_tf_script(_FREEZE, str(helpers.ROOT / "tests" / "data" / "fuzz_bases" / f"nested_transfer{suffix}"), str(frozen))
+    out = tmp_path / "out"
+    for stage in ("onnx", "native"):
+        completed = helpers.run_cli(stage, "--model", str(frozen), "--out", str(out))
+        assert completed.returncode == 0, completed.stderr[-3000:]
+    native = out / "frozen" / "native"
+    source_text = (native / "model.py").read_text()
+    assert "frozen=True)" in source_text and "requires_grad_(False)  # frozen in Keras" in source_text
+    assert json.loads((native / "parity.json").read_text())["passed"]
+    model, module = load.load(native / "model.py", native / "model.safetensors")
+    model.requires_grad_(True)  # the planted fault: the base trains in torch
+    with pytest.raises(CheckFailed, match=r"the native model trains \w+\.\w+, which Keras keeps frozen"):
+        training.run(KerasModel.open(frozen), model, module, json.loads((native / "weights_map.json").read_text()), None,
+                     tmp_path / "parity.json")

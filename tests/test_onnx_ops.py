@@ -70,7 +70,7 @@ def _feeds(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(1)
     feeds = {}
     for value in model.graph.input:
-        shape = [dim.dim_value for dim in value.type.tensor_type.shape.dim]
+        shape = [dim.dim_value or BATCH for dim in value.type.tensor_type.shape.dim]  # a symbolic dimension: the batch
         if value.name == "sequence_lens":
             feeds[value.name] = np.array([STEPS, 2, 4], dtype=np.int32)  # one full, two padded
         else:
@@ -186,9 +186,11 @@ def test_a_recurrent_node_with_computed_weights_is_named(tmp_path):
         to_fx.convert_raw(path)
 
 
-def _loop_model(data_dependent: bool = False, endless: bool = False) -> onnx.ModelProto:
+def _loop_model(data_dependent: bool = False, endless: bool = False, steps_from_shape: bool = False) -> onnx.ModelProto:
     """A loop as tf2onnx writes a Keras SimpleRNN: counters from constants (`t < steps`), the state
-    carried, the input sequence and the weights read from the outer graph, each step's state scanned out."""
+    carried, the input sequence and the weights read from the outer graph, each step's state scanned out.
+    `steps_from_shape`: the sequence comes in batch first and the number of steps is read from its shape at
+    run time (`Shape` → `Gather` → `Cast`), as in tf-keras's masked Bidirectional GRU."""
     rng = np.random.default_rng(2)
     f32, i32 = TensorProto.FLOAT, TensorProto.INT32
     body_nodes = [
@@ -215,15 +217,26 @@ def _loop_model(data_dependent: bool = False, endless: bool = False) -> onnx.Mod
          (("go", TensorProto.BOOL, []), ("t_next", i32, []), ("h_next", f32, [BATCH, HIDDEN]), ("limit", i32, []),
           ("h_scan", f32, [BATCH, HIDDEN]))],
         initializer=[numpy_helper.from_array(np.array(1, np.int32), "one"), numpy_helper.from_array(np.array(10, np.float32), "ten")])
-    nodes = [helper.make_node("Less", ["start", "steps"], ["first"]),
-             helper.make_node("Loop", ["most" if endless else "", "first", "start", "h0", "steps"], ["t_end", "h_end", "steps_end", "scanned"],
+    steps = "steps_read" if steps_from_shape else "steps"
+    nodes = [helper.make_node("Less", ["start", steps], ["first"]),
+             helper.make_node("Loop", ["most" if endless else "", "first", "start", "h0", steps], ["t_end", "h_end", "steps_end", "scanned"],
                               body=body)]
+    sequence = helper.make_tensor_value_info("X", f32, [STEPS, BATCH, FEATURES])
+    state = helper.make_tensor_value_info("h0", f32, [BATCH, HIDDEN])
+    if steps_from_shape:  # batch first, of any batch size, as a converted Keras model's input
+        sequence = helper.make_tensor_value_info("X_batch_first", f32, ["N", STEPS, FEATURES])
+        state = helper.make_tensor_value_info("h0", f32, ["N", HIDDEN])
+        nodes = [helper.make_node("Transpose", ["X_batch_first"], ["X"], perm=[1, 0, 2]),
+                 helper.make_node("Shape", ["X_batch_first"], ["shape"]),
+                 helper.make_node("Gather", ["shape", "one64"], ["steps64"], axis=0),
+                 helper.make_node("Cast", ["steps64"], [steps], to=i32), *nodes]
     graph = helper.make_graph(
         nodes, "loop",
-        [helper.make_tensor_value_info("X", f32, [STEPS, BATCH, FEATURES]), helper.make_tensor_value_info("h0", f32, [BATCH, HIDDEN])],
+        [sequence, state],
         [helper.make_tensor_value_info("h_end", f32, [BATCH, HIDDEN]), helper.make_tensor_value_info("scanned", f32, [STEPS, BATCH, HIDDEN])],
         initializer=[numpy_helper.from_array(np.array(0, np.int32), "start"), numpy_helper.from_array(np.array(STEPS, np.int32), "steps"),
                      numpy_helper.from_array(np.array(np.iinfo(np.int64).max, np.int64), "most"),
+                     numpy_helper.from_array(np.array(1, np.int64), "one64"),
                      numpy_helper.from_array(rng.normal(0, 0.5, (FEATURES, HIDDEN)).astype(np.float32), "W"),
                      numpy_helper.from_array(rng.normal(0, 0.5, (HIDDEN, HIDDEN)).astype(np.float32), "R")])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
@@ -231,10 +244,11 @@ def _loop_model(data_dependent: bool = False, endless: bool = False) -> onnx.Mod
     return model
 
 
-def test_a_counted_loop_equals_onnx_runtime_and_exports(tmp_path):
+def _loop_against_onnx_runtime(model: onnx.ModelProto, tmp_path):
+    """`model` converted (its loop counted: 5 trips) and run on the same inputs as ONNX Runtime: its final and
+    scanned states equal. Returns the module and its inputs."""
     import onnxruntime as ort
 
-    model = _loop_model()
     path = tmp_path / "loop.onnx"
     onnx.save(model, path)
     feeds = _feeds(model)
@@ -246,8 +260,59 @@ def test_a_counted_loop_equals_onnx_runtime_and_exports(tmp_path):
         got = gm(*args)  # onnx2torch returns every output of a node that gives the graph's: t, h, steps, scanned
     for a, b in zip((got[1], got[3]), expected, strict=True):
         np.testing.assert_allclose(a.numpy(), b, atol=ATOL_RECURRENT, rtol=0)
+    return gm, args
+
+
+def test_a_counted_loop_equals_onnx_runtime_and_exports(tmp_path):
+    gm, args = _loop_against_onnx_runtime(_loop_model(), tmp_path)
     program = torch.export.export(gm, args)
-    torch.testing.assert_close(program.module()(*args)[3], got[3])
+    torch.testing.assert_close(program.module()(*args)[3], gm(*args)[3])
+
+
+def test_a_loop_counting_the_steps_of_its_input_shape_is_made_static_and_equals_onnx_runtime(tmp_path):
+    """The number of steps read from the sequence's shape at run time: the same at two batch sizes, so a
+    constant of the model (`loop_bounds.fold`); the loop then converts as a counted one."""
+    _loop_against_onnx_runtime(_loop_model(steps_from_shape=True), tmp_path)
+
+
+def test_loop_bounds_that_follow_the_batch_are_left_as_they_are(tmp_path):
+    """A bound read from the batch dimension differs at the two probe batches: not a constant of the model, left
+    as it is (the loop converter then refuses it, naming the op)."""
+    from pipeline.converters import loop_bounds
+
+    model = _loop_model(steps_from_shape=True)
+    for init in model.graph.initializer:
+        if init.name == "one64":
+            init.CopyFrom(numpy_helper.from_array(np.array(0, np.int64), "one64"))  # dimension 0: the batch, not the steps
+    path = tmp_path / "loop.onnx"
+    onnx.save(model, path)
+    loop_bounds.fold(model, path)  # `first` (0 < N) is true at both batches, and folds; the limit N does not
+    assert next(node for node in model.graph.node if "steps_read" in node.output).op_type == "Cast"
+    with pytest.raises(Exception, match="op Loop.*depends on the data"):
+        to_fx.convert_raw(path)
+
+
+def test_reverse_sequence_equals_onnx_runtime_on_either_axis_order_and_exports(tmp_path):
+    """ONNX ReverseSequence (the backward half of tf-keras's masked Bidirectional): each row reversed within its
+    own length, the padding left in place; batch-major and time-major, against ONNX Runtime."""
+    import onnxruntime as ort
+
+    for batch_axis, time_axis, shape in ((0, 1, [BATCH, STEPS, FEATURES]), (1, 0, [STEPS, BATCH, FEATURES])):
+        node = helper.make_node("ReverseSequence", ["X", "lengths"], ["Y"], batch_axis=batch_axis, time_axis=time_axis)
+        graph = helper.make_graph([node], "reverse", [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape),
+                                                      helper.make_tensor_value_info("lengths", TensorProto.INT64, [BATCH])],
+                                  [helper.make_tensor_value_info("Y", TensorProto.FLOAT, shape)])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+        path = tmp_path / f"reverse_{batch_axis}.onnx"
+        onnx.save(model, path)
+        x = np.random.default_rng(3).normal(0, 1, shape).astype(np.float32)
+        lengths = np.array([STEPS, 2, 0], np.int64)  # whole, padded, all padding
+        expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"X": x, "lengths": lengths})[0]
+        gm = to_fx.convert_raw(path)
+        args = (torch.from_numpy(x), torch.from_numpy(lengths))
+        np.testing.assert_array_equal(gm(*args).numpy(), expected)
+        program = torch.export.export(gm, args)
+        np.testing.assert_array_equal(program.module()(*args).numpy(), expected)
 
 
 def test_a_loop_on_the_data_is_refused_naming_the_op(tmp_path):

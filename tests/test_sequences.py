@@ -2,10 +2,13 @@
 trained a few hundred real steps with our seed on toy tasks whose loss falls
 (`tf_side.trained_build.SEQUENCES`). Each must end in "Verification PASSED" with the float64 proof.
 
-CI takes two: Embedding + LSTM written by tf-keras (`.h5`, tf2onnx's ONNX LSTM: the fused torch
-layer; its native model too, training like Keras) and a masked Embedding + GRU of any input length written by Keras 3 (`.keras`, a `Loop`:
-the body converted and unrolled; the open length checked and converted at 32). `make sequences`
-runs every kind in both formats. And a fault planted in the LSTM's kernel is named at that layer.
+CI takes four, each with its native model training like Keras: Embedding + LSTM written by tf-keras (`.h5`,
+tf2onnx's ONNX LSTM: the fused torch layer), a masked Embedding + GRU of any input length written by Keras 3
+(`.keras`, a `Loop`: the body converted and unrolled; the open length checked and converted at 32), a masked
+Embedding + two Bidirectional GRUs written by tf-keras (`ReverseSequence`, loops bounded by shapes), and a
+transformer block (MultiHeadAttention). `make sequences` runs every kind in both formats. Faults planted in the
+LSTM's kernel and in an attention projection are named at their layers; swapped LSTM gates and a GRU's wrong
+`reset_after` fail training parity.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ COMMITTED_BASES = helpers.ROOT / "tests" / "data" / "fuzz_bases"  # recurrent_te
 # Committed (45 kB) to spare CI a TensorFlow process; made by
 # `python -m pipeline.tf_side.trained_build tests/data/sequences keras3 text_gru_masked`.
 MASKED_GRU = helpers.ROOT / "tests" / "data" / "sequences" / "text_gru_masked.keras"
+# Made by `python -m pipeline.tf_side.trained_build tests/data/sequences keras2 text_bigru_masked` (97 kB): Embedding
+# (mask_zero) → Bidirectional GRU (every step, summed) → Bidirectional GRU (concatenated), written by tf-keras.
+MASKED_BIGRU = helpers.ROOT / "tests" / "data" / "sequences" / "text_bigru_masked.h5"
+# `... keras2 transformer_block` (113 kB): Dense → MultiHeadAttention(2 heads) + residual → LayerNorm → gelu feed-forward.
+TRANSFORMER = helpers.ROOT / "tests" / "data" / "sequences" / "transformer_block.h5"
 
 
 @pytest.fixture(scope="module")
@@ -70,18 +78,37 @@ def test_embedding_lstm_native_model_trains_like_keras_and_a_swapped_gate_fails_
     from pipeline.verifier import training
 
     model_path, out, text = lstm_verified
-    assert "training parity with Keras" in text and "KerasLSTM" in (out / "recurrent_text" / "native" / "model.py").read_text()
+    assert "training parity with Keras" in text and "KerasRNN(\"LSTM\"" in (out / "recurrent_text" / "native" / "model.py").read_text()
     summary = json.loads((out / "recurrent_text" / "verify.json").read_text())
     assert summary["float64_proof_native"]["passed"] and all(p["passed"] for p in summary["pairs"] if "native" in (p["a"], p["b"]))
     native = out / "recurrent_text" / "native"
     model, source = load.load(native / "model.py", native / "model.safetensors")
     weights_map = json.loads((native / "weights_map.json").read_text())
-    units = model.lstm.lstm.hidden_size
+    units = model.lstm.rnn.hidden_size
     with torch.no_grad():
-        for weight in (model.lstm.lstm.weight_ih_l0, model.lstm.lstm.weight_hh_l0):
+        for weight in (model.lstm.rnn.weight_ih_l0, model.lstm.rnn.weight_hh_l0):
             weight[:2 * units] = torch.cat([weight[units:2 * units], weight[:units]]).clone()
     report = training.run(KerasModel.open(model_path), model, source, weights_map, None, out / "swapped_parity.json")
     assert not report.passed and any(row.weight.startswith("lstm/") and not row.passed for row in report.rows)
+
+
+def test_readme_lstm_fine_tune_example_runs_as_written(lstm_verified, tmp_path):
+    """The README's LSTM fine-tuning block: its Python part run word for word from a folder laid out as the
+    repository after its `make onnx native MODEL=…` line, whose stages the fixture ran through the CLI."""
+
+    _, out, _ = lstm_verified
+    readme = (helpers.ROOT / "README.md").read_text()
+    block = readme.split("<!-- fine-tune LSTM example -->\n```bash\n", 1)[1].split("\n```", 1)[0]
+    make_line, python_part = block.split("\n", 1)
+    assert make_line == "make onnx native MODEL=tests/data/fuzz_bases/recurrent_text.h5"
+    (tmp_path / "artifacts").mkdir()
+    (tmp_path / "artifacts" / "recurrent_text").symlink_to(out / "recurrent_text")
+    completed = helpers.run_readme_block(python_part, tmp_path)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    lines = completed.stdout.splitlines()
+    assert lines[0].startswith("LSTM(8, 12, batch_first=True)")
+    before, after = (float(line.rsplit(" ", 1)[1]) for line in lines[-2:])
+    assert before > 0.9 and after > 0.9, completed.stdout  # the trained model, and still working after fine-tuning
 
 
 def test_embedding_lstm_keras3_file_native_model_trains_like_keras(tmp_path):
@@ -96,12 +123,59 @@ def test_embedding_lstm_keras3_file_native_model_trains_like_keras(tmp_path):
 
 
 def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(masked_gru, tmp_path):
+    """Keras 3 writes the Embedding's mask as a `NotEqual` op passed to the GRU as `mask=`: the native model takes
+    it the same way, and trains like Keras on padded token ids."""
     out = tmp_path / "out"
     converted = helpers.run_cli("onnx", "--model", str(masked_gru), "--out", str(out))
     assert converted.returncode == 0, converted.stderr[-3000:]
     assert "leaves input dimension(s) 1 open; checked and converted at length 32" in converted.stderr
-    text = _through_verify(masked_gru, out, "--no-aot", stages=("torch", "verify"))
+    text = _through_verify(masked_gru, out, "--no-aot", stages=("torch", "native", "verify"))
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
+    source = (out / masked_gru.stem / "native" / "model.py").read_text()
+    assert "self.gru(embedding, not_equal)" in source and "reset_after" not in source.split("class Model")[1]
+    parity = json.loads((out / masked_gru.stem / "native" / "parity.json").read_text())
+    assert parity["passed"] and "padded with 0" in parity["inputs"]
+
+
+@pytest.fixture(scope="module")
+def bigru_verified(tmp_path_factory):
+    """The masked Bidirectional GRU written by tf-keras through onnx, torch, native and verify: (model, out, text)."""
+    folder = tmp_path_factory.mktemp("bigru")
+    model = folder / MASKED_BIGRU.name
+    shutil.copy(MASKED_BIGRU, model)
+    return model, folder / "out", _through_verify(model, folder / "out", "--no-aot", stages=("onnx", "torch", "native", "verify"))
+
+
+def test_masked_bidirectional_gru_h5_verified_and_its_native_model_trains_like_keras(bigru_verified):
+    """tf2onnx writes its backward halves as `ReverseSequence` and its loops' bounds from shapes computed at run time
+    (`converters.loop_bounds`); the native model is torch's bidirectional `nn.GRU`, stepped through under the mask."""
+    _, out, text = bigru_verified
+    assert "Verification PASSED" in text and "Float64 proof, second path" in text and "— ✓" in text
+    summary = json.loads((out / "text_bigru_masked" / "verify.json").read_text())
+    assert summary["float64_proof_native"]["passed"] and all(p["passed"] for p in summary["pairs"] if "native" in (p["a"], p["b"]))
+    native = out / "text_bigru_masked" / "native"
+    assert 'merge_mode="sum", zero_output_for_mask=True' in (native / "model.py").read_text()
+    weights_map = json.loads((native / "weights_map.json").read_text())
+    assert weights_map["bidirectional/backward/bias"]["key"] == ["bidirectional.rnn.bias_ih_l0_reverse", "bidirectional.rnn.bias_hh_l0_reverse"]
+    assert weights_map["bidirectional/forward/kernel"]["gates"] == [1, 0, 2]  # Keras z, r, h → torch r, z, n
+    assert json.loads((native / "parity.json").read_text())["passed"]
+
+
+def test_a_gru_with_the_wrong_reset_after_fails_training_parity(bigru_verified):
+    """The planted fault: the native GRUs reset before their recurrent product (Keras's reset_after=False) where the
+    file's reset after; training parity against Keras names the recurrent layers' weights."""
+    from pipeline.keras_file.model import KerasModel
+    from pipeline.native import load
+    from pipeline.verifier import training
+
+    model_path, out, _ = bigru_verified
+    native = out / "text_bigru_masked" / "native"
+    model, source = load.load(native / "model.py", native / "model.safetensors")
+    for module in (model.bidirectional, model.bidirectional_1):
+        module.reset_after = module.fused = False
+    weights_map = json.loads((native / "weights_map.json").read_text())
+    report = training.run(KerasModel.open(model_path), model, source, weights_map, None, out / "reset_parity.json")
+    assert not report.passed and any(row.weight.startswith("bidirectional") and not row.passed for row in report.rows)
 
 
 def _as_stateful_cudnn_lstm(source, target) -> None:
@@ -167,3 +241,39 @@ def _datasets(group) -> list[str]:
     names = []
     group.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None)
     return names
+
+
+@pytest.fixture(scope="module")
+def transformer_verified(tmp_path_factory):
+    """The transformer block written by tf-keras (MultiHeadAttention, residual adds as TFOpLambda, LayerNorm, a gelu
+    feed-forward) through onnx, torch, native and verify: (model, out, text)."""
+    folder = tmp_path_factory.mktemp("transformer")
+    model = folder / TRANSFORMER.name
+    shutil.copy(TRANSFORMER, model)
+    return model, folder / "out", _through_verify(model, folder / "out", "--no-aot", stages=("onnx", "torch", "native", "verify"))
+
+
+def test_transformer_block_native_model_passes_every_pair_and_trains_like_keras(transformer_verified):
+    _, out, text = transformer_verified
+    assert "Verification PASSED" in text and "Float64 proof, second path" in text
+    native = out / "transformer_block" / "native"
+    assert "KerasMultiHeadAttention(16, 16, 16, heads=2, key_dim=8, value_dim=8, output_features=16)" in (native / "model.py").read_text()
+    weights_map = json.loads((native / "weights_map.json").read_text())
+    assert weights_map["multi_head_attention/query/kernel"] == {"key": "multi_head_attention.query.weight", "permute": [1, 2, 0], "reshape": [16, 16]}
+    summary = json.loads((out / "transformer_block" / "verify.json").read_text())
+    assert summary["float64_proof_native"]["passed"] and all(p["passed"] for p in summary["pairs"] if "native" in (p["a"], p["b"]))
+    assert json.loads((native / "parity.json").read_text())["passed"]
+
+
+def test_a_fault_in_an_attention_projection_is_named_at_its_layer(transformer_verified, tmp_path):
+    good, out, _ = transformer_verified
+    tampered = tmp_path / "tampered" / good.name
+    tampered.parent.mkdir()
+    shutil.copy(good, tampered)
+    with h5py.File(tampered, "r+") as handle:
+        group = handle["model_weights/multi_head_attention"]
+        kernel = group[next(name for name in _datasets(group) if name.endswith("value/kernel:0"))]
+        value = kernel[()]
+        value.flat[value.size // 3] += 5e-2
+        kernel[...] = value
+    helpers.assert_fault_named(good, tampered, out, tmp_path / "bad", "multi_head_attention")

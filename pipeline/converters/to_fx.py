@@ -3,7 +3,8 @@
 onnx2torch's Reshape, Squeeze, Unsqueeze, Slice, Split, Tile, Pad, Expand, ConstantOfShape and
 Resize read their parameters from tensors, which `torch.export` cannot trace (onnx2torch issue #225);
 `fx_passes` makes them static first. Ops onnx2torch has no converter for (LSTM, GRU, RNN, Loop) are
-converted by ours (`onnx_ops`). An op that cannot be converted is named, with the Keras layer it came from.
+converted by ours (`onnx_ops`), a loop's bounds read from shapes made constants first (`loop_bounds`). An op
+that cannot be converted is named, with the Keras layer it came from.
 """
 
 from __future__ import annotations
@@ -45,11 +46,18 @@ def convert_raw(onnx_path: Path, layer_names: list[str] = ()):
     Raises:
         BadInput: onnx2torch cannot convert a node; the message names the op and the Keras layer.
     """
+    import onnx
     import onnx2torch
 
-    onnx_ops.register()  # ours beside onnx2torch's own: LSTM, GRU, RNN, Loop
+    from pipeline.converters import loop_bounds
+
+    onnx_ops.register()  # ours beside onnx2torch's own: LSTM, GRU, RNN, Loop, ReverseSequence
+    model = str(onnx_path)
+    proto = onnx.load(model)
+    if any(node.op_type == "Loop" for node in proto.graph.node) and loop_bounds.fold(proto, onnx_path):
+        model = proto  # its loops' bounds read from shapes made constants
     try:
-        return onnx2torch.convert(str(onnx_path)).eval()
+        return onnx2torch.convert(model).eval()
     except (NotImplementedError, KeyError, ValueError, TypeError) as exc:
         reason = " ".join(str(exc).split())[:200].rstrip(".")
         raise BadInput(f"onnx2torch cannot convert {unconvertible_node(onnx_path, layer_names)}: {reason}; "

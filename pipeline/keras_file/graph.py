@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Collection
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -24,6 +24,12 @@ class KerasLayer:
     # order, a layer name for a tensor and a float for a number; None for a layer.
     operands: tuple[str | float, ...] | None = None
     calls: int = 1  # how many times the model calls the layer: more than once for a shared layer
+    # The layer whose output the call passes as `mask=` (Keras 3 writes an Embedding's mask as a `NotEqual` op
+    # and passes it on so); not in `inbound`. None where the config passes none (Keras 2 computes masks unwritten).
+    mask: str | None = None
+    # The options of its first call that are not tensors (`use_causal_mask`, `training`), as the config writes
+    # them; a tensor option (an `attention_mask`) is "<tensor>" here and among `inbound`.
+    call_options: dict = field(default_factory=dict)
 
     @property
     def activation(self) -> str | None:
@@ -70,6 +76,8 @@ def _inbound_names(nodes) -> list[str]:
         elif isinstance(item, list):
             if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int):
                 names.append(item[0])  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
+                if len(item) > 3 and isinstance(item[3], dict):
+                    walk(item[3])  # tensors passed by keyword: a MultiHeadAttention's value, a TFOpLambda's y
                 return
             for value in item:
                 walk(value)
@@ -81,13 +89,16 @@ def _inbound_names(nodes) -> list[str]:
 def _operands(entry: dict) -> tuple[str | float, ...] | None:
     """The operands of an op node (see `KerasLayer.operands`); None where `entry` is a layer."""
     nodes = entry.get("inbound_nodes") or []
-    if nodes and isinstance(nodes[0], dict) and (str(entry.get("module", "")).startswith("keras.src.ops")
-                                                 or len(nodes[0].get("args", [])) > 1):
-        # Keras 3: a layer takes one argument (a tensor, or a list of them); an op takes its operands
-        # as arguments — the legacy .h5 Keras 3 writes drops the `module` that says so
+    module = str(entry.get("module") or "")
+    if nodes and isinstance(nodes[0], dict) and (module.startswith("keras.src.ops") or (not module and len(nodes[0].get("args", [])) > 1)):
+        # Keras 3: a layer mostly takes one argument (a tensor, or a list of them); an op takes its operands
+        # as arguments — the legacy .h5 Keras 3 writes drops the `module` that says so (a layer of several
+        # arguments, MultiHeadAttention's query and value, is `keras.layers` where it is written)
         args = nodes[0]["args"]
     elif entry.get("class_name") == "TFOpLambda" and nodes and isinstance(nodes[0], list) and nodes[0]:
-        first = nodes[0][0]  # Keras 2: [[name, node, tensor, {"y": 3.0, "name": ...}]]
+        # Keras 2: [[[name, node, tensor, {"y": 3.0, "name": ...}]]]; tf-keras writes a TFOpLambda's node one level
+        # flatter, [[name, node, tensor, {"y": <a number, or a tensor [name, node, tensor]>}]]
+        first = nodes[0] if isinstance(nodes[0][0], str) else nodes[0][0]
         args = [[first[0], 0, 0]] + [first[3]["y"]] if len(first) > 3 and isinstance(first[3], dict) and "y" in first[3] else [first]
     else:
         return None
@@ -103,6 +114,33 @@ def _operands(entry: dict) -> tuple[str | float, ...] | None:
     return tuple(operands)
 
 
+def _first_kwargs(nodes) -> dict | None:
+    """The keyword arguments of the first call in `inbound_nodes` (Keras 3 `kwargs`, Keras 2 the 4th item of the
+    first tensor); None where it has none."""
+    first = nodes[0] if isinstance(nodes, list) and nodes else None
+    if isinstance(first, dict):
+        return first.get("kwargs") if isinstance(first.get("kwargs"), dict) else None
+    if isinstance(first, list) and first and isinstance(first[0], list) and len(first[0]) > 3 and isinstance(first[0][3], dict):
+        return first[0][3]
+    return None
+
+
+def _without_mask(nodes) -> tuple[list, list[str]]:
+    """`inbound_nodes` without the `mask=` of the first call, and the layers that mask comes from."""
+    kwargs = _first_kwargs(nodes)
+    if not kwargs or "mask" not in kwargs:
+        return nodes, []
+    rest = {key: value for key, value in kwargs.items() if key != "mask"}
+    first = {**nodes[0], "kwargs": rest} if isinstance(nodes[0], dict) else [[*nodes[0][0][:3], rest], *nodes[0][1:]]
+    return [first, *nodes[1:]], _inbound_names(kwargs["mask"])
+
+
+def _call_options(nodes) -> dict:
+    """The keyword options of the first call in `inbound_nodes` (Keras 3 `kwargs`, Keras 2 the 4th item), tensors as "<tensor>"."""
+    kwargs = _first_kwargs(nodes) or {}
+    return {key: "<tensor>" if _inbound_names(value) else value for key, value in kwargs.items() if key != "name"}
+
+
 def layers(model_config: dict) -> list[KerasLayer]:
     """Every layer in config order (topological for models Keras writes); Sequential layers chain."""
     raw = model_config.get("config", {})
@@ -114,12 +152,16 @@ def layers(model_config: dict) -> list[KerasLayer]:
         if isinstance(config, list):  # a Sequential nested as a layer, written by Keras 2.0–2.1: its layers alone
             config = {"name": entry.get("name", f"layer_{index}"), "layers": config}
         nodes = entry.get("inbound_nodes") or []
+        mask = None
         if sequential:
             inbound = (result[-1].name,) if result else ()
         else:
-            inbound = tuple(_inbound_names(nodes))
+            unmasked, masks = _without_mask(nodes)
+            mask = masks[0] if len(masks) == 1 else None
+            inbound = tuple(_inbound_names(unmasked)) + (tuple(masks) if len(masks) > 1 else ())  # several masks: kept as inputs
         calls = max(len(nodes), 1) if isinstance(nodes, list) else 1
-        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound, _operands(entry), calls))
+        result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound, _operands(entry), calls, mask,
+                                 _call_options(nodes)))
     return result
 
 

@@ -26,13 +26,23 @@ _VAR_NAMES = {
     "SimpleRNN": ("kernel", "recurrent_kernel", "bias"),
 }
 _DEFAULT_VAR_NAMES = ("kernel", "bias")
+# A Bidirectional layer's two directions: its weights are `forward/kernel`, `backward/kernel`, ... (each
+# direction's layer is `forward_<name>` in a legacy .h5, `forward_layer` in a .keras file)
+DIRECTIONS = ("forward", "backward")
+# A MultiHeadAttention's four projections: its weights are `query/kernel`, `query/bias`, ... as tf-keras names
+# them; a .keras file files them under `query_dense`, ..., `output_dense`.
+PROJECTIONS = {"query": "query", "key": "key", "value": "value", "attention_output": "attention_output",
+               "query_dense": "query", "key_dense": "key", "value_dense": "value", "output_dense": "attention_output"}
 # The name Keras gives a weight made without one (`add_weight(shape=...)`): `variable`, `variable_7`, ...
 AUTO_NAMED = re.compile(r"variable(_\d+)?")
 
 
 def _var_names(layer: KerasLayer) -> tuple[str, ...]:
     """The names of `layer`'s vars/0, vars/1, ... in a `.keras` file: a BatchNormalization or
-    LayerNormalization without `scale` has no gamma (InceptionV3's), without `center` no beta."""
+    LayerNormalization without `scale` has no gamma (InceptionV3's), without `center` no beta; a
+    Bidirectional layer's, its wrapped layer's."""
+    if layer.class_name == "Bidirectional":
+        return _VAR_NAMES.get(layer.config.get("layer", {}).get("class_name"), _DEFAULT_VAR_NAMES)
     if layer.class_name in ("BatchNormalization", "LayerNormalization"):
         stats = ("moving_mean", "moving_variance") if layer.class_name == "BatchNormalization" else ()
         return tuple(name for name, kept in (("gamma", layer.config.get("scale", True)), ("beta", layer.config.get("center", True))) if kept) + stats
@@ -70,12 +80,17 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
                     owner, parts = inner[parts[0]], parts[2:]  # layers/<nested model>/layers/<layer>/vars/<i>
                 else:
                     owner = by_path
+                direction = ""
+                if len(parts) > 1 and parts[1] in ("forward_layer", "backward_layer"):  # <bidirectional>/forward_layer/...
+                    direction, parts = parts[1].split("_")[0] + "/", [parts[0], *parts[2:]]
+                elif len(parts) == 4 and parts[1] in PROJECTIONS and parts[0] in owner and owner[parts[0]].class_name == "MultiHeadAttention":
+                    direction, parts = PROJECTIONS[parts[1]] + "/", [parts[0], *parts[2:]]  # <attention>/query_dense/vars/<i>
                 if len(parts) == 4 and parts[1] == "cell":  # a recurrent layer's cell: <layer>/cell/vars/<i>
                     parts = [parts[0], *parts[2:]]
                 if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in owner:
                     layer, index = owner[parts[0]], int(parts[2])
                     names = _var_names(layer)
-                    found.setdefault(layer.name, {})[names[index] if index < len(names) else f"var_{index}"] = obj[()]
+                    found.setdefault(layer.name, {})[direction + (names[index] if index < len(names) else f"var_{index}")] = obj[()]
 
             root.visititems(visit_keras)
         return found
@@ -83,12 +98,21 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
     with h5py.File(path, "r") as handle:
         root = handle["model_weights"] if "model_weights" in handle else handle
 
+        every = [layer for outer in graph for layer in [outer, *nested_layers(outer)]]
+        bidirectional = {layer.name for layer in every if layer.class_name == "Bidirectional"}
+        attention = {layer.name for layer in every if layer.class_name == "MultiHeadAttention"}
+
         def visit(name, obj):
             if isinstance(obj, h5py.Dataset):
                 parts = name.split("/")
                 layer, leaf = parts[0], weight_leaf(parts[-1])
                 if layer in nested and len(parts) >= 3 and parts[-2] in nested[layer]:
                     layer = parts[-2]  # <nested model>/<nested model>/<layer>/<weight>
+                if layer in bidirectional:  # <layer>/<layer>/forward_<inner>/<cell>/<weight>
+                    direction = next((d for d in DIRECTIONS for part in parts[1:-1] if part.startswith(f"{d}_")), None)
+                    leaf = f"{direction}/{leaf}" if direction else leaf
+                if layer in attention and len(parts) >= 3 and parts[-2] in PROJECTIONS:  # <layer>/<layer>/query/kernel
+                    leaf = f"{PROJECTIONS[parts[-2]]}/{leaf}"
                 found.setdefault(layer, {})[leaf] = obj[()]
 
         root.visititems(visit)

@@ -80,6 +80,8 @@ def _notes(layer: KerasLayer, ignored: tuple[str, ...]) -> list[str]:
     """What the native model leaves out of `layer`'s config: the `ignored` fields, and a dtype other than
     float32 (a mixed-precision policy, float64), which the native model does not compute in."""
     notes = [f"layer {layer.name} ({layer.class_name}): config field {name} ignored" for name in ignored]
+    if layer.class_name == "InputLayer" and str(layer.dtype).startswith(("int", "uint")):
+        return notes  # token ids: whole numbers, exact in float32 (below 2**24), as the ONNX model takes them
     if layer.dtype not in (None, FLOAT32):
         notes.append(f"layer {layer.name} ({layer.class_name}): dtype {layer.dtype} (the native model computes in {FLOAT32})")
     return notes
@@ -140,21 +142,31 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
 
     def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str, key: str | None = None) -> Tensor:
         """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output, known
-        as `key` (a nested model's layer: `outer/inner`; its weights are filed under its own name)."""
+        as `key` (a nested model's layer: `outer/inner`; its weights are filed under its own name). A layer
+        Keras keeps frozen (trainable=False in its config) is frozen: `requires_grad_(False)`, and a BatchNorm
+        in inference mode."""
         key = key or layer.name
-        context = Context(var, keras2, legacy_h5=not zipfile.is_zipfile(model.path))
+        frozen = layer.config.get("trainable") is False
+        context = Context(var, keras2, legacy_h5=not zipfile.is_zipfile(model.path), frozen=frozen)
         if layer.operands is not None:
             emitted = emitters.emit_op(layer, tensors, context)
         else:
             emitted = emitters.emit(layer, weights.get(layer.name, {}), sources, context)
         if emitted.module is not None:
             init_lines.append(f"self.{var} = {emitted.module}{comment}")
+            if frozen and (emitted.weights or emitted.constants):
+                init_lines.append(f"self.{var}.requires_grad_(False)  # frozen in Keras (trainable=False): not trained")
         lines, logits = _statement(var, emitted, layer, context)
         lines[-1] += comment
         forward_lines.extend(lines)
         if logits:
             logits_of[key] = logits
-        tensors[key] = Tensor(var, emitted.rank)
+        mask = emitted.mask
+        if mask is not None and not mask.isidentifier():  # computed here: an Embedding's `ids != 0`
+            name = _identifier(f"{var}_mask", taken)
+            forward_lines.append(f"{name} = {mask}{_MASK_COMMENT}{_text(layer.name)}: True where a step counts")
+            mask = name
+        tensors[key] = Tensor(var, emitted.rank, mask)
         layer_outputs[key] = var
         not_carried.extend(_not_carried(layer))
         notes.extend(_notes(layer, emitted.ignored))
@@ -164,9 +176,9 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         if unmatched:
             raise BadInput(f"layer {layer.name}: weight {unmatched[0]} has no place in the native model")
         for weight, rule in emitted.weights.items():
-            state_dict[f"{var}.{rule.key}"] = rule.apply(np.asarray(weights[layer.name][weight], dtype=np.float32))
-            weights_map[f"{layer.name}/{weight}"] = {"key": f"{var}.{rule.key}", "permute": list(rule.permute) if rule.permute else None,
-                                                     "reshape": list(rule.reshape) if rule.reshape else None}
+            for name, tensor in rule.tensors(np.asarray(weights[layer.name][weight], dtype=np.float32)).items():
+                state_dict[f"{var}.{name}"] = tensor
+            weights_map[f"{layer.name}/{weight}"] = rule.as_map(var)
         for name, value in emitted.constants.items():
             state_dict[f"{var}.{name}"] = np.asarray(value, dtype=np.float32)
         return tensors[key]
@@ -192,10 +204,14 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         if layer.calls > 1:
             raise emitters.unsupported(layer, f"a layer called {layer.calls} times (shared between inputs)")
         sources = _sources(layer, layer.inbound or (("",) if index == 0 else ()), tensors)
+        if layer.mask is not None:  # passed as `mask=` (Keras 3 writes it so): the mask the layer takes
+            mask = _sources(layer, (layer.mask,), tensors)[0]
+            sources = [replace(sources[0], mask=mask.var), *sources[1:]]
         if nested_layers(layer):
             _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names)
             continue
         add(layer, var, sources, comment)
+    forward_lines = _without_unused_masks(forward_lines, {tensor.mask for tensor in tensors.values() if tensor.mask})
     outputs = _output_names(model)
     missing = [name for name in outputs if name not in tensors]
     if missing:
@@ -204,6 +220,19 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     ranks = {name: tensors[name].rank for name in outputs}
     source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes)
     return NativeModel(source, state_dict, weights_map, not_carried, notes)
+
+
+_MASK_COMMENT = "  # the Keras mask of "
+
+
+def _without_unused_masks(lines: list[str], masks: set[str]) -> list[str]:
+    """`lines` without the masks (variables of `masks`) that no later line reads: an Embedding's mask where Keras 3
+    passes its own `NotEqual` op as `mask=`, or where no layer after it takes one."""
+    def read_later(index: int, var: str) -> bool:
+        return any(re.search(rf"\b{var}\b", line.split("  #")[0]) for line in lines[index + 1:])
+
+    return [line for index, line in enumerate(lines)
+            if not (_MASK_COMMENT in line and line.split(" = ")[0] in masks and not read_later(index, line.split(" = ")[0]))]
 
 
 def _sources(layer: KerasLayer, inbound: tuple[str, ...], tensors: dict[str, Tensor]) -> list[Tensor]:
@@ -219,13 +248,10 @@ def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_output
                 logits_of: dict[str, str], names: set[str]) -> None:
     """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem), called once, written in line:
     its layers in its graph order, each under its own name in the source and as `outer/inner` in
-    `LAYER_OUTPUTS` (the names the verifier compares by: `keras_file.graph.with_nested`)."""
+    `LAYER_OUTPUTS` (the names the verifier compares by: `keras_file.graph.with_nested`). A frozen base's layers
+    are frozen by their own configs, as Keras writes them (`base.trainable = False` sets each layer's)."""
     flat = with_nested([layer])
     inner, own = flat[:-1], flat[-1]
-    if layer.config.get("trainable") is False or any(entry.config.get("trainable") is False for entry in inner):
-        # Keras trains none of a frozen base's weights and runs its BatchNorm in inference mode, even in a
-        # training step; the native model would train both (not written yet: `requires_grad_(False)`, eval BN)
-        raise emitters.unsupported(layer, "a frozen nested model (trainable=False)")
     if len(own.inbound) != 1:
         raise emitters.unsupported(layer, f"a nested model of {len(own.inbound)} outputs")
     for entry in inner:

@@ -5,6 +5,8 @@ generated model needs torch and safetensors only. It is also imported here, so i
 as code. Tensors are channels-first inside the generated model: (N, C, H, W) and (N, C, W).
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -80,11 +82,13 @@ class BatchNorm(nn.Module):
     Keras updates `moving = momentum · moving + (1 − momentum) · batch` with the batch's biased
     variance; torch's BatchNorm uses `momentum` the other way round and the unbiased variance, so a
     torch BatchNorm trained from these weights drifts from Keras. Inference is the same formula.
+    A `frozen` one (Keras's trainable=False, a frozen pretrained base) stays in inference mode even in
+    training, as Keras runs it: its statistics do not move.
     """
 
-    def __init__(self, channels: int, eps: float, momentum: float, scale: bool = True, center: bool = True):
+    def __init__(self, channels: int, eps: float, momentum: float, scale: bool = True, center: bool = True, frozen: bool = False):
         super().__init__()
-        self.eps, self.momentum = eps, momentum
+        self.eps, self.momentum, self.frozen = eps, momentum, frozen
         self.weight = nn.Parameter(torch.ones(channels)) if scale else None
         self.bias = nn.Parameter(torch.zeros(channels)) if center else None
         self.register_buffer("running_mean", torch.zeros(channels))
@@ -92,7 +96,7 @@ class BatchNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shape = (1, -1) + (1,) * (x.dim() - 2)
-        if self.training:
+        if self.training and not self.frozen:
             axes = [0] + list(range(2, x.dim()))
             mean, var = x.mean(axes), x.var(axes, unbiased=False)
             with torch.no_grad():
@@ -169,22 +173,145 @@ def channels_first(x: torch.Tensor) -> torch.Tensor:
     return x.movedim(-1, 1) if x.dim() > 2 else x
 
 
-class KerasLSTM(nn.Module):
-    """Keras's LSTM on a channels-first sequence (N, features, steps): `nn.LSTM` (its fused kernel), whose gate
-    order i, f, g, o is Keras's i, f, c, o. Keras has one bias; torch adds a second (`bias_hh_l0`), kept at
-    zero and frozen: Keras's bias is `bias_ih_l0 + bias_hh_l0`, should a training loop unfreeze it. The last
-    step's output, (N, units), or every step's, channels-first (N, units, steps)."""
+def keras_activation(name: str, keras2: bool = False):
+    """The function a Keras recurrent layer names in `activation` / `recurrent_activation`."""
+    if name == "hard_sigmoid":
+        return lambda x: hard_sigmoid(x, keras2)
+    return {"tanh": torch.tanh, "sigmoid": torch.sigmoid, "relu": F.relu, "linear": lambda x: x}[name]
 
-    def __init__(self, features: int, units: int, return_sequences: bool, bias: bool = True):
+
+class KerasRNN(nn.Module):
+    """Keras's LSTM, GRU or SimpleRNN (`cell`) on a channels-first sequence (N, features, steps), its weights held
+    in torch's own layer `self.rnn` (`nn.LSTM`, `nn.GRU`, `nn.RNN`, both directions for Keras's Bidirectional).
+
+    Torch's gate order is LSTM i, f, g, o (Keras's i, f, c, o) and GRU r, z, n (Keras's z, r, h, reordered in
+    the weights: weights_map.json's `gates`). Where Keras has one bias, torch's second (`bias_hh_l0`) is zero
+    and frozen: Keras's bias is their sum, should a training loop unfreeze it.
+
+    Torch's fused kernel runs where it computes what Keras does. The same weights are stepped through here
+    (`scan`) where it does not: a Keras mask ((N, steps), True where a step counts; a step masked out keeps the
+    state and outputs the last output, or zeros with `zero_output_for_mask`), activations other than tanh and
+    sigmoid (Keras 2's hard_sigmoid), a GRU resetting before its recurrent product (`reset_after=False`).
+
+    Output: the last step's (N, units), or every step's (N, units, steps) with `return_sequences`; two
+    directions merged as Keras's `merge_mode` (concat, sum, mul, ave)."""
+
+    def __init__(self, cell: str, features: int, units: int, return_sequences: bool, *, bias: bool = True,
+                 go_backwards: bool = False, merge_mode: str | None = None, reset_after: bool = True,
+                 activation: str = "tanh", recurrent_activation: str = "sigmoid", keras2: bool = False,
+                 zero_output_for_mask: bool = False):
         super().__init__()
-        self.lstm = nn.LSTM(features, units, batch_first=True, bias=bias)
-        self.return_sequences = return_sequences
-        if bias:
-            self.lstm.bias_hh_l0.requires_grad_(False)
+        layer = {"LSTM": nn.LSTM, "GRU": nn.GRU, "SimpleRNN": nn.RNN}[cell]
+        options = {"nonlinearity": activation if activation in ("tanh", "relu") else "tanh"} if cell == "SimpleRNN" else {}
+        self.rnn = layer(features, units, batch_first=True, bias=bias, bidirectional=merge_mode is not None, **options)
+        self.cell, self.units, self.return_sequences = cell, units, return_sequences
+        self.go_backwards, self.merge_mode, self.reset_after = go_backwards, merge_mode, reset_after
+        self.zero_output_for_mask = zero_output_for_mask
+        self.act, self.gate_act = keras_activation(activation, keras2), keras_activation(recurrent_activation, keras2)
+        if cell == "SimpleRNN":
+            self.fused = activation in ("tanh", "relu")
+        else:  # torch's fused LSTM and GRU: tanh and sigmoid, a GRU resetting after its recurrent product
+            self.fused = activation == "tanh" and recurrent_activation == "sigmoid" and reset_after
+        if bias and (cell != "GRU" or not reset_after):  # one Keras bias: torch's second stays zero
+            for name, parameter in self.rnn.named_parameters():
+                if name.startswith("bias_hh"):
+                    parameter.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out, _ = self.lstm(channels_last(x))
-        return channels_first(out) if self.return_sequences else out[:, -1]
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = channels_last(x)
+        if self.go_backwards:  # Keras reads the sequence last step first, and returns its steps in that order
+            x, mask = x.flip(1), (None if mask is None else mask.flip(1))
+        directions = 2 if self.merge_mode is not None else 1
+        if self.fused and mask is None:
+            out, _ = self.rnn(x)
+            steps = list(out.split(self.units, dim=-1))
+            lasts = [steps[0][:, -1]] if directions == 1 else [steps[0][:, -1], steps[1][:, 0]]  # the backward pass ends at step 0
+        else:
+            steps, lasts = zip(*(self.scan(x, mask, reverse) for reverse in (False, True)[:directions]), strict=True)
+        y = self.merge(steps if self.return_sequences else lasts)
+        return channels_first(y) if self.return_sequences else y
+
+    def merge(self, outputs) -> torch.Tensor:
+        if len(outputs) == 1:
+            return outputs[0]
+        forward, backward = outputs
+        if self.merge_mode == "concat":
+            return torch.cat([forward, backward], dim=-1)
+        if self.merge_mode == "sum":
+            return forward + backward
+        if self.merge_mode == "mul":
+            return forward * backward
+        return (forward + backward) / 2  # "ave"
+
+    def scan(self, x: torch.Tensor, mask: torch.Tensor | None, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """One direction stepped through: (every step's output (N, steps, units) in the input's order, the last)."""
+        suffix = "_reverse" if reverse else ""
+        w_ih, w_hh = getattr(self.rnn, f"weight_ih_l0{suffix}"), getattr(self.rnn, f"weight_hh_l0{suffix}")
+        b_ih, b_hh = getattr(self.rnn, f"bias_ih_l0{suffix}", None), getattr(self.rnn, f"bias_hh_l0{suffix}", None)
+        if reverse:
+            x, mask = x.flip(1), (None if mask is None else mask.flip(1))
+        projected = F.linear(x, w_ih, b_ih)  # every step's input term at once
+        h = c = out = x.new_zeros(x.shape[0], self.units)
+        outputs = []
+        for t in range(x.shape[1]):
+            h_new, c_new = self.step(projected[:, t], h, c, w_hh, b_hh)
+            if mask is None:
+                h, c, out = h_new, c_new, h_new
+            else:
+                keep = mask[:, t, None]
+                h, c = torch.where(keep, h_new, h), torch.where(keep, c_new, c)
+                out = torch.where(keep, h_new, torch.zeros_like(h_new) if self.zero_output_for_mask else out)
+            outputs.append(out)
+        outputs = torch.stack(outputs, dim=1)
+        return (outputs.flip(1) if reverse else outputs), out
+
+    def step(self, projected: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: torch.Tensor,
+             b_hh: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step of the cell: (h, c) from the step's input term and the previous (h, c) (c: LSTM only)."""
+        if self.cell == "LSTM":
+            i, f, g, o = (projected + F.linear(h, w_hh, b_hh)).chunk(4, dim=1)
+            c = self.gate_act(f) * c + self.gate_act(i) * self.act(g)
+            return self.gate_act(o) * self.act(c), c
+        if self.cell == "SimpleRNN":
+            return self.act(projected + F.linear(h, w_hh, b_hh)), c
+        x_r, x_z, x_n = projected.chunk(3, dim=1)
+        h_r, h_z, h_n = F.linear(h, w_hh, b_hh).chunk(3, dim=1)
+        r, z = self.gate_act(x_r + h_r), self.gate_act(x_z + h_z)
+        if self.reset_after:
+            n = self.act(x_n + r * h_n)
+        else:  # Keras's reset_after=False: the reset gate applied to the state before its product
+            n = self.act(x_n + F.linear(r * h, w_hh[2 * self.units:], None if b_hh is None else b_hh[2 * self.units:]))
+        return z * h + (1 - z) * n, c
+
+
+class KerasMultiHeadAttention(nn.Module):
+    """Keras MultiHeadAttention over the steps of channels-first sequences (N, features, steps): each head's query,
+    key and value projections side by side in one `nn.Linear` each (head h is rows h·dim … (h+1)·dim), the
+    query scaled by 1/√key_dim, a softmax over the key steps (dropped out at `dropout` in training, as Keras
+    does), and the output projection of the heads concatenated. `forward(query, value, key=value)`, Keras's order."""
+
+    def __init__(self, query_features: int, key_features: int, value_features: int, heads: int, key_dim: int, value_dim: int,
+                 output_features: int, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
+        self.query = nn.Linear(query_features, heads * key_dim, bias=bias)
+        self.key = nn.Linear(key_features, heads * key_dim, bias=bias)
+        self.value = nn.Linear(value_features, heads * value_dim, bias=bias)
+        self.attention_output = nn.Linear(heads * value_dim, output_features, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, value: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
+        query, value = channels_last(query), channels_last(value)
+        key = value if key is None else channels_last(key)
+
+        def heads(x: torch.Tensor, dim: int) -> torch.Tensor:  # (N, steps, heads·dim) → (N, heads, steps, dim)
+            return x.reshape(x.shape[0], x.shape[1], self.heads, dim).transpose(1, 2)
+
+        q = heads(self.query(query), self.key_dim) * (1.0 / math.sqrt(float(self.key_dim)))
+        k, v = heads(self.key(key), self.key_dim), heads(self.value(value), self.value_dim)
+        scores = self.dropout(torch.softmax(q @ k.transpose(-1, -2), dim=-1))
+        out = (scores @ v).transpose(1, 2).reshape(query.shape[0], query.shape[1], self.heads * self.value_dim)
+        return channels_first(self.attention_output(out))
 
 
 class KerasNormalization(nn.Module):

@@ -212,6 +212,17 @@ def _text_bilstm_stacked(keras):
     return keras.Model(inp, L.Dense(2, activation="softmax")(x)), lambda rng, n: _tokens(rng, n, 20, 50), "sparse_categorical_crossentropy"
 
 
+def _text_bigru_masked(keras):
+    """Padded token ids (`mask_zero`) → Bidirectional GRU over every step (directions summed) → Bidirectional
+    GRU (concatenated): the mask reaches both directions of both layers, and passes from the first to the second."""
+    L = keras.layers
+    inp = keras.Input((20,), dtype="int32")
+    x = L.Embedding(50, 8, mask_zero=True)(inp)
+    x = L.Bidirectional(L.GRU(8, return_sequences=True), merge_mode="sum")(x)
+    x = L.Bidirectional(L.GRU(6))(x)
+    return keras.Model(inp, L.Dense(2, activation="softmax")(x)), lambda rng, n: _tokens(rng, n, 20, 50), "sparse_categorical_crossentropy"
+
+
 def _sensor_conv_gru(keras):
     """Sensor windows → Conv1D → GRU with `reset_after=False` (Keras 2.2's GRU; torch has no such layer)."""
     L = keras.layers
@@ -254,8 +265,8 @@ MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_
 # model of two inputs and two outputs (tests/test_several_io.py).
 KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads}
 # Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
-SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bilstm_stacked": _text_bilstm_stacked, "sensor_conv_gru": _sensor_conv_gru,
-             "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,
+SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bigru_masked": _text_bigru_masked, "text_bilstm_stacked": _text_bilstm_stacked,
+             "sensor_conv_gru": _sensor_conv_gru, "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,
              "transformer_block": _transformer_block, "recurrent_text": _recurrent_text}
 
 

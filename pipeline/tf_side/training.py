@@ -21,7 +21,7 @@ import numpy as np
 from pipeline.common.atomic import atomic_path
 from pipeline.common.checksums import sha256_of
 from pipeline.common.keras_job import CRASH_TRAINING_FOR_TESTS, STEP_BATCH_KEYS, STEP_MODEL_KEY
-from pipeline.keras_file.weights import AUTO_NAMED, weight_leaf
+from pipeline.keras_file.weights import AUTO_NAMED, DIRECTIONS, PROJECTIONS, weight_leaf
 from pipeline.tf_side import float64
 from pipeline.tf_side.loading import keras_api
 
@@ -32,13 +32,21 @@ LEARNING_RATES = {"sgd": 0.1, "adam": 1e-3}
 
 
 def _name(variable, layer) -> str:
-    """`layer/weight` for a Keras variable of `layer` (Keras 3 `.path`, tf-keras `.name`). A weight made
+    """`layer/weight` for a Keras variable of `layer` (Keras 3 `.path`, tf-keras `.name`; a Bidirectional layer's
+    `layer/forward/weight`, `layer/backward/weight`; a MultiHeadAttention's `layer/query/kernel`, ...). A weight made
     without a name (ConvNeXt's LayerScale) gets Keras's counter name, `variable` or `variable_7` — a
     different one in the float64 twin, built later in the same process —, so it is named after the
     layer attribute that holds it, as `keras_file.weights` names it."""
     raw = weight_leaf(getattr(variable, "path", None) or variable.name)
     if AUTO_NAMED.fullmatch(raw):
         raw = next((attribute for attribute, value in vars(layer).items() if value is variable), raw)
+    if hasattr(layer, "forward_layer"):  # Bidirectional: each direction's weights under its name
+        forward = any(weight is variable for weight in layer.forward_layer.weights)
+        raw = f"{DIRECTIONS[0] if forward else DIRECTIONS[1]}/{raw}"
+    elif type(layer).__name__ == "MultiHeadAttention":  # its projections' weights under theirs: query/kernel, ...
+        owner = next(name for name in ("query_dense", "key_dense", "value_dense", "output_dense")
+                     if any(weight is variable for weight in getattr(layer, f"_{name}").weights))
+        raw = f"{PROJECTIONS[owner]}/{raw}"
     return f"{layer.name}/{raw}"
 
 

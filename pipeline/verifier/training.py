@@ -145,8 +145,18 @@ def _entry(weights_map: dict[str, dict], name: str) -> dict | None:
 
 
 def _as_torch(array: np.ndarray, entry: dict) -> np.ndarray:
-    """A Keras array in its state_dict tensor's layout, by its `weights_map.json` entry."""
+    """A Keras array in its state_dict tensor's layout, by its `weights_map.json` entry (the tensors of its
+    keys stacked, for a weight torch keeps as several: see `_torch_value`)."""
     return WeightRule.from_map(entry).apply(array)
+
+
+def _torch_value(values: dict[str, np.ndarray], entry: dict) -> np.ndarray | None:
+    """The torch tensor(s) of `entry`'s key(s) in `values` (stacked, as `_as_torch` lays the Keras array out);
+    None where one is missing (not trained)."""
+    keys = entry["key"] if isinstance(entry["key"], list) else [entry["key"]]
+    if any(key not in values for key in keys):
+        return None
+    return np.stack([values[key] for key in keys]) if isinstance(entry["key"], list) else values[keys[0]]
 
 
 def _row(weight: str, kind: str, torch_value: np.ndarray, keras_value: np.ndarray, rounding: float) -> ParityRow:
@@ -258,27 +268,33 @@ def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Pa
 
     for name in sorted(key[len("grad/"):] for key in reference if key.startswith("grad/")):
         entry = _entry(weights_map, name)
-        if entry is None or entry["key"] not in step.gradients:
+        gradient = None if entry is None else _torch_value(step.gradients, entry)
+        if gradient is None:
             raise CheckFailed(f"training parity: Keras trains {name}, which the native model does not (no state_dict key)")
-        key = entry["key"]
-        noise = rounding(step.gradients[key], exact.gradients[key], f"grad/{name}", entry)
-        report.rows.append(_row(name, "gradient", step.gradients[key], _as_torch(reference[f"grad/{name}"], entry), noise))
-        if float(np.linalg.norm(exact.gradients[key])) < TRAIN_NOISE_FACTOR * noise:
+        start = _torch_value(starts, entry)
+        noise = rounding(gradient, _torch_value(exact.gradients, entry), f"grad/{name}", entry)
+        report.rows.append(_row(name, "gradient", gradient, _as_torch(reference[f"grad/{name}"], entry), noise))
+        if float(np.linalg.norm(_torch_value(exact.gradients, entry))) < TRAIN_NOISE_FACTOR * noise:
             # zero in exact arithmetic: each framework steps along its own rounding noise (Adam, by its sign)
             report.rows.extend(ParityRow(name, label, 0.0, 0.0, True, NOISE_GRADIENT) for label in ("after SGD", "after Adam"))
             continue
         for kind, label in (("sgd", "after SGD"), ("adam", "after Adam")):  # compared as updates: after − before
-            keras_update = _as_torch(reference[f"{kind}/{name}"], entry).astype(np.float64) - starts[key]
-            ours, ours64 = getattr(step, kind)[key] - starts[key], getattr(exact, kind)[key] - starts[key]
-            report.rows.append(_row(name, label, ours, keras_update, rounding(ours, ours64, f"{kind}/{name}", entry, starts[key])))
+            keras_update = _as_torch(reference[f"{kind}/{name}"], entry).astype(np.float64) - start
+            ours, ours64 = _torch_value(getattr(step, kind), entry) - start, _torch_value(getattr(exact, kind), entry) - start
+            report.rows.append(_row(name, label, ours, keras_update, rounding(ours, ours64, f"{kind}/{name}", entry, start)))
+    trained_by_keras = {key for name in reference if name.startswith("grad/") and (entry := _entry(weights_map, name[len("grad/"):]))
+                        for key in (entry["key"] if isinstance(entry["key"], list) else [entry["key"]])}
+    extra = sorted(set(step.gradients) - trained_by_keras)
+    if extra:  # a frozen layer (trainable=False) the native model would train
+        raise CheckFailed(f"training parity: the native model trains {extra[0]}, which Keras keeps frozen")
     for key, value in reference.items():
         if key.startswith("moving/"):
             name = key[len("moving/"):]
             entry = _entry(weights_map, name)
-            if entry is None or entry["key"] not in step.statistics:
+            ours = None if entry is None else _torch_value(step.statistics, entry)
+            if ours is None:
                 raise CheckFailed(f"training parity: {name} has no statistic in the native model")
-            ours = step.statistics[entry["key"]]
-            report.rows.append(_row(name, "moving statistic", ours, value, rounding(ours, exact.statistics[entry["key"]], key, entry)))
+            report.rows.append(_row(name, "moving statistic", ours, value, rounding(ours, _torch_value(exact.statistics, entry), key, entry)))
     write_text(out, json.dumps(report.as_dict(), indent=2) + "\n")
     return report
 

@@ -24,15 +24,19 @@ SEED = 1234
 
 def batch_for(keras: KerasModel, data: Path | None, output_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, str, str]:
     """(inputs, labels or targets, loss name, where the inputs came from): real test images and labels
-    for a CIFAR-10 model when `data` is there, else seeded inputs in the model's own range, with seeded
+    for a CIFAR-10 classifier (its input shape, 10 classes) when `data` is there, else seeded inputs in the model's own range (token ids for an
+    Embedding's input, `checkset.TokenIds`), with seeded
     labels (classifiers: sparse categorical cross-entropy) or targets of `output_shape` (others: MSE)."""
     rng = np.random.default_rng(SEED)
     labels = None
-    if data is not None and keras.input_shape == cifar.INPUT_SHAPE:
+    if data is not None and _cifar_classifier(keras, output_shape):
         test = cifar.load(data)
         inputs, labels, source = test.images[:BATCH_SIZE].astype(np.float32), test.labels[:BATCH_SIZE].astype(np.int64), "CIFAR-10 test images"
     elif keras.input_shape is None:
         raise BadInput("the model states no input shape; training parity needs one")
+    elif keras.token_ids is not None:  # whole ids, padded where 0 is padding: uniform floats would mask nothing
+        inputs = keras.token_ids.draw(rng, (BATCH_SIZE, *keras.input_shape))
+        source = f"seeded token ids in [0, {keras.token_ids.vocabulary - 1}]" + (", padded with 0" if keras.token_ids.mask_zero else "")
     else:
         low, high = (keras.input_ranges or checkset.DEFAULT_RANGES)[0]
         inputs = rng.uniform(low, high, (BATCH_SIZE, *keras.input_shape)).astype(np.float32)
@@ -43,9 +47,16 @@ def batch_for(keras: KerasModel, data: Path | None, output_shape: tuple[int, ...
     return inputs, rng.standard_normal((BATCH_SIZE, *output_shape)).astype(np.float32), "mean_squared_error", source
 
 
+def _cifar_classifier(keras: KerasModel, output_shape: tuple[int, ...]) -> bool:
+    """Whether CIFAR-10's test images and labels fit the model: its input shape, and 10 outputs — from
+    `output_shape`, else the output layer's `units` (a model of 32×32×3 images and 4 classes takes none of them)."""
+    classes = output_shape[-1] if output_shape else (keras.layers[-1].config.get("units") if keras.layers else None)
+    return keras.input_shape == cifar.INPUT_SHAPE and classes == cifar.NUM_CLASSES
+
+
 def known_in_advance(keras: KerasModel, data: Path | None) -> bool:
-    """Whether `batch_for` needs no output shape: a CIFAR-10-shaped classifier with the test set (the labels come from it)."""
-    return data is not None and keras.input_shape == cifar.INPUT_SHAPE and keras.classifier
+    """Whether `batch_for` needs no output shape: a CIFAR-10 classifier with the test set (the labels come from it)."""
+    return data is not None and keras.classifier and _cifar_classifier(keras, ())
 
 
 def write_batch(path: Path, inputs: np.ndarray, labels: np.ndarray, loss: str) -> Path:

@@ -7,7 +7,7 @@ the state_dict with its layout transform. Inside the generated model every tenso
 channels-first — (N, C, H, W), (N, C, W) — so Keras's channel axis (−1) is torch's axis 1; layers that
 depend on the order of the other axes (Flatten, Reshape, Permute) work in Keras's order and come back.
 
-A new family is a module here whose emitters are decorated with `registry.emits`, imported by
+A new family is a module here whose emitters are decorated with `registry.emits`, found and imported by
 `native.emitters` — the one entry point, which the generator and the supported-layers table
 (`python -m pipeline layers`) use. This file imports nothing: a family imports `registry`, and a package
 that imported its families would be imported by each of them first.

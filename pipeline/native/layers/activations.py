@@ -38,7 +38,7 @@ def activation_source(name: str, var: str, rank: int, context: Context, layer: K
     return ACTIVATIONS[name].format(x=var, axis=torch_axis(-1, rank), keras2=context.keras2)
 
 
-@emits("Activation")
+@emits("Activation", mask="passes")
 def _activation(layer, weights, inputs, context):
     (x,) = inputs
     return Emitted(None, x.var, x.rank, activation=layer.activation)

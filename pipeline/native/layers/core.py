@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.native.layers.registry import Emitted, WeightRule, emits
 
 
-@emits("Dense", ignores=("units",))
+@emits("Dense", ignores=("units",), mask="passes")
 def _dense(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     kernel = weights["kernel"]

@@ -1,6 +1,6 @@
 """`Embedding`: token ids (the model's float input, whole numbers) looked up in `nn.Embedding`; the vectors
-come out channels-first, (N, output_dim, steps), as every rank-3 tensor inside the generated model.
-Not yet: `mask_zero` (the mask the layers after it would need)."""
+come out channels-first, (N, output_dim, steps), as every rank-3 tensor inside the generated model. With
+`mask_zero`, id 0 is padding: the Keras mask `ids != 0` goes on to the layers after it (`Tensor.mask`)."""
 
 from __future__ import annotations
 
@@ -12,10 +12,9 @@ def _embedding(layer, weights, inputs, context):
     if len(inputs) != 1:
         raise unsupported(layer, f"a call of {len(inputs)} inputs")
     config, (x,) = layer.config, inputs
-    if config.get("mask_zero"):
-        raise unsupported(layer, "mask_zero=True (masking)")
     if x.rank != 2:
         raise unsupported(layer, f"token ids of rank {x.rank}")
     name, table = kernel_of(weights, "embeddings", "kernel")
     module = f"nn.Embedding({table.shape[0]}, {table.shape[1]})"
-    return Emitted(module, f"channels_first(self.{context.attr}({x.var}.long()))", 3, {name: WeightRule("weight")})
+    return Emitted(module, f"channels_first(self.{context.attr}({x.var}.long()))", 3, {name: WeightRule("weight")},
+                   mask=f"{x.var} != 0" if config.get("mask_zero") else None)

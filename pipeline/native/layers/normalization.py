@@ -23,7 +23,7 @@ def _batch_norm(layer, weights, inputs, context):
     if center:
         rules["beta"] = WeightRule("bias")
     module = (f"BatchNorm({channels}, eps={number(config.get('epsilon', 1e-3))}, momentum={number(config.get('momentum', 0.99))}"
-              f"{'' if scale else ', scale=False'}{'' if center else ', center=False'})")
+              f"{'' if scale else ', scale=False'}{'' if center else ', center=False'}{', frozen=True' if context.frozen else ''})")
     return Emitted(module, f"self.{context.attr}({x.var})", x.rank, rules)
 
 

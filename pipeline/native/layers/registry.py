@@ -24,29 +24,56 @@ from pipeline.keras_file.graph import KerasLayer
 @dataclass(frozen=True)
 class WeightRule:
     """Where one Keras weight goes: state_dict key (under the layer's attribute), and the axis
-    permutation, then reshape, that turn the Keras array into the torch tensor."""
+    permutation, then reshape, then order of gate blocks along axis 0 (`gates[j]`: the Keras block that
+    becomes torch's block j — a GRU's z, r, h as torch's r, z, n) that turn the Keras array into the torch
+    tensor. A weight of several rows that torch keeps as several tensors (a GRU's input and recurrent bias,
+    shape (2, 3·units)) has a key per row, each row transformed alike."""
 
-    key: str
+    key: str | tuple[str, ...]
     permute: tuple[int, ...] | None = None
     reshape: tuple[int, ...] | None = None
+    gates: tuple[int, ...] | None = None
 
     @classmethod
     def from_map(cls, entry: dict) -> WeightRule:
         """The rule a `weights_map.json` entry states."""
-        return cls(entry["key"], tuple(entry["permute"]) if entry["permute"] else None, tuple(entry["reshape"]) if entry["reshape"] else None)
+        key = tuple(entry["key"]) if isinstance(entry["key"], list) else entry["key"]
+        return cls(key, tuple(entry["permute"]) if entry["permute"] else None, tuple(entry["reshape"]) if entry["reshape"] else None,
+                   tuple(entry["gates"]) if entry.get("gates") else None)
+
+    def as_map(self, under: str) -> dict:
+        """The `weights_map.json` entry of this rule, its keys under the attribute `under`."""
+        key = [f"{under}.{k}" for k in self.key] if isinstance(self.key, tuple) else f"{under}.{self.key}"
+        entry = {"key": key, "permute": list(self.permute) if self.permute else None, "reshape": list(self.reshape) if self.reshape else None}
+        return {**entry, "gates": list(self.gates)} if self.gates else entry
 
     def apply(self, array: np.ndarray) -> np.ndarray:
+        """The torch tensor (stacked rows, for a rule of several keys)."""
+        if isinstance(self.key, tuple):
+            return np.stack([replace(self, key="").apply(row) for row in array])
         if self.permute is not None:
             array = np.transpose(array, self.permute)
-        return np.ascontiguousarray(array.reshape(self.reshape) if self.reshape is not None else array)
+        if self.reshape is not None:
+            array = array.reshape(self.reshape)
+        if self.gates is not None:
+            blocks = np.split(array, len(self.gates))
+            array = np.concatenate([blocks[i] for i in self.gates])
+        return np.ascontiguousarray(array)
+
+    def tensors(self, array: np.ndarray) -> dict[str, np.ndarray]:
+        """{state_dict key (under the layer's attribute): tensor} of the Keras `array`."""
+        value = self.apply(array)
+        return dict(zip(self.key, value, strict=True)) if isinstance(self.key, tuple) else {self.key: value}
 
 
 @dataclass(frozen=True)
 class Tensor:
-    """A tensor of the generated forward: its variable name and its rank as Keras sees it."""
+    """A tensor of the generated forward: its variable name, its rank as Keras sees it, and the variable
+    holding its Keras mask ((N, steps) booleans: an Embedding's `mask_zero`), where it has one."""
 
     var: str
     rank: int
+    mask: str | None = None
 
 
 @dataclass
@@ -63,6 +90,9 @@ class Emitted:
     # state_dict entries the Keras layer has no weight for, with their values (LSTM's second bias: zero, frozen)
     constants: dict[str, np.ndarray] = field(default_factory=dict)
     ignored: tuple[str, ...] = ()  # config fields the emitter did not read (set by `emit`, see `_ignored`)
+    # the output's Keras mask: an expression of the inputs' variables (an Embedding's `ids != 0`), or the variable
+    # of an input's mask it keeps (a recurrent layer returning every step); None: no mask goes on
+    mask: str | None = None
 
 
 @dataclass(frozen=True)
@@ -70,6 +100,7 @@ class Context:
     attr: str  # the layer's attribute name in the generated module (`self.<attr>`)
     keras2: bool  # the file was written by Keras 2 (its hard_sigmoid differs)
     legacy_h5: bool = False  # a legacy HDF5 file (its number-operand ops are Rescaling layers on the TensorFlow side)
+    frozen: bool = False  # Keras does not train the layer (trainable=False, or a frozen model around it)
 
 
 Emitter = Callable[[KerasLayer, dict, list[Tensor], Context], Emitted]
@@ -79,6 +110,7 @@ Emitter = Callable[[KerasLayer, dict, list[Tensor], Context], Emitted]
 class _Registered:
     function: Emitter
     ignores: frozenset[str]  # config fields it need not read (see `emits`)
+    mask: str  # what it does with a Keras mask on its input (see `emits`)
 
 
 _EMITTERS: dict[str, _Registered] = {}
@@ -92,13 +124,22 @@ _INERT_SUFFIXES = ("_initializer", "_regularizer", "_constraint")
 _KERAS1_FIELDS = ("init", "border_mode", "subsample", "dim_ordering", "nb_filter", "W_regularizer")
 
 
-def emits(*class_names: str, ignores: tuple[str, ...] = ()):
+# What an emitter does with a Keras mask on its input (an Embedding's `mask_zero`): "passes" it on unchanged,
+# computing as without one (Keras's Dropout, Dense); "takes" it, the emitter reading `Tensor.mask` and saying
+# what goes on (`Emitted.mask`: a recurrent layer); "refuses" — the default, as Keras layers that use a mask
+# (a masked mean, attention) would compute otherwise than the native emitter.
+MASK_HANDLING = ("passes", "takes", "refuses")
+
+
+def emits(*class_names: str, ignores: tuple[str, ...] = (), mask: str = "refuses"):
     """Register an emitter for the Keras layer classes `class_names`; `ignores`: config fields it need not
-    read — restated by the weights' shapes (`filters`, `units`), or meaningless for the class."""
+    read — restated by the weights' shapes (`filters`, `units`), or meaningless for the class; `mask`: what
+    it does with a Keras mask (`MASK_HANDLING`)."""
+    assert mask in MASK_HANDLING, mask
 
     def decorate(function: Emitter) -> Emitter:
         for name in class_names:
-            _EMITTERS[name] = _Registered(function, frozenset(ignores))
+            _EMITTERS[name] = _Registered(function, frozenset(ignores), mask)
         return function
 
     return decorate
@@ -143,6 +184,9 @@ def emit(layer: KerasLayer, weights: dict, inputs: list[Tensor], context: Contex
     keras1 = [name for name in _KERAS1_FIELDS if name in layer.config]
     if keras1:
         raise unsupported(layer, f"a Keras 1 config (field '{keras1[0]}', which Keras 2 renamed)")
+    masked = [x for x in inputs if x.mask]
+    if masked and registered.mask == "refuses":
+        raise unsupported(layer, "a Keras mask on its input (from an Embedding's mask_zero)")
     fields = _Fields(layer.config)
     if fields.get("data_format", "channels_last") != "channels_last":
         raise unsupported(layer, f"data_format {fields['data_format']}")  # every emitter takes Keras's tensors channels-last
@@ -152,6 +196,10 @@ def emit(layer: KerasLayer, weights: dict, inputs: list[Tensor], context: Contex
         raise BadInput(f"layer {layer.name} ({layer.class_name}): its config or weights lack {exc.args[0]!r}, which the "
                        "native model needs; the ONNX path (model.pt2) still works") from exc
     emitted.ignored = _ignored(fields, registered.ignores)
+    if masked and registered.mask == "passes":
+        if len(inputs) != 1:
+            raise unsupported(layer, "a Keras mask on one of several inputs")
+        emitted.mask = masked[0].mask
     return emitted
 
 

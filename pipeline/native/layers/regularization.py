@@ -5,7 +5,7 @@ from __future__ import annotations
 from pipeline.native.layers.registry import Emitted, emits, unsupported
 
 
-@emits("Dropout")
+@emits("Dropout", mask="passes")
 def _dropout(layer, weights, inputs, context):
     (x,) = inputs
     rate, noise_shape = float(layer.config["rate"]), layer.config.get("noise_shape")

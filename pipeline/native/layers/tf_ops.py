@@ -10,7 +10,8 @@ from pipeline.native.layers.registry import Context, Emitted, Tensor, number, un
 
 
 # Ops of the config (Keras 3 `keras.ops` nodes by class, Keras 2 TFOpLambda by function) written as operators.
-_OPERATORS = {"Add": "+", "Subtract": "-", "Multiply": "*", "Divide": "/", "TrueDivide": "/",
+# NotEqual: the mask Keras 3 writes for an Embedding with `mask_zero` (`ids != 0`), passed on as `mask=`.
+_OPERATORS = {"Add": "+", "Subtract": "-", "Multiply": "*", "Divide": "/", "TrueDivide": "/", "NotEqual": "!=", "Equal": "==",
               "add": "+", "subtract": "-", "multiply": "*", "mul": "*", "truediv": "/", "sub": "-"}
 
 
