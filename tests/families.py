@@ -124,6 +124,28 @@ FAMILIES: dict[str, str] = {
         x = L.Dense(5, activation="relu")(x)  # a Dense on a rank-4 tensor: ConvNeXt's pointwise convs
         model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x)))
     """,
+    "prelu_groupnorm_spatial": """
+        x = inp = keras.Input((10, 10, 6))
+        x = L.Conv2D(8, 3, padding="same")(x)
+        x = L.PReLU(shared_axes=[1, 2])(x)  # one alpha per channel
+        x = L.GroupNormalization(groups=4)(x)
+        x = L.SpatialDropout2D(0.2)(x)
+        x = L.Conv2D(8, 3)(x)
+        x = L.PReLU()(x)  # one alpha per element
+        x = L.ELU(alpha=0.5)(x)
+        x = L.Reshape((64, 8))(x)
+        x = L.SpatialDropout1D(0.1)(x)
+        x = L.Conv1D(6, 3)(x)
+        x = L.GroupNormalization(groups=2, epsilon=1e-5)(x)
+        model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling1D()(x)))
+    """,
+    "conv3d": """
+        x = inp = keras.Input((6, 8, 8, 2))  # a video clip: frames × height × width × channels
+        x = L.Conv3D(4, 3, padding="same", activation="relu")(x)
+        x = L.Conv3D(4, (1, 3, 3), strides=(1, 2, 2), padding="same")(x)
+        x = L.SpatialDropout3D(0.1)(x)
+        model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling3D()(x)))
+    """,
     "sequential": """
         model = keras.Sequential([
             keras.Input((8, 8, 1)),

@@ -19,7 +19,7 @@ from pipeline.verifier.keras_reference import KerasReference
 
 FLAVOURS = families.FLAVOURS
 MEASURED: dict = {}  # (family, flavour) -> (proof max |Δ|, Keras float32 noise, noise ratios): printed with -s for the README
-WEIGHTED = {"Conv1D", "Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"}
+WEIGHTED = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"}
 # Keras 3 cannot deserialize these Keras 2 configs (a `groups` key it does not know): tf-keras loads them.
 NEEDS_TF_KERAS = {"depthwise", "separable", "conv_transpose"}
 
@@ -157,3 +157,29 @@ def test_print_float64_measurements():
     """Not a check: the float64 figures the family tests measured, printed (`pytest -s`) for the README."""
     for key, (proof, noise, ratios) in sorted(MEASURED.items()):
         print(key, f"proof {proof:.1e}", f"noise {noise:.1e}", {k: round(v, 2) for k, v in ratios.items()})
+
+
+def test_a_layer_without_a_float64_kernel_is_named_in_the_missing_proofs_reason():
+    """TensorFlow's 3-D pooling has no float64 kernel (MaxPool3D: half, bfloat16, float; AvgPool3D: none registered
+    on this CPU): the float64 proof is left out, and the reason names the layer and the op, from TensorFlow's
+    messages as each Keras writes them, not a traceback's first line."""
+    from pipeline.tf_side import float64
+
+    class MaxPooling3D:
+        name = "max_pooling3d"
+
+    class AveragePooling3D:
+        name = "average_pooling3d"
+
+    model = type("Model", (), {"layers": [MaxPooling3D(), AveragePooling3D()]})()
+    keras3 = ("Exception encountered when calling MaxPooling3D.call(). Value for attr 'T' of double is not in the list of "
+              "allowed values: half, bfloat16, float ; NodeDef: {{node MaxPool3D}}; [Op:MaxPool3D] name:")
+    tf_keras = ('Exception encountered when calling layer "max_pooling3d" (type MaxPooling3D). Value passed to parameter '
+                "'input' has DataType float64 not in list of allowed values: float16, bfloat16, float32")
+    unregistered = ("No OpKernel was registered to support Op 'AvgPool3D' used by {{node functional_2_1/average_pooling3d_1/AvgPool3D}} "
+                    "with these attrs: [ksize=[1, 2, 2, 2, 1]]")
+    assert float64.unconverted_layer(model, TypeError(keras3)) == "layer max_pooling3d (MaxPooling3D): TensorFlow's MaxPool3D has no float64 kernel"
+    assert float64.unconverted_layer(model, TypeError(tf_keras)) == "layer max_pooling3d (MaxPooling3D): TensorFlow has no float64 kernel for it"
+    assert (float64.unconverted_layer(model, ValueError(unregistered))
+            == "layer average_pooling3d (AveragePooling3D): TensorFlow's AvgPool3D has no float64 kernel")
+    assert float64.unconverted_layer(model, ValueError("something else")) == "ValueError: something else"

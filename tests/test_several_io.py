@@ -76,12 +76,12 @@ def test_several_outputs_are_judged_each_on_its_own_scale_and_a_breach_names_its
 
 @pytest.fixture(scope="module")
 def two_heads_verified(tmp_path_factory):
-    """two_heads.keras through onnx, torch (no AOTInductor package: the stage's own tests compile one) and verify."""
+    """two_heads.keras through onnx, torch (no AOTInductor package: the stage's own tests compile one), native and verify."""
     folder = tmp_path_factory.mktemp("several_io")
     model = folder / "two_heads.keras"
     shutil.copy(SEVERAL_IO / model.name, model)
     texts = []
-    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("verify", ())):
+    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
         completed = helpers.run_cli(stage, "--model", str(model), "--out", str(folder / "out"), *extra)
         assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
         texts.append(completed.stdout + completed.stderr)
@@ -89,13 +89,27 @@ def two_heads_verified(tmp_path_factory):
 
 
 def test_two_inputs_and_two_outputs_verified_output_by_output(two_heads_verified):
-    out, (onnx_text, _, verify_text) = two_heads_verified
+    out, (onnx_text, _, _, verify_text) = two_heads_verified
     assert "inputs image (16, 16, 3), meta (5,)" in onnx_text
     assert "Verification PASSED" in verify_text and "Float64 proof" in verify_text and "— ✓" in verify_text
     proof = json.loads((out / "two_heads" / "verify.json").read_text())["float64_proof"]
     assert 0 < proof["max_abs_diff"] < 1e-12  # float64 against float64: not float32's rounding, and not nothing
     assert "| a | b | cls: max abs Δ (tolerance) | box: max abs Δ (tolerance) |" in verify_text
     assert "The model has several outputs, cls (3,), box (4,)" in verify_text
+
+
+def test_the_native_model_of_two_inputs_and_two_outputs_trains_like_keras(two_heads_verified):
+    """`forward(image, meta)` in Keras's input order, `(cls, box)` in its output order; one training step on both
+    heads' losses summed (cross-entropy on the class head's logits, MSE on the box), as Keras sums them."""
+    out, (_, _, native_text, _) = two_heads_verified
+    native = out / "two_heads" / "native"
+    source = (native / "model.py").read_text()
+    assert "def forward(self, image, meta):" in source and "LOGITS = ['cls_logits', None]" in source
+    parity = json.loads((native / "parity.json").read_text())
+    assert parity["passed"] and parity["loss"] == "sparse_categorical_crossentropy + mean_squared_error"
+    assert any(row["kind"] == "moving statistic" for row in parity["rows"])  # its BatchNorm's, after the training-mode pass
+    summary = json.loads((out / "two_heads" / "verify.json").read_text())
+    assert summary["float64_proof_native"]["passed"] and all(p["passed"] for p in summary["pairs"] if "native" in (p["a"], p["b"]))
 
 
 def test_a_fault_in_one_head_fails_naming_that_output_and_its_layer(two_heads_verified, tmp_path):

@@ -229,6 +229,30 @@ def input_shape(graph: list[KerasLayer]) -> tuple[int, ...] | None:
     return checkset.fill_open(shape[1:]) if shape is not None else None
 
 
+def model_inputs(model_config: dict, graph: list[KerasLayer]) -> list[tuple[str, tuple[int, ...]]]:
+    """(name, one sample's shape) of each input in the model's order — its config's `input_layers`, else the
+    InputLayers' order — a dimension left open at `checkset.OPEN_DIMENSION_LENGTH`; inputs whose shape the
+    config does not state are left out."""
+    raw = model_config.get("config", {})
+    declared = _inbound_names(raw.get("input_layers", [])) if isinstance(raw, dict) else []
+    by_name = {layer.name: layer for layer in graph if layer.class_name == "InputLayer"}
+    found = []
+    for name in declared or list(by_name):
+        shape = _declared_shape([by_name[name]]) if name in by_name else None
+        if shape is not None:
+            found.append((name, checkset.fill_open(shape[1:])))
+    return found
+
+
+def output_names(model_config: dict, graph: list[KerasLayer]) -> list[str]:
+    """The model's output layers as its config lists them (`output_layers`; the last layer where it lists none)."""
+    raw = model_config.get("config", {})
+    outputs = raw.get("output_layers") if isinstance(raw, dict) else None
+    if not outputs:
+        return [graph[-1].name] if graph else []
+    return _inbound_names(outputs)  # Keras 3 writes a single output unnested: ["name", 0, 0]
+
+
 def open_dimensions(graph: list[KerasLayer]) -> list[int]:
     """The positions (1-based: after the batch) of the input dimensions the config leaves open (None)."""
     shape = _declared_shape(graph) or []

@@ -80,6 +80,22 @@ class KerasModel:
         return graph.input_shape(self.layers)
 
     @cached_property
+    def inputs(self) -> list[tuple[str, tuple[int, ...]]]:
+        """(name, one sample's shape) of each input, in the model's order (`graph.model_inputs`)."""
+        return graph.model_inputs(self.config, self.layers)
+
+    @cached_property
+    def output_names(self) -> list[str]:
+        """The output layers, in the model's order (`graph.output_names`)."""
+        return graph.output_names(self.config, self.layers)
+
+    @cached_property
+    def output_classifiers(self) -> list[bool]:
+        """Per output, in order, whether it is class probabilities (its layer ends in a softmax)."""
+        by_name = {layer.name: layer for layer in self.layers}
+        return [name in by_name and graph.is_classifier([by_name[name]]) for name in self.output_names]
+
+    @cached_property
     def input_ranges(self) -> tuple[tuple[float, float], ...] | None:
         """The input range the model's first layer states (`graph.input_ranges`; its token ids' range where
         an Embedding reads the input); None where it states none."""

@@ -20,6 +20,8 @@ _VAR_NAMES = {
     "Normalization": ("mean", "variance", "count"),
     "LayerScale": ("gamma",),  # Keras's own attribute name: the weight is made without one
     "Embedding": ("embeddings",),
+    "PReLU": ("alpha",),
+    "GroupNormalization": ("gamma", "beta"),
     # a recurrent layer's weights are its cell's: `layers/<layer>/cell/vars/<i>` (`read`)
     "LSTM": ("kernel", "recurrent_kernel", "bias"),
     "GRU": ("kernel", "recurrent_kernel", "bias"),

@@ -60,17 +60,6 @@ def _identifier(name: str, taken: set[str]) -> str:
     return ident
 
 
-def _output_names(model: KerasModel) -> list[str]:
-    """The model's output layers as its config lists them (the last layer where it lists none)."""
-    raw = model.config.get("config", {})
-    outputs = raw.get("output_layers") if isinstance(raw, dict) else None
-    if not outputs:
-        return [model.layers[-1].name]
-    if isinstance(outputs[0], str):  # Keras 3 writes a single output unnested: ["name", 0, 0]
-        outputs = [outputs]
-    return [entry[0] for entry in outputs]
-
-
 def _not_carried(layer: KerasLayer) -> list[str]:
     return [f"{layer.name}/{key}" for key, value in sorted(layer.config.items())
             if key.endswith(("_regularizer", "_constraint")) and value is not None]
@@ -190,12 +179,14 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         inputs.append(var)
         tensors[""] = Tensor(var, _input_rank(model.layers[0]))
         forward_lines.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
+    input_vars: dict[str, str] = {}
     names = set(model.layer_names)  # the model's own layers', and each nested layer's as it comes: weights are filed by name
     for index, layer in enumerate(model.layers):
         var = _identifier(layer.name, taken)
         comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
         if layer.class_name == "InputLayer":
             inputs.append(var)
+            input_vars[layer.name] = var
             tensors[layer.name] = Tensor(var, _input_rank(layer))
             notes.extend(_notes(layer, ()))
             forward_lines.append(f"{var} = channels_first({var}){comment}: channels-last in, channels-first inside")
@@ -211,12 +202,15 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names)
             continue
         add(layer, var, sources, comment)
+    order = [input_vars[name] for name, _ in model.inputs if name in input_vars]  # `forward` takes them in Keras's order
+    inputs = order + [var for var in inputs if var not in order]
     forward_lines = _without_unused_masks(forward_lines, {tensor.mask for tensor in tensors.values() if tensor.mask})
-    outputs = _output_names(model)
+    outputs = model.output_names
     missing = [name for name in outputs if name not in tensors]
     if missing:
         raise BadInput(f"output layer {missing[0]} is not in the model's layers")
-    logits = logits_of.get(outputs[0]) if len(outputs) == 1 else None
+    # the pre-softmax logits: of the output, or of each output (None where it ends in no softmax)
+    logits = logits_of.get(outputs[0]) if len(outputs) == 1 else [logits_of.get(name) for name in outputs]
     ranks = {name: tensors[name].rank for name in outputs}
     source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes)
     return NativeModel(source, state_dict, weights_map, not_carried, notes)
@@ -297,7 +291,8 @@ Outputs: {shapes}.
     return (header + ops.rstrip("\n") + "\n\n\n"
             + "# Keras layer name → the variable in `forward` holding its output (channels-first inside).\n"
             + f"LAYER_OUTPUTS = {json.dumps(layer_outputs, indent=4)}\n"
-            + "# The variable holding the pre-softmax logits of the output, where the model ends in a softmax.\n"
+            + "# The variable holding the pre-softmax logits of the output where it ends in a softmax (of several outputs: one\n"
+            + "# such variable per output, in order, or None).\n"
             + f"LOGITS = {logits!r}\n\n\n"
             + "class Model(nn.Module):\n"
             + f"    def __init__(self):\n        super().__init__()\n{body}\n\n"

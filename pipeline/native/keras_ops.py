@@ -114,14 +114,14 @@ def max_pool_same(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, .
     """Keras MaxPooling with padding='same': TensorFlow's asymmetric pads, never picked (−inf)."""
     ones = (1,) * len(kernel)
     x = pad_same(x, kernel, stride, ones, value=float("-inf"))
-    return (F.max_pool1d if len(kernel) == 1 else F.max_pool2d)(x, kernel, stride)
+    return getattr(F, f"max_pool{len(kernel)}d")(x, kernel, stride)
 
 
 def avg_pool_same(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, ...]) -> torch.Tensor:
     """Keras AveragePooling with padding='same': the mean over the window's pixels inside the image
     (TensorFlow does not count the padding), with TensorFlow's asymmetric pads."""
     ones = (1,) * len(kernel)
-    pool = F.avg_pool1d if len(kernel) == 1 else F.avg_pool2d
+    pool = getattr(F, f"avg_pool{len(kernel)}d")
     inside = pad_same(torch.ones_like(x[:1, :1]), kernel, stride, ones)
     return pool(pad_same(x, kernel, stride, ones), kernel, stride) / pool(inside, kernel, stride)
 
@@ -161,6 +161,18 @@ def keras_relu(x: torch.Tensor, max_value: float | None, negative_slope: float, 
     """Keras's ReLU layer: x above `threshold`, `negative_slope · (x − threshold)` below, capped at `max_value`."""
     y = torch.where(x >= threshold, x, negative_slope * (x - threshold))
     return torch.clamp(y, max=max_value) if max_value is not None else y
+
+
+class KerasPReLU(nn.Module):
+    """Keras PReLU: x where x ≥ 0, alpha · x below, alpha learned per element of `shape` (channels-first, size 1
+    along the axes Keras shares it over; torch's nn.PReLU learns one per channel only)."""
+
+    def __init__(self, shape: tuple[int, ...]):
+        super().__init__()
+        self.alpha = nn.Parameter(torch.zeros(shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x) - self.alpha * F.relu(-x)
 
 
 def channels_last(x: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,6 @@ success records too: `verify` reads it, and Make takes it for "the native stage 
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,23 +94,12 @@ def _build(keras: KerasModel, paths: ModelPaths, staged: NativePaths, parity: bo
     return native, validation, report
 
 
-SEVERAL_NOT_TRAINED = "not run: the model has several inputs or outputs; the training step is compared on models of one input and one output"
-
-
 def _parity(paths: ModelPaths, staged: NativePaths, keras: KerasModel, weights_map: dict, data: Path | None) -> ParityReport:
     """One training step of the reloaded native model (in `staged`) against Keras's (`verifier.training`;
     Keras's step the onnx stage stored, where it fits)."""
     from pipeline.native import load
     from pipeline.verifier import training
-    from pipeline.verifier.keras_reference import KerasReference
 
-    if paths.keras_reference.is_file():
-        stored = KerasReference(paths.keras_reference)
-        if stored.input_layout is not None or stored.output_layout is not None:
-            # the step's batch, loss and labels are one input's and one output's (`training_batch`)
-            report = training.ParityReport(0, "", "", math.nan, math.nan, skipped=SEVERAL_NOT_TRAINED)
-            write_text(staged.parity, json.dumps(report.as_dict(), indent=2) + "\n")
-            return report
     model, source = load.load(staged.source, staged.weights)
     return training.run(keras, model, source, weights_map, data, staged.parity, stored=paths.keras_training_step)
 

@@ -8,6 +8,8 @@ their float32 values: the check set is float32, so the InputLayer's own cast los
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from pipeline.tf_side.loading import keras_api
@@ -32,6 +34,30 @@ def float64_config(config):
     return result
 
 
+# TensorFlow's words for an op that has no float64 kernel (MaxPool3D takes half, bfloat16 and float only)
+_NO_FLOAT64 = ("float64 not in list of allowed values", "of double is not in the list of allowed values")
+
+
+def unconverted_layer(model, exc: Exception) -> str:
+    """Why the float64 rebuild does not run, naming the layer (and the op, where TensorFlow's message does) of an
+    op with no float64 kernel: "layer max_pooling3d (MaxPooling3D): TensorFlow's MaxPool3D has no float64 kernel".
+    Else the error's type and first 160 characters."""
+    text = " ".join(str(exc).split())
+    called = (re.search(r'layer "(\w+)"', text) or re.search(r"when calling (\w+)\.call\(\)", text))
+    if called and any(words in text for words in _NO_FLOAT64):
+        found = [layer for layer in model.layers if called.group(1) in (layer.name, type(layer).__name__)]
+        where = f"layer {found[0].name} ({type(found[0]).__name__})" if len(found) == 1 else f"a {called.group(1)} layer"
+        op = re.search(r"\[Op:(\w+)\]", text) or re.search(r"\{\{node (\w+)\}\}", text)
+        return f"{where}: TensorFlow's {op.group(1)} has no float64 kernel" if op else f"{where}: TensorFlow has no float64 kernel for it"
+    kernel = re.search(r"No OpKernel was registered to support Op '(\w+)' used by \{\{node ([\w/]+)\}\}", text)
+    if kernel:  # a kernel registered for float32 only on this machine (AvgPool3D), found when the graph runs
+        scopes = kernel.group(2).split("/")  # Keras 3 numbers a second instance's scope: average_pooling3d_1
+        found = [layer for layer in model.layers if any(re.fullmatch(rf"{re.escape(layer.name)}(_\d+)?", scope) for scope in scopes)]
+        where = f"layer {found[0].name} ({type(found[0]).__name__})" if found else f"node {kernel.group(2)}"
+        return f"{where}: TensorFlow's {kernel.group(1)} has no float64 kernel"
+    return f"{type(exc).__name__}: {text[:160]}"
+
+
 def rebuild(model):
     """The float64 twin of `model`, with its weights.
 
@@ -44,7 +70,7 @@ def rebuild(model):
         twin = kind.from_config(float64_config(model.get_config()))
         twin.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
     except Exception as exc:  # noqa: BLE001 — any layer that refuses float64; the proof is then left out, with the reason
-        raise ValueError(f"the model cannot be rebuilt in float64 ({type(exc).__name__}: {' '.join(str(exc).split())[:160]})") from exc
+        raise ValueError(f"the model cannot be rebuilt in float64 ({unconverted_layer(model, exc)})") from exc
     kept = sorted({layer.name for layer in _leaves(twin, keras) if getattr(layer, "compute_dtype", FLOAT64) != FLOAT64
                    and type(layer).__name__ != "InputLayer"})
     if kept:

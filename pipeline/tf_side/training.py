@@ -22,6 +22,7 @@ from pipeline.common.atomic import atomic_path
 from pipeline.common.checksums import sha256_of
 from pipeline.common.keras_job import CRASH_TRAINING_FOR_TESTS, STEP_BATCH_KEYS, STEP_MODEL_KEY
 from pipeline.keras_file.weights import AUTO_NAMED, DIRECTIONS, PROJECTIONS, weight_leaf
+from pipeline.verifier.training_batch import read_batch
 from pipeline.tf_side import float64
 from pipeline.tf_side.loading import keras_api
 
@@ -58,16 +59,19 @@ def _leaf_layers(model):
             yield layer
 
 
-def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str, safe: bool = False) -> dict[str, np.ndarray]:
+def _step(model, x, labels, loss_kind, safe: bool = False) -> dict[str, np.ndarray]:
     """The training step of the module docstring on `model` (which it leaves changed), by `layer/weight`;
-    with `safe`, tf-keras's optimizers are not compiled with XLA either."""
+    `x`, `labels`, `loss_kind`: one array, array and loss name, or lists of them (a model of several inputs
+    or outputs: the outputs' losses summed, as Keras sums them). With `safe`, tf-keras's optimizers are not
+    compiled with XLA either."""
     import tensorflow as tf
 
     keras = keras_api(model)
-    # tf-keras gives a dtype as a `tf.DType` (`tf.float32`), which numpy cannot read; Keras 3 as a string. The
-    # input's may be int32 (token ids); the loss computes in the output's
-    dtype = np.dtype(tf.as_dtype(model.inputs[0].dtype).as_numpy_dtype)
-    out_dtype = np.dtype(tf.as_dtype(model.outputs[0].dtype).as_numpy_dtype)
+    xs, targets_in, kinds = (value if isinstance(value, list) else [value] for value in (x, labels, loss_kind))
+    # tf-keras gives a dtype as a `tf.DType` (`tf.float32`), which numpy cannot read; Keras 3 as a string. An
+    # input's may be int32 (token ids); each loss computes in its output's
+    dtypes = [np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype) for tensor in model.inputs]
+    out_dtypes = [np.dtype(tf.as_dtype(tensor.dtype).as_numpy_dtype) for tensor in model.outputs]
     for layer in _leaf_layers(model):
         if isinstance(layer, keras.layers.Dropout):
             layer.rate = 0.0
@@ -75,12 +79,16 @@ def _step(model, x: np.ndarray, labels: np.ndarray, loss_kind: str, safe: bool =
     trainable = list(model.trainable_weights)
     names = [_name(v, owners[id(v)]) for v in trainable]
     start = [np.array(v.numpy()) for v in trainable]
-    loss_class = keras.losses.SparseCategoricalCrossentropy if loss_kind == "sparse_categorical_crossentropy" else keras.losses.MeanSquaredError
-    loss_fn = loss_class(dtype=out_dtype) if keras.__name__ == "keras" else loss_class()  # tf-keras losses take no dtype
-    targets = labels if loss_kind == "sparse_categorical_crossentropy" else labels.astype(out_dtype)
+    loss_fns, targets = [], []
+    for kind, target, out_dtype in zip(kinds, targets_in, out_dtypes, strict=True):
+        loss_class = keras.losses.SparseCategoricalCrossentropy if kind == "sparse_categorical_crossentropy" else keras.losses.MeanSquaredError
+        loss_fns.append(loss_class(dtype=out_dtype) if keras.__name__ == "keras" else loss_class())  # tf-keras losses take no dtype
+        targets.append(target if kind == "sparse_categorical_crossentropy" else target.astype(out_dtype))
     with tf.GradientTape() as tape:
-        outputs = model(tf.constant(x.astype(dtype)), training=True)
-        loss = loss_fn(tf.constant(targets), outputs)
+        feeds = [tf.constant(value.astype(dtype)) for value, dtype in zip(xs, dtypes, strict=True)]
+        outputs = model(feeds if len(feeds) > 1 else feeds[0], training=True)
+        outputs = outputs if isinstance(outputs, list | tuple) else [outputs]
+        loss = sum(fn(tf.constant(target), output) for fn, target, output in zip(loss_fns, targets, outputs, strict=True))
     # An Embedding's gradient comes as IndexedSlices, a row per token of the batch. Keras 3's Adam squares each
     # slice apart, so a token that repeats adds Σg² to its second moment where Adam's (Σg)² is: a step of its
     # own, not Adam's (tf-keras sums the duplicates first). The step compared is Adam's, on the dense gradient.
@@ -110,7 +118,7 @@ def step(model, model_path: Path, batch_file: Path, out: Path, safe: bool = Fals
     `safe`: the retry after this step crashed a process — every function run eagerly, no XLA."""
     keras = keras_api(model)
     with np.load(batch_file, allow_pickle=False) as batch:
-        x, labels, loss_kind = batch["inputs"], batch["labels"], str(batch["loss"])
+        x, labels, loss_kind = read_batch({key: batch[key] for key in batch.files})
     if os.environ.get(CRASH_TRAINING_FOR_TESTS) == "always" or (os.environ.get(CRASH_TRAINING_FOR_TESTS) == "first" and not safe):
         os.kill(os.getpid(), signal.SIGSEGV)  # the test hook (`CRASH_TRAINING_FOR_TESTS`): die as TensorFlow does here
     if safe:
@@ -123,11 +131,15 @@ def step(model, model_path: Path, batch_file: Path, out: Path, safe: bool = Fals
         twin, why = None, str(exc)
     arrays = _step(model, x, labels, loss_kind, safe)
     if twin is not None:  # kept in the safe retry: on a small batch, Keras's own rounding is what the bound needs
-        arrays.update({f"f64/{key}": value for key, value in _step(twin, x, labels, loss_kind, safe).items()})
+        try:
+            arrays.update({f"f64/{key}": value for key, value in _step(twin, x, labels, loss_kind, safe).items()})
+        except Exception as exc:  # noqa: BLE001 — an op with no float64 kernel (MaxPool3D): the bound is torch's alone
+            arrays["f64_unavailable"] = np.array(f"the float64 rebuild does not run ({float64.unconverted_layer(twin, exc)})")
     else:
         arrays["f64_unavailable"] = np.array(why)
     arrays["adam_epsilon"] = np.array(float(keras.optimizers.Adam().epsilon))
-    arrays.update(dict(zip(STEP_BATCH_KEYS, (x, labels, np.array(loss_kind)), strict=True)))
+    if not isinstance(x, list):  # one input and output: the batch stored with the step, for its reuse (`stored_step`)
+        arrays.update(dict(zip(STEP_BATCH_KEYS, (x, labels, np.array(loss_kind)), strict=True)))
     arrays[STEP_MODEL_KEY] = np.array(sha256_of(model_path))
     arrays.update({f"learning_rate/{kind}": np.array(rate) for kind, rate in LEARNING_RATES.items()})
     with atomic_path(out) as tmp:

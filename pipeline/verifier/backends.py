@@ -312,7 +312,7 @@ def _native_predict(sources: Sources, float64: bool) -> Predict:
     def predict(batch: np.ndarray) -> Outputs:
         xs = _tensors(batch, layout, float64)
         with torch.inference_mode():
-            if module.LOGITS:
+            if isinstance(module.LOGITS, str):  # one output ending in a softmax (several outputs: a list, for training)
                 probs, local = load.run_with_locals(model, *xs)
                 return Outputs(probs.numpy(), local[module.LOGITS].numpy())
             return _packed(model(*xs))

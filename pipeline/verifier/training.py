@@ -31,7 +31,7 @@ from pipeline.common.tolerances import TRAIN_NOISE_FACTOR, TRAIN_RTOL
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import load
 from pipeline.native.layers.registry import WeightRule
-from pipeline.verifier.training_batch import batch_for, read_step, stored_step, write_batch
+from pipeline.verifier.training_batch import batch_for_several, batch_for, read_step, stored_step, write_batch
 
 ADAM_BETAS = (0.9, 0.999)  # Keras's and torch's defaults alike
 STORED_STEP = "taken by the onnx stage's TensorFlow process, stored with the batch"
@@ -127,12 +127,27 @@ def _keras_step_or_retry(keras: KerasModel, inputs: np.ndarray, labels: np.ndarr
     try:
         return keras_step(keras, inputs, labels, loss), inputs, labels, OWN_STEP
     except WorkerCrashed as first:
-        inputs, labels = inputs[:SAFE_BATCH], labels[:SAFE_BATCH]
+        inputs, labels = (_first_rows(value, SAFE_BATCH) for value in (inputs, labels))
         try:
-            return keras_step(keras, inputs, labels, loss, safe=True), inputs, labels, SAFE_STEP.format(batch=len(inputs), signal=first.signal)
+            return keras_step(keras, inputs, labels, loss, safe=True), inputs, labels, SAFE_STEP.format(batch=_rows(inputs), signal=first.signal)
         except WorkerCrashed as again:
-            return None, inputs, labels, (f"{first}; retried eagerly on {len(inputs)} samples in a fresh process, "
+            return None, inputs, labels, (f"{first}; retried eagerly on {_rows(inputs)} samples in a fresh process, "
                                           f"it crashed again ({again.signal})")
+
+
+def _first_rows(value, n: int):
+    """The first `n` samples of an array, or of each of a list of arrays (several inputs or outputs)."""
+    return [array[:n] for array in value] if isinstance(value, list) else value[:n]
+
+
+def _rows(value) -> int:
+    """The number of samples of an array, or of a list of arrays."""
+    return len(value[0]) if isinstance(value, list) else len(value)
+
+
+def _named(loss) -> str:
+    """A loss name, or several outputs' summed: `a + b`."""
+    return " + ".join(loss) if isinstance(loss, list) else loss
 
 
 def _entry(weights_map: dict[str, dict], name: str) -> dict | None:
@@ -182,36 +197,48 @@ class TorchStep:
     loss: float
 
 
-def torch_step(model, logits: str | None, inputs: np.ndarray, labels: np.ndarray, loss: str, keras_epsilon: float,
-               learning_rates: dict[str, float], float64: bool = False) -> TorchStep:
-    """The same step as Keras's in torch, on a copy of `model` (in float64 with `float64`: the measure
-    of the float32 step's own rounding). `logits`: the variable of `forward` holding the pre-softmax
-    logits (the generated source's `LOGITS`), where the model ends in a softmax."""
-    import copy
-
+def _loss(outputs, local: dict, logits: str | None, labels, loss: str):
+    """One output's loss, as Keras computes it (see `torch_step`)."""
     import torch
     import torch.nn.functional as F
 
+    if loss == "sparse_categorical_crossentropy" and logits is not None:
+        # Keras takes the logits behind a softmax output (the `_keras_logits` it attaches), not the
+        # probabilities: no clipping, so a true class of probability < 1e-7 still has its gradient
+        return F.cross_entropy(local[logits], torch.from_numpy(labels))
+    if loss == "sparse_categorical_crossentropy":
+        # probabilities alone: Keras clips them to [1e-7, 1 − 1e-7], then −log p[label], over the batch
+        picked = outputs.clamp(1e-7, 1 - 1e-7).gather(1, torch.from_numpy(labels).view(-1, 1))
+        return -torch.log(picked).mean()
+    return F.mse_loss(outputs, torch.from_numpy(labels))
+
+
+def torch_step(model, logits, inputs, labels, loss, keras_epsilon: float,
+               learning_rates: dict[str, float], float64: bool = False) -> TorchStep:
+    """The same step as Keras's in torch, on a copy of `model` (in float64 with `float64`: the measure
+    of the float32 step's own rounding). `logits`: the variable of `forward` holding the pre-softmax
+    logits (the generated source's `LOGITS`), where the model ends in a softmax. `inputs`, `labels`,
+    `loss`: one array, array and loss name, or lists of them for a model of several inputs or outputs
+    (`LOGITS` then a list too), whose outputs' losses are summed, as Keras sums them."""
+    import copy
+
+    import torch
+
     model = copy.deepcopy(model).train()
+    inputs, labels, losses = (value if isinstance(value, list) else [value] for value in (inputs, labels, loss))
+    logits = logits if isinstance(logits, list) else [logits]
     if float64:
         model = model.double()
-        inputs = inputs.astype(np.float64)
-        labels = labels if loss == "sparse_categorical_crossentropy" else labels.astype(np.float64)
+        inputs = [value.astype(np.float64) for value in inputs]
+        labels = [target if kind == "sparse_categorical_crossentropy" else target.astype(np.float64)
+                  for target, kind in zip(labels, losses, strict=True)]
     for module in model.modules():
         if hasattr(module, "p") and "Dropout" in type(module).__name__:
             module.p = 0.0
     start = {key: value.detach().clone() for key, value in model.state_dict().items()}
-    outputs, local = load.run_with_locals(model, torch.from_numpy(inputs))
-    if loss == "sparse_categorical_crossentropy" and logits is not None:
-        # Keras takes the logits behind a softmax output (the `_keras_logits` it attaches), not the
-        # probabilities: no clipping, so a true class of probability < 1e-7 still has its gradient
-        value = F.cross_entropy(local[logits], torch.from_numpy(labels))
-    elif loss == "sparse_categorical_crossentropy":
-        # probabilities alone: Keras clips them to [1e-7, 1 − 1e-7], then −log p[label], over the batch
-        picked = outputs.clamp(1e-7, 1 - 1e-7).gather(1, torch.from_numpy(labels).view(-1, 1))
-        value = -torch.log(picked).mean()
-    else:
-        value = F.mse_loss(outputs, torch.from_numpy(labels))
+    outputs, local = load.run_with_locals(model, *(torch.from_numpy(value) for value in inputs))
+    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
+    value = sum(_loss(output, local, name, target, kind) for output, name, target, kind in zip(outputs, logits, labels, losses, strict=True))
     value.backward()
     named = dict(model.named_parameters())
     gradients = {key: p.grad.detach().numpy().astype(np.float64) for key, p in named.items() if p.grad is not None}
@@ -238,23 +265,30 @@ def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Pa
     in it, and skipped with the reason where it crashed again. The caller decides whether a failure raises."""
     import torch
 
+    several = len(keras.inputs) > 1 or isinstance(source.LOGITS, list)
     with torch.inference_mode():
-        output_shape = tuple(model.eval()(torch.zeros((1, *keras.input_shape))).shape[1:]) if keras.input_shape else ()
-    inputs, labels, loss, origin = batch_for(keras, data, output_shape)
-    found = stored_step(stored, keras, inputs, labels, loss) if stored is not None else None
+        shapes = [shape for _, shape in keras.inputs] if several else ([keras.input_shape] if keras.input_shape else [])
+        outputs = model.eval()(*(torch.zeros((1, *shape)) for shape in shapes)) if shapes else None
+    outputs = () if outputs is None else (outputs if isinstance(outputs, tuple) else (outputs,))
+    if several:
+        inputs, labels, loss, origin = batch_for_several(keras, [tuple(o.shape[1:]) for o in outputs], keras.output_classifiers)
+        found = None  # the onnx stage stores a step of one input and output only
+    else:
+        inputs, labels, loss, origin = batch_for(keras, data, tuple(outputs[0].shape[1:]) if outputs else ())
+        found = stored_step(stored, keras, inputs, labels, loss) if stored is not None else None
     if found is not None:
         reference, taken = found, STORED_STEP
     else:
         reference, inputs, labels, taken = _keras_step_or_retry(keras, inputs, labels, loss)
     if reference is None:
-        report = ParityReport(len(inputs), origin, loss, math.nan, math.nan, skipped=taken)
+        report = ParityReport(_rows(inputs), origin, _named(loss), math.nan, math.nan, skipped=taken)
         write_text(out, json.dumps(report.as_dict(), indent=2) + "\n")
         return report
     epsilon = float(reference["adam_epsilon"])
     rates = {key.split("/", 1)[1]: float(value) for key, value in reference.items() if key.startswith("learning_rate/")}
     step = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates)
     exact = torch_step(model, source.LOGITS, inputs, labels, loss, epsilon, rates, float64=True)
-    report = ParityReport(len(inputs), origin, loss, float(reference["loss"]), step.loss, keras_step=taken)
+    report = ParityReport(_rows(inputs), origin, _named(loss), float(reference["loss"]), step.loss, keras_step=taken)
     starts = {key: value.detach().numpy().astype(np.float64) for key, value in model.state_dict().items()}
     keras64 = "f64/loss" in reference  # Keras's own float64 step, where the model rebuilds in float64
 

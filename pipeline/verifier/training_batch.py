@@ -59,10 +59,48 @@ def known_in_advance(keras: KerasModel, data: Path | None) -> bool:
     return data is not None and keras.classifier and _cifar_classifier(keras, ())
 
 
-def write_batch(path: Path, inputs: np.ndarray, labels: np.ndarray, loss: str) -> Path:
-    """The batch file the TensorFlow process reads (`tf_side.training.step`)."""
-    np.savez(path, inputs=inputs, labels=labels, loss=np.array(loss))
+def batch_for_several(keras: KerasModel, output_shapes: list[tuple[int, ...]], classifiers: list[bool]
+                      ) -> tuple[list[np.ndarray], list[np.ndarray], list[str], str]:
+    """`batch_for` for a model of several inputs or outputs: one seeded array per input in the model's order (its
+    token ids where an Embedding reads it, else uniform over [0, 1]), and per output its labels (a classifier's:
+    sparse categorical cross-entropy) or targets (MSE); Keras sums the outputs' losses."""
+    rng = np.random.default_rng(SEED)
+    tokens, (low, high) = keras.input_tokens, checkset.DEFAULT_RANGES[0]
+    inputs = [tokens[name].draw(rng, (BATCH_SIZE, *shape)) if name in tokens else rng.uniform(low, high, (BATCH_SIZE, *shape)).astype(np.float32)
+              for name, shape in keras.inputs]
+    labels, losses = [], []
+    for shape, classifier in zip(output_shapes, classifiers, strict=True):
+        if classifier:
+            labels.append(rng.integers(0, shape[-1], BATCH_SIZE).astype(np.int64))
+            losses.append("sparse_categorical_crossentropy")
+        else:
+            labels.append(rng.standard_normal((BATCH_SIZE, *shape)).astype(np.float32))
+            losses.append("mean_squared_error")
+    names = ", ".join(name for name, _ in keras.inputs)
+    return inputs, labels, losses, f"seeded inputs {names} ({', '.join(f'token ids of {n}' for n in tokens) or f'over [{low:g}, {high:g}]'})"
+
+
+def write_batch(path: Path, inputs, labels, loss) -> Path:
+    """The batch file the TensorFlow process reads (`tf_side.training.step`): one input, label array and loss, or
+    lists of them (several inputs or outputs), stored as `inputs/0`, `labels/0`, `loss/0`, ..."""
+    if isinstance(inputs, list) or isinstance(labels, list):
+        arrays = {f"{kind}/{i}": np.asarray(value) for kind, values in (("inputs", inputs), ("labels", labels), ("loss", loss))
+                  for i, value in enumerate(values if isinstance(values, list) else [values])}
+        np.savez(path, **arrays)
+    else:
+        np.savez(path, inputs=inputs, labels=labels, loss=np.array(loss))
     return path
+
+
+def read_batch(batch) -> tuple:
+    """(inputs, labels, loss) of a batch file's arrays `batch` as `write_batch` wrote them: single, or lists."""
+    if "inputs" in batch:
+        return batch["inputs"], batch["labels"], str(batch["loss"])
+
+    def listed(kind: str) -> list:
+        return [batch[f"{kind}/{i}"] for i in range(sum(key.startswith(f"{kind}/") for key in batch))]
+
+    return listed("inputs"), listed("labels"), [str(value) for value in listed("loss")]
 
 
 def read_step(path: Path) -> tuple[dict[str, np.ndarray], list[np.ndarray | None]]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.keras_file.graph import KerasLayer
-from pipeline.native.layers.registry import Context, Emitted, emits, number, torch_axis, unsupported
+from pipeline.native.layers.registry import Context, Emitted, WeightRule, emits, number, torch_axis, unsupported
 
 
 # Keras activation names → PyTorch, on the source of the tensor `{x}` (channels axis 1 for softmax).
@@ -69,3 +69,28 @@ def _softmax(layer, weights, inputs, context):
     (x,) = inputs
     axis = layer.config.get("axis", -1)
     return Emitted(None, f"torch.softmax({x.var}, dim={torch_axis(axis, x.rank)})", x.rank)
+
+
+@emits("PReLU", ignores=("shared_axes",))  # restated by the shape of alpha (size 1 along them)
+def _prelu(layer, weights, inputs, context):
+    (x,) = inputs
+    alpha = weights["alpha"]
+    if alpha.ndim != x.rank - 1:
+        raise unsupported(layer, f"alpha of shape {alpha.shape} on an input of rank {x.rank}")
+    # Keras's alpha has the input's shape without the batch, channels last: channels first here
+    permute = (alpha.ndim - 1, *range(alpha.ndim - 1)) if alpha.ndim > 1 else None
+    shape = tuple(alpha.shape[i] for i in permute) if permute else alpha.shape
+    return Emitted(f"KerasPReLU({tuple(int(d) for d in shape)})", f"self.{context.attr}({x.var})", x.rank, {"alpha": WeightRule("alpha", permute)})
+
+
+@emits("ELU")
+def _elu(layer, weights, inputs, context):
+    (x,) = inputs
+    return Emitted(None, f"F.elu({x.var}, {number(layer.config.get('alpha', 1.0))})", x.rank)
+
+
+@emits("ThresholdedReLU")
+def _thresholded_relu(layer, weights, inputs, context):
+    (x,) = inputs
+    theta = number(layer.config.get("theta", 1.0))
+    return Emitted(None, f"torch.where({x.var} > {theta}, {x.var}, torch.zeros_like({x.var}))", x.rank)

@@ -1,4 +1,4 @@
-"""Convolutions: `Conv1D`/`Conv2D`, transposed, depthwise and separable, as `nn.ConvNd` wrapped for
+"""Convolutions: `Conv1D`/`Conv2D`/`Conv3D`, transposed, depthwise and separable, as `nn.ConvNd` wrapped for
 Keras's 'same' padding (`SameConv` in the generated model's helpers)."""
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ def _same(layer: KerasLayer) -> bool:
     return layer.config["padding"] == "same"
 
 
-@emits("Conv1D", "Conv2D", ignores=("filters",))
+@emits("Conv1D", "Conv2D", "Conv3D", ignores=("filters",))
 def _conv(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
-    dims = 1 if layer.class_name == "Conv1D" else 2
+    dims = int(layer.class_name[-2])
     same = _same(layer)
     name, kernel = kernel_of(weights, "kernel")
     groups = int(config.get("groups", 1))
@@ -35,7 +35,7 @@ def _conv(layer, weights, inputs, context):
     c_in, c_out = kernel.shape[-2] * groups, kernel.shape[-1]
     bias = bool(config.get("use_bias", True))
     conv = _torch_conv(dims, c_in, c_out, kernel_size, strides, dilation, groups, bias)
-    permute = (2, 1, 0) if dims == 1 else (3, 2, 0, 1)  # (k…, in/groups, out) → (out, in/groups, k…)
+    permute = (dims + 1, dims, *range(dims))  # (k…, in/groups, out) → (out, in/groups, k…)
     rules = {name: WeightRule("conv.weight", permute)}
     if bias:
         rules["bias"] = WeightRule("conv.bias")

@@ -1,5 +1,5 @@
 """Normalization layers with learned or moving statistics: `BatchNormalization`,
-`LayerNormalization`, ConvNeXt's `LayerScale`."""
+`LayerNormalization`, `GroupNormalization`, ConvNeXt's `LayerScale`."""
 
 from __future__ import annotations
 
@@ -49,3 +49,17 @@ def _layer_scale(layer, weights, inputs, context):
     (name, gamma), = weights.items()
     shape = (1, -1) + (1,) * (x.rank - 2)
     return Emitted(f"LayerScale({gamma.shape[0]}, {shape})", f"self.{context.attr}({x.var})", x.rank, {name: WeightRule("gamma")})
+
+
+@emits("GroupNormalization")
+def _group_norm(layer, weights, inputs, context):
+    """torch's nn.GroupNorm on the channels-first tensor: the same statistics over each group's channels and
+    positions, the same (x − mean) / √(var + ε) · gamma + beta."""
+    config, (x,) = layer.config, inputs
+    axis = config_axis(config)
+    if not isinstance(axis, int) or torch_axis(axis, x.rank) != 1:
+        raise unsupported(layer, f"axis {axis}")
+    if not (config.get("scale", True) and config.get("center", True)):
+        raise unsupported(layer, "scale or center off")
+    module = f"nn.GroupNorm({int(config.get('groups', 32))}, {weights['gamma'].shape[0]}, eps={number(config.get('epsilon', 1e-3))})"
+    return Emitted(module, f"self.{context.attr}({x.var})", x.rank, {"gamma": WeightRule("weight"), "beta": WeightRule("bias")})

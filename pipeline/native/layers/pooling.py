@@ -14,10 +14,10 @@ def _pool_options(layer, dims):
     return kernel, pair(strides, dims), config.get("padding", "valid")
 
 
-@emits("MaxPooling1D", "MaxPooling2D", "AveragePooling1D", "AveragePooling2D")
+@emits("MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D", "AveragePooling3D")
 def _pool(layer, weights, inputs, context):
     (x,) = inputs
-    dims = 1 if layer.class_name.endswith("1D") else 2
+    dims = int(layer.class_name[-2])
     kernel, strides, padding = _pool_options(layer, dims)
     kind = "max" if layer.class_name.startswith("Max") else "avg"
     if padding == "same":
@@ -25,7 +25,8 @@ def _pool(layer, weights, inputs, context):
     return Emitted(None, f"F.{kind}_pool{dims}d({x.var}, {kernel}, {strides})", x.rank)
 
 
-@emits("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalMaxPooling1D", "GlobalMaxPooling2D")
+@emits("GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D",
+       "GlobalMaxPooling3D")
 def _global_pool(layer, weights, inputs, context):
     (x,) = inputs
     keep = bool(layer.config.get("keepdims", False))

@@ -1,4 +1,5 @@
-"""`Dropout`, as `nn.Dropout` (or Keras's noise shape): identity in inference, as in Keras."""
+"""`Dropout`, as `nn.Dropout` (or Keras's noise shape), and `SpatialDropout1D/2D/3D` as `nn.Dropout1d/2d/3d`
+(whole channels dropped): identity in inference, as in Keras."""
 
 from __future__ import annotations
 
@@ -16,3 +17,10 @@ def _dropout(layer, weights, inputs, context):
     # Keras's noise shape (N, …, C) in the channels-first order; None: the input's own size there
     shape = [noise_shape[0]] + ([noise_shape[-1]] + list(noise_shape[1:-1]) if x.rank > 2 else list(noise_shape[1:]))
     return Emitted(f"KerasDropout({rate!r}, {shape})", f"self.{context.attr}({x.var})", x.rank)
+
+
+@emits("SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D")
+def _spatial_dropout(layer, weights, inputs, context):
+    (x,) = inputs
+    dims = int(layer.class_name[-2])
+    return Emitted(f"nn.Dropout{dims}d({float(layer.config['rate'])!r})", f"self.{context.attr}({x.var})", x.rank)
