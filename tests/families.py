@@ -146,6 +146,22 @@ FAMILIES: dict[str, str] = {
         x = L.SpatialDropout3D(0.1)(x)
         model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling3D()(x)))
     """,
+    "time_distributed": """
+        x = inp = keras.Input((4, 8, 8, 3))  # a clip of 4 frames: a CNN on each frame, then an LSTM over them
+        x = L.TimeDistributed(L.Conv2D(4, 3, padding="same", activation="relu"))(x)
+        x = L.TimeDistributed(L.MaxPooling2D(2))(x)
+        x = L.TimeDistributed(L.GlobalAveragePooling2D())(x)
+        x = L.LSTM(6, return_sequences=True)(x)
+        x = L.TimeDistributed(L.Dense(5, activation="tanh"))(x)
+        model = keras.Model(inp, L.Dense(3, activation="softmax")(L.Flatten()(x)))
+    """,
+    "attention_layers": """
+        query, value = keras.Input((12, 4)), keras.Input((10, 4))  # two sequences of their own lengths
+        x = L.Attention(use_scale=True)([L.Dense(6)(query), L.Dense(6)(value)])
+        y = L.AdditiveAttention()([L.Dense(6)(query), L.Dense(6)(value)])
+        z = L.Attention()([x, y])
+        model = keras.Model([query, value], L.Dense(3, activation="softmax")(L.GlobalAveragePooling1D()(L.Concatenate()([x, z]))))
+    """,
     "sequential": """
         model = keras.Sequential([
             keras.Input((8, 8, 1)),

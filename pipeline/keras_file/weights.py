@@ -21,6 +21,8 @@ _VAR_NAMES = {
     "LayerScale": ("gamma",),  # Keras's own attribute name: the weight is made without one
     "Embedding": ("embeddings",),
     "PReLU": ("alpha",),
+    "Attention": ("scale",),
+    "AdditiveAttention": ("scale",),
     "GroupNormalization": ("gamma", "beta"),
     # a recurrent layer's weights are its cell's: `layers/<layer>/cell/vars/<i>` (`read`)
     "LSTM": ("kernel", "recurrent_kernel", "bias"),
@@ -42,9 +44,10 @@ AUTO_NAMED = re.compile(r"variable(_\d+)?")
 def _var_names(layer: KerasLayer) -> tuple[str, ...]:
     """The names of `layer`'s vars/0, vars/1, ... in a `.keras` file: a BatchNormalization or
     LayerNormalization without `scale` has no gamma (InceptionV3's), without `center` no beta; a
-    Bidirectional layer's, its wrapped layer's."""
-    if layer.class_name == "Bidirectional":
-        return _VAR_NAMES.get(layer.config.get("layer", {}).get("class_name"), _DEFAULT_VAR_NAMES)
+    Bidirectional or TimeDistributed layer's, its wrapped layer's."""
+    if layer.class_name in ("Bidirectional", "TimeDistributed"):  # a wrapper's weights are its wrapped layer's
+        inner = layer.config.get("layer", {})
+        return _var_names(KerasLayer(layer.name, inner.get("class_name", ""), inner.get("config", {}), ()))
     if layer.class_name in ("BatchNormalization", "LayerNormalization"):
         stats = ("moving_mean", "moving_variance") if layer.class_name == "BatchNormalization" else ()
         return tuple(name for name, kept in (("gamma", layer.config.get("scale", True)), ("beta", layer.config.get("center", True))) if kept) + stats
@@ -87,6 +90,8 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
                     direction, parts = parts[1].split("_")[0] + "/", [parts[0], *parts[2:]]
                 elif len(parts) == 4 and parts[1] in PROJECTIONS and parts[0] in owner and owner[parts[0]].class_name == "MultiHeadAttention":
                     direction, parts = PROJECTIONS[parts[1]] + "/", [parts[0], *parts[2:]]  # <attention>/query_dense/vars/<i>
+                if len(parts) == 4 and parts[1] == "layer":  # a TimeDistributed layer's wrapped layer: <layer>/layer/vars/<i>
+                    parts = [parts[0], *parts[2:]]
                 if len(parts) == 4 and parts[1] == "cell":  # a recurrent layer's cell: <layer>/cell/vars/<i>
                     parts = [parts[0], *parts[2:]]
                 if isinstance(obj, h5py.Dataset) and len(parts) == 3 and parts[1] == "vars" and parts[0] in owner:

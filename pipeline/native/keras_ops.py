@@ -175,6 +175,14 @@ class KerasPReLU(nn.Module):
         return F.relu(x) - self.alpha * F.relu(-x)
 
 
+def time_distributed(x: torch.Tensor, step) -> torch.Tensor:
+    """Keras TimeDistributed on a channels-first tensor (N, C, T, …): `step` applied to every time step at once, as
+    (N·T, C, …), and the steps put back on axis 2 — (N, C', T, …), or (N, F, T) where a step gives (N·T, F)."""
+    n, t = x.shape[0], x.shape[2]
+    y = step(x.movedim(2, 1).reshape(n * t, x.shape[1], *x.shape[3:]))
+    return y.reshape(n, t, *y.shape[1:]).movedim(1, 2)
+
+
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """(N, C, *spatial) → (N, *spatial, C): the layout Keras reshapes, flattens and returns in."""
     return x.movedim(1, -1) if x.dim() > 2 else x
@@ -324,6 +332,30 @@ class KerasMultiHeadAttention(nn.Module):
         scores = self.dropout(torch.softmax(q @ k.transpose(-1, -2), dim=-1))
         out = (scores @ v).transpose(1, 2).reshape(query.shape[0], query.shape[1], self.heads * self.value_dim)
         return channels_first(self.attention_output(out))
+
+
+class KerasAttention(nn.Module):
+    """Keras Attention (dot-product scores, times the learned scalar `scale` with use_scale) or AdditiveAttention
+    (`additive`: Σ scale · tanh(q + k) over the features, `scale` learned per feature with use_scale) over the
+    steps of channels-first sequences, a softmax over the value steps (dropped out at `dropout` in training).
+    `forward(query, value, key=value)`, Keras's order."""
+
+    def __init__(self, additive: bool = False, scale_shape: tuple[int, ...] | None = None, dropout: float = 0.0):
+        super().__init__()
+        self.additive = additive
+        self.scale = nn.Parameter(torch.ones(scale_shape)) if scale_shape is not None else None
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, query: torch.Tensor, value: torch.Tensor, key: torch.Tensor | None = None) -> torch.Tensor:
+        query, value = channels_last(query), channels_last(value)
+        key = value if key is None else channels_last(key)
+        if self.additive:  # (N, Tq, 1, d) + (N, 1, Tv, d)
+            terms = torch.tanh(query.unsqueeze(-2) + key.unsqueeze(-3))
+            scores = (terms * self.scale if self.scale is not None else terms).sum(dim=-1)
+        else:
+            scores = query @ key.transpose(-1, -2)
+            scores = scores * self.scale if self.scale is not None else scores
+        return channels_first(self.dropout(torch.softmax(scores, dim=-1)) @ value)
 
 
 class KerasNormalization(nn.Module):

@@ -1,5 +1,5 @@
 """Attention: Keras `MultiHeadAttention` as `KerasMultiHeadAttention` (the generated model's helpers), its
-per-head projections as one `nn.Linear` each.
+per-head projections as one `nn.Linear` each; `Attention` and `AdditiveAttention` as `KerasAttention`.
 
 Keras's projection kernels are per head: query (features, heads, key_dim), output (heads, value_dim,
 features). Each becomes a Linear weight with the heads side by side — (heads·key_dim, features), the query
@@ -52,3 +52,34 @@ def _multi_head_attention(layer, weights, inputs, context):
               f"{f', dropout={number(dropout)}' if dropout else ''})")
     args = ", ".join(x.var for x in inputs)  # query, value[, key]: Keras's order
     return Emitted(module, f"self.{context.attr}({args})", 3, rules)
+
+
+def _refuse_masks(layer) -> None:
+    for option in ("mask", "attention_mask", "query_mask", "value_mask", "key_mask"):
+        if layer.call_options.get(option) is not None:
+            raise unsupported(layer, f"a call with {option}")
+    for option in ("use_causal_mask", "return_attention_scores"):
+        if layer.call_options.get(option):
+            raise unsupported(layer, f"{option}=True")
+
+
+@emits("Attention", "AdditiveAttention")
+def _attention(layer, weights, inputs, context):
+    config = layer.config
+    _refuse_masks(layer)
+    if config.get("causal"):  # Keras 2.4–2.12's config option, before `use_causal_mask` in the call
+        raise unsupported(layer, "causal=True")
+    if config.get("score_mode", "dot") != "dot":
+        raise unsupported(layer, f"score_mode {config.get('score_mode')!r}")
+    if not 2 <= len(inputs) <= 3 or any(x.rank != 3 or x.mask for x in inputs):
+        raise unsupported(layer, f"a call on {len(inputs)} inputs (query and value sequences, unmasked)")
+    additive = layer.class_name == "AdditiveAttention"
+    scale = weights.get("scale") if config.get("use_scale", additive) else None
+    options = ["additive=True"] if additive else []
+    if scale is not None:
+        options.append(f"scale_shape={tuple(int(d) for d in scale.shape)}")
+    dropout = float(config.get("dropout") or 0.0)
+    if dropout:
+        options.append(f"dropout={number(dropout)}")
+    rules = {"scale": WeightRule("scale")} if scale is not None else {}
+    return Emitted(f"KerasAttention({', '.join(options)})", f"self.{context.attr}({', '.join(x.var for x in inputs)})", 3, rules)
