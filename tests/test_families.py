@@ -183,3 +183,44 @@ def test_a_layer_without_a_float64_kernel_is_named_in_the_missing_proofs_reason(
     assert (float64.unconverted_layer(model, ValueError(unregistered))
             == "layer average_pooling3d (AveragePooling3D): TensorFlow's AvgPool3D has no float64 kernel")
     assert float64.unconverted_layer(model, ValueError("something else")) == "ValueError: something else"
+
+
+# A Keras 2 functional model calling TensorFlow functions on Keras tensors: tf-keras writes each as a TFOpLambda.
+_TF_FUNCTIONS = """
+    import sys
+    import numpy as np
+    import tensorflow as tf
+    import tf_keras as keras
+    L = keras.layers
+    keras.utils.set_random_seed(3)
+    x = inp = keras.Input((8, 8, 3))
+    a = L.Conv2D(6, 3, padding="same")(x)
+    b = tf.nn.relu6(a)
+    c = tf.concat([a, b], axis=-1)
+    d = tf.reduce_mean(c, axis=[1, 2])
+    e = tf.math.sigmoid(d) * 2.0
+    f = tf.reshape(e, (-1, 3, 4))
+    g = tf.reduce_max(f, axis=1, keepdims=False)
+    h = tf.nn.relu(g) + tf.math.tanh(g)
+    model = keras.Model(inp, L.Dense(3, activation="softmax")(tf.squeeze(tf.expand_dims(h, 1), axis=1)))
+    model.compile("adam", "sparse_categorical_crossentropy")
+    rng = np.random.default_rng(0)
+    model.fit(rng.uniform(0, 1, (64, 8, 8, 3)).astype("float32"), rng.integers(0, 3, 64), epochs=2, verbose=0)
+    model.save(sys.argv[1])
+"""
+
+
+def test_keras2_tensorflow_functions_convert_verify_and_get_a_native_model(tmp_path):
+    """tf.nn.relu6, tf.concat, tf.reduce_mean, tf.math.sigmoid, tf.reshape, tf.reduce_max, tf.expand_dims and
+    tf.squeeze in a tf-keras file: each a TFOpLambda the native model writes as its torch operation (those that
+    depend on the axes' order in Keras's layout), verified in every pair and in float64 on both paths."""
+    model = helpers.build_tiny_model(tmp_path / "tf_functions.h5", _TF_FUNCTIONS)
+    text = ""
+    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
+        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(tmp_path / "out"), *extra)
+        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
+        text += completed.stdout + completed.stderr
+    assert "Verification PASSED" in text and "Float64 proof, second path" in text
+    source = (tmp_path / "out" / "tf_functions" / "native" / "model.py").read_text()
+    assert "channels_first(channels_last(tf_concat).mean(dim=(1, 2), keepdim=False))" in source
+    assert json.loads((tmp_path / "out" / "tf_functions" / "native" / "parity.json").read_text())["passed"]

@@ -122,6 +122,8 @@ def _first_kwargs(nodes) -> dict | None:
         return first.get("kwargs") if isinstance(first.get("kwargs"), dict) else None
     if isinstance(first, list) and first and isinstance(first[0], list) and len(first[0]) > 3 and isinstance(first[0][3], dict):
         return first[0][3]
+    if isinstance(first, list) and len(first) > 3 and isinstance(first[0], str) and isinstance(first[3], dict):
+        return first[3]  # tf-keras's TFOpLambda writes its node one level flatter: [name, node, tensor, kwargs]
     return None
 
 
