@@ -29,7 +29,8 @@ MASKED_GRU = helpers.ROOT / "tests" / "data" / "sequences" / "text_gru_masked.ke
 # Made by `python -m pipeline.tf_side.trained_build tests/data/sequences keras2 text_bigru_masked` (97 kB): Embedding
 # (mask_zero) → Bidirectional GRU (every step, summed) → Bidirectional GRU (concatenated), written by tf-keras.
 MASKED_BIGRU = helpers.ROOT / "tests" / "data" / "sequences" / "text_bigru_masked.h5"
-# `... keras2 transformer_block` (113 kB): Dense → MultiHeadAttention(2 heads) + residual → LayerNorm → gelu feed-forward.
+# `... keras2 transformer_block` (113 kB; `keras3`: the .keras beside it, 100 kB): Dense → MultiHeadAttention(2 heads) +
+# residual → LayerNorm → gelu feed-forward.
 TRANSFORMER = helpers.ROOT / "tests" / "data" / "sequences" / "transformer_block.h5"
 
 
@@ -277,3 +278,14 @@ def test_a_fault_in_an_attention_projection_is_named_at_its_layer(transformer_ve
         value.flat[value.size // 3] += 5e-2
         kernel[...] = value
     helpers.assert_fault_named(good, tampered, out, tmp_path / "bad", "multi_head_attention")
+
+
+def test_transformer_block_keras3_native_float64_takes_keras3s_float32_attention_scale(tmp_path):
+    """Keras 3 scales the query by 1/√key_dim rounded to float32, even in its float64 model (tf-keras by the exact
+    number): with the exact one the native float64 model was 3e-9 off in the logits and failed the proof."""
+    model = tmp_path / "transformer_block.keras"
+    shutil.copy(TRANSFORMER.with_suffix(".keras"), model)
+    text = _through_verify(model, tmp_path / "out", "--no-aot", stages=("onnx", "torch", "native", "verify"))
+    assert "Verification PASSED" in text and "Float64 proof, second path" in text
+    assert "scale=0.3535533845424652)" in (tmp_path / "out" / "transformer_block" / "native" / "model.py").read_text()
+    assert json.loads((tmp_path / "out" / "transformer_block" / "verify.json").read_text())["float64_proof_native"]["passed"]

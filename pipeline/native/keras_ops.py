@@ -307,13 +307,15 @@ class KerasRNN(nn.Module):
 class KerasMultiHeadAttention(nn.Module):
     """Keras MultiHeadAttention over the steps of channels-first sequences (N, features, steps): each head's query,
     key and value projections side by side in one `nn.Linear` each (head h is rows h·dim … (h+1)·dim), the
-    query scaled by 1/√key_dim, a softmax over the key steps (dropped out at `dropout` in training, as Keras
-    does), and the output projection of the heads concatenated. `forward(query, value, key=value)`, Keras's order."""
+    query scaled by 1/√key_dim (or `scale`: Keras 3 rounds it to float32, even in a float64 model), a softmax over
+    the key steps (dropped out at `dropout` in training, as Keras does), and the output projection of the heads
+    concatenated. `forward(query, value, key=value)`, Keras's order."""
 
     def __init__(self, query_features: int, key_features: int, value_features: int, heads: int, key_dim: int, value_dim: int,
-                 output_features: int, bias: bool = True, dropout: float = 0.0):
+                 output_features: int, bias: bool = True, dropout: float = 0.0, scale: float | None = None):
         super().__init__()
         self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
+        self.scale = 1.0 / math.sqrt(float(key_dim)) if scale is None else scale
         self.query = nn.Linear(query_features, heads * key_dim, bias=bias)
         self.key = nn.Linear(key_features, heads * key_dim, bias=bias)
         self.value = nn.Linear(value_features, heads * value_dim, bias=bias)
@@ -327,7 +329,7 @@ class KerasMultiHeadAttention(nn.Module):
         def heads(x: torch.Tensor, dim: int) -> torch.Tensor:  # (N, steps, heads·dim) → (N, heads, steps, dim)
             return x.reshape(x.shape[0], x.shape[1], self.heads, dim).transpose(1, 2)
 
-        q = heads(self.query(query), self.key_dim) * (1.0 / math.sqrt(float(self.key_dim)))
+        q = heads(self.query(query), self.key_dim) * self.scale
         k, v = heads(self.key(key), self.key_dim), heads(self.value(value), self.value_dim)
         scores = self.dropout(torch.softmax(q @ k.transpose(-1, -2), dim=-1))
         out = (scores @ v).transpose(1, 2).reshape(query.shape[0], query.shape[1], self.heads * self.value_dim)

@@ -12,6 +12,10 @@ the steps of a sequence (Keras's `attention_axes` on images), a call returning t
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from pipeline.native.layers.registry import Emitted, WeightRule, emits, number, unsupported
 
 # What does not change the function: restated by the weights' shapes, or the shapes Keras built it for; the
@@ -47,9 +51,12 @@ def _multi_head_attention(layer, weights, inputs, context):
         rules |= {f"{name}/bias": WeightRule(f"{name}.bias", reshape=(-1,)) for name in ("query", "key", "value")}
         rules["attention_output/bias"] = WeightRule("attention_output.bias")
     dropout = float(config.get("dropout") or 0.0)
+    # Keras 3 multiplies by 1/√key_dim rounded to float32, even in a float64 model (tf-keras by the exact number):
+    # the same number here keeps the float64 native model Keras's function (3e-9 apart otherwise, which the proof sees)
+    scale = "" if context.keras2 else f", scale={number(np.float32(1.0 / math.sqrt(key_dim)))}"
     module = (f"KerasMultiHeadAttention({features}, {key.shape[0]}, {value.shape[0]}, heads={heads}, key_dim={key_dim}, "
               f"value_dim={value_dim}, output_features={out_features}{'' if bias else ', bias=False'}"
-              f"{f', dropout={number(dropout)}' if dropout else ''})")
+              f"{f', dropout={number(dropout)}' if dropout else ''}{scale})")
     args = ", ".join(x.var for x in inputs)  # query, value[, key]: Keras's order
     return Emitted(module, f"self.{context.attr}({args})", 3, rules)
 
