@@ -133,7 +133,7 @@ _FREEZE = """
 """
 
 
-@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.parametrize("suffix", [".keras", pytest.param(".h5", marks=pytest.mark.zoo)])  # the .h5: `make zoo-test`
 def test_a_frozen_nested_base_trains_like_keras_and_unfrozen_it_fails(suffix, tmp_path):
     """Transfer learning's usual form: the base frozen (`trainable=False`) under a head that alone trains. Keras
     trains none of the base's weights and keeps its BatchNorms in inference mode in a training step; the native

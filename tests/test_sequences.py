@@ -136,6 +136,21 @@ def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(ma
     assert "self.gru(embedding, not_equal)" in source and "reset_after" not in source.split("class Model")[1]
     parity = json.loads((out / masked_gru.stem / "native" / "parity.json").read_text())
     assert parity["passed"] and "padded with 0" in parity["inputs"]
+    _assert_wrong_reset_after_fails(masked_gru, out / masked_gru.stem / "native", tmp_path)
+
+
+def _assert_wrong_reset_after_fails(model_path, native, scratch) -> None:
+    """The planted fault: the native GRU resets before its recurrent product (Keras's reset_after=False) where the
+    file's resets after; training parity against Keras fails at the GRU's weights."""
+    from pipeline.keras_file.model import KerasModel
+    from pipeline.native import load
+    from pipeline.verifier import training
+
+    model, source = load.load(native / "model.py", native / "model.safetensors")
+    model.gru.reset_after = model.gru.fused = False
+    weights_map = json.loads((native / "weights_map.json").read_text())
+    report = training.run(KerasModel.open(model_path), model, source, weights_map, None, scratch / "reset_parity.json")
+    assert not report.passed and any(row.weight.startswith("gru/") and not row.passed for row in report.rows)
 
 
 @pytest.fixture(scope="module")
@@ -147,6 +162,7 @@ def bigru_verified(tmp_path_factory):
     return model, folder / "out", _through_verify(model, folder / "out", "--no-aot", stages=("onnx", "torch", "native", "verify"))
 
 
+@pytest.mark.zoo  # 2.5 min; `make zoo-test` (ReverseSequence and the loop bounds: tests/test_onnx_ops.py in CI)
 def test_masked_bidirectional_gru_h5_verified_and_its_native_model_trains_like_keras(bigru_verified):
     """tf2onnx writes its backward halves as `ReverseSequence` and its loops' bounds from shapes computed at run time
     (`converters.loop_bounds`); the native model is torch's bidirectional `nn.GRU`, stepped through under the mask."""
@@ -160,23 +176,6 @@ def test_masked_bidirectional_gru_h5_verified_and_its_native_model_trains_like_k
     assert weights_map["bidirectional/backward/bias"]["key"] == ["bidirectional.rnn.bias_ih_l0_reverse", "bidirectional.rnn.bias_hh_l0_reverse"]
     assert weights_map["bidirectional/forward/kernel"]["gates"] == [1, 0, 2]  # Keras z, r, h → torch r, z, n
     assert json.loads((native / "parity.json").read_text())["passed"]
-
-
-def test_a_gru_with_the_wrong_reset_after_fails_training_parity(bigru_verified):
-    """The planted fault: the native GRUs reset before their recurrent product (Keras's reset_after=False) where the
-    file's reset after; training parity against Keras names the recurrent layers' weights."""
-    from pipeline.keras_file.model import KerasModel
-    from pipeline.native import load
-    from pipeline.verifier import training
-
-    model_path, out, _ = bigru_verified
-    native = out / "text_bigru_masked" / "native"
-    model, source = load.load(native / "model.py", native / "model.safetensors")
-    for module in (model.bidirectional, model.bidirectional_1):
-        module.reset_after = module.fused = False
-    weights_map = json.loads((native / "weights_map.json").read_text())
-    report = training.run(KerasModel.open(model_path), model, source, weights_map, None, out / "reset_parity.json")
-    assert not report.passed and any(row.weight.startswith("bidirectional") and not row.passed for row in report.rows)
 
 
 def _as_stateful_cudnn_lstm(source, target) -> None:
@@ -280,6 +279,7 @@ def test_a_fault_in_an_attention_projection_is_named_at_its_layer(transformer_ve
     helpers.assert_fault_named(good, tampered, out, tmp_path / "bad", "multi_head_attention")
 
 
+@pytest.mark.zoo  # `make zoo-test`; `make sequences` runs the same model
 def test_transformer_block_keras3_native_float64_takes_keras3s_float32_attention_scale(tmp_path):
     """Keras 3 scales the query by 1/√key_dim rounded to float32, even in its float64 model (tf-keras by the exact
     number): with the exact one the native float64 model was 3e-9 off in the logits and failed the proof."""
