@@ -168,10 +168,15 @@ def _as_torch(array: np.ndarray, entry: dict) -> np.ndarray:
 def _torch_value(values: dict[str, np.ndarray], entry: dict) -> np.ndarray | None:
     """The torch tensor(s) of `entry`'s key(s) in `values` (stacked, as `_as_torch` lays the Keras array out);
     None where one is missing (not trained)."""
-    keys = entry["key"] if isinstance(entry["key"], list) else [entry["key"]]
+    keys = _keys(entry)
     if any(key not in values for key in keys):
         return None
     return np.stack([values[key] for key in keys]) if isinstance(entry["key"], list) else values[keys[0]]
+
+
+def _keys(entry: dict) -> list[str]:
+    """The state_dict key(s) of a `weights_map.json` entry: one, or a list for a weight torch keeps as several."""
+    return entry["key"] if isinstance(entry["key"], list) else [entry["key"]]
 
 
 def _row(weight: str, kind: str, torch_value: np.ndarray, keras_value: np.ndarray, rounding: float) -> ParityRow:
@@ -305,10 +310,10 @@ def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Pa
         gradient = None if entry is None else _torch_value(step.gradients, entry)
         if gradient is None:
             raise CheckFailed(f"training parity: Keras trains {name}, which the native model does not (no state_dict key)")
-        start = _torch_value(starts, entry)
-        noise = rounding(gradient, _torch_value(exact.gradients, entry), f"grad/{name}", entry)
+        start, exact_gradient = _torch_value(starts, entry), _torch_value(exact.gradients, entry)
+        noise = rounding(gradient, exact_gradient, f"grad/{name}", entry)
         report.rows.append(_row(name, "gradient", gradient, _as_torch(reference[f"grad/{name}"], entry), noise))
-        if float(np.linalg.norm(_torch_value(exact.gradients, entry))) < TRAIN_NOISE_FACTOR * noise:
+        if float(np.linalg.norm(exact_gradient)) < TRAIN_NOISE_FACTOR * noise:
             # zero in exact arithmetic: each framework steps along its own rounding noise (Adam, by its sign)
             report.rows.extend(ParityRow(name, label, 0.0, 0.0, True, NOISE_GRADIENT) for label in ("after SGD", "after Adam"))
             continue
@@ -317,7 +322,7 @@ def run(keras: KerasModel, model, source, weights_map: dict[str, dict], data: Pa
             ours, ours64 = _torch_value(getattr(step, kind), entry) - start, _torch_value(getattr(exact, kind), entry) - start
             report.rows.append(_row(name, label, ours, keras_update, rounding(ours, ours64, f"{kind}/{name}", entry, start)))
     trained_by_keras = {key for name in reference if name.startswith("grad/") and (entry := _entry(weights_map, name[len("grad/"):]))
-                        for key in (entry["key"] if isinstance(entry["key"], list) else [entry["key"]])}
+                        for key in _keys(entry)}
     extra = sorted(set(step.gradients) - trained_by_keras)
     if extra:  # a frozen layer (trainable=False) the native model would train
         raise CheckFailed(f"training parity: the native model trains {extra[0]}, which Keras keeps frozen")

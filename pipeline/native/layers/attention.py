@@ -23,17 +23,21 @@ from pipeline.native.layers.registry import Emitted, WeightRule, emits, number, 
 _IGNORES = ("num_heads", "key_dim", "value_dim", "output_shape", "query_shape", "key_shape", "value_shape", "softmax_robust_masking")
 
 
-@emits("MultiHeadAttention", ignores=_IGNORES)
-def _multi_head_attention(layer, weights, inputs, context):
-    config, options = layer.config, layer.call_options
-    if not 2 <= len(inputs) <= 3 or any(x.rank != 3 for x in inputs):
-        raise unsupported(layer, f"a call on {len(inputs)} inputs of ranks {[x.rank for x in inputs]} (query and value sequences)")
-    for option in ("attention_mask", "query_mask", "value_mask", "key_mask"):
-        if options.get(option) is not None:
+def _refuse_masks(layer) -> None:
+    for option in ("mask", "attention_mask", "query_mask", "value_mask", "key_mask"):
+        if layer.call_options.get(option) is not None:
             raise unsupported(layer, f"a call with {option}")
     for option in ("use_causal_mask", "return_attention_scores"):
-        if options.get(option):
+        if layer.call_options.get(option):
             raise unsupported(layer, f"{option}=True")
+
+
+@emits("MultiHeadAttention", ignores=_IGNORES)
+def _multi_head_attention(layer, weights, inputs, context):
+    config = layer.config
+    if not 2 <= len(inputs) <= 3 or any(x.rank != 3 for x in inputs):
+        raise unsupported(layer, f"a call on {len(inputs)} inputs of ranks {[x.rank for x in inputs]} (query and value sequences)")
+    _refuse_masks(layer)
     axes = config.get("attention_axes")
     if axes not in (None, [1], (1,), 1, [-2]):
         raise unsupported(layer, f"attention_axes {axes}")
@@ -59,15 +63,6 @@ def _multi_head_attention(layer, weights, inputs, context):
               f"{f', dropout={number(dropout)}' if dropout else ''}{scale})")
     args = ", ".join(x.var for x in inputs)  # query, value[, key]: Keras's order
     return Emitted(module, f"self.{context.attr}({args})", 3, rules)
-
-
-def _refuse_masks(layer) -> None:
-    for option in ("mask", "attention_mask", "query_mask", "value_mask", "key_mask"):
-        if layer.call_options.get(option) is not None:
-            raise unsupported(layer, f"a call with {option}")
-    for option in ("use_causal_mask", "return_attention_scores"):
-        if layer.call_options.get(option):
-            raise unsupported(layer, f"{option}=True")
 
 
 @emits("Attention", "AdditiveAttention")
