@@ -86,6 +86,14 @@ FAMILIES: dict[str, str] = {
         x = L.UpSampling2D(2)(x)
         model = keras.Model(inp, L.Conv2D(2, 3, strides=2)(x))
     """,
+    "resize": """
+        x = inp = keras.Input((12, 12, 3))
+        x = L.Conv2D(4, 3, padding="same", activation="relu")(x)
+        x = L.Resizing(10, 14)(x)  # bilinear, by 10/12 and 14/12: not whole multiples
+        x = L.UpSampling2D(2, interpolation="bilinear")(x)
+        x = L.Resizing(7, 9, interpolation="nearest")(x)
+        model = keras.Model(inp, L.Conv2D(2, 3, strides=2)(x))
+    """,
     "reshape_permute": """
         x = inp = keras.Input((4, 6, 3))
         x = L.Conv2D(4, 1)(x)

@@ -343,3 +343,40 @@ def test_static_squeeze_and_unsqueeze_follow_onnx_axes():
     x = torch.zeros(2, 3)
     assert unsqueeze_axes(x, (-2, -1)).shape == (2, 3, 1, 1) and unsqueeze_axes(x, (0, -1)).shape == (1, 2, 3, 1)
     assert squeeze_axes(torch.zeros(1, 2, 1, 3), ()).shape == (2, 3) and squeeze_axes(torch.zeros(1, 2, 1), (-1,)).shape == (1, 2)
+
+
+def _resize_model(mode: str, coordinates: str, scales: list[float], shape: list[int], runtime_scales: bool = False) -> onnx.ModelProto:
+    """One ONNX Resize of X by `scales` (float32), as tf2onnx writes it: a constant, or (`runtime_scales`) computed
+    at run time — here `scales · 1` from a graph input, which onnx2torch reads only when the graph runs."""
+    attributes = {"mode": mode, "coordinate_transformation_mode": coordinates, "nearest_mode": "floor"}
+    nodes = [helper.make_node("Resize", ["X", "", "scales", ""] if not runtime_scales else ["X", "", "computed"], ["Y"], **attributes)]
+    inputs = [helper.make_tensor_value_info("X", TensorProto.FLOAT, shape)]
+    initializers = [numpy_helper.from_array(np.array(scales, np.float32), "scales")]
+    if runtime_scales:
+        nodes.insert(0, helper.make_node("Mul", ["scales", "one"], ["computed"]))
+        inputs.append(helper.make_tensor_value_info("one", TensorProto.FLOAT, [len(scales)]))
+    graph = helper.make_graph(nodes, "resize", inputs, [helper.make_tensor_value_info("Y", TensorProto.FLOAT, None)], initializer=initializers)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize("mode,coordinates", [("linear", "half_pixel"), ("nearest", "tf_half_pixel_for_nn"), ("nearest", "asymmetric")])
+def test_resize_equals_onnx_runtime_by_scales_that_float64_floors_short(mode, coordinates, tmp_path):
+    """tf2onnx's Resize of Keras `Resizing(7, 9)` on 20×28: scales float32(7/20), float32(9/28), whose products with the
+    sizes floor to 7 and 9 in float32 (ONNX Runtime) but 6 and 8 in float64 (onnx2torch's `interpolate` gave one row
+    and one column short); and TensorFlow 2's nearest resize (`tf_half_pixel_for_nn`, torch's `nearest-exact`), which
+    onnx2torch ran as torch's `nearest`. Against ONNX Runtime, scales constant and computed at run time."""
+    import onnxruntime as ort
+
+    shape = [2, 3, 20, 28]
+    x = np.random.default_rng(5).normal(0, 1, shape).astype(np.float32)
+    for runtime_scales in (False, True):
+        model = _resize_model(mode, coordinates, [1, 1, 7 / 20, 9 / 28], shape, runtime_scales)
+        path = tmp_path / f"resize_{runtime_scales}.onnx"
+        onnx.save(model, path)
+        feeds = {"X": x} | ({"one": np.ones(4, np.float32)} if runtime_scales else {})
+        expected = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+        assert expected.shape == (2, 3, 7, 9)
+        got = to_fx.convert_raw(path)(*(torch.from_numpy(v) for v in feeds.values())).numpy()
+        # nearest: the same pixels exactly. linear: ONNX Runtime steps by the float32 scale, torch by 20/7 — sampling
+        # positions ≤ 28 px apart by ≤ 6e-8 relative, times a slope of a few units: ~1e-5 at most
+        np.testing.assert_allclose(got, expected, atol=2e-5 if mode == "linear" else 0, rtol=0)

@@ -126,35 +126,30 @@ def static_expands(gm: fx.GraphModule, sample: Sample) -> int:
 
 
 def static_resizes(gm: fx.GraphModule, sample: Sample) -> int:
-    """Replace every onnx2torch Resize in `gm` (in place) by `F.interpolate` with its scales where they are
-    constants, else with the output size observed at two batch sizes (Keras `Resizing`: sizes computed
-    from the input's `Shape`); return how many.
+    """Replace every Resize in `gm` (`onnx_ops.resize`, in place) by `F.interpolate` to the output size observed at two
+    batch sizes (the same at both: the model's spatial sizes are fixed); return how many.
 
     Raises:
         BadInput: a Resize whose spatial output size depends on the batch.
     """
     import torch.nn.functional as F
-    from onnx2torch.node_converters.resize import OnnxResize, _onnx_mode_to_torch_mode
 
-    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), OnnxResize)]
+    from pipeline.converters.onnx_ops.resize import Resize
+
+    nodes = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target), Resize)]
     if not nodes:
         return 0
     small, large = (_output_shapes(gm, sample, b) for b in _PROBE_BATCHES)
-    for node in nodes:
+    # decided before any swap: a swapped resize's replacement has a name the shapes were not observed under
+    spatial = [n for n in nodes if isinstance(n.args[0], fx.Node) and list(small.get(n.args[0].name, ())[:2]) == list(small[n.name][:2])]
+    for node in spatial:  # the others resize the batch or channels: onnx2torch refuses them, at run time
         module = gm.get_submodule(node.target)
-        given = dict(zip(("roi", "scales", "sizes"), node.args[1:], strict=False)) | dict(node.kwargs)
         if list(small[node.name][2:]) != list(large[node.name][2:]):
             raise BadInput(f"Resize {node.target!r} has a spatial size that depends on the batch; cannot make it static")
-        source = node.args[0]
-        if not isinstance(source, fx.Node) or list(small.get(source.name, ())[:2]) != list(small[node.name][:2]):
-            continue  # a resize of the batch or channels: onnx2torch refuses it, at run time
-        scales = constant_of(gm, given.get("scales"))
-        mode = _onnx_mode_to_torch_mode(module.onnx_mode, len(small[node.name]) - 2)
-        options = {"mode": mode, "align_corners": module.align_corners}
-        if scales is not None and scales.numel():
-            options["scale_factor"] = [float(v) for v in scales.tolist()[2:]]
-        else:
-            options["size"] = [int(v) for v in small[node.name][2:]]
+        mode = module.torch_mode(len(small[node.name]) - 2)
+        # By size, not by the node's scales: torch then steps by input/output size in the tensor's own precision,
+        # as TensorFlow does; a float32 scale (10/12) is off by 1e-8, which the float64 proof would see.
+        options = {"mode": mode, "align_corners": module.align_corners, "size": [int(v) for v in small[node.name][2:]]}
         _swap(gm, node, F.interpolate, (node.args[0],), options)
     _tidy(gm)
     return len(nodes)
@@ -179,12 +174,13 @@ def full_to_batch(reference: torch.Tensor, shape: tuple[int, ...], batch_dim: in
     return torch.full(_with_batch(reference, shape, batch_dim, per_batch), fill, dtype=dtype, device=reference.device)
 
 
-def _swap(gm: fx.GraphModule, node: fx.Node, target, args: tuple, kwargs: dict | None = None) -> None:
-    """Replace `node` (an onnx2torch module call) by a call of the function `target`, in place."""
+def _swap(gm: fx.GraphModule, node: fx.Node, target, args: tuple, kwargs: dict | None = None) -> fx.Node:
+    """Replace `node` (an onnx2torch module call) by a call of the function `target`, in place; return the call."""
     with gm.graph.inserting_after(node):
         replacement = gm.graph.call_function(target, args, kwargs)
     node.replace_all_uses_with(replacement)
     gm.graph.erase_node(node)
+    return replacement
 
 
 def _tidy(gm: fx.GraphModule) -> None:

@@ -13,9 +13,13 @@ Some constructs have an exact form that both ONNX Runtime and onnx2torch run, an
   onnx2torch refuses: the unpadded transposed convolution followed by a `Slice` that crops the same
   rows and columns — the same numbers;
 - `BatchNormalization` with scale and bias expanded from constants to a shape computed at run time
-  (tf-keras's `LayerNormalization`): its arithmetic, Sub/Div/Sqrt/Mul/Add — the same formula.
+  (tf-keras's `LayerNormalization`): its arithmetic, Sub/Div/Sqrt/Mul/Add — the same formula;
+- a `Resize` by scales that float64 arithmetic floors one row short of the size ONNX Runtime (float32) and
+  Keras give: the same `Resize` by sizes, so that every reader of the graph gets the same size.
 
-`float32_part` names a layer of the float64 rebuild that TensorFlow computed in float32 (bilinear resize).
+In the float64 rebuild's graph, `float64_resize_clips` makes float64 the float32 clip that tf2onnx writes after
+TensorFlow's bilinear resize (whose float64 reference `tf_side.float64_resize` computes); `float32_part` names
+any other layer of the float64 rebuild that TensorFlow computed in float32.
 """
 
 from __future__ import annotations
@@ -112,6 +116,52 @@ def rewrite_asymmetric_conv_transpose(proto) -> int:
     return rewritten
 
 
+def rewrite_resize_scales(proto) -> int:
+    """Give every constant-scale `Resize` whose output size float64 arithmetic floors one short the sizes instead,
+    in place; return how many.
+
+    tf2onnx writes Keras `Resizing(7, 9)` on 20×28 as the scales float32(7/20) and float32(9/28). ONNX Runtime
+    takes `floor(size · scale)` in float32 — 7 —, ONNX shape inference and torch's `interpolate` in float64 —
+    6.99… → 6: the checker refuses the graph and onnx2torch drops a row. Given the sizes (batch and channels read
+    with `Shape`, the rest ONNX Runtime's), every reader gets the same size, and ONNX Runtime the same scale
+    (float32 of output/input size: the value tf2onnx wrote). The scale itself cannot be nudged instead: a
+    nearest resize's sampling positions fall on whole numbers, where a float32 step moves a row. Input sizes
+    come from shape inference, redone after each change: an earlier resize's size is what the next one reads."""
+    from onnx import helper, numpy_helper, shape_inference
+
+    graph = proto.graph
+    initializers = {init.name: init for init in graph.initializer}
+    changed = 0
+    for node in [node for node in graph.node if node.op_type == "Resize"]:
+        init = initializers.get(node.input[2]) if len(node.input) > 2 else None
+        if init is None:
+            continue  # scales computed at run time, or sizes given: `onnx_ops.resize` sizes them as ONNX Runtime does
+        inferred = shape_inference.infer_shapes(proto)
+        shapes = {info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+                  for info in [*inferred.graph.value_info, *inferred.graph.input]}
+        size, scales = shapes.get(node.input[0]), numpy_helper.to_array(init).astype(np.float32)
+        if not size or len(size) != len(scales) or any(dim is None for dim in size[2:]):
+            continue
+        spatial = [int(np.floor(np.float32(dim) * scale)) for dim, scale in zip(size[2:], scales[2:], strict=True)]  # in float32
+        if spatial == [int(np.floor(float(dim) * float(scale))) for dim, scale in zip(size[2:], scales[2:], strict=True)]:
+            continue
+        index = list(graph.node).index(node)
+        new, op = _node_maker(f"{node.name}/sizes")
+        fixed = numpy_helper.from_array(np.array(spatial, np.int64), f"{node.name}/sizes/spatial")
+        graph.initializer.append(fixed)
+        shape = op("Shape", [node.input[0]])
+        start, stop = (f"{node.name}/sizes/{which}" for which in ("start", "stop"))
+        graph.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), start),
+                                  numpy_helper.from_array(np.array([2], np.int64), stop)])
+        batch_channels = op("Slice", [shape, start, stop])
+        new.append(helper.make_node("Concat", [batch_channels, fixed.name], [f"{node.name}/sizes/all"], name=f"{node.name}/sizes/Concat", axis=0))
+        node.input[:] = [node.input[0], node.input[1], "", new[-1].output[0]]
+        for offset, made in enumerate(new):
+            graph.node.insert(index + offset, made)
+        changed += 1
+    return changed
+
+
 def _scalar_expanded(graph, name: str) -> float | None:
     """The value of `name` where it is `Expand` of a one-element constant (a shape read at run time); else None."""
     from onnx import numpy_helper
@@ -198,6 +248,48 @@ def rewrite_normalization_by_batchnorm(proto) -> int:
 _SAME_TYPE_OPS = {"Add", "Sub", "Mul", "Div", "Min", "Max", "Clip", "Sum", "Mean"}  # not Pow: its exponent has a type of its own
 
 
+def float64_resize_clips(proto) -> int:
+    """In the float64 rebuild's graph (its input float64), make float64 the float32 constants of the `Min`/`Max`
+    right after a bilinear half-pixel `Resize`, in place; return how many. TensorFlow's `ResizeBilinear`
+    returns float32 whatever its input, and Keras clips that to float32's range before casting it back:
+    ONNX's `Resize` keeps its input's type, so the graph holds a float64 resize clipped by float32 bounds
+    (±3.4e38, exact in float64). The reference computes that resize in float64 (`tf_side.float64_resize`)."""
+    from onnx import TensorProto, numpy_helper
+
+    graph = proto.graph
+    if not graph.input or graph.input[0].type.tensor_type.elem_type != TensorProto.DOUBLE:
+        return 0
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer if init.data_type == TensorProto.FLOAT}
+    constants |= {node.output[0]: numpy_helper.to_array(node.attribute[0].t) for node in graph.node
+                  if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value"
+                  and node.attribute[0].t.data_type == TensorProto.FLOAT}
+    bilinear = {node.output[0] for node in graph.node if node.op_type == "Resize"
+                and _attribute(node, "mode", b"nearest") == b"linear"
+                and _attribute(node, "coordinate_transformation_mode", b"half_pixel") == b"half_pixel"}
+    clipped, changed = set(bilinear), 0
+    for node in graph.node:  # the clip is Min then Max (or Max then Min), in graph order
+        if node.op_type not in ("Min", "Max") or len(node.input) != 2 or node.input[0] not in clipped:
+            continue
+        bound = constants.get(node.input[1])
+        if bound is None or bound.size != 1 or abs(float(bound.reshape(-1)[0])) != float(np.finfo(np.float32).max):
+            continue
+        name = f"{node.input[1]}_float64"
+        if name not in {init.name for init in graph.initializer}:
+            graph.initializer.append(numpy_helper.from_array(bound.astype(np.float64), name))
+        node.input[1] = name
+        clipped.add(node.output[0])
+        changed += 1
+    return changed
+
+
+def _attribute(node, name: str, default):
+    """`node`'s attribute `name` (its value of any type), or `default`."""
+    from onnx import helper
+
+    found = [helper.get_attribute_value(a) for a in node.attribute if a.name == name]
+    return found[0] if found else default
+
+
 def float32_part(proto, layer_names: list[str]) -> str | None:
     """In the float64 rebuild's graph (its input float64), the Keras layer that TensorFlow computed in
     float32 all the same, or None. TensorFlow's bilinear `ResizeBilinear` (Keras `Resizing`,
@@ -275,7 +367,7 @@ def rewrite(proto) -> dict[str, int]:
     """Every rewrite above, in place; how many nodes each changed."""
     return {"erfc": rewrite_erfc(proto), "global_max_pool": rewrite_global_max_pool(proto),
             "conv_transpose_pads": rewrite_asymmetric_conv_transpose(proto),
-            "normalization_by_batchnorm": rewrite_normalization_by_batchnorm(proto)}
+            "normalization_by_batchnorm": rewrite_normalization_by_batchnorm(proto), "resize_scales": rewrite_resize_scales(proto)}
 
 
 def check_ops(proto, opset: int, layer_names: list[str]) -> None:

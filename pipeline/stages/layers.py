@@ -90,7 +90,9 @@ def table(root: Path = PACKAGE_ROOT) -> str:
     ops = sorted({op for op, _ in onnx_ops.register()})
     lines += ["", "## ONNX ops converted beyond onnx2torch", "",
               "onnx2torch has no converter for these; `pipeline/converters/onnx_ops/` registers ours in its registry, one file a family:",
-              "", *(f"- `{op}`" for op in ops), ""]
+              "", *(f"- `{op}`" for op in ops), "",
+              "onnx2torch's own converters of these compute a wrong result on tf2onnx's graphs; ours replace them "
+              "(each file says what it puts right):", "", *(f"- `{op}`" for op in sorted({op for op, _ in onnx_ops.REPLACED})), ""]
     return "\n".join(lines)
 
 

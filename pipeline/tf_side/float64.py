@@ -12,6 +12,7 @@ import re
 
 import numpy as np
 
+from pipeline.tf_side import float64_resize
 from pipeline.tf_side.loading import keras_api
 
 FLOAT32, FLOAT64 = "float32", "float64"
@@ -71,6 +72,7 @@ def rebuild(model):
         twin.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
     except Exception as exc:  # noqa: BLE001 — any layer that refuses float64; the proof is then left out, with the reason
         raise ValueError(f"the model cannot be rebuilt in float64 ({unconverted_layer(model, exc)})") from exc
+    float64_resize.take_float64(twin)
     kept = sorted({layer.name for layer in _leaves(twin, keras) if getattr(layer, "compute_dtype", FLOAT64) != FLOAT64
                    and type(layer).__name__ != "InputLayer"})
     if kept:

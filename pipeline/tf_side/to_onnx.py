@@ -35,10 +35,12 @@ def convert(model, onnx_path: Path, opset: int, dtype: str = "float32") -> dict[
         optimizers = _collecting_optimizers() if weight_bytes > COLLECT_ABOVE_BYTES else None  # None: tf2onnx's own
         proto, _ = tf2onnx.convert.from_keras(model, input_signature=spec, opset=opset, optimizers=optimizers)
     gc.collect()  # the frozen graphs tf2onnx leaves behind, before the next conversion or the outputs
-    float32_layer = onnx_fixes.float32_part(proto, [layer.name for layer in model.layers]) if dtype == "float64" else None
-    if float32_layer is not None:
-        raise ValueError(f"layer {float32_layer} computes in float32 in TensorFlow even in the float64 rebuild "
-                         "(bilinear resize): there is no float64 reference for it")
+    if dtype == "float64":
+        onnx_fixes.float64_resize_clips(proto)  # the reference computes that resize in float64 (`float64_resize`)
+        float32_layer = onnx_fixes.float32_part(proto, [layer.name for layer in model.layers])
+        if float32_layer is not None:
+            raise ValueError(f"layer {float32_layer} computes in float32 in TensorFlow even in the float64 rebuild: "
+                             "there is no float64 reference for it")
     rewrites = onnx_fixes.rewrite(proto)
     onnx_fixes.check_ops(proto, opset, [layer.name for layer in model.layers])
     onnx_fixes.canonical_names(proto)  # after the check: its message quotes the names tf2onnx gave

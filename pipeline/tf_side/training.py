@@ -23,7 +23,7 @@ from pipeline.common.checksums import sha256_of
 from pipeline.common.keras_job import CRASH_TRAINING_FOR_TESTS, STEP_BATCH_KEYS, STEP_MODEL_KEY
 from pipeline.keras_file.weights import AUTO_NAMED, DIRECTIONS, PROJECTIONS, weight_leaf
 from pipeline.verifier.training_batch import read_batch
-from pipeline.tf_side import float64
+from pipeline.tf_side import float64, float64_resize
 from pipeline.tf_side.loading import keras_api
 
 # Each optimizer's learning rate for its one step: an update far above the float32 spacing of the weights
@@ -132,7 +132,8 @@ def step(model, model_path: Path, batch_file: Path, out: Path, safe: bool = Fals
     arrays = _step(model, x, labels, loss_kind, safe)
     if twin is not None:  # kept in the safe retry: on a small batch, Keras's own rounding is what the bound needs
         try:
-            arrays.update({f"f64/{key}": value for key, value in _step(twin, x, labels, loss_kind, safe).items()})
+            with float64_resize.exact():  # TensorFlow's bilinear resize computes in float32
+                arrays.update({f"f64/{key}": value for key, value in _step(twin, x, labels, loss_kind, safe).items()})
         except Exception as exc:  # noqa: BLE001 — an op with no float64 kernel (MaxPool3D): the bound is torch's alone
             arrays["f64_unavailable"] = np.array(f"the float64 rebuild does not run ({float64.unconverted_layer(twin, exc)})")
     else:

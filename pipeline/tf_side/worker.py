@@ -25,7 +25,7 @@ from pipeline.common.messages import library_error  # noqa: E402
 from pipeline.common.keras_job import ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX, KerasJob, KerasJobResult  # noqa: E402
 from pipeline.data import checkset  # noqa: E402
 from pipeline.keras_file import safety  # noqa: E402
-from pipeline.tf_side import float64, grouped_conv, outputs, timing, to_onnx, training  # noqa: E402
+from pipeline.tf_side import float64, float64_resize, grouped_conv, outputs, timing, to_onnx, training  # noqa: E402
 from pipeline.tf_side.loading import input_layout, keras_api, load_keras_model  # noqa: E402
 
 
@@ -95,7 +95,8 @@ def _float64_parts(model, job: KerasJob, user_inputs) -> str:
             outputs.unavailable(job.reference_f64, job.model, job.data, str(exc))
         return str(exc)
     try:
-        with grouped_conv.without_xla(keras_api(twin)):  # XLA's float64 grouped convolution is slow beyond use
+        # XLA's float64 grouped convolution is slow beyond use; TensorFlow's bilinear resize computes in float32
+        with grouped_conv.without_xla(keras_api(twin)), float64_resize.exact():
             if job.reference_f64:
                 outputs.reference(twin, job.model, job.reference_f64, job.data, user_inputs, job.input_ranges, _tokens(job))
             if job.layers_f64:

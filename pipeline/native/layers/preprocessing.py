@@ -1,10 +1,10 @@
-"""Preprocessing inside the model: `Rescaling` and `Normalization` (their constants in the source)."""
+"""Preprocessing inside the model: `Rescaling` and `Normalization` (their constants in the source), `Resizing`."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from pipeline.native.layers.registry import Emitted, config_axis, emits, number, unsupported
+from pipeline.native.layers.registry import Emitted, config_axis, emits, interpolation, number, unsupported
 
 
 @emits("Rescaling")
@@ -34,3 +34,15 @@ def _normalization(layer, weights, inputs, context):
     # Keras: (x − mean) / max(√variance, 1e-7); the statistics are constants of the model, kept as buffers
     module = f"KerasNormalization({mean.tolist()!r}, {variance.tolist()!r}, {shape})"
     return Emitted(module, f"self.{context.attr}({x.var})", x.rank, in_source=tuple(weights))
+
+
+@emits("Resizing", ignores=("fill_mode", "fill_value"))  # both for pad_to_aspect_ratio only
+def _resizing(layer, weights, inputs, context):
+    config, (x,) = layer.config, inputs
+    for option in ("crop_to_aspect_ratio", "pad_to_aspect_ratio", "antialias"):
+        if config.get(option):
+            raise unsupported(layer, f"{option}=True")
+    if x.rank != 4:
+        raise unsupported(layer, f"an input of rank {x.rank} (a batch of images only)")
+    size = (int(config["height"]), int(config["width"]))
+    return Emitted(None, f"F.interpolate({x.var}, size={size}, {interpolation(layer)})", x.rank)

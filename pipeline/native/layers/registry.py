@@ -228,6 +228,24 @@ def pair(value, n: int) -> tuple[int, ...]:
     return tuple(value) if isinstance(value, list | tuple) else (value,) * n
 
 
+# TensorFlow's image resizing (half-pixel centres) as `F.interpolate`'s modes: bilinear is torch's with
+# `align_corners=False` (both clamp the source position to the edge pixels); nearest takes floor((y + ½)·scale),
+# torch's 'nearest-exact' (its 'nearest' drops the ½).
+INTERPOLATIONS = {"bilinear": "mode='bilinear', align_corners=False", "nearest": "mode='nearest-exact'"}
+
+
+def interpolation(layer: KerasLayer) -> str:
+    """`F.interpolate`'s mode arguments (source) for `layer`'s `interpolation`.
+
+    Raises:
+        BadInput: an interpolation other than bilinear or nearest.
+    """
+    name = layer.config.get("interpolation", "nearest")
+    if name not in INTERPOLATIONS:
+        raise unsupported(layer, f"interpolation '{name}'")
+    return INTERPOLATIONS[name]
+
+
 def number(value) -> str:
     """A number as Python source (a float, as the generated code writes it)."""
     return repr(float(value))

@@ -1,9 +1,9 @@
-"""Layers that move values without computing: padding, cropping, nearest upsampling, `Flatten`,
+"""Layers that move values without computing (or little): padding, cropping, upsampling, `Flatten`,
 `Reshape`, `Permute` (the last three in Keras's channels-last order, and back)."""
 
 from __future__ import annotations
 
-from pipeline.native.layers.registry import Emitted, emits, pair, unsupported
+from pipeline.native.layers.registry import Emitted, emits, interpolation, pair
 
 
 @emits("ZeroPadding1D", "ZeroPadding2D")
@@ -32,10 +32,9 @@ def _cropping(layer, weights, inputs, context):
 @emits("UpSampling2D")
 def _upsampling(layer, weights, inputs, context):
     (x,) = inputs
-    if layer.config.get("interpolation", "nearest") != "nearest":
-        raise unsupported(layer, f"interpolation '{layer.config.get('interpolation')}'")
+    mode = interpolation(layer)
     size = pair(layer.config.get("size", 2), 2)
-    return Emitted(None, f"F.interpolate({x.var}, scale_factor={tuple(float(s) for s in size)}, mode='nearest')", x.rank)
+    return Emitted(None, f"F.interpolate({x.var}, scale_factor={tuple(float(s) for s in size)}, {mode})", x.rank)
 
 
 @emits("Flatten")
