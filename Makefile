@@ -21,6 +21,9 @@ DIR   := $(OUT)/$(STEM)
 ARGS  := --model $(MODEL) --data $(DATA) --out $(OUT)
 TEST_SET := $(DATA)/cifar-10-batches-bin/test_batch.bin
 CODE_MK  := .make/code.mk
+# Every rule that runs $(PY) waits for the install (order-only: a reinstall alone rebuilds no artifact), so that
+# `make all` or `make test` on a fresh clone installs first.
+VENV     := .venv/.installed
 
 .PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo sequences fuzz all test zoo-test clean
 .DEFAULT_GOAL := help
@@ -43,67 +46,67 @@ install: .venv/.installed ## create .venv with the pinned stack (idempotent)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
 
-fetch: ## put the model and test set under $(DATA), SHA-256 checked (mirror first)
+fetch: | $(VENV) ## put the model and test set under $(DATA), SHA-256 checked (mirror first)
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
 
 # The default model and the test set come from `make fetch`; a user's own MODEL must already exist.
-$(DATA)/models/%.h5:
+$(DATA)/models/%.h5: | $(VENV)
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
-$(TEST_SET):
+$(TEST_SET): | $(VENV)
 	$(PY) -m pipeline fetch --data $(DATA) --mirror $(MIRROR)
 
 onnx: $(DIR)/model.onnx ## stage 1: Keras -> model.onnx (+ Keras reference outputs)
-$(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) $(CODE_onnx)
+$(DIR)/model.onnx: $(MODEL) $(TEST_SET) $(INPUTS) $(CODE_onnx) | $(VENV)
 	$(PY) -m pipeline onnx $(ARGS) $(if $(INPUTS),--inputs $(INPUTS)) $(if $(INPUT_RANGE),--input-range $(INPUT_RANGE))
 
 torch: $(DIR)/model.pt2 ## stage 2: model.onnx -> model.pt2 (torch.export), model_opt.pt2 (optimized), model_aoti.pt2 (AOTInductor), model_fx.py
 # the batch-1 model's convolution kernel is C++, which the import graph does not see
-$(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 &: $(DIR)/model.onnx $(CODE_torch) $(wildcard pipeline/runtimes/kernels/*.cpp)
+$(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 &: $(DIR)/model.onnx $(CODE_torch) $(wildcard pipeline/runtimes/kernels/*.cpp) | $(VENV)
 	$(PY) -m pipeline torch $(ARGS)
 
 native: $(DIR)/native/model.py ## the Keras file alone -> native/model.py + model.safetensors + weights_map.json (trainable)
-$(DIR)/native/model.py $(DIR)/native/model.safetensors $(DIR)/native/weights_map.json &: $(MODEL) $(CODE_native)
+$(DIR)/native/model.py $(DIR)/native/model.safetensors $(DIR)/native/weights_map.json &: $(MODEL) $(CODE_native) | $(VENV)
 	$(PY) -m pipeline native $(ARGS)
 
 # verify waits on the native stage having been tried, not on its success: native_status.json says built or
 # why not (any native stage run records it), and verify compares the native model only where it was built.
 # touch: the stage leaves the file as it is when it fails as recorded (common/stage_status.py).
 # After the onnx stage (order only): the native stage reads which Keras loaded the file, and Keras's stored outputs.
-$(DIR)/native_status.json: $(MODEL) $(CODE_native) | $(DIR)/model.onnx
+$(DIR)/native_status.json: $(MODEL) $(CODE_native) | $(DIR)/model.onnx $(VENV)
 	$(PY) -m pipeline native $(ARGS) --keep-going
 	@touch $@
 
 verify: $(DIR)/verify.json ## stage 3: compare Keras, onnxruntime, FX, model.pt2, native (where it can be made), hand-written model
-$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $(DIR)/native_status.json $(TEST_SET) $(CODE_verify)
+$(DIR)/verify.json: $(DIR)/model.onnx $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $(DIR)/native_status.json $(TEST_SET) $(CODE_verify) | $(VENV)
 	$(PY) -m pipeline verify $(ARGS)
 
 evaluate: $(DIR)/evaluate.json ## stage 4: CIFAR-10 accuracy of model.pt2, gated at 0.85
-$(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) $(CODE_evaluate)
+$(DIR)/evaluate.json: $(DIR)/model.pt2 $(TEST_SET) $(CODE_evaluate) | $(VENV)
 	$(PY) -m pipeline evaluate $(ARGS)
 
 bench: $(DIR)/bench.json ## batch-1 latency and images/s of Keras, onnxruntime, onnx2torch, model.pt2, model_opt.pt2 (eager, compiled), model_aoti.pt2
-$(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $(TEST_SET) $(CODE_bench)
+$(DIR)/bench.json: $(DIR)/model.pt2 $(DIR)/model_opt.pt2 $(DIR)/model_aoti.pt2 $(TEST_SET) $(CODE_bench) | $(VENV)
 	$(PY) -m pipeline bench $(ARGS)
 
-aot-options: $(DIR)/model_opt.pt2 $(TEST_SET) ## each AOTInductor setting for model_aoti.pt2 compiled, checked and timed against onnxruntime: aot_options.md
+aot-options: $(DIR)/model_opt.pt2 $(TEST_SET) | $(VENV) ## each AOTInductor setting for model_aoti.pt2 compiled, checked and timed against onnxruntime: aot_options.md
 	$(PY) -m pipeline aot-options $(ARGS) $(if $(VARIANTS),--variants "$(VARIANTS)")
 
-zoo: ## Keras Applications (calibrated random weights) and trained members (tf-keras .h5, Keras 3 .keras) through onnx, torch, native, verify: $(OUT)/zoo/summary.md
+zoo: | $(VENV) ## Keras Applications (calibrated random weights) and trained members (tf-keras .h5, Keras 3 .keras) through onnx, torch, native, verify: $(OUT)/zoo/summary.md
 	$(PY) -m pipeline zoo --out $(OUT) $(if $(ZOO),--models $(ZOO))
 
-fuzz: $(MODEL) ## damaged and hostile copies of MODEL and of base models of other kinds: each taken, or refused in one line: $(OUT)/fuzz/summary.md
+fuzz: $(MODEL) | $(VENV) ## damaged and hostile copies of MODEL and of base models of other kinds: each taken, or refused in one line: $(OUT)/fuzz/summary.md
 	$(PY) -m pipeline fuzz $(ARGS) $(if $(FUZZ_SAMPLE),--sample $(FUZZ_SAMPLE))
 
-all: fetch verify evaluate ## everything, then a summary table
+all: fetch verify evaluate | $(VENV) ## everything, then a summary table
 	@$(PY) -m pipeline report $(ARGS)
 
-test: ## run the test suite (real-model tests read the mirror at MIRROR)
+test: | $(VENV) ## run the test suite (real-model tests read the mirror at MIRROR)
 	PIPELINE_MIRROR=$(MIRROR) $(PY) -m pytest
 
-sequences: ## trained recurrent, text and attention models (tf-keras .h5, Keras 3 .keras) through onnx, torch, native, verify: rows of $(OUT)/zoo/summary.md
+sequences: | $(VENV) ## trained recurrent, text and attention models (tf-keras .h5, Keras 3 .keras) through onnx, torch, native, verify: rows of $(OUT)/zoo/summary.md
 	$(PY) -m pipeline zoo --out $(OUT) --models sequences
 
-zoo-test: ## the tests on large zoo models `make test` leaves out (EfficientNetV2B0 .h5; weight faults in EfficientNetB0, DenseNet121)
+zoo-test: | $(VENV) ## the tests on large zoo models `make test` leaves out (EfficientNetV2B0 .h5; weight faults in EfficientNetB0, DenseNet121)
 	PIPELINE_MIRROR=$(MIRROR) $(PY) -m pytest -m zoo
 
 clean: ## remove the generated artifacts (keeps .venv and data)

@@ -1,8 +1,11 @@
 """Keras .h5/.keras → ONNX → torch.fx / torch.export, with proof of equality.
 
+`pipeline.convert(MODEL)` and `pipeline.load(FOLDER)` (`api`) are the Python door; `keras2torch` (`cli`) the command.
+
 The subpackages are layers; imports run one way, from the top of this list to the bottom:
 
-- `cli` — argv, printing, exit codes (only `__main__` imports it);
+- `api` — `convert`, `load`, `Conversion`, `ConversionError`: the command's program, called from Python;
+- `cli` — argv, printing, exit codes (`__main__` and `api` import it);
 - `stages` — one module per stage (`to_onnx`, `to_torch`, `verify`, `evaluate`, `bench`, `zoo`, `fuzz`, `report`);
 - `verifier` — backends, pairwise comparison, float32 noise against float64 (`precision`), Keras's
   reference outputs, layer map and layer-by-layer comparison, hand-written ResNet8;
@@ -18,3 +21,15 @@ nothing heavy.
 """
 
 __version__ = "0.1.0"
+
+_API = ("convert", "load", "Conversion", "Verdict", "ConversionError", "Refused", "NotEqual")
+__all__ = list(_API)
+
+
+def __getattr__(name: str):
+    """`pipeline.convert` and the rest of `api`, imported on first use: `import pipeline` stays light."""
+    if name in _API:
+        from pipeline import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'pipeline' has no attribute {name!r}")

@@ -1,5 +1,6 @@
-"""`python -m pipeline {fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,fuzz,all}`: parse, call the stage, print,
-map errors to exit codes. Nothing else lives here.
+"""`keras2torch` (= `python -m pipeline`) `{convert,fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,fuzz,
+layers,all}`: parse, call the stage, print, map errors to exit codes. Nothing else lives here. `convert` runs every stage
+a model needs, in order (`cmd_convert`); the others are one stage each, as the Makefile's targets call them.
 
 Exit codes: 0 success, 1 a check or gate failed, 2 bad input or usage. Errors are one line on stderr;
 `--debug` shows the traceback.
@@ -188,6 +189,10 @@ def cmd_verify(args) -> int:
     with scratch:
         result = verify.run(artifacts, data, paths.dir, allow_unsafe_code=args.allow_unsafe_code, keras=keras)
     summary = result.as_dict()
+    if getattr(args, "quiet", False):  # `convert`: its summary at the end, the tables in report.md
+        _say(f"verify: wrote {paths.verify_json} [{time.perf_counter() - started:.1f} s]")
+        result.raise_if_failed()
+        return 0
     print(report.verify_table(summary))
     if summary["layers"]:
         print()
@@ -288,6 +293,39 @@ def cmd_fuzz(args) -> int:
     return 0 if not summary.findings else 1
 
 
+def cmd_convert(args) -> int:
+    """The user's own model through every stage it needs — onnx, torch, native (unless --no-native), verify, and
+    evaluate where --evaluate names a labelled test set — one numbered line as each starts, then the summary.
+    A model with no native model is verified all the same (`native --keep-going`)."""
+    from pipeline.stages import report
+
+    from pipeline.common.errors import BadInput
+    from pipeline.keras_file.model import KerasModel
+
+    if not args.model.is_file():  # said before any step starts, with what to give instead (not `make fetch`)
+        raise BadInput(f"{args.model} does not exist; give the path to your Keras model (.keras or .h5)")
+    KerasModel.open(args.model, args.allow_unsafe_code)  # an unreadable file is refused on one line, before any step
+    args.onnx = args.torch = None
+    args.keep_going, args.quiet = True, True  # the tables are in report.md; here, one summary
+    steps = [("onnx", cmd_onnx), ("torch", cmd_torch), *([] if args.no_native else [("native", cmd_native)]), ("verify", cmd_verify),
+             *([("evaluate", cmd_evaluate)] if args.evaluate else [])]
+    started, paths = time.perf_counter(), _model_paths(args)
+    for number, (name, step) in enumerate(steps, 1):
+        _say(f"[{number}/{len(steps)}] {name}")
+        try:
+            step(args)
+        except CheckFailed:
+            if name not in ("verify", "evaluate"):
+                raise
+            report.write_report(paths.dir, args.model)  # a verdict, not an error: its summary is what the user needs
+            print(report.summary(paths.dir))
+            raise
+    report.write_report(paths.dir, args.model)
+    print(report.summary(paths.dir))
+    _say(f"keras2torch: {report.verdict_line(paths.dir)} [{time.perf_counter() - started:.0f} s]")
+    return 0
+
+
 def cmd_all(args) -> int:
     args.keep_going = True  # verify what was built: a model without a native model is still verified (`native --keep-going`)
     for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_native, cmd_verify, cmd_evaluate, cmd_report):
@@ -320,8 +358,26 @@ def build_parser() -> argparse.ArgumentParser:
                        help="draw the random check inputs from [LO, HI] (default: the range the model's Rescaling or "
                             "Normalization states, else [0,1], [-1,1] and [0,255])")
 
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description="Keras .h5 → ONNX → PyTorch, proven equal.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,all}")
+    parser = argparse.ArgumentParser(prog="keras2torch", description="Keras .h5/.keras → ONNX → PyTorch, proven equal. "
+                                     "`keras2torch convert MODEL` does it all; the other commands are its stages.")
+    sub = parser.add_subparsers(dest="command", required=True,
+                                metavar="{convert,fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,fuzz,layers,all}")
+    device_opt = argparse.ArgumentParser(add_help=False)
+    device_opt.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default: %(default)s)")
+    device_opt.add_argument("--allow-tf32", action="store_true",
+                            help="on CUDA, let fp32 convolutions run in TF32 (faster; flipped 3–4 ResNet8 predictions)")
+    convert = sub.add_parser("convert", parents=[opset, device_opt], help="your model through every stage: onnx, torch, native, verify "
+                             "(and evaluate with --evaluate); exit 0 equal, 1 not equal, 2 refused")
+    convert.add_argument("model", type=Path, help="your Keras model, .keras or .h5")
+    convert.add_argument("--out", type=Path, default=P.DEFAULT_OUT, help="artifacts root; files go to OUT/<model stem>/ (default: %(default)s)")
+    convert.add_argument("--data", type=Path, default=P.DEFAULT_DATA, help="folder holding the CIFAR-10 test set, if you have it "
+                         "(its images join the checks of a 32×32×3 model; default: %(default)s)")
+    convert.add_argument("--no-native", action="store_true", help="skip the native PyTorch model (native/model.py)")
+    convert.add_argument("--evaluate", choices=("cifar10",), help="also gate model.pt2's accuracy on this labelled test set")
+    convert.add_argument("--allow-unsafe-code", action="store_true",
+                         help="let Keras load Lambda layers, which runs Python code from the model file (only for files you trust)")
+    convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    convert.set_defaults(func=cmd_convert)
     sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
     sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)
     torch_parser = sub.add_parser("torch", parents=[common, onnx_opt],
@@ -338,10 +394,6 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("verify", parents=[common, onnx_opt, torch_opt],
                    help="compare Keras, onnxruntime, the FX graph, model.pt2, the native model and the hand-written model"
                    ).set_defaults(func=cmd_verify)
-    device_opt = argparse.ArgumentParser(add_help=False)
-    device_opt.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default: %(default)s)")
-    device_opt.add_argument("--allow-tf32", action="store_true",
-                            help="on CUDA, let fp32 convolutions run in TF32 (faster; flipped 3–4 ResNet8 predictions)")
     sub.add_parser("evaluate", parents=[common, onnx_opt, torch_opt, device_opt],
                    help="CIFAR-10 accuracy of model.pt2, gated").set_defaults(func=cmd_evaluate)
     from pipeline.stages.bench import BenchOptions
@@ -379,17 +431,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run(argv: list[str]) -> int:
+    """Parse `argv` and run its command; a `PipelineError` is raised, not printed (`main` prints it; `api` raises it)."""
+    args = build_parser().parse_args(argv)
+    return _dispatch(args)
+
+
+def _dispatch(args) -> int:
+    if args.command not in ("fetch", "zoo", "fuzz", "layers"):  # every other stage writes into OUT/<stem>/
+        from pipeline.common import atomic
+
+        folder = _model_paths(args).dir
+        atomic.require_writable(folder)
+        for path in atomic.sweep(folder):
+            _say(f"note: removed {path.name}, left by an interrupted run")
+    return args.func(args)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.command not in ("fetch", "zoo", "fuzz", "layers"):  # every other stage writes into OUT/<stem>/
-            from pipeline.common import atomic
-
-            folder = _model_paths(args).dir
-            atomic.require_writable(folder)
-            for path in atomic.sweep(folder):
-                _say(f"note: removed {path.name}, left by an interrupted run")
-        return args.func(args)
+        return _dispatch(args)
     except PipelineError as exc:
         if args.debug:
             raise

@@ -25,7 +25,8 @@ x = x.astype(np.float32).astype(np.float64)  # the check sets are float32 (tf-ke
 for api in (keras, tf_keras):
     for kind in ("Resizing", "UpSampling2D"):
         def model():  # a new one each time: a model's predict keeps the function it traced first
-            layer = api.layers.Resizing(10, 14, dtype="float64") if kind == "Resizing" else api.layers.UpSampling2D(2, interpolation="bilinear", dtype="float64")
+            layer = (api.layers.Resizing(10, 14, dtype="float64") if kind == "Resizing"
+                     else api.layers.UpSampling2D(2, interpolation="bilinear", dtype="float64"))
             return api.Sequential([api.Input((12, 12, 3), dtype="float64"), layer])
 
         exact = float64_resize.bilinear(tf.constant(x), (10, 14) if kind == "Resizing" else (24, 24)).numpy()

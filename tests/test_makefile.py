@@ -50,3 +50,15 @@ def test_make_native_alone_fails_on_its_one_line(made):
     said = [line for line in completed.stderr.splitlines() if not line.startswith("make")]  # make adds its own "*** Error 2"
     assert len(said) == 1 and said[0].startswith(f"error: {NOT_NATIVE}"), completed.stderr
     assert _make("-q", "verify", *variables).returncode == 0  # failing as recorded leaves verify up to date
+
+
+@pytest.mark.parametrize("target", ["all", "test"])
+def test_all_and_test_install_first_when_the_install_is_missing_or_stale(target):
+    """`make all` and `make test` on a fresh clone: the install runs first (here simulated by a newer lock file,
+    dry run), then the target's own work."""
+    completed = _make("--dry-run", "-W", "requirements.lock", target)
+    assert completed.returncode == 0, completed.stderr
+    lines = completed.stdout.splitlines()
+    install = next(i for i, line in enumerate(lines) if "pip install" in line and "requirements.lock" in line)
+    work = next(i for i, line in enumerate(lines) if "-m pipeline" in line or "-m pytest" in line)
+    assert install < work, lines

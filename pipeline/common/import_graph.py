@@ -6,7 +6,7 @@ the rules it must keep:
 - TensorFlow (and Keras, tf2onnx) is imported only inside `pipeline.tf_side`, no module outside it
   imports one inside it, and nothing in it reaches torch, onnx2torch, torchvision or ONNX Runtime:
   the two must never share a process (../shared/NOTES.md);
-- only `pipeline.__main__` imports the command line.
+- only `pipeline.__main__` and `pipeline.api` (the same program, called from Python) import the command line.
 
 `python -m pipeline.common.import_graph check` prints every breach (exit 1 if any); `... make` prints
 each stage's true prerequisites — the files its module reaches, the TensorFlow process it launches
@@ -26,6 +26,7 @@ PACKAGE = "pipeline"
 TF_SIDE = WORKER_MODULE  # the fenced subpackage is the one the launcher runs
 CLI = f"{PACKAGE}.cli"
 ENTRY = f"{PACKAGE}.__main__"
+CLI_CALLERS = (ENTRY, f"{PACKAGE}.api")  # the modules that may import the command line
 # The module that starts the TensorFlow process (`runtimes.keras`): whatever reaches it depends on the
 # worker's code too, though no import says so.
 LAUNCHER = f"{PACKAGE}.runtimes.keras"
@@ -33,7 +34,7 @@ WORKER_ENTRY = f"{TF_SIDE}.__main__"
 # The layers, bottom first; a module may import from its own layer and those below. The TensorFlow
 # process sits beside the verifier: it uses the leaves and the pure-ONNX converters, nothing above.
 LAYERS = (("common",), ("data", "keras_file"), ("runtimes",), ("converters", "native"), ("verifier", "tf_side", "fuzz"), ("stages",),
-          ("cli",), ("__main__",))
+          ("cli",), ("api",), ("__main__",))
 TF_LIBRARIES = frozenset({"tensorflow", "keras", "tf_keras", "tf2onnx"})
 TORCH_LIBRARIES = frozenset({"torch", "torchvision", "onnx2torch", "onnxruntime"})
 # Each stage target of the Makefile and the module behind it.
@@ -153,8 +154,8 @@ class ImportGraph:
             for target in sorted(self.imports[module]):
                 if module not in inside and (target in inside or target in reaches_tf):
                     found.append(f"{module} imports {target}, which is the TensorFlow side (import it only inside {tf_fenced})")
-                if target == CLI and module != ENTRY:
-                    found.append(f"{module} imports the command line {target} (only {ENTRY} may)")
+                if target == CLI and module not in CLI_CALLERS:
+                    found.append(f"{module} imports the command line {target} (only {' and '.join(CLI_CALLERS)} may)")
                 below, above = self.layer(module), self.layer(target)
                 if below is not None and above is not None and above > below:
                     found.append(f"{module} imports {target}, a layer above it ({' · '.join(LAYERS[above])} over {' · '.join(LAYERS[below])})")

@@ -159,6 +159,8 @@ def rewrite_resize_scales(proto) -> int:
         for offset, made in enumerate(new):
             graph.node.insert(index + offset, made)
         changed += 1
+        if not any(init.name in other.input for other in graph.node):  # the scales no node reads now (ONNX Runtime warns of it)
+            graph.initializer.remove(init)
     return changed
 
 

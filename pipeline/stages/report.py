@@ -276,3 +276,21 @@ def summary(out_dir: Path) -> str:
     rows.extend(_stage_times(paths))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
+
+
+def verdict_line(out_dir: Path) -> str:
+    """The verdict in one line, as `keras2torch convert` ends: PASSED and what was proven, or where it breaks."""
+    verify = _load(ModelPaths(Path(out_dir)).verify_json)
+    if not verify:
+        return "no verdict (verify did not run)"
+    if not verify["passed"]:
+        divergence = (verify.get("layers") or {}).get("first_divergence") or verify.get("first_divergence")
+        where = f"; first divergence at layer {divergence['keras_layer']} ({divergence['backend']})" if divergence else ""
+        return f"NOT EQUAL{where}; see {ModelPaths(Path(out_dir)).report_md}"
+    checked = ", ".join(b for b in verify["backends"] if b != "keras")
+    proofs = [name for key, name in (("float64_proof", "ONNX path"), ("float64_proof_native", "native model"))
+              if (verify.get(key) or {}).get("passed")]
+    proven = (f"float64 proof passed ({', '.join(proofs)})" if proofs
+              else f"no float64 proof ({verify.get('float64_note') or 'not run'})")
+    inputs = verify["test_images"] + verify["random_images"] + (verify.get("user_inputs") or 0)
+    return f"PASSED — {checked} equal Keras on {inputs:,} inputs; {proven}"

@@ -1,0 +1,98 @@
+"""The door for one's own model: `keras2torch convert MODEL` (every stage it needs, one summary, exit 0/1/2) and, from
+Python, `pipeline.convert(...)` / `pipeline.load(DIR)` — importable without TensorFlow, its results loaded in a clean
+process, the native model and the exported program run on an input of the model's shape and agreeing."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import helpers
+
+KERAS2TORCH = helpers.ROOT / ".venv" / "bin" / "keras2torch"  # the console script `make install` puts there
+
+# In a process of its own, as a user's script: load a finished conversion, run its native model and its exported
+# program on one random input of the model's shape (each input, for several), and compare them.
+LOAD_SCRIPT = """
+import sys, numpy as np, torch, pipeline
+result = pipeline.load(sys.argv[1])
+assert result.passed and result.verdict.float64_proof.passed, result.verdict
+rng = np.random.default_rng(0)
+inputs = [torch.from_numpy(rng.integers(0, 2, (2, *shape)) if dtype.startswith("int") else rng.uniform(0, 1, (2, *shape)).astype(dtype))
+          for _, shape, dtype in result.inputs]
+with torch.no_grad():
+    native, exported = result.native()(*inputs), result.exported()(*inputs)
+native = native if isinstance(native, (tuple, list)) else (native,)
+exported = exported if isinstance(exported, (tuple, list)) else (exported,)
+assert len(native) == len(exported)
+worst = max(float((a - b).abs().max()) for a, b in zip(native, exported))
+assert worst < 1e-4, worst
+print("agree", worst, "tensorflow" in sys.modules)
+"""
+
+
+def _load_in_a_clean_process(folder) -> str:
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(LOAD_SCRIPT), str(folder)], capture_output=True, text=True, cwd=helpers.ROOT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return completed.stdout
+
+
+def _convert(model, out) -> subprocess.CompletedProcess:
+    return subprocess.run([str(KERAS2TORCH), "convert", str(model), "--out", str(out)], capture_output=True, text=True, cwd=helpers.ROOT)
+
+
+def test_convert_runs_every_stage_ends_on_one_verdict_and_loads_in_python(tmp_path):
+    """Two inputs, two outputs (a trained model of ours): `keras2torch convert` exits 0 on PASSED with the float64
+    proof on both paths; `pipeline.load` in a clean process (no TensorFlow there) gives a native model and an
+    exported program that agree."""
+    model = tmp_path / "two_heads.keras"
+    shutil.copy(helpers.ROOT / "tests" / "data" / "several_io" / model.name, model)
+    completed = _convert(model, tmp_path / "out")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    steps = [line for line in completed.stderr.splitlines() if line.startswith("[")]
+    assert steps == ["[1/4] onnx", "[2/4] torch", "[3/4] native", "[4/4] verify"], steps
+    last = completed.stderr.strip().splitlines()[-1]
+    assert last.startswith("keras2torch: PASSED — ") and "float64 proof passed (ONNX path, native model)" in last, last
+    assert "report" in completed.stdout and "verify     PASSED" in completed.stdout
+    said = _load_in_a_clean_process(tmp_path / "out" / "two_heads")
+    assert said.startswith("agree") and said.strip().endswith("False")  # TensorFlow never loaded in the user's process
+
+
+def test_errors_are_one_line_and_the_api_raises_them(tmp_path):
+    """A missing file: exit 2 on one line; from Python, `pipeline.Refused` (a `ConversionError`) with that line; a
+    folder with no verdict cannot be loaded."""
+    import pipeline
+
+    completed = _convert(tmp_path / "nowhere.keras", tmp_path / "out")
+    assert completed.returncode == 2 and completed.stderr.count("\n") == 1 and completed.stderr.startswith("error: "), completed.stderr
+    with pytest.raises(pipeline.Refused) as raised:
+        pipeline.convert(tmp_path / "nowhere.keras", out=tmp_path / "out")
+    assert isinstance(raised.value, pipeline.ConversionError)
+    # the same words; the command shortens the path to fit its line, the exception keeps it whole
+    assert str(raised.value).split()[1:] == completed.stderr[len("error: "):].split()[1:]
+    assert str(raised.value).split()[0] == str(tmp_path / "nowhere.keras")
+    with pytest.raises(pipeline.Refused, match="holds no verdict"):
+        pipeline.load(tmp_path)
+
+
+def test_importing_the_api_imports_neither_tensorflow_nor_torch():
+    completed = subprocess.run([sys.executable, "-c", "import sys, pipeline; pipeline.convert, pipeline.load, pipeline.Conversion; "
+                                "print(sorted(m for m in ('tensorflow', 'torch', 'keras') if m in sys.modules))"],
+                               capture_output=True, text=True, cwd=helpers.ROOT)
+    assert completed.stdout.strip() == "[]", completed.stderr
+
+
+@pytest.mark.zoo  # `make zoo-test`: four trained models of the kinds users bring, each converted whole (minutes)
+@pytest.mark.parametrize("kind", ["transformer_block", "two_inputs", "recurrent_text", "nested_transfer"])
+def test_convert_and_load_models_of_every_kind(kind, tmp_path):
+    from pipeline.runtimes import keras as keras_runtime
+
+    (built,) = keras_runtime.build_trained(tmp_path / "models", "keras3", [kind])
+    completed = _convert(built["file"], tmp_path / "out")
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    assert completed.stderr.strip().splitlines()[-1].startswith("keras2torch: PASSED — ")
+    assert _load_in_a_clean_process(tmp_path / "out" / kind).startswith("agree")
