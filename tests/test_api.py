@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -35,30 +36,61 @@ print("agree", worst, "tensorflow" in sys.modules)
 """
 
 
-def _load_in_a_clean_process(folder) -> str:
-    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(LOAD_SCRIPT), str(folder)], capture_output=True, text=True, cwd=helpers.ROOT)
+def _load_in_a_clean_process(folder, python=sys.executable) -> str:
+    completed = subprocess.run([str(python), "-c", textwrap.dedent(LOAD_SCRIPT), str(folder)], capture_output=True, text=True, cwd=folder)
     assert completed.returncode == 0, completed.stderr[-3000:]
     return completed.stdout
 
 
-def _convert(model, out) -> subprocess.CompletedProcess:
-    return subprocess.run([str(KERAS2TORCH), "convert", str(model), "--out", str(out)], capture_output=True, text=True, cwd=helpers.ROOT)
+def _convert(model, out, command=KERAS2TORCH, cwd=helpers.ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([str(command), "convert", str(model), "--out", str(out)], capture_output=True, text=True, cwd=cwd)
 
 
-def test_convert_runs_every_stage_ends_on_one_verdict_and_loads_in_python(tmp_path):
-    """Two inputs, two outputs (a trained model of ours): `keras2torch convert` exits 0 on PASSED with the float64
-    proof on both paths; `pipeline.load` in a clean process (no TensorFlow there) gives a native model and an
-    exported program that agree."""
+@pytest.fixture(scope="module")
+def wheel_install(tmp_path_factory) -> Path:
+    """The wheel built from the project, `pip install`ed into a fresh virtualenv; its bin/ folder. The pinned
+    dependencies come from this environment (a `.pth` line: installing TensorFlow and torch again would take
+    minutes), the project from the wheel alone."""
+    import sysconfig
+
+    root = tmp_path_factory.mktemp("wheel")
+    wheels, venv, source = root / "wheels", root / "venv", root / "src"  # a copy: setuptools writes build/ beside the sources
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(helpers.ROOT / name, source / name)
+    shutil.copytree(helpers.ROOT / "pipeline", source / "pipeline", ignore=shutil.ignore_patterns("__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels), str(source)],
+                           capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-2000:]
+    (wheel,) = wheels.glob("keras2torch_pipeline-*.whl")
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    site = venv / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+    # a plain path line: the .pth files in that folder (this checkout's editable install) are not read
+    (site / "pinned_dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    installed = subprocess.run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install", "--quiet", "--no-deps",
+                                "--no-index", str(wheel)], capture_output=True, text=True)
+    assert installed.returncode == 0, installed.stderr[-2000:]
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import pipeline; print(pipeline.__file__)"], capture_output=True, text=True,
+                           cwd=root)
+    assert where.returncode == 0 and where.stdout.startswith(str(site)), (where.stdout, where.stderr[-2000:])
+    assert list(site.glob("pipeline/runtimes/kernels/*.cpp"))  # the C++ kernel's source ships in the wheel
+    return venv / "bin"
+
+
+def test_the_installed_command_converts_a_model_to_one_verdict_that_loads_in_python(wheel_install, tmp_path):
+    """From a folder outside the checkout, the wheel's `keras2torch convert` on a trained model of two inputs and two
+    outputs: every stage, one numbered line each, exit 0 on PASSED with the float64 proof on both paths; then
+    `pipeline.load` in a clean process (no TensorFlow there) gives a native model and an exported program that agree."""
     model = tmp_path / "two_heads.keras"
     shutil.copy(helpers.ROOT / "tests" / "data" / "several_io" / model.name, model)
-    completed = _convert(model, tmp_path / "out")
+    completed = _convert(model.name, "out", wheel_install / "keras2torch", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     steps = [line for line in completed.stderr.splitlines() if line.startswith("[")]
     assert steps == ["[1/4] onnx", "[2/4] torch", "[3/4] native", "[4/4] verify"], steps
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith("keras2torch: PASSED — ") and "float64 proof passed (ONNX path, native model)" in last, last
     assert "report" in completed.stdout and "verify     PASSED" in completed.stdout
-    said = _load_in_a_clean_process(tmp_path / "out" / "two_heads")
+    said = _load_in_a_clean_process(tmp_path / "out" / "two_heads", wheel_install / "python")
     assert said.startswith("agree") and said.strip().endswith("False")  # TensorFlow never loaded in the user's process
 
 
@@ -96,3 +128,5 @@ def test_convert_and_load_models_of_every_kind(kind, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stderr.strip().splitlines()[-1].startswith("keras2torch: PASSED — ")
     assert _load_in_a_clean_process(tmp_path / "out" / kind).startswith("agree")
+
+
