@@ -130,6 +130,7 @@ FAMILIES: dict[str, str] = {
         x = L.Conv2D(6, 3, strides=2, padding="same", groups=2, activation="relu", name="two_groups")(x)
         x = L.LayerNormalization(epsilon=1e-6)(x)
         x = L.Dense(5, activation="relu")(x)  # a Dense on a rank-4 tensor: ConvNeXt's pointwise convs
+        x = L.LayerNormalization(axis=[1, 2, 3], center=False)(x)  # over the whole feature map, no offset
         model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x)))
     """,
     "prelu_groupnorm_spatial": """

@@ -31,16 +31,21 @@ def _batch_norm(layer, weights, inputs, context):
 def _layer_norm(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     axis = config_axis(config)
-    if not isinstance(axis, int) or axis % x.rank != x.rank - 1:
-        raise unsupported(layer, f"axis {axis} (only the last axis)")
-    if not (config.get("scale", True) and config.get("center", True)):
-        raise unsupported(layer, "scale or center off")
+    axes = sorted(a % x.rank for a in (axis if isinstance(axis, list | tuple) else [axis]))
+    # the last axes, in Keras's channels-last order: what nn.LayerNorm normalizes over (its shape: gamma's)
+    if not axes or axes != list(range(x.rank - len(axes), x.rank)) or axes[0] == 0:
+        raise unsupported(layer, f"axis {axis} (the last axes only)")
+    if not config.get("scale", True):  # nn.LayerNorm's normalized shape is read from gamma; a bias needs a weight beside it
+        raise unsupported(layer, "scale=False")
     if config.get("rms_scaling"):
         raise unsupported(layer, "rms_scaling=True")
-    channels = weights["gamma"].shape[0]
-    rules = {"gamma": WeightRule("weight"), "beta": WeightRule("bias")}
+    center = bool(config.get("center", True))
+    shape = tuple(int(d) for d in weights["gamma"].shape)
+    rules = {"gamma": WeightRule("weight"), **({"beta": WeightRule("bias")} if center else {})}
+    module = (f"nn.LayerNorm({shape if len(shape) > 1 else shape[0]}, eps={number(config.get('epsilon', 1e-3))}"
+              f"{'' if center else ', bias=False'})")
     expr = f"self.{context.attr}({x.var})" if x.rank == 2 else f"channels_first(self.{context.attr}(channels_last({x.var})))"
-    return Emitted(f"nn.LayerNorm({channels}, eps={number(config.get('epsilon', 1e-3))})", expr, x.rank, rules)
+    return Emitted(module, expr, x.rank, rules)
 
 
 @emits("LayerScale", ignores=("init_values", "projection_dim"))  # how gamma started; its width: both in the weight
