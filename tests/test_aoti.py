@@ -67,7 +67,7 @@ def test_a_file_that_is_not_a_package_is_bad_input(tmp_path):
 @pytest.mark.real_data
 def test_the_package_is_frozen_its_convolutions_fused_onednn_calls(real_run):
     """Freezing applies only with gradients off; with them on, inductor ignores it and the package calls
-    ATen's generic convolution (3,548 instead of 3,974 img/s at batch 256 here, README "Speed")."""
+    ATen's generic convolution (3,548 instead of 3,974 img/s at batch 256 here, docs/speed.md)."""
     import re
 
     _, paths, _ = real_run
@@ -89,7 +89,7 @@ def _wrapper(package_path, model: str) -> str:
 def test_the_batch1_model_computes_its_convolutions_itself(real_run):
     """The package's batch-1 model: no oneDNN convolution (their per-call set-up is most of a batch-1
     inference); where our kernel runs, its nine convolutions are calls of the kernel's C entry point, not
-    of the proxy executor (README "Speed"); elsewhere im2col GEMMs compiled into the package."""
+    of the proxy executor (docs/speed.md); elsewhere im2col GEMMs compiled into the package."""
     from pipeline.runtimes import direct_conv
 
     _, paths, _ = real_run

@@ -78,11 +78,12 @@ def wheel_install(tmp_path_factory) -> Path:
 
 
 def test_the_installed_command_converts_a_model_to_one_verdict_that_loads_in_python(wheel_install, tmp_path):
-    """From a folder outside the checkout, the wheel's `keras2torch convert` on a trained model of two inputs and two
-    outputs: every stage, one numbered line each, exit 0 on PASSED with the float64 proof on both paths; then
-    `pipeline.load` in a clean process (no TensorFlow there) gives a native model and an exported program that agree."""
-    model = tmp_path / "two_heads.keras"
-    shutil.copy(helpers.ROOT / "tests" / "data" / "several_io" / model.name, model)
+    """From a folder outside the checkout, the wheel's `keras2torch convert` on a trained Embedding → LSTM model (the
+    README's example: its AOTInductor package then comes from the compile cache for one of the two): every stage, one
+    numbered line each, exit 0 on PASSED with the float64 proof on both paths; then `pipeline.load` in a clean process
+    (no TensorFlow there) gives a native model and an exported program that agree. Several inputs: `make zoo-test`."""
+    model = tmp_path / "recurrent_text.keras"
+    shutil.copy(helpers.ROOT / "tests" / "data" / "fuzz_bases" / model.name, model)
     completed = _convert(model.name, "out", wheel_install / "keras2torch", cwd=tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     steps = [line for line in completed.stderr.splitlines() if line.startswith("[")]
@@ -90,7 +91,7 @@ def test_the_installed_command_converts_a_model_to_one_verdict_that_loads_in_pyt
     last = completed.stderr.strip().splitlines()[-1]
     assert last.startswith("keras2torch: PASSED — ") and "float64 proof passed (ONNX path, native model)" in last, last
     assert "report" in completed.stdout and "verify     PASSED" in completed.stdout
-    said = _load_in_a_clean_process(tmp_path / "out" / "two_heads", wheel_install / "python")
+    said = _load_in_a_clean_process(tmp_path / "out" / "recurrent_text", wheel_install / "python")
     assert said.startswith("agree") and said.strip().endswith("False")  # TensorFlow never loaded in the user's process
 
 

@@ -18,7 +18,7 @@ from pipeline.verifier.backends import Artifacts
 from pipeline.verifier.keras_reference import KerasReference
 
 FLAVOURS = families.FLAVOURS
-MEASURED: dict = {}  # (family, flavour) -> (proof max |Δ|, Keras float32 noise, noise ratios): printed with -s for the README
+MEASURED: dict = {}  # (family, flavour) -> (proof max |Δ|, Keras float32 noise, noise ratios): printed with -s for docs/verification.md
 WEIGHTED = {"Conv1D", "Conv2D", "Conv3D", "DepthwiseConv2D", "SeparableConv2D", "Conv2DTranspose", "Dense"}
 # Keras 3 cannot deserialize these Keras 2 configs (a `groups` key it does not know): tf-keras loads them.
 NEEDS_TF_KERAS = {"depthwise", "separable", "conv_transpose"}
@@ -161,7 +161,7 @@ def test_bad_user_inputs_exit_2_writing_nothing(family_models, tiny_data, tmp_pa
 
 
 def test_print_float64_measurements():
-    """Not a check: the float64 figures the family tests measured, printed (`pytest -s`) for the README."""
+    """Not a check: the float64 figures the family tests measured, printed (`pytest -s`) for docs/verification.md."""
     for key, (proof, noise, ratios) in sorted(MEASURED.items()):
         print(key, f"proof {proof:.1e}", f"noise {noise:.1e}", {k: round(v, 2) for k, v in ratios.items()})
 

@@ -243,7 +243,7 @@ def test_readme_fine_tune_example_runs_as_written(real_run, tmp_path):
     completed = helpers.run_readme_block(block, tmp_path)
     assert completed.returncode == 0, completed.stderr[-2000:]
     before, after = (float(line.rsplit(" ", 1)[1]) for line in completed.stdout.splitlines())
-    assert before > 0.8 and after > 0.8, completed.stdout  # fine-tuning keeps a working model (figures: README)
+    assert before > 0.8 and after > 0.8, completed.stdout  # fine-tuning keeps a working model (figures: docs/native.md)
 
 
 def test_names_from_the_file_cannot_become_code():

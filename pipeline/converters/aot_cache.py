@@ -1,6 +1,6 @@
 """Compiled `model_aoti.pt2` packages kept for the next conversion of the same program: `make clean all`,
 a second output folder or a test converting the model again takes the package back in well under a second
-instead of compiling it again (README, "Caches" and "Results", for the seconds it saves).
+instead of compiling it again (docs/architecture.md, "Caches"; docs/speed.md for the seconds it saves).
 
 The key is everything the package is made from: the optimized program (its printed graph, signature and
 input ranges, and every weight's bytes), the input shape, the versions of torch and Python, the

@@ -7,7 +7,7 @@ package of two models, each a shared library:
   `runtimes.direct_conv`) through its C entry point where the processor has AVX-512, else im2col + GEMM
   (`conv_as_gemm`) compiled by inductor's C++ GEMM templates — MLPerf Tiny's single-stream latency.
   oneDNN builds each convolution's primitive descriptor again on every call, most of a batch-1 inference
-  (README, "Speed").
+  (docs/speed.md).
 
 `runtimes.aoti.load` runs a one-image batch on `batch1`, any other on `model`; from C++, name the model
 (`AOTIModelPackageLoader(path, "batch1")`).
@@ -34,16 +34,16 @@ from pipeline.common.paths import child_environment
 from pipeline.data.feeds import Sample, sample_from_json, sample_json
 
 # Inductor settings the package is compiled with, chosen by `make aot-options` (every setting tried, its
-# figures in the README, "Speed"). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
+# figures in docs/speed.md). freezing: the weights become constants, folded, with BiasAdd/ReLU/Add
 # fused into oneDNN convolutions (inference only; prepacked too where the batch is static, not ours).
 INDUCTOR_OPTIONS = {"freezing": True}
 # The batch-1 model's (with our kernel, its Linear is the one GEMM left; without it, every convolution's):
 # max_autotune lets inductor's C++ GEMM templates compile the GEMMs; the
 # template alone (no ATen choice) leaves nothing to benchmark — with ATen beside it each candidate is
-# compiled and timed, for no faster a package (README, "Speed"). Where the template does not apply,
+# compiled and timed, for no faster a package (docs/speed.md). Where the template does not apply,
 # BATCH1_FALLBACK adds ATen's GEMMs. Epilogue fusion off: with pointwise ops fused into a template's
 # epilogue, inductor's code generation failed on four of six zoo models tried ("AssertionError: wrong
-# ndim"), and ResNet8's batch-1 model is no slower without it (README, "Speed").
+# ndim"), and ResNet8's batch-1 model is no slower without it (docs/speed.md).
 BATCH1_OPTIONS = {**INDUCTOR_OPTIONS, "max_autotune": True, "max_autotune_gemm_backends": "CPP", "epilogue_fusion": False,
                   # the autotuner's tables on stderr would bury the one line that says why a compile failed
                   "autotune_num_choices_displayed": 0, "max_autotune_report_choices_stats": False}

@@ -2,7 +2,7 @@
 GEMM templates (`max_autotune`) compile them into the package's own C++: inductor has templates for
 matrix multiplies on the CPU, none for convolutions, which it hands to oneDNN one call at a time — and
 oneDNN builds each convolution's primitive descriptor again on every call, most of a batch-1 inference
-(README, "Speed").
+(docs/speed.md).
 
 The batch-1 model of `model_aoti.pt2` is compiled from a program rewritten so (`aot_compile`). The
 template takes a weight matrix only when it is a constant of the module (it packs it at compile time),

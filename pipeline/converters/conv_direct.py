@@ -7,7 +7,7 @@ from __future__ import annotations
 
 PACKED_PREFIX, BIAS_PREFIX = "direct_packed_", "direct_bias_"  # the buffers `rewrite` adds, one pair per convolution
 # The kernel keeps no weights in cache across rows: with more input channels than this it streams them and
-# loses to im2col + GEMM, measured at batch 1 on 2 threads (README, "Other Keras models"): 145–183 GMAC/s
+# loses to im2col + GEMM, measured at batch 1 on 2 threads (docs/speed.md, "The batch-1 model on other models"): 145–183 GMAC/s
 # against 70–100 up to 128 channels (ResNet50's 56×56 and 28×28 layers, ResNet8's), 23–42 against 85–100
 # from 256 (its 14×14 and 7×7 ones). Those convolutions are left to `conv_as_gemm`.
 MAX_IN_CHANNELS = 128

@@ -1,7 +1,7 @@
 """`k2t::conv2d_direct`: a convolution computed directly in the channels-last layout by our own AVX-512
 kernel (`kernels/direct_conv.cpp`), for the batch-1 model of `model_aoti.pt2`: at one image, oneDNN's
 per-call set-up and inductor's im2col + GEMM template leave ResNet8 at about half ONNX Runtime's speed
-(README, "Speed").
+(docs/speed.md).
 
 `load()` builds the kernel with this machine's compiler for this machine's processor (once; the library is
 kept in a folder named after the source, the torch version and the flags) and registers the operator;

@@ -132,7 +132,7 @@ def _complete(why: str) -> bool:
 
 def _check_with_kernel(paths: ModelPaths, check) -> PairResult:
     """`check(paths.pt2_aoti)`, our kernel's library written beside the package first where it calls the kernel:
-    what a C++ program must load before its batch-1 model (README, "Use it from C++")."""
+    what a C++ program must load before its batch-1 model (docs/architecture.md, "Use it from C++")."""
     paths.aoti_kernels.unlink(missing_ok=True)
     if aoti.calls_direct_kernel(paths.pt2_aoti):  # built here if it is not: a package from the cache comes without a build
         shutil.copyfile(direct_conv.built(), paths.aoti_kernels)
