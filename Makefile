@@ -39,8 +39,8 @@ $(CODE_MK): $(shell find pipeline -name '*.py')
 	@$(PYTHON) -m pipeline.common.import_graph make > $@.tmp && mv $@.tmp $@
 include $(CODE_MK)
 
-install: .venv/.installed ## create .venv with the pinned stack (idempotent)
-.venv/.installed: requirements.lock pyproject.toml
+install: $(VENV) ## create .venv with the pinned stack (idempotent)
+$(VENV): requirements.lock pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv .venv
 	$(PY) -m pip install --quiet -r requirements.lock
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .

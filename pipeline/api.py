@@ -58,7 +58,7 @@ class Verdict:
                 return None
             return Proof(bool(entry["passed"]), float(entry["max_abs_diff"]), float(entry["tolerance"]), int(entry["images"]))
 
-        divergence = (summary.get("layers") or {}).get("first_divergence") or summary.get("first_divergence")
+        divergence = summary.get("first_divergence")
         return cls(bool(summary["passed"]), tuple(summary["backends"]), proof(summary.get("float64_proof")),
                    proof(summary.get("float64_proof_native")), summary.get("float64_note") or "",
                    divergence["keras_layer"] if isinstance(divergence, dict) else None, summary)
@@ -88,7 +88,8 @@ class Conversion:
     @property
     def inputs(self) -> list[tuple[str, tuple[int, ...], str]]:
         """The converted model's inputs, in order: (name, shape without the batch, dtype name) — what `native()` and
-        `exported()` take ("int64" for token ids, which start at 0; images in Keras's channels-last layout)."""
+        `exported()` take, as the Keras model declares them (token ids as an integer type, or as float32 where the
+        model's input is float32; images in Keras's channels-last layout)."""
         import onnx
 
         proto = onnx.load(str(self.paths.onnx), load_external_data=False)
@@ -144,19 +145,23 @@ def convert(model: Path | str, out: Path | str = P.DEFAULT_OUT, *, inputs: Path 
     """
     from pipeline import cli
 
-    argv = ["convert", str(model), "--out", str(out), "--data", str(data)]
+    if evaluate not in (None, *cli.EVALUATE_SETS):
+        raise Refused(f"evaluate={evaluate!r}: the labelled test sets are {', '.join(cli.EVALUATE_SETS)}")
+    argv = ["convert", "--out", str(out), "--data", str(data)]
     argv += ["--inputs", str(inputs)] if inputs is not None else []
     argv += [f"--input-range={input_range}"] if input_range is not None else []  # "=": a range may start with "-"
     argv += [] if native else ["--no-native"]
     argv += ["--evaluate", evaluate] if evaluate else []
     argv += ["--allow-unsafe-code"] if allow_unsafe_code else []
+    argv += ["--", str(model)]  # a path may start with "-"
     verdict = P.ModelPaths.for_model(Path(model), Path(out)).verify_json
-    before = verdict.stat().st_mtime_ns if verdict.is_file() else None
     try:
-        cli.run(argv)
+        cli.run(argv)  # clears the model's earlier verdict first: any verify.json after it is this run's
     except NotEqual:
-        if not verdict.is_file() or verdict.stat().st_mtime_ns == before:
-            raise  # a check that failed before this run's verdict (the onnx stage's)
+        if not verdict.is_file() or json.loads(verdict.read_text())["passed"]:
+            raise  # a check other than the verdict failed: the onnx stage's, or the accuracy gate
+    except SystemExit as exc:  # argparse's: a value the command refuses
+        raise Refused(f"keras2torch convert refused its arguments (exit {exc.code}); see `keras2torch convert --help`") from exc
     return Conversion(verdict.parent)
 
 

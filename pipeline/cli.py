@@ -21,6 +21,10 @@ from pipeline.common.keras_job import DEFAULT_OPSET
 from pipeline.common.messages import one_line
 
 
+# The labelled test sets `convert --evaluate` gates accuracy on (the evaluate stage's).
+EVALUATE_SETS = ("cifar10",)
+
+
 def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
@@ -305,11 +309,18 @@ def cmd_convert(args) -> int:
     if not args.model.is_file():  # said before any step starts, with what to give instead (not `make fetch`)
         raise BadInput(f"{args.model} does not exist; give the path to your Keras model (.keras or .h5)")
     KerasModel.open(args.model, args.allow_unsafe_code)  # an unreadable file is refused on one line, before any step
+    if args.evaluate:  # a test set that is not there: said now, not after every other stage
+        from pipeline.data import cifar
+
+        cifar.locate(args.data)
+    paths = _model_paths(args)
+    for earlier in (paths.verify_json, paths.evaluate_json):  # an earlier run's verdict must not stand for this one's
+        earlier.unlink(missing_ok=True)
     args.onnx = args.torch = None
     args.keep_going, args.quiet = True, True  # the tables are in report.md; here, one summary
     steps = [("onnx", cmd_onnx), ("torch", cmd_torch), *([] if args.no_native else [("native", cmd_native)]), ("verify", cmd_verify),
              *([("evaluate", cmd_evaluate)] if args.evaluate else [])]
-    started, paths = time.perf_counter(), _model_paths(args)
+    started = time.perf_counter()
     for number, (name, step) in enumerate(steps, 1):
         _say(f"[{number}/{len(steps)}] {name}")
         try:
@@ -334,14 +345,15 @@ def cmd_all(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--model", type=Path, default=P.DEFAULT_MODEL, help="Keras .h5 model (default: %(default)s)")
-    common.add_argument("--data", type=Path, default=P.DEFAULT_DATA,
+    shared = argparse.ArgumentParser(add_help=False)  # every command on one model: `convert` takes the model as its argument
+    shared.add_argument("--data", type=Path, default=P.DEFAULT_DATA,
                         help="folder holding cifar-10-batches-bin/ or cifar-10-batches-py/ (default: %(default)s)")
-    common.add_argument("--out", type=Path, default=P.DEFAULT_OUT, help="artifacts root; files go to OUT/<model stem>/ (default: %(default)s)")
-    common.add_argument("--debug", action="store_true", help="show tracebacks")
-    common.add_argument("--allow-unsafe-code", action="store_true",
+    shared.add_argument("--out", type=Path, default=P.DEFAULT_OUT, help="artifacts root; files go to OUT/<model stem>/ (default: %(default)s)")
+    shared.add_argument("--debug", action="store_true", help="show tracebacks")
+    shared.add_argument("--allow-unsafe-code", action="store_true",
                         help="let Keras load Lambda layers, which runs Python code from the model file (only for files you trust)")
+    common = argparse.ArgumentParser(add_help=False, parents=[shared])
+    common.add_argument("--model", type=Path, default=P.DEFAULT_MODEL, help="Keras .h5 model (default: %(default)s)")
     mirror = argparse.ArgumentParser(add_help=False)
     mirror.add_argument("--mirror", type=Path, default=P.DEFAULT_MIRROR,
                         help="offline mirror folder laid out like ../shared, used before any download (default: %(default)s)")
@@ -366,17 +378,11 @@ def build_parser() -> argparse.ArgumentParser:
     device_opt.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default: %(default)s)")
     device_opt.add_argument("--allow-tf32", action="store_true",
                             help="on CUDA, let fp32 convolutions run in TF32 (faster; flipped 3–4 ResNet8 predictions)")
-    convert = sub.add_parser("convert", parents=[opset, device_opt], help="your model through every stage: onnx, torch, native, verify "
-                             "(and evaluate with --evaluate); exit 0 equal, 1 not equal, 2 refused")
+    convert = sub.add_parser("convert", parents=[shared, opset, device_opt], help="your model through every stage: onnx, torch, native, "
+                             "verify (and evaluate with --evaluate); exit 0 equal, 1 not equal, 2 refused")
     convert.add_argument("model", type=Path, help="your Keras model, .keras or .h5")
-    convert.add_argument("--out", type=Path, default=P.DEFAULT_OUT, help="artifacts root; files go to OUT/<model stem>/ (default: %(default)s)")
-    convert.add_argument("--data", type=Path, default=P.DEFAULT_DATA, help="folder holding the CIFAR-10 test set, if you have it "
-                         "(its images join the checks of a 32×32×3 model; default: %(default)s)")
     convert.add_argument("--no-native", action="store_true", help="skip the native PyTorch model (native/model.py)")
-    convert.add_argument("--evaluate", choices=("cifar10",), help="also gate model.pt2's accuracy on this labelled test set")
-    convert.add_argument("--allow-unsafe-code", action="store_true",
-                         help="let Keras load Lambda layers, which runs Python code from the model file (only for files you trust)")
-    convert.add_argument("--debug", action="store_true", help="show tracebacks")
+    convert.add_argument("--evaluate", choices=EVALUATE_SETS, help="also gate model.pt2's accuracy on this labelled test set")
     convert.set_defaults(func=cmd_convert)
     sub.add_parser("fetch", parents=[common, mirror], help="put the model and test set under --data, SHA-256 checked").set_defaults(func=cmd_fetch)
     sub.add_parser("onnx", parents=[common, opset], help="Keras .h5 → model.onnx + Keras reference outputs").set_defaults(func=cmd_onnx)

@@ -20,18 +20,21 @@ KERAS2TORCH = helpers.ROOT / ".venv" / "bin" / "keras2torch"  # the console scri
 # program on one random input of the model's shape (each input, for several), and compare them.
 LOAD_SCRIPT = """
 import sys, numpy as np, torch, pipeline
+from pipeline.common.tolerances import output_tolerance, with_noise
 result = pipeline.load(sys.argv[1])
 assert result.passed and result.verdict.float64_proof.passed, result.verdict
 rng = np.random.default_rng(0)
-inputs = [torch.from_numpy(rng.integers(0, 2, (2, *shape)) if dtype.startswith("int") else rng.uniform(0, 1, (2, *shape)).astype(dtype))
-          for _, shape, dtype in result.inputs]
+# small whole numbers in the input's own dtype: valid token ids for an Embedding (float32 ids too), and image values
+inputs = [torch.from_numpy(rng.integers(0, 3, (2, *shape)).astype(dtype)) for _, shape, dtype in result.inputs]
 with torch.no_grad():
     native, exported = result.native()(*inputs), result.exported()(*inputs)
 native = native if isinstance(native, (tuple, list)) else (native,)
 exported = exported if isinstance(exported, (tuple, list)) else (exported,)
 assert len(native) == len(exported)
 worst = max(float((a - b).abs().max()) for a, b in zip(native, exported))
-assert worst < 1e-4, worst
+scale = max(float(a.abs().max()) for a in exported)
+bound = 2 * with_noise(output_tolerance(result.verdict.raw["classifier"], scale), result.verdict.raw["keras_float32_noise"])
+assert worst <= bound, (worst, bound)  # each within verify's bound of Keras, so within twice it of each other
 print("agree", worst, "tensorflow" in sys.modules)
 """
 
@@ -110,6 +113,14 @@ def test_errors_are_one_line_and_the_api_raises_them(tmp_path):
     assert str(raised.value).split()[0] == str(tmp_path / "nowhere.keras")
     with pytest.raises(pipeline.Refused, match="holds no verdict"):
         pipeline.load(tmp_path)
+    model = tmp_path / "recurrent_text.keras"
+    shutil.copy(helpers.ROOT / "tests" / "data" / "fuzz_bases" / model.name, model)
+    with pytest.raises(pipeline.Refused, match="labelled test sets are cifar10"):  # not argparse's exit, which would end the caller
+        pipeline.convert(model, out=tmp_path / "out", evaluate="imagenet")
+    # a test set that is not there: refused before any stage runs, not after them all
+    completed = subprocess.run([str(KERAS2TORCH), "convert", str(model), "--out", str(tmp_path / "out"), "--evaluate", "cifar10",
+                                "--data", str(tmp_path / "no_data")], capture_output=True, text=True, cwd=helpers.ROOT)
+    assert completed.returncode == 2 and completed.stderr.startswith("error: data folder") and "[1/" not in completed.stderr, completed.stderr
 
 
 def test_importing_the_api_imports_neither_tensorflow_nor_torch():
@@ -129,5 +140,3 @@ def test_convert_and_load_models_of_every_kind(kind, tmp_path):
     assert completed.returncode == 0, completed.stderr[-3000:]
     assert completed.stderr.strip().splitlines()[-1].startswith("keras2torch: PASSED — ")
     assert _load_in_a_clean_process(tmp_path / "out" / kind).startswith("agree")
-
-

@@ -11,6 +11,7 @@ SCRIPT = """
 import numpy as np, tensorflow as tf, keras, tf_keras
 from pipeline.tf_side import float64_resize
 
+original = tf.image.resize
 x = np.random.default_rng(0).normal(0, 1, (2, 12, 12, 3))
 for size in [(10, 14), (24, 24), (5, 7), (12, 12), (1, 30)]:
     ours = float64_resize.bilinear(tf.constant(x), size).numpy()
@@ -41,7 +42,7 @@ for api in (keras, tf_keras):
     with float64_resize.exact():  # a nearest resize and a float32 input go to TensorFlow's resize, unchanged
         assert tf.image.resize(tf.constant(x), (10, 14), method="nearest").dtype == tf.float64
         assert tf.image.resize(tf.constant(x, tf.float32), (10, 14)).dtype == tf.float32
-    assert tf.image.resize is tf.compat.v2.image.resize  # put back after the block
+    assert tf.image.resize is original and tf.compat.v2.image.resize is original  # put back after the block
 print("ok")
 """
 

@@ -96,31 +96,32 @@ def test_a_float32_part_of_the_float64_rebuild_is_named():
     assert onnx_fixes.float32_part(proto, ["resizing", "dense"]) is None
 
 
-def _resize_chain(dtype=TensorProto.FLOAT, clip=False):
+def _resize_chain(dtype=TensorProto.FLOAT, clip=False, opset=13):
     """tf2onnx's graph of Keras `Resizing(7, 9)` after a 2× bilinear upsampling of a 10×14 map (scales float32): the
     second Resize's scales float32(7/20), float32(9/28); with `clip`, Keras 3's clip to float32's range after the first."""
     from onnx import numpy_helper
 
     top = np.finfo(np.float32).max
-    nodes = [helper.make_node("Resize", ["x", "", "up"], ["u"], name="Resize__1", mode="linear", coordinate_transformation_mode="half_pixel")]
+    nodes = [helper.make_node("Resize", ["x", "roi", "up"], ["u"], name="Resize__1", mode="linear", coordinate_transformation_mode="half_pixel")]
     if clip:
         nodes += [helper.make_node("Min", ["u", "top"], ["u_min"], name="resizing/clip_by_value/Minimum"),
                   helper.make_node("Max", ["u_min", "bottom"], ["u_clip"], name="resizing/clip_by_value")]
-    nodes.append(helper.make_node("Resize", ["u_clip" if clip else "u", "", "down"], ["y"], name="Resize__2", mode="nearest",
+    nodes.append(helper.make_node("Resize", ["u_clip" if clip else "u", "roi", "down"], ["y"], name="Resize__2", mode="nearest",
                                   coordinate_transformation_mode="tf_half_pixel_for_nn", nearest_mode="floor"))
-    initializers = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up"),
+    initializers = [numpy_helper.from_array(np.zeros(0, np.float32), "roi"), numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "up"),
                     numpy_helper.from_array(np.array([1, 1, 7 / 20, 9 / 28], np.float32), "down"),
                     numpy_helper.from_array(np.array(top, np.float32), "top"), numpy_helper.from_array(np.array(-top, np.float32), "bottom")]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", dtype, ["n", 2, 10, 14])],
-                              [helper.make_tensor_value_info("y", dtype, ["n", 2, 7, 9])], initializers[:2] + (initializers[2:] if clip else []))
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+                              [helper.make_tensor_value_info("y", dtype, ["n", 2, 7, 9])], initializers[:3] + (initializers[3:] if clip else []))
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
 
 
-def test_a_resize_that_float64_floors_short_is_given_its_sizes():
+@pytest.mark.parametrize("opset", [11, 13])  # Resize-11 takes an empty scales tensor beside sizes, not a missing input
+def test_a_resize_that_float64_floors_short_is_given_its_sizes(opset):
     """float32(7/20) · 20 floors to 7 in float32 (ONNX Runtime) and 6 in float64 (shape inference, torch): the checker
     refused tf2onnx's graph. Given sizes instead, every reader gets 7×9 and ONNX Runtime computes the same numbers;
     the exact 2× upsampling before it is left alone."""
-    proto = _resize_chain()
+    proto = _resize_chain(opset=opset)
     with pytest.raises(onnx.shape_inference.InferenceError, match="differ"):
         onnx.checker.check_model(proto, full_check=True)
     x = np.random.default_rng(0).normal(0, 1, (2, 2, 10, 14)).astype(np.float32)
@@ -128,7 +129,7 @@ def test_a_resize_that_float64_floors_short_is_given_its_sizes():
     assert onnx_fixes.rewrite_resize_scales(proto) == 1
     onnx.checker.check_model(proto, full_check=True)
     np.testing.assert_array_equal(_run(proto, x), before)
-    assert [node.input[2] for node in proto.graph.node if node.op_type == "Resize"] == ["up", ""]
+    assert [node.input[2] for node in proto.graph.node if node.op_type == "Resize"] == ["up", "" if opset >= 13 else "Resize__2/sizes/no_scales"]
     assert onnx_fixes.rewrite_resize_scales(proto) == 0  # done once
 
 

@@ -23,7 +23,7 @@ Each becomes `torch.broadcast_to` / `torch.full` with the shape observed by runn
 batch dimension taken from the input's own (the batch, or the batch times a constant).
 
 `static_resizes`: onnx2torch's Resize reads its scales or sizes with `.tolist()`; it becomes
-`F.interpolate` with the constant scales, or the output size observed by running the graph.
+`F.interpolate` to the output size observed by running the graph (by size, as TensorFlow steps).
 
 `with_logits`: a copy of the graph that also returns the input of its final Softmax, the pre-softmax
 logits, which the converted model otherwise never exposes.
@@ -126,8 +126,8 @@ def static_expands(gm: fx.GraphModule, sample: Sample) -> int:
 
 
 def static_resizes(gm: fx.GraphModule, sample: Sample) -> int:
-    """Replace every Resize in `gm` (`onnx_ops.resize`, in place) by `F.interpolate` to the output size observed at two
-    batch sizes (the same at both: the model's spatial sizes are fixed); return how many.
+    """Replace every Resize of spatial dimensions in `gm` (`onnx_ops.resize`, in place) by `F.interpolate` to the output
+    size observed at two batch sizes (the same at both: the model's spatial sizes are fixed); return how many.
 
     Raises:
         BadInput: a Resize whose spatial output size depends on the batch.
@@ -152,7 +152,7 @@ def static_resizes(gm: fx.GraphModule, sample: Sample) -> int:
         options = {"mode": mode, "align_corners": module.align_corners, "size": [int(v) for v in small[node.name][2:]]}
         _swap(gm, node, F.interpolate, (node.args[0],), options)
     _tidy(gm)
-    return len(nodes)
+    return len(spatial)
 
 
 def _with_batch(reference: torch.Tensor, shape: tuple[int, ...], batch_dim: int | None, per_batch: int) -> tuple:

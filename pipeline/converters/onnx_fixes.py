@@ -131,31 +131,38 @@ def rewrite_resize_scales(proto) -> int:
 
     graph = proto.graph
     initializers = {init.name: init for init in graph.initializer}
-    changed = 0
-    for node in [node for node in graph.node if node.op_type == "Resize"]:
+    opset = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), 13)
+    changed, shapes = 0, None
+    for number, node in enumerate([node for node in graph.node if node.op_type == "Resize"]):
         init = initializers.get(node.input[2]) if len(node.input) > 2 else None
         if init is None:
             continue  # scales computed at run time, or sizes given: `onnx_ops.resize` sizes them as ONNX Runtime does
-        inferred = shape_inference.infer_shapes(proto)
-        shapes = {info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
-                  for info in [*inferred.graph.value_info, *inferred.graph.input]}
-        size, scales = shapes.get(node.input[0]), numpy_helper.to_array(init).astype(np.float32)
+        scales = numpy_helper.to_array(init).astype(np.float32)
+        if scales.size < 3 or list(scales[:2]) != [1, 1]:
+            continue  # a resize of the batch or channels: given as sizes, it would lose that
+        if shapes is None:  # inferred again only after a change: an earlier resize's size is what the next one reads
+            inferred = shape_inference.infer_shapes(proto)
+            shapes = {info.name: [d.dim_value if d.HasField("dim_value") else None for d in info.type.tensor_type.shape.dim]
+                      for info in [*inferred.graph.value_info, *inferred.graph.input]}
+        size = shapes.get(node.input[0])
         if not size or len(size) != len(scales) or any(dim is None for dim in size[2:]):
             continue
         spatial = [int(np.floor(np.float32(dim) * scale)) for dim, scale in zip(size[2:], scales[2:], strict=True)]  # in float32
         if spatial == [int(np.floor(float(dim) * float(scale))) for dim, scale in zip(size[2:], scales[2:], strict=True)]:
             continue
-        index = list(graph.node).index(node)
-        new, op = _node_maker(f"{node.name}/sizes")
-        fixed = numpy_helper.from_array(np.array(spatial, np.int64), f"{node.name}/sizes/spatial")
-        graph.initializer.append(fixed)
-        shape = op("Shape", [node.input[0]])
-        start, stop = (f"{node.name}/sizes/{which}" for which in ("start", "stop"))
-        graph.initializer.extend([numpy_helper.from_array(np.array([0], np.int64), start),
-                                  numpy_helper.from_array(np.array([2], np.int64), stop)])
-        batch_channels = op("Slice", [shape, start, stop])
-        new.append(helper.make_node("Concat", [batch_channels, fixed.name], [f"{node.name}/sizes/all"], name=f"{node.name}/sizes/Concat", axis=0))
-        node.input[:] = [node.input[0], node.input[1], "", new[-1].output[0]]
+        index, prefix = list(graph.node).index(node), f"{node.name or f'Resize_{number}'}/sizes"
+        new, op = _node_maker(prefix)
+        fixed = numpy_helper.from_array(np.array(spatial, np.int64), f"{prefix}/spatial")
+        start, stop = (numpy_helper.from_array(np.array([bound], np.int64), f"{prefix}/{which}") for bound, which in ((0, "start"), (2, "stop")))
+        graph.initializer.extend([fixed, start, stop])
+        batch_channels = op("Slice", [op("Shape", [node.input[0]]), start.name, stop.name])
+        new.append(helper.make_node("Concat", [batch_channels, fixed.name], [f"{prefix}/all"], name=f"{prefix}/Concat", axis=0))
+        no_scales = ""
+        if opset < 13:  # Resize-11 takes its scales as an input always: an empty tensor where sizes are given
+            no_scales = f"{prefix}/no_scales"
+            graph.initializer.append(numpy_helper.from_array(np.zeros(0, np.float32), no_scales))
+        node.input[:] = [node.input[0], node.input[1], no_scales, new[-1].output[0]]
+        shapes = None
         for offset, made in enumerate(new):
             graph.node.insert(index + offset, made)
         changed += 1
@@ -281,6 +288,9 @@ def float64_resize_clips(proto) -> int:
         node.input[1] = name
         clipped.add(node.output[0])
         changed += 1
+    read = {name for node in graph.node for name in node.input}
+    for init in [init for init in graph.initializer if init.name in constants and init.name not in read]:
+        graph.initializer.remove(init)  # the float32 bounds replaced above
     return changed
 
 
@@ -294,9 +304,8 @@ def _attribute(node, name: str, default):
 
 def float32_part(proto, layer_names: list[str]) -> str | None:
     """In the float64 rebuild's graph (its input float64), the Keras layer that TensorFlow computed in
-    float32 all the same, or None. TensorFlow's bilinear `ResizeBilinear` (Keras `Resizing`,
-    `UpSampling2D(interpolation="bilinear")`) returns float32 whatever its input; tf2onnx writes the
-    float32 constants that follow it (the clip to the input's range) and a Cast back to float64. Such a
+    float32 all the same, or None: a float32 constant among a value-making op's operands (after
+    `float64_resize_clips`, which takes the bilinear resize's, whose float64 reference is computed). Such a
     layer has no float64 reference, so the model has no float64 proof (said, not failed)."""
     from onnx import TensorProto
 

@@ -284,7 +284,7 @@ def verdict_line(out_dir: Path) -> str:
     if not verify:
         return "no verdict (verify did not run)"
     if not verify["passed"]:
-        divergence = (verify.get("layers") or {}).get("first_divergence") or verify.get("first_divergence")
+        divergence = verify.get("first_divergence")
         where = f"; first divergence at layer {divergence['keras_layer']} ({divergence['backend']})" if divergence else ""
         return f"NOT EQUAL{where}; see {ModelPaths(Path(out_dir)).report_md}"
     checked = ", ".join(b for b in verify["backends"] if b != "keras")

@@ -31,8 +31,9 @@ def _batch_norm(layer, weights, inputs, context):
 def _layer_norm(layer, weights, inputs, context):
     config, (x,) = layer.config, inputs
     axis = config_axis(config)
-    axes = sorted(a % x.rank for a in (axis if isinstance(axis, list | tuple) else [axis]))
-    # the last axes, in Keras's channels-last order: what nn.LayerNorm normalizes over (its shape: gamma's)
+    axes = [a % x.rank for a in (axis if isinstance(axis, list | tuple) else [axis])]
+    # the last axes, in Keras's channels-last order and in that order (gamma's shape follows the order given):
+    # what nn.LayerNorm normalizes over
     if not axes or axes != list(range(x.rank - len(axes), x.rank)) or axes[0] == 0:
         raise unsupported(layer, f"axis {axis} (the last axes only)")
     if not config.get("scale", True):  # nn.LayerNorm's normalized shape is read from gamma; a bias needs a weight beside it

@@ -45,4 +45,4 @@ def _resizing(layer, weights, inputs, context):
     if x.rank != 4:
         raise unsupported(layer, f"an input of rank {x.rank} (a batch of images only)")
     size = (int(config["height"]), int(config["width"]))
-    return Emitted(None, f"F.interpolate({x.var}, size={size}, {interpolation(layer)})", x.rank)
+    return Emitted(None, f"F.interpolate({x.var}, size={size}, {interpolation(layer, 'bilinear')})", x.rank)

@@ -234,13 +234,14 @@ def pair(value, n: int) -> tuple[int, ...]:
 INTERPOLATIONS = {"bilinear": "mode='bilinear', align_corners=False", "nearest": "mode='nearest-exact'"}
 
 
-def interpolation(layer: KerasLayer) -> str:
-    """`F.interpolate`'s mode arguments (source) for `layer`'s `interpolation`.
+def interpolation(layer: KerasLayer, default: str) -> str:
+    """`F.interpolate`'s mode arguments (source) for `layer`'s `interpolation` (`default`: the class's, where the config
+    leaves it out — `UpSampling2D` nearest, `Resizing` bilinear).
 
     Raises:
         BadInput: an interpolation other than bilinear or nearest.
     """
-    name = layer.config.get("interpolation", "nearest")
+    name = layer.config.get("interpolation", default)
     if name not in INTERPOLATIONS:
         raise unsupported(layer, f"interpolation '{name}'")
     return INTERPOLATIONS[name]

@@ -32,7 +32,7 @@ def _cropping(layer, weights, inputs, context):
 @emits("UpSampling2D")
 def _upsampling(layer, weights, inputs, context):
     (x,) = inputs
-    mode = interpolation(layer)
+    mode = interpolation(layer, "nearest")
     size = pair(layer.config.get("size", 2), 2)
     return Emitted(None, f"F.interpolate({x.var}, scale_factor={tuple(float(s) for s in size)}, {mode})", x.rank)
 

@@ -3,7 +3,7 @@
 // in registers while it runs over the kernel window and the input channels, then adds the bias and, if asked,
 // applies ReLU. Built for the batch-1 model of model_aoti.pt2 (pipeline/runtimes/direct_conv.py), where
 // oneDNN's per-call set-up and inductor's im2col + GEMM template leave a one-image inference at about half
-// ONNX Runtime's speed (README, "Speed").
+// ONNX Runtime's speed (docs/speed.md).
 #include <torch/library.h>
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
