@@ -94,6 +94,14 @@ FAMILIES: dict[str, str] = {
         x = L.Resizing(7, 9, interpolation="nearest")(x)
         model = keras.Model(inp, L.Conv2D(2, 3, strides=2)(x))
     """,
+    "preprocessing": """
+        x = inp = keras.Input((10, 10, 3))
+        x = L.Rescaling(1 / 255.0, offset=-0.5)(x)
+        norm = L.Normalization()  # adapted: its statistics are weights, set again after loading (`finalize_state`)
+        norm.adapt(np.random.default_rng(1).uniform(-0.5, 0.5, (64, 10, 10, 3)).astype("float32"))
+        x = L.Conv2D(4, 3, activation="relu")(norm(x))
+        model = keras.Model(inp, L.Dense(3, activation="softmax")(L.GlobalAveragePooling2D()(x)))
+    """,
     "reshape_permute": """
         x = inp = keras.Input((4, 6, 3))
         x = L.Conv2D(4, 1)(x)
@@ -198,12 +206,12 @@ else:
 L = keras.layers
 for name, snippet in snippets.items():
     keras.utils.set_random_seed(sum(map(ord, name)))
-    scope = {"keras": keras, "L": L}
+    scope = {"keras": keras, "L": L, "np": np}
     exec(textwrap.dedent(snippet), scope)
     model = scope["model"]
     rng = np.random.default_rng(0)
-    first = next((layer for layer in model.layers if layer.get_weights() and not isinstance(layer, L.BatchNormalization)), None)
-    if first is not None:
+    first = next((layer for layer in model.layers if layer.get_weights() and not isinstance(layer, (L.BatchNormalization, L.Normalization))), None)
+    if first is not None and not any(isinstance(layer, L.Rescaling) for layer in model.layers):  # else it scales its inputs itself
         first.set_weights([w / 255 for w in first.get_weights()])
     for layer in model.layers:
         if isinstance(layer, L.BatchNormalization):
