@@ -80,6 +80,7 @@ def wheel_install(tmp_path_factory) -> Path:
     return venv / "bin"
 
 
+@pytest.mark.zoo  # `make zoo-test` (a wheel build and a whole conversion: CI's 30 minutes); CI runs the README's convert block
 def test_the_installed_command_converts_a_model_to_one_verdict_that_loads_in_python(wheel_install, tmp_path):
     """From a folder outside the checkout, the wheel's `keras2torch convert` on a trained Embedding → LSTM model (the
     README's example: its AOTInductor package then comes from the compile cache for one of the two): every stage, one
