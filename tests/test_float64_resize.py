@@ -35,7 +35,7 @@ for api in (keras, tf_keras):
         assert 0 < np.abs(plain - exact).max() < 1e-5, (api.__name__, kind)  # TensorFlow's float32 kernel
         twin = model()
         # tf-keras's Resizing casts its input to float32 before resizing: the float64 rebuild drops that cast
-        assert float64_resize.take_float64(twin) == (api is tf_keras and kind == "Resizing")
+        assert float64_resize.take_float64(twin.layers) == (api is tf_keras and kind == "Resizing")
         with float64_resize.exact():
             inside = np.asarray(twin.predict(x, verbose=0))
         assert inside.dtype == np.float64 and np.abs(inside - exact).max() < 1e-14, (api.__name__, kind, np.abs(inside - exact).max())

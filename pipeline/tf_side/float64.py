@@ -72,13 +72,14 @@ def rebuild(model):
         twin.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
     except Exception as exc:  # noqa: BLE001 — any layer that refuses float64; the proof is then left out, with the reason
         raise ValueError(f"the model cannot be rebuilt in float64 ({unconverted_layer(model, exc)})") from exc
-    for layer in _leaves(twin, keras):
+    leaves = _leaves(twin, keras)
+    for layer in leaves:
         # An adapted Normalization computes from tensors cast from its variables when it is built (zeros and ones),
         # set again by `finalize_state` — which loading a file calls, and `set_weights` does not: without it the
         # twin normalizes by mean 0 and variance 1, and the float64 reference is another model.
         getattr(layer, "finalize_state", lambda: None)()
-    float64_resize.take_float64(twin)
-    kept = sorted({layer.name for layer in _leaves(twin, keras) if getattr(layer, "compute_dtype", FLOAT64) != FLOAT64
+    float64_resize.take_float64(leaves)
+    kept = sorted({layer.name for layer in leaves if getattr(layer, "compute_dtype", FLOAT64) != FLOAT64
                    and type(layer).__name__ != "InputLayer"})
     if kept:
         raise ValueError(f"layers {', '.join(kept[:5])} stay in {FLOAT32} when rebuilt in float64")

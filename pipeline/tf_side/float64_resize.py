@@ -44,15 +44,16 @@ def exact() -> Iterator[None]:
             module.resize = original
 
 
-def take_float64(model) -> int:
-    """Make every tf-keras `Resizing` of the float64 rebuild `model` resize its float64 input as it is, in place; return
-    how many. tf-keras's `Resizing` casts a bilinear resize's input to float32 first (Keras 3's does not): its float64
-    twin would then hold float32 rounding in the graph itself, which no reference can take out. Its `call` is replaced
-    by the same resize without that cast (crop_to_aspect_ratio left as it is: its own float32 steps)."""
+def take_float64(layers) -> int:
+    """Make every tf-keras `Resizing` among `layers` (the float64 rebuild's, nested models' included) resize its float64
+    input as it is, in place; return how many. tf-keras's `Resizing` casts a bilinear resize's input to float32 first
+    (Keras 3's does not): its float64 twin would then hold float32 rounding in the graph itself, which no reference can
+    take out. Its `call` is replaced by the same resize without that cast (crop_to_aspect_ratio left as it is: its own
+    float32 steps)."""
     import tensorflow as tf
 
     changed = 0
-    for layer in _layers(model):
+    for layer in layers:
         method = getattr(layer, "_interpolation_method", None)
         if type(layer).__name__ != "Resizing" or not type(layer).__module__.startswith("tf_keras") or method is None:
             continue
@@ -66,14 +67,6 @@ def take_float64(model) -> int:
         layer.call = call
         changed += 1
     return changed
-
-
-def _layers(model) -> list:
-    """`model`'s layers, those of nested models included."""
-    found = []
-    for layer in getattr(model, "layers", []):
-        found.extend([layer, *_layers(layer)])
-    return found
 
 
 def bilinear(images, size):
