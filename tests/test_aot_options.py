@@ -72,7 +72,7 @@ def test_an_unknown_variant_is_bad_input(tmp_path):
 
 
 @pytest.mark.real_data
-@pytest.mark.slow
+@pytest.mark.zoo  # a tuning tool's compile of ~20 s: `make zoo-test`; its table and rewrite are tested in CI
 def test_a_variant_is_compiled_checked_and_timed_in_its_own_process(real_run):
     _, paths, data = real_run
     (row,) = aot_options.run(paths, data, ("freezing",), progress=False)

@@ -264,7 +264,7 @@ def test_the_batch1_compile_is_killed_when_the_stage_leaves_first(tmp_path, monk
     assert child.returncode == -signal.SIGKILL  # killed, not finished (its import of torch alone takes seconds)
 
 
-@pytest.mark.slow
+@pytest.mark.zoo  # a compile of ~40 s on CI's 2 cores; ResNet8's batch-1 model is checked in CI (tests above)
 def test_a_zoo_member_gets_its_batch1_model_checked_by_the_torch_stage(zoo_member, tmp_path):
     """MobileNetV3Small (squeeze-excite, hard-swish, depthwise convolutions left to oneDNN) through the torch
     stage with the package: its batch-1 model is built — with inductor's epilogue fusion on, the GEMM

@@ -77,3 +77,31 @@ def test_a_wrong_fold_is_caught(real_run, monkeypatch):
     monkeypatch.undo()
     result = compare("optimized", _outputs(optimized), "converted", _outputs(gm))
     assert not result.passed and np.isfinite(result.max_abs_diff)
+
+
+def test_a_float16_matmul_is_folded_in_float16_and_a_float32_bias_left_apart():
+    """A mixed-precision model's Dense: matmul of float16 weights, then a bias. Folded into an `nn.Linear` in
+    float16 (a float32 Linear fed float16 fails: "mat1 and mat2 must have the same dtype"); a bias of another dtype
+    promotes the sum, so it stays an add."""
+    from torch import fx
+
+    class Dense(torch.nn.Module):
+        def __init__(self, bias_dtype):
+            super().__init__()
+            self.register_buffer("weight", torch.randn(6, 4, dtype=torch.float16))
+            self.register_buffer("bias", torch.randn(4, dtype=bias_dtype))
+
+        def forward(self, x):
+            return torch.add(torch.matmul(x, self.weight), self.bias)
+
+    x = torch.randn(3, 6, dtype=torch.float16)
+    for bias_dtype, bias_folded in ((torch.float16, True), (torch.float32, False)):
+        module = Dense(bias_dtype)
+        expected = module(x)
+        gm = fx.symbolic_trace(module)
+        assert fx_optimize.fold_linear(gm) == 1
+        assert (gm.linear_0.bias is not None) == bias_folded and gm.linear_0.weight.dtype == torch.float16
+        with torch.inference_mode():
+            result = gm(x)
+        # one float16 rounding of the fused multiply-add instead of two: a float16 ulp (values up to ~6 here)
+        assert result.dtype == expected.dtype and torch.allclose(result, expected, rtol=0, atol=2 ** -7)

@@ -90,11 +90,13 @@ def fold_batchnorm(gm: fx.GraphModule) -> int:
         channels = conv.out_channels
         if scale is None or shift is None or scale.numel() != channels or shift.numel() != channels:
             continue
+        if not scale.dtype == shift.dtype == conv.weight.dtype:
+            continue  # a float32 scale on a float16 conv (mixed precision) promotes its output: folded, it would not
         if scale.dim() and scale.shape[-1] != 1 and scale.dim() > 1:
             continue  # not laid out per channel on dim 1
         scale, shift = scale.detach().reshape(-1), shift.detach().reshape(-1)
         with torch.no_grad():
-            bias = conv.bias.detach() if conv.bias is not None else torch.zeros(channels)
+            bias = conv.bias.detach() if conv.bias is not None else torch.zeros(channels, dtype=conv.weight.dtype)
             conv.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
             conv.bias = nn.Parameter(bias * scale + shift)
         add.replace_all_uses_with(node)
@@ -116,9 +118,10 @@ def fold_linear(gm: fx.GraphModule) -> int:
             continue
         add = _single_user(node, (torch.add, torch.Tensor.add))
         bias = _constant(gm, add.args[1] if add.args[0] is node else add.args[0]) if add is not None else None
-        if bias is not None and bias.numel() != weight.shape[1]:
-            bias = None
-        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None)
+        if bias is not None and (bias.numel() != weight.shape[1] or bias.dtype != weight.dtype):
+            bias = None  # a bias of another dtype promotes the sum: it stays an add
+        # in the weight's own dtype: a mixed-precision model's float16 matmul stays float16
+        linear = nn.Linear(weight.shape[0], weight.shape[1], bias=bias is not None, dtype=weight.dtype)
         with torch.no_grad():
             linear.weight.copy_(weight.detach().T)
             if bias is not None:

@@ -13,7 +13,11 @@ def session(proto, extra_outputs: list[str] = ()):
 
     proto = onnx.ModelProto.FromString(proto.SerializeToString())
     existing = {o.name for o in proto.graph.output}
-    for name in extra_outputs:
-        if name not in existing:
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    wanted = [name for name in extra_outputs if name not in existing]
+    if wanted:
+        # each output declared in its own element type: a mixed-precision model's inner tensors are float16
+        inferred = onnx.shape_inference.infer_shapes(proto).graph.value_info
+        types = {info.name: info.type.tensor_type.elem_type for info in inferred}
+        for name in wanted:
+            proto.graph.output.append(onnx.helper.make_tensor_value_info(name, types.get(name) or onnx.TensorProto.FLOAT, None))
     return ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])

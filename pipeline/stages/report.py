@@ -81,7 +81,8 @@ def _float64_lines(verify: dict) -> list[str]:
                      f"{'✓' if native['passed'] else '✗'}.")
     if verify.get("keras_float32_noise") is not None:
         ratios = ", ".join(f"{name} {value:.2f}×" for name, value in verify.get("noise_ratios", {}).items())
-        lines.append(f"Keras float32 vs Keras float64: max |Δ| {verify['keras_float32_noise']:.2e} (the model's own float32 noise); "
+        lines.append(f"Keras float32 vs Keras float64: max |Δ| {verify['keras_float32_noise']:.2e} "
+                     "(the model's own rounding noise: float32's, or float16's in a mixed-precision model); "
                      f"bounds are at least {verify['noise_factor']:g}× that. Each backend's error against float64, in those units: {ratios}.")
     saturation = verify.get("saturation") or {}
     if saturation:

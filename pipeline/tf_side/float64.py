@@ -18,17 +18,24 @@ from pipeline.tf_side.loading import keras_api
 FLOAT32, FLOAT64 = "float32", "float64"
 
 
+# The floating dtypes and policies a layer computes in: a mixed-precision model (tf-keras `Policy`, Keras 3
+# `DTypePolicy` "mixed_float16") rounds in float16 — its float64 twin is the exact model that rounding departs
+# from, so the float16 noise is measured as float32's is, and the tolerances come from it.
+FLOATING = (FLOAT32, "float16", "bfloat16", "mixed_float16", "mixed_bfloat16")
+
+
 def float64_config(config):
-    """`config` with every float32 dtype — a plain name or a Keras 3 DTypePolicy — made float64."""
+    """`config` with every floating dtype — a plain name or a policy (tf-keras `Policy`, Keras 3 `DTypePolicy`,
+    mixed precision included) — made float64."""
     if isinstance(config, list):
         return [float64_config(item) for item in config]
     if not isinstance(config, dict):
         return config
     result = {}
     for key, value in config.items():
-        if key == "dtype" and value == FLOAT32:
+        if key == "dtype" and value in FLOATING:
             result[key] = FLOAT64
-        elif key == "dtype" and isinstance(value, dict) and value.get("config", {}).get("name") == FLOAT32:
+        elif key == "dtype" and isinstance(value, dict) and value.get("config", {}).get("name") in FLOATING:
             result[key] = {**value, "config": {**value["config"], "name": FLOAT64}}
         else:
             result[key] = float64_config(value)
@@ -69,7 +76,7 @@ def rebuild(model):
     kind = keras.Sequential if isinstance(model, keras.Sequential) else keras.Model
     try:
         twin = kind.from_config(float64_config(model.get_config()))
-        twin.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype == np.float32 else w for w in model.get_weights()])
+        twin.set_weights([np.asarray(w, dtype=np.float64) if np.asarray(w).dtype.kind == "f" else w for w in model.get_weights()])
     except Exception as exc:  # noqa: BLE001 — any layer that refuses float64; the proof is then left out, with the reason
         raise ValueError(f"the model cannot be rebuilt in float64 ({unconverted_layer(model, exc)})") from exc
     leaves = _leaves(twin, keras)

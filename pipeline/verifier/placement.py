@@ -61,6 +61,7 @@ class _Hit:
     position: int  # the FX node's index in execution order
     onnx_node: str
     layout: str
+    error: float = 0.0  # its max |Δ| from the Keras value, in that layout
 
 
 def in_keras_layout(value: np.ndarray, layout: str, shape: tuple[int, ...]) -> np.ndarray | None:
@@ -128,16 +129,30 @@ def find(layers: list[KerasLayer], references: dict[str, np.ndarray], tolerance:
                     if abs(float(reference.max()) - high) <= bound and abs(float(reference.min()) - low) <= bound:
                         layout = _equal_layout(reference, value, bound)
                         if layout is not None:
-                            hits[name].append(_Hit(index, nodes[node.target], layout))
+                            error = float(np.abs(in_keras_layout(value, layout, reference.shape) - reference).max())
+                            hits[name].append(_Hit(index, nodes[node.target], layout, error))
             return result
 
     try:
         with torch.inference_mode():
-            Finder(copy.deepcopy(gm).double()).run(*(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
+            Finder(_in_float64(gm)).run(*(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float64))
                                                       for a in feeds.split(inputs, layout)))
     except Exception as exc:  # noqa: BLE001 — e.g. a float32 Cast inside the graph: nothing is placed, and the rows say why
         raise NotPlaced(f"the graph does not run in float64 ({' '.join(str(exc).split())[:160]})") from exc
     return _choose(layers, references, hits)
+
+
+def _in_float64(gm):
+    """A float64 copy of `gm`: its weights, and its casts to a floating dtype (a mixed-precision model's float16
+    Casts around each layer, its float32 Cast before the softmax), which would take the values out of float64."""
+    import torch
+    from onnx2torch.node_converters.cast import OnnxCast
+
+    twin = copy.deepcopy(gm).double()
+    for module in twin.modules():
+        if isinstance(module, OnnxCast) and module.torch_dtype.is_floating_point:
+            module.torch_dtype = torch.float64
+    return twin
 
 
 class NotPlaced(Exception):
@@ -145,8 +160,8 @@ class NotPlaced(Exception):
 
 
 def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: dict[str, list[_Hit]]) -> dict[str, _Hit]:
-    """Of the tensors equal to a layer's output, the first computed after its inputs' places (its own op,
-    a Flatten's Reshape), else its input's own (a layer that computes nothing shares it) — its input's own
+    """Of the tensors equal to a layer's output, the closest — the first of equals — computed after its inputs'
+    places (its own op, a Flatten's Reshape), else its input's own (a layer that computes nothing shares it) — its input's own
     first for a nested model's row after its own layers. A constant
     output, which many tensors may equal by coincidence, only at its input's place or the op right after.
     A layer not placed (folded into a later one) passes its inputs' place on to its consumers."""
@@ -161,10 +176,15 @@ def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: d
             # output is its last layer's tensor, not a later one that happens to equal it (a residual add
             # of a block that adds almost nothing, as ConvNeXt's LayerScale at 1e-6 does)
             later = [hit for hit in found if hit.position == after] + [hit for hit in found if hit.position > after]
-        if layer.name in references and float(np.ptp(references[layer.name])) == 0.0:
-            later = [hit for hit in later if hit.position in (after, after + 1)]
-        if later:
-            placed[layer.name] = later[0]
+            if later:
+                placed[layer.name] = later[0]
+        else:
+            if layer.name in references and float(np.ptp(references[layer.name])) == 0.0:
+                later = [hit for hit in later if hit.position in (after, after + 1)]
+            if later:
+                # the closest, the first of equals: within a float16 model's wide bound a Dense's MatMul equals its
+                # output before the bias is added (a float32 bound leaves ≥ 3,000× between the right tensor and any other)
+                placed[layer.name] = min(later, key=lambda hit: (hit.error, later.index(hit)))
         reached[layer.name] = placed[layer.name].position if layer.name in placed else after
     return placed
 
