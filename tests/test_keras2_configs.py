@@ -329,10 +329,10 @@ def _drop_field(class_name: str, key: str):
     return _each(class_name, lambda entry: entry["config"].pop(key))
 
 
-def _shared_dense(config: dict) -> dict:
-    """The last Dense called twice (a shared layer: two inbound nodes)."""
+def _second_output(config: dict) -> dict:
+    """The last Dense fed the second output of the layer before it (a layer of several outputs: an LSTM's state)."""
     last = config["config"]["layers"][-1]
-    last["inbound_nodes"] = last["inbound_nodes"] * 2
+    last["inbound_nodes"][0][0][2] = 1
     return config
 
 
@@ -349,7 +349,7 @@ REFUSED = {
                             r"layer global_average_pooling2d\w*: GlobalAttentionPool has no native PyTorch equivalent"),
     "missing_field": ("functional", _drop_field("Conv2D", "kernel_size"),  # refused when the file is read, before any stage
                       r"layer conv2d\w* \(Conv2D\): kernel_size is missing \(a Conv2D cannot be built without it\)"),
-    "shared_layer": ("functional", _shared_dense, r"\(Dense\): a layer called 2 times"),
+    "second_output": ("functional", _second_output, r"\(Dense\): output 1 of layer \w+ \(a layer of several outputs\)"),
 }
 
 

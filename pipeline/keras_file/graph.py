@@ -14,6 +14,9 @@ import numpy as np
 from pipeline.data import checkset
 
 
+Ref = tuple[str, int, int]  # a tensor of the graph: (layer name, which call of it made it, which of its outputs)
+
+
 @dataclass(frozen=True)
 class KerasLayer:
     name: str
@@ -30,6 +33,10 @@ class KerasLayer:
     # The options of its first call that are not tensors (`use_causal_mask`, `training`), as the config writes
     # them; a tensor option (an `attention_mask`) is "<tensor>" here and among `inbound`.
     call_options: dict = field(default_factory=dict)
+    # Per call, the tensors it takes as (layer, node, tensor index) — `node`: which call of that layer made it —
+    # where the config says so (a Functional model's layers); () for a Sequential's. What tells a shared layer's
+    # second output from its first, which `inbound`'s names cannot.
+    call_refs: tuple[tuple[Ref, ...], ...] = ()
 
     @property
     def activation(self) -> str | None:
@@ -84,6 +91,31 @@ def _inbound_names(nodes) -> list[str]:
 
     walk(nodes)
     return names
+
+
+def _refs(node) -> tuple[Ref, ...]:
+    """The tensors one call (`inbound_nodes` item) takes, as (layer, node, tensor index), in `_inbound_names`'s order."""
+    refs: list[Ref] = []
+
+    def walk(item):
+        if isinstance(item, dict):
+            history = item.get("config", {}).get("keras_history") if item.get("class_name") == "__keras_tensor__" else None
+            if history:
+                refs.append((history[0], int(history[1]), int(history[2])))
+                return
+            for value in item.values():
+                walk(value)
+        elif isinstance(item, list):
+            if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int) and isinstance(item[2], int):
+                refs.append((item[0], item[1], item[2]))  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
+                if len(item) > 3 and isinstance(item[3], dict):
+                    walk(item[3])
+                return
+            for value in item:
+                walk(value)
+
+    walk(node)
+    return tuple(refs)
 
 
 def _operands(entry: dict) -> tuple[str | float, ...] | None:
@@ -162,9 +194,23 @@ def layers(model_config: dict) -> list[KerasLayer]:
             mask = masks[0] if len(masks) == 1 else None
             inbound = tuple(_inbound_names(unmasked)) + (tuple(masks) if len(masks) > 1 else ())  # several masks: kept as inputs
         calls = max(len(nodes), 1) if isinstance(nodes, list) else 1
+        refs = tuple(_refs(node) for node in _without_mask(nodes)[0]) if not sequential and isinstance(nodes, list) else ()
         result.append(KerasLayer(config.get("name", f"layer_{index}"), entry["class_name"], config, inbound, _operands(entry), calls, mask,
-                                 _call_options(nodes)))
-    return result
+                                 _call_options(nodes), refs))
+    return _calls_counted_from_zero(result, entries)
+
+
+def _calls_counted_from_zero(graph: list[KerasLayer], entries: list) -> list[KerasLayer]:
+    """`graph` with each (layer, node, tensor) triple's node counting the layer's calls from 0. Keras 2 counts a
+    nested model's nodes from its own first — the one its Input made when it was built, left out of the config
+    (tf-keras `functional._should_skip_first_node`) —, so its first call in the outer model is node 1; Keras 3
+    counts the model's calls alone."""
+    keras2 = any(isinstance(node, list) for entry in entries if isinstance(entry, dict) for node in entry.get("inbound_nodes") or [])
+    built = {layer.name for layer in graph if (inner := nested_layers(layer)) and inner[0].class_name == "InputLayer"}
+    if not keras2 or not built:
+        return graph
+    return [replace(layer, call_refs=tuple(tuple((name, node - 1 if name in built and node else node, index) for name, node, index in refs)
+                                           for refs in layer.call_refs)) for layer in graph]
 
 
 def with_nested(graph: list[KerasLayer], captured: Collection[str] | None = None) -> list[KerasLayer]:

@@ -129,18 +129,28 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     not_carried: list[str] = []
     notes: list[str] = []
 
-    def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str, key: str | None = None) -> Tensor:
+    def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str, key: str | None = None, call: int = 0,
+            attr: str | None = None) -> Tensor:
         """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output, known
         as `key` (a nested model's layer: `outer/inner`; its weights are filed under its own name). A layer
         Keras keeps frozen (trainable=False in its config) is frozen: `requires_grad_(False)`, and a BatchNorm
-        in inference mode."""
+        in inference mode. A later `call` of a shared layer is a forward line only: its output in `var`, from the
+        module `self.<attr>` its first call made; known as `key#call`."""
         key = key or layer.name
         frozen = layer.config.get("trainable") is False
-        context = Context(var, keras2, legacy_h5=not zipfile.is_zipfile(model.path), frozen=frozen)
+        context = Context(attr or var, keras2, legacy_h5=not zipfile.is_zipfile(model.path), frozen=frozen)
         if layer.operands is not None:
             emitted = emitters.emit_op(layer, tensors, context)
         else:
             emitted = emitters.emit(layer, weights.get(layer.name, {}), sources, context)
+        if call:
+            lines, _ = _statement(var, emitted, layer, context)
+            lines[-1] += comment
+            forward_lines.extend(lines)
+            if emitted.mask is not None and not emitted.mask.isidentifier():
+                raise emitters.unsupported(layer, "a shared layer that makes a mask")
+            tensors[_key(key, call)] = Tensor(var, emitted.rank, emitted.mask)
+            return tensors[_key(key, call)]
         if emitted.module is not None:
             init_lines.append(f"self.{var} = {emitted.module}{comment}")
             if frozen and (emitted.weights or emitted.constants):
@@ -181,6 +191,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         forward_lines.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
     input_vars: dict[str, str] = {}
     names = set(model.layer_names)  # the model's own layers', and each nested layer's as it comes: weights are filed by name
+    shared = {layer.name for layer in model.layers if layer.calls > 1}  # whose outputs only (layer, call) tells apart
     for index, layer in enumerate(model.layers):
         var = _identifier(layer.name, taken)
         comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
@@ -192,8 +203,12 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             forward_lines.append(f"{var} = channels_first({var}){comment}: channels-last in, channels-first inside")
             layer_outputs[layer.name] = var
             continue
-        if layer.calls > 1:
-            raise emitters.unsupported(layer, f"a layer called {layer.calls} times (shared between inputs)")
+        several = next(((name, index) for refs in layer.call_refs for name, _, index in refs if index), None)
+        if several:  # by its name alone, it would take that layer's first output
+            raise emitters.unsupported(layer, f"output {several[1]} of layer {several[0]} (a layer of several outputs)")
+        if layer.calls > 1 or shared & set(layer.inbound):
+            _add_calls(layer, var, comment, add, tensors, layer_outputs, taken, logits_of, names, shared)
+            continue
         sources = _sources(layer, layer.inbound or (("",) if index == 0 else ()), tensors)
         if layer.mask is not None:  # passed as `mask=` (Keras 3 writes it so): the mask the layer takes
             mask = _sources(layer, (layer.mask,), tensors)[0]
@@ -238,13 +253,51 @@ def _sources(layer: KerasLayer, inbound: tuple[str, ...], tensors: dict[str, Ten
     return sources
 
 
+def _key(name: str, call: int) -> str:
+    """How the generator knows the output of a layer's `call`: its name for the first, `name#call` for later ones."""
+    return name if call == 0 else f"{name}#{call}"
+
+
+def _call_keys(layer: KerasLayer, call: int, shared: set[str]) -> tuple[str, ...]:
+    """The keys (`_key`) of the tensors `layer`'s `call` takes, from its config's (layer, node, tensor) triples.
+
+    Raises:
+        BadInput: the config does not say which call of a shared layer it takes, or an op or a mask takes it.
+    """
+    refs = layer.call_refs[call] if call < len(layer.call_refs) else ()
+    if not refs or (layer.calls > 1 and len(refs) != len(layer.call_refs[0])):
+        raise emitters.unsupported(layer, "a call of a shared layer whose inputs the config does not state per call")
+    if layer.operands is not None or layer.mask is not None and (layer.calls > 1 or layer.mask in shared):
+        raise emitters.unsupported(layer, "an op or a mask on the outputs of a shared layer")
+    return tuple(_key(name, node) for name, node, _ in refs)
+
+
+def _add_calls(layer: KerasLayer, var: str, comment: str, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str],
+               taken: set[str], logits_of: dict[str, str], names: set[str], shared: set[str]) -> None:
+    """A layer called more than once (a shared layer: a siamese encoder's, a recommender's embedding), or one taking
+    such a layer's output: one module, and one forward line per call, each on the tensors its call takes (the
+    config's (layer, node, tensor) triples). A nested model called so is written in line once per call, its
+    layers' modules made by the first. `LAYER_OUTPUTS` names the first call's outputs (the ones Keras reports)."""
+    for call in range(layer.calls):
+        sources = _sources(layer, _call_keys(layer, call, shared), tensors)
+        if nested_layers(layer):
+            _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names, call=call, keys=_call_keys(layer, call, shared))
+        elif call == 0:
+            add(layer, var, sources, comment)
+        else:
+            add(layer, _identifier(f"{layer.name}_call{call + 1}", taken), sources, f"{comment}, call {call + 1}: the same module",
+                call=call, attr=var)
+
+
 def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str], taken: set[str],
-                logits_of: dict[str, str], names: set[str]) -> None:
-    """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem), called once, written in line:
-    its layers in its graph order, each under its own name in the source and as `outer/inner` in
-    `LAYER_OUTPUTS` (the names the verifier compares by: `keras_file.graph.with_nested`). A frozen base's layers
-    are frozen by their own configs, as Keras writes them (`base.trainable = False` sets each layer's)."""
-    flat = with_nested([layer])
+                logits_of: dict[str, str], names: set[str], call: int = 0, keys: tuple[str, ...] | None = None) -> None:
+    """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem), written in line: its layers in
+    its graph order, each under its own name in the source and as `outer/inner` in `LAYER_OUTPUTS` (the names the
+    verifier compares by: `keras_file.graph.with_nested`). A frozen base's layers are frozen by their own configs,
+    as Keras writes them (`base.trainable = False` sets each layer's). Called more than once (a siamese encoder):
+    `call` of them, fed the tensors `keys` name, each layer's forward line calling the first call's module."""
+    prefix = f"{layer.name}/"
+    flat = with_nested([replace(layer, calls=1, inbound=keys or layer.inbound)])  # fed this call's tensors
     inner, own = flat[:-1], flat[-1]
     if len(own.inbound) != 1:
         raise emitters.unsupported(layer, f"a nested model of {len(own.inbound)} outputs")
@@ -252,14 +305,23 @@ def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_output
         leaf = entry.name.rsplit("/", 1)[-1]
         if entry.calls > 1:
             raise emitters.unsupported(replace(entry, name=leaf), f"a layer called {entry.calls} times (shared between inputs)")
+        comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
+        if call:  # its module is the first call's: a forward line on this call's tensors
+            if entry.operands is not None:
+                raise emitters.unsupported(replace(entry, name=leaf), "an op inside a nested model called more than once")
+            sources = _sources(entry, tuple(_key(name, call) if name.startswith(prefix) else name for name in entry.inbound), tensors)
+            add(replace(entry, name=leaf), _identifier(f"{leaf}_call{call + 1}", taken), sources, f"{comment}, call {call + 1}",
+                key=entry.name, call=call, attr=layer_outputs[entry.name])
+            continue
         if leaf in names:
             # its weights are filed under its own name (`keras_file.weights`), which another layer has too
             raise emitters.unsupported(layer, f"a layer {leaf} of the same name as another layer of the model")
         names.add(leaf)
         sources = _sources(entry, entry.inbound, tensors)
-        comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
         add(replace(entry, name=leaf), _identifier(leaf, taken), sources, comment, key=entry.name)
-    tensors[layer.name] = tensors[own.inbound[0]]
+    tensors[_key(layer.name, call)] = tensors[_key(own.inbound[0], call)]
+    if call:
+        return
     layer_outputs[layer.name] = tensors[layer.name].var
     if own.inbound[0] in logits_of:  # a base ending in a softmax: the model's logits, where it is the output
         logits_of[layer.name] = logits_of[own.inbound[0]]

@@ -169,6 +169,23 @@ def _two_inputs(keras):
     return keras.Model([image, meta], L.Dense(3, activation="softmax")(x)), data, "sparse_categorical_crossentropy"
 
 
+def _siamese(keras):
+    """Two vectors through one encoder — a model nested as a layer and called twice, its weights shared — and a
+    Dense shared by both branches, then a classifier of the pair: a siamese network."""
+    L = keras.layers
+    inp = keras.Input((12,), name="item")
+    encoder = keras.Model(inp, L.Dense(8, activation="tanh")(L.Dense(16, activation="relu")(inp)), name="encoder")
+    left, right = keras.Input((12,), name="left"), keras.Input((12,), name="right")
+    project = L.Dense(6, activation="relu", name="project")
+    x = L.Concatenate()([project(encoder(left)), project(encoder(right))])
+
+    def data(rng, n):
+        a, b = rng.normal(0, 1, (n, 12)).astype(np.float32), rng.normal(0, 1, (n, 12)).astype(np.float32)
+        return [a, b], (np.abs(a[:, :4]).sum(axis=1) > np.abs(b[:, :4]).sum(axis=1)).astype(np.int64)  # which is the larger
+
+    return keras.Model([left, right], L.Dense(2, activation="softmax")(x)), data, "sparse_categorical_crossentropy"
+
+
 def _two_heads(keras):
     """An image and its metadata in; a class and a box out (BatchNorm between): two inputs and two outputs."""
     L = keras.layers
@@ -263,7 +280,8 @@ def _transformer_block(keras):
 MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_1xk": _signal_1xk, "dense_bn_autoencoder": _dense_bn_autoencoder}
 # Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`), and a
 # model of two inputs and two outputs (tests/test_several_io.py).
-KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads}
+KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads,
+         "siamese": _siamese}
 # Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
 SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bigru_masked": _text_bigru_masked, "text_bilstm_stacked": _text_bilstm_stacked,
              "sensor_conv_gru": _sensor_conv_gru, "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,
