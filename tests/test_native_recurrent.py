@@ -44,6 +44,30 @@ def test_the_step_loop_equals_torchs_fused_kernel(cell, merge_mode, return_seque
 
 
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
+def test_initial_and_final_states_agree_between_the_step_loop_and_the_fused_kernel(cell):
+    """A seq2seq's encoder returning its states (`return_state`) and its decoder started from them
+    (`initial_state`): the final states follow the output (h, and c for an LSTM), h is the last output, the step
+    loop and torch's kernel agree, and a run continued from a cut's final states is the whole run."""
+    module = _module(cell, None, return_sequences=False)
+    module.return_state = True
+    x = torch.randn(BATCH, FEATURES, STEPS)
+    count = 2 if cell == "LSTM" else 1
+    start = [torch.randn(BATCH, UNITS) for _ in range(count)]
+    with torch.no_grad():
+        fused = module(x, initial_state=start)
+        stepped = module(x, torch.ones(BATCH, STEPS, dtype=torch.bool), initial_state=start)
+        head = module(x[..., :3], initial_state=start)
+        continued = module(x[..., 3:], initial_state=list(head[1:]))
+        from_zeros = module(x)
+    assert len(fused) == 1 + count and all(state.shape == (BATCH, UNITS) for state in fused[1:])
+    torch.testing.assert_close(fused[1], fused[0], atol=0, rtol=0)  # h: the last step's output
+    for a, b, c in zip(fused, stepped, continued, strict=True):
+        torch.testing.assert_close(b, a, atol=ATOL, rtol=0)
+        torch.testing.assert_close(c, a, atol=ATOL, rtol=0)
+    assert (fused[0] - from_zeros[0]).abs().max() > 1e-2  # the initial state is used
+
+
+@pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
 @pytest.mark.parametrize("merge_mode", [None, "concat"])
 def test_a_masked_padded_sequence_computes_what_the_sequence_cut_to_its_length_does(cell, merge_mode):
     """Post-padding masked out: the last output (both directions) is the unpadded sequence's."""

@@ -1,7 +1,7 @@
 """Models of several inputs and several outputs (`data.feeds`): an image and its metadata in, a class and a
 box out, trained a few hundred steps with our seed and written by Keras 3 (`.keras`; tf-keras's `.h5` beside
 it for `make`) — committed (55 kB each) to spare CI a TensorFlow process; made by
-`python -m pipeline.tf_side.trained_build tests/data/several_io keras2|keras3 two_heads siamese`.
+`python -m pipeline.tf_side.trained_build tests/data/several_io keras2|keras3 two_heads siamese seq2seq`.
 
 The `.keras` goes through the CLI (onnx, torch, verify) and must pass with each output compared on its own;
 a fault planted in its box head must fail, naming that output and that layer.
@@ -137,28 +137,61 @@ def test_bench_times_a_model_of_several_inputs_and_outputs(two_heads_verified):
     assert all(agree["max_abs"] < 1e-4 for agree in result["agreement"].values()), result["agreement"]
 
 
+def _through_verify(name: str, tmp_path) -> tuple:
+    """tests/data/several_io's `name` through onnx, torch (no AOTInductor package), native and verify: (its
+    artifacts folder, verify.json), every stage exiting 0."""
+    model = tmp_path / name
+    shutil.copy(SEVERAL_IO / name, model)
+    out = tmp_path / "out"
+    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
+        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
+        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
+    return model, out / model.stem, json.loads((out / model.stem / "verify.json").read_text())
+
+
+def _assert_proven(summary: dict, folder) -> None:
+    """Every pair with the native backend, both float64 proofs, every layer within its bound, training parity."""
+    assert summary["passed"] and "native" in summary["backends"]
+    assert summary["float64_proof"]["passed"] and summary["float64_proof_native"]["passed"]
+    assert summary["layer_warning"] is None and all(row["passed"] for row in summary["layers"]["layers"])
+    assert json.loads((folder / "native" / "parity.json").read_text())["passed"]
+
+
+def _assert_native_fault_named(model, folder, good: str, bad: str, layer: str) -> None:
+    """model.py with `good` made `bad` fails verify, first divergent at `layer` in the native backend."""
+    source = (folder / "native" / "model.py").read_text()
+    assert good in source, source.split("def forward", 1)[1]
+    (folder / "native" / "model.py").write_text(source.replace(good, bad))
+    completed = helpers.run_cli("verify", "--model", str(model), "--out", str(folder.parent))
+    line = completed.stderr.strip().splitlines()[-1]
+    assert completed.returncode == 1 and f"first divergent layer: {layer} in native" in line, line
+
+
+@pytest.mark.parametrize("suffix", [".h5", pytest.param(".keras", marks=pytest.mark.zoo)])
+def test_a_seq2seq_model_gets_a_native_model_whose_decoder_starts_from_the_encoders_states(tmp_path, suffix):
+    """An encoder LSTM returning its states (`return_state`), which start the decoder LSTM (`initial_state`): the
+    native model unpacks the encoder's three outputs and passes h and c on. Every pair, both float64 proofs,
+    every layer and training parity pass; a decoder started from zeros fails, named at the decoder."""
+    model, folder, summary = _through_verify(f"seq2seq{suffix}", tmp_path)
+    _assert_proven(summary, folder)
+    assert [row["keras_layer"] for row in summary["layers"]["layers"] if row["diffs"]][-3:] == ["encoder", "decoder", "next_token"]
+    source = (folder / "native" / "model.py").read_text()
+    assert "encoder, encoder_h, encoder_c = self.encoder(source_embedding)" in source
+    _assert_native_fault_named(model, folder, "self.decoder(target_embedding, initial_state=[encoder_h, encoder_c])",
+                               "self.decoder(target_embedding)", "decoder")
+
+
 @pytest.mark.parametrize("suffix", [".h5", pytest.param(".keras", marks=pytest.mark.zoo)])
 def test_a_siamese_model_gets_a_native_model_calling_its_shared_modules_once_per_branch(tmp_path, suffix):
     """An encoder nested as a layer and called on both inputs, and a Dense shared by both branches: one module
     each, called once per branch, each call fed its own branch (the (layer, call, tensor) triples of the config;
     tf-keras counts a nested model's calls from 1). Every pair, both float64 proofs and training parity pass, every
     layer compared; the native model with its second branch wired to the first's output fails."""
-    model = tmp_path / f"siamese{suffix}"
-    shutil.copy(SEVERAL_IO / model.name, model)
-    out = tmp_path / "out"
-    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
-        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
-        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
-    summary = json.loads((out / "siamese" / "verify.json").read_text())
-    assert summary["passed"] and "native" in summary["backends"]
-    assert summary["float64_proof"]["passed"] and summary["float64_proof_native"]["passed"]
-    assert summary["layer_warning"] is None and all(row["diffs"] and row["passed"] for row in summary["layers"]["layers"])
-    assert json.loads((out / "siamese" / "native" / "parity.json").read_text())["passed"]
-    source = (out / "siamese" / "native" / "model.py").read_text()
+    model, folder, summary = _through_verify(f"siamese{suffix}", tmp_path)
+    _assert_proven(summary, folder)
+    assert all(row["diffs"] for row in summary["layers"]["layers"])
+    source = (folder / "native" / "model.py").read_text()
     forward = source.split("def forward", 1)[1]
     assert source.count("self.project = ") == 1 and forward.count("self.project(") == 2, forward
     assert "project_call2 = self.project(dense_call2)" in forward and "dense_1_call2 = self.dense_1(right)" in forward
-    (out / "siamese" / "native" / "model.py").write_text(source.replace("self.project(dense_call2)", "self.project(dense)"))
-    completed = helpers.run_cli("verify", "--model", str(model), "--out", str(out))
-    line = completed.stderr.strip().splitlines()[-1]
-    assert completed.returncode == 1 and "first divergent layer: concatenate in native" in line, line  # project's second call feeds it
+    _assert_native_fault_named(model, folder, "self.project(dense_call2)", "self.project(dense)", "concatenate")  # both branches meet there

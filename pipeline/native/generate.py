@@ -146,7 +146,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         if call:
             lines, _ = _statement(var, emitted, layer, context)
             lines[-1] += comment
-            forward_lines.extend(lines)
+            forward_lines.extend(_with_states(lines, var, emitted, key, call, tensors, taken))
             if emitted.mask is not None and not emitted.mask.isidentifier():
                 raise emitters.unsupported(layer, "a shared layer that makes a mask")
             tensors[_key(key, call)] = Tensor(var, emitted.rank, emitted.mask)
@@ -157,7 +157,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
                 init_lines.append(f"self.{var}.requires_grad_(False)  # frozen in Keras (trainable=False): not trained")
         lines, logits = _statement(var, emitted, layer, context)
         lines[-1] += comment
-        forward_lines.extend(lines)
+        forward_lines.extend(_with_states(lines, var, emitted, key, 0, tensors, taken))
         if logits:
             logits_of[key] = logits
         mask = emitted.mask
@@ -203,10 +203,8 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             forward_lines.append(f"{var} = channels_first({var}){comment}: channels-last in, channels-first inside")
             layer_outputs[layer.name] = var
             continue
-        several = next(((name, index) for refs in layer.call_refs for name, _, index in refs if index), None)
-        if several:  # by its name alone, it would take that layer's first output
-            raise emitters.unsupported(layer, f"output {several[1]} of layer {several[0]} (a layer of several outputs)")
-        if layer.calls > 1 or shared & set(layer.inbound):
+        later_output = any(index for refs in layer.call_refs for _, _, index in refs)  # by its name alone: the first output
+        if layer.calls > 1 or shared & set(layer.inbound) or later_output:
             _add_calls(layer, var, comment, add, tensors, layer_outputs, taken, logits_of, names, shared)
             continue
         sources = _sources(layer, layer.inbound or (("",) if index == 0 else ()), tensors)
@@ -253,36 +251,58 @@ def _sources(layer: KerasLayer, inbound: tuple[str, ...], tensors: dict[str, Ten
     return sources
 
 
-def _key(name: str, call: int) -> str:
-    """How the generator knows the output of a layer's `call`: its name for the first, `name#call` for later ones."""
-    return name if call == 0 else f"{name}#{call}"
+def _key(name: str, call: int, index: int = 0) -> str:
+    """How the generator knows output `index` of a layer's `call`: its name for the first output of the first call,
+    `name#call` for a later call's, `…:index` for a later output (a recurrent layer's states)."""
+    return (name if call == 0 else f"{name}#{call}") + (f":{index}" if index else "")
 
 
-def _call_keys(layer: KerasLayer, call: int, shared: set[str]) -> tuple[str, ...]:
+def _with_states(lines: list[str], var: str, emitted: emitters.Emitted, key: str, call: int, tensors: dict[str, Tensor],
+                 taken: set[str]) -> list[str]:
+    """`lines`, the layer's last line unpacking its several outputs (`Emitted.states`: `lstm, lstm_h, lstm_c = ...`)
+    into variables of their own, each known as `_key(key, call, index)`."""
+    if not emitted.states:
+        return lines
+    extra = [_identifier(f"{var}_{name}", taken) for name in emitted.states]
+    for index, state in enumerate(extra, start=1):
+        tensors[_key(key, call, index)] = Tensor(state, 2)
+    target, _, rest = lines[-1].partition(" = ")
+    return [*lines[:-1], f"{', '.join([target, *extra])} = {rest}"]
+
+
+def _call_keys(layer: KerasLayer, call: int, shared: set[str], tensors: dict[str, Tensor]) -> tuple[str, ...]:
     """The keys (`_key`) of the tensors `layer`'s `call` takes, from its config's (layer, node, tensor) triples.
 
     Raises:
-        BadInput: the config does not say which call of a shared layer it takes, or an op or a mask takes it.
+        BadInput: the config does not say which call of a shared layer it takes, an op or a mask takes it, or
+            it takes a later output of a layer the native model gives one.
     """
     refs = layer.call_refs[call] if call < len(layer.call_refs) else ()
     if not refs or (layer.calls > 1 and len(refs) != len(layer.call_refs[0])):
         raise emitters.unsupported(layer, "a call of a shared layer whose inputs the config does not state per call")
     if layer.operands is not None or layer.mask is not None and (layer.calls > 1 or layer.mask in shared):
-        raise emitters.unsupported(layer, "an op or a mask on the outputs of a shared layer")
-    return tuple(_key(name, node) for name, node, _ in refs)
+        raise emitters.unsupported(layer, "an op or a mask on the outputs of a shared layer or of a layer of several outputs")
+    for name, node, index in refs:
+        if index and _key(name, node, index) not in tensors:
+            raise emitters.unsupported(layer, f"output {index} of layer {name} (a layer of several outputs)")
+    return tuple(_key(name, node, index) for name, node, index in refs)
 
 
 def _add_calls(layer: KerasLayer, var: str, comment: str, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str],
                taken: set[str], logits_of: dict[str, str], names: set[str], shared: set[str]) -> None:
     """A layer called more than once (a shared layer: a siamese encoder's, a recommender's embedding), or one taking
-    such a layer's output: one module, and one forward line per call, each on the tensors its call takes (the
-    config's (layer, node, tensor) triples). A nested model called so is written in line once per call, its
-    layers' modules made by the first. `LAYER_OUTPUTS` names the first call's outputs (the ones Keras reports)."""
+    such a layer's output or a later output of a layer (an LSTM's states): one module, and one forward line per
+    call, each on the tensors its call takes (the config's (layer, node, tensor) triples). A nested model called so
+    is written in line once per call, its layers' modules made by the first. `LAYER_OUTPUTS` names the first call's
+    outputs (the ones Keras reports)."""
     for call in range(layer.calls):
-        sources = _sources(layer, _call_keys(layer, call, shared), tensors)
+        keys = _call_keys(layer, call, shared, tensors)
+        sources = _sources(layer, keys, tensors)
         if nested_layers(layer):
-            _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names, call=call, keys=_call_keys(layer, call, shared))
+            _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names, call=call, keys=keys)
         elif call == 0:
+            if layer.mask is not None:  # passed as `mask=` (Keras 3 writes it so): the mask the layer takes
+                sources = [replace(sources[0], mask=_sources(layer, (layer.mask,), tensors)[0].var), *sources[1:]]
             add(layer, var, sources, comment)
         else:
             add(layer, _identifier(f"{layer.name}_call{call + 1}", taken), sources, f"{comment}, call {call + 1}: the same module",

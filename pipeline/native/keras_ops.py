@@ -214,19 +214,21 @@ class KerasRNN(nn.Module):
     sigmoid (Keras 2's hard_sigmoid), a GRU resetting before its recurrent product (`reset_after=False`).
 
     Output: the last step's (N, units), or every step's (N, units, steps) with `return_sequences`; two
-    directions merged as Keras's `merge_mode` (concat, sum, mul, ave)."""
+    directions merged as Keras's `merge_mode` (concat, sum, mul, ave). With `return_state`, followed by the final
+    states as Keras returns them — h, and c for an LSTM —; `initial_state` ([h] or [h, c], each (N, units)) starts
+    the recurrence where Keras's call is given one (a seq2seq decoder started from its encoder's states)."""
 
     def __init__(self, cell: str, features: int, units: int, return_sequences: bool, *, bias: bool = True,
                  go_backwards: bool = False, merge_mode: str | None = None, reset_after: bool = True,
                  activation: str = "tanh", recurrent_activation: str = "sigmoid", keras2: bool = False,
-                 zero_output_for_mask: bool = False):
+                 zero_output_for_mask: bool = False, return_state: bool = False):
         super().__init__()
         layer = {"LSTM": nn.LSTM, "GRU": nn.GRU, "SimpleRNN": nn.RNN}[cell]
         options = {"nonlinearity": activation if activation in ("tanh", "relu") else "tanh"} if cell == "SimpleRNN" else {}
         self.rnn = layer(features, units, batch_first=True, bias=bias, bidirectional=merge_mode is not None, **options)
         self.cell, self.units, self.return_sequences = cell, units, return_sequences
         self.go_backwards, self.merge_mode, self.reset_after = go_backwards, merge_mode, reset_after
-        self.zero_output_for_mask = zero_output_for_mask
+        self.zero_output_for_mask, self.return_state = zero_output_for_mask, return_state
         self.act, self.gate_act = keras_activation(activation, keras2), keras_activation(recurrent_activation, keras2)
         if cell == "SimpleRNN":
             self.fused = activation in ("tanh", "relu")
@@ -237,19 +239,25 @@ class KerasRNN(nn.Module):
                 if name.startswith("bias_hh"):
                     parameter.requires_grad_(False)
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None, initial_state: list[torch.Tensor] | None = None):
         x = channels_last(x)
         if self.go_backwards:  # Keras reads the sequence last step first, and returns its steps in that order
             x, mask = x.flip(1), (None if mask is None else mask.flip(1))
         directions = 2 if self.merge_mode is not None else 1
         if self.fused and mask is None:
-            out, _ = self.rnn(x)
+            hx = None
+            if initial_state is not None:  # torch takes (layers, N, units)
+                hx = tuple(state.unsqueeze(0) for state in initial_state) if self.cell == "LSTM" else initial_state[0].unsqueeze(0)
+            out, final = self.rnn(x, hx)
             steps = list(out.split(self.units, dim=-1))
             lasts = [steps[0][:, -1]] if directions == 1 else [steps[0][:, -1], steps[1][:, 0]]  # the backward pass ends at step 0
+            states = [final[0][0], final[1][0]] if self.cell == "LSTM" else [final[0]]
         else:
-            steps, lasts = zip(*(self.scan(x, mask, reverse) for reverse in (False, True)[:directions]), strict=True)
+            steps, lasts, finals = zip(*(self.scan(x, mask, reverse, initial_state) for reverse in (False, True)[:directions]), strict=True)
+            states = list(finals[0])
         y = self.merge(steps if self.return_sequences else lasts)
-        return channels_first(y) if self.return_sequences else y
+        y = channels_first(y) if self.return_sequences else y
+        return (y, *states) if self.return_state else y
 
     def merge(self, outputs) -> torch.Tensor:
         if len(outputs) == 1:
@@ -263,8 +271,9 @@ class KerasRNN(nn.Module):
             return forward * backward
         return (forward + backward) / 2  # "ave"
 
-    def scan(self, x: torch.Tensor, mask: torch.Tensor | None, reverse: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """One direction stepped through: (every step's output (N, steps, units) in the input's order, the last)."""
+    def scan(self, x: torch.Tensor, mask: torch.Tensor | None, reverse: bool, initial_state: list[torch.Tensor] | None = None):
+        """One direction stepped through: (every step's output (N, steps, units) in the input's order, the last, the
+        final states as Keras returns them: [h], [h, c] for an LSTM), from `initial_state` where given, else zeros."""
         suffix = "_reverse" if reverse else ""
         w_ih, w_hh = getattr(self.rnn, f"weight_ih_l0{suffix}"), getattr(self.rnn, f"weight_hh_l0{suffix}")
         b_ih, b_hh = getattr(self.rnn, f"bias_ih_l0{suffix}", None), getattr(self.rnn, f"bias_hh_l0{suffix}", None)
@@ -272,6 +281,8 @@ class KerasRNN(nn.Module):
             x, mask = x.flip(1), (None if mask is None else mask.flip(1))
         projected = F.linear(x, w_ih, b_ih)  # every step's input term at once
         h = c = out = x.new_zeros(x.shape[0], self.units)
+        if initial_state is not None:
+            h, c = initial_state[0], (initial_state[1] if self.cell == "LSTM" else c)
         outputs = []
         for t in range(x.shape[1]):
             h_new, c_new = self.step(projected[:, t], h, c, w_hh, b_hh)
@@ -283,7 +294,7 @@ class KerasRNN(nn.Module):
                 out = torch.where(keep, h_new, torch.zeros_like(h_new) if self.zero_output_for_mask else out)
             outputs.append(out)
         outputs = torch.stack(outputs, dim=1)
-        return (outputs.flip(1) if reverse else outputs), out
+        return (outputs.flip(1) if reverse else outputs), out, ([h, c] if self.cell == "LSTM" else [h])
 
     def step(self, projected: torch.Tensor, h: torch.Tensor, c: torch.Tensor, w_hh: torch.Tensor,
              b_hh: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -124,10 +124,11 @@ def _one(tensors):
 
 def _output_in(model, layer):
     """`layer`'s output in `model`'s own graph (`_node_in`): of a layer called more than once (a shared one),
-    its first call's, as the native model's `LAYER_OUTPUTS` names it."""
+    its first call's; of a layer of several outputs (an LSTM returning its states), the first — as the native
+    model's `LAYER_OUTPUTS` names them."""
     calls = list(getattr(layer, "_inbound_nodes", None) or [])
     nodes = sorted(_node_in(model, layer), key=lambda node: next((i for i, call in enumerate(calls) if call is node), len(calls)))
-    return _one(nodes[0].output_tensors) if nodes else layer.output
+    return _flat(nodes[0].output_tensors if nodes else layer.output)[0]
 
 
 def _flat(tensors) -> list:

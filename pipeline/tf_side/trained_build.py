@@ -186,6 +186,22 @@ def _siamese(keras):
     return keras.Model([left, right], L.Dense(2, activation="softmax")(x)), data, "sparse_categorical_crossentropy"
 
 
+def _seq2seq(keras):
+    """An encoder–decoder over token ids: the encoder LSTM's final states (`return_state`) start the decoder LSTM
+    (`initial_state`), which reads the target shifted by one (teacher forcing) and predicts each next token."""
+    L = keras.layers
+    source, target = keras.Input((12,), dtype="int32", name="source"), keras.Input((10,), dtype="int32", name="target")
+    _, h, c = L.LSTM(16, return_state=True, name="encoder")(L.Embedding(30, 8, name="source_embedding")(source))
+    x = L.LSTM(16, return_sequences=True, name="decoder")(L.Embedding(30, 8, name="target_embedding")(target), initial_state=[h, c])
+
+    def data(rng, n):
+        ids = rng.integers(1, 30, (n, 12))
+        answer = ids[:, ::-1][:, :10]  # the source reversed
+        return [ids, np.concatenate([np.zeros((n, 1), ids.dtype), answer[:, :-1]], axis=1)], answer
+
+    return keras.Model([source, target], L.Dense(30, activation="softmax", name="next_token")(x)), data, "sparse_categorical_crossentropy"
+
+
 def _two_heads(keras):
     """An image and its metadata in; a class and a box out (BatchNorm between): two inputs and two outputs."""
     L = keras.layers
@@ -281,7 +297,7 @@ MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_
 # Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`), and a
 # model of two inputs and two outputs (tests/test_several_io.py).
 KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads,
-         "siamese": _siamese}
+         "siamese": _siamese, "seq2seq": _seq2seq}
 # Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
 SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bigru_masked": _text_bigru_masked, "text_bilstm_stacked": _text_bilstm_stacked,
              "sensor_conv_gru": _sensor_conv_gru, "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,

@@ -314,7 +314,8 @@ def _native_predict(sources: Sources, float64: bool) -> Predict:
         with torch.inference_mode():
             if isinstance(module.LOGITS, str):  # one output ending in a softmax (several outputs: a list, for training)
                 probs, local = load.run_with_locals(model, *xs)
-                return Outputs(probs.numpy(), local[module.LOGITS].numpy())
+                logits = local[module.LOGITS]  # channels-first inside the model: a softmax over every step's classes is (N, C, steps)
+                return Outputs(probs.numpy(), (logits.movedim(1, -1) if logits.dim() >= 3 else logits).numpy())
             return _packed(model(*xs))
 
     return _in_slices(predict, FLOAT64_ROWS) if float64 else predict

@@ -42,9 +42,15 @@ def batch_for(keras: KerasModel, data: Path | None, output_shape: tuple[int, ...
         inputs = rng.uniform(low, high, (BATCH_SIZE, *keras.input_shape)).astype(np.float32)
         source = f"seeded inputs over [{low:g}, {high:g}]"
     if keras.classifier:
-        labels = labels if labels is not None else rng.integers(0, output_shape[-1], BATCH_SIZE).astype(np.int64)
+        labels = labels if labels is not None else _class_ids(rng, output_shape)
         return inputs, labels, "sparse_categorical_crossentropy", source
     return inputs, rng.standard_normal((BATCH_SIZE, *output_shape)).astype(np.float32), "mean_squared_error", source
+
+
+def _class_ids(rng: np.random.Generator, output_shape: tuple[int, ...]) -> np.ndarray:
+    """Seeded class ids for a softmax output of `output_shape`: one per sample, or one per step where the softmax is
+    over every step's classes (a tagger's, a seq2seq decoder's: output (steps, classes), labels (steps,))."""
+    return rng.integers(0, output_shape[-1], (BATCH_SIZE, *output_shape[:-1])).astype(np.int64)
 
 
 def _cifar_classifier(keras: KerasModel, output_shape: tuple[int, ...]) -> bool:
@@ -71,7 +77,7 @@ def batch_for_several(keras: KerasModel, output_shapes: list[tuple[int, ...]], c
     labels, losses = [], []
     for shape, classifier in zip(output_shapes, classifiers, strict=True):
         if classifier:
-            labels.append(rng.integers(0, shape[-1], BATCH_SIZE).astype(np.int64))
+            labels.append(_class_ids(rng, shape))
             losses.append("sparse_categorical_crossentropy")
         else:
             labels.append(rng.standard_normal((BATCH_SIZE, *shape)).astype(np.float32))

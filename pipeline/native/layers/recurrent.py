@@ -8,9 +8,13 @@ torch's r, z, n (reordered: `GRU_GATES`, recorded in weights_map.json). Keras's 
 and 1 are torch's two biases. The backward direction of a Bidirectional layer is torch's `..._reverse`.
 A Keras mask (an Embedding's `mask_zero`) is taken: the masked steps keep the state, as in Keras.
 
-Refused, naming the option: `return_state`, `stateful`, `time_major`, dropout inside the layer (its random
-masks cannot be Keras's), a call with initial states, a Bidirectional wrapper whose backward layer differs
-from its forward one but for its direction.
+`return_state` returns the final states after the output (h, and c for an LSTM: `Emitted.states`), and a call
+given initial states (Keras 3's `initial_state=` keyword, Keras 2's extra inputs) starts from them: a seq2seq
+encoder–decoder.
+
+Refused, naming the option: `stateful`, `time_major`, dropout inside the layer (its random masks cannot be
+Keras's), states in or out of a Bidirectional layer, a Bidirectional wrapper whose backward layer differs from
+its forward one but for its direction.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ MERGE_MODES = ("concat", "sum", "mul", "ave")
 
 
 def _refuse_options(layer, config) -> None:
-    for flag in ("return_state", "stateful", "time_major"):
+    for flag in ("stateful", "time_major"):
         if config.get(flag):
             raise unsupported(layer, f"{flag}=True")
     for rate in ("dropout", "recurrent_dropout"):
@@ -57,9 +61,12 @@ def _rules(cell: str, weights: dict, prefix: str, suffix: str, use_bias: bool) -
 
 def _module(layer, cell: str, config, inputs, context, weights: dict, prefix: str, merge_mode: str | None,
             zero_output_for_mask: bool) -> Emitted:
-    if len(inputs) != 1:  # called with initial states
-        raise unsupported(layer, f"a call of {len(inputs)} inputs (initial states)")
-    (x,) = inputs
+    states = ("h", "c") if cell == "LSTM" else ("h",)  # what Keras returns after the output with return_state
+    if len(inputs) not in (1, 1 + len(states)):
+        raise unsupported(layer, f"a call of {len(inputs)} inputs")
+    x, initial = inputs[0], inputs[1:]
+    if merge_mode is not None and (initial or config.get("return_state")):
+        raise unsupported(layer, "states in or out of a Bidirectional layer")
     if x.rank != 3:
         raise unsupported(layer, f"an input of rank {x.rank}")
     _refuse_options(layer, config)
@@ -91,9 +98,13 @@ def _module(layer, cell: str, config, inputs, context, weights: dict, prefix: st
         options.append("keras2=True")  # Keras 2's hard_sigmoid is another function
     if x.mask and zero_output_for_mask:
         options.append("zero_output_for_mask=True")
-    call = f"self.{context.attr}({x.var}, {x.mask})" if x.mask else f"self.{context.attr}({x.var})"
-    return Emitted(f"KerasRNN({', '.join(options)})", call, 3 if sequences else 2, rules, constants=constants,
-                   mask=x.mask if sequences else None)
+    if config.get("return_state"):
+        options.append("return_state=True")
+    arguments = [x.var] + ([x.mask] if x.mask else [])
+    if initial:
+        arguments.append(f"initial_state=[{', '.join(state.var for state in initial)}]")
+    return Emitted(f"KerasRNN({', '.join(options)})", f"self.{context.attr}({', '.join(arguments)})", 3 if sequences else 2, rules,
+                   constants=constants, mask=x.mask if sequences else None, states=states if config.get("return_state") else ())
 
 
 @emits("LSTM", "GRU", "SimpleRNN", ignores=_IGNORES, mask="takes")

@@ -93,6 +93,9 @@ class Emitted:
     # the output's Keras mask: an expression of the inputs' variables (an Embedding's `ids != 0`), or the variable
     # of an input's mask it keeps (a recurrent layer returning every step); None: no mask goes on
     mask: str | None = None
+    # the names of the tensors `expr` returns after the output, each (N, features) — a recurrent layer's final
+    # states with `return_state` ("h", "c") —, Keras's outputs 1, 2, ... of the layer; () for one output
+    states: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
