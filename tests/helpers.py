@@ -85,6 +85,22 @@ def run_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> 
                           env={**os.environ, **env} if env else None)
 
 
+STAGES = ("onnx", "torch", "native", "verify")  # every stage of a model through verify, in order
+NO_AOT = ("--no-aot",)  # the torch stage without its AOTInductor package (a compile tests/test_aoti.py makes)
+
+
+def run_stages(model: Path, out: Path, stages: tuple[str, ...] = STAGES, torch_options: tuple[str, ...] = ()) -> list[str]:
+    """The CLI's `stages` on `model` into `out`, the torch stage given `torch_options`, each required to exit 0;
+    what each said (stdout, then stderr)."""
+    said = []
+    for stage in stages:
+        extra = torch_options if stage == "torch" else ()
+        completed = run_cli(stage, "--model", str(model), "--out", str(out), *extra)
+        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
+        said.append(completed.stdout + completed.stderr)
+    return said
+
+
 def worker_running(parent: int) -> bool:
     """Whether the TensorFlow process started by the stage with pid `parent` is running (from /proc, no extra package)."""
     from pipeline.common.keras_job import WORKER_MODULE

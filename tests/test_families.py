@@ -239,11 +239,7 @@ def test_keras2_tensorflow_functions_convert_verify_and_get_a_native_model(tmp_p
     tf.squeeze in a tf-keras file: each a TFOpLambda the native model writes as its torch operation (those that
     depend on the axes' order in Keras's layout), verified in every pair and in float64 on both paths."""
     model = helpers.build_tiny_model(tmp_path / "tf_functions.h5", _TF_FUNCTIONS)
-    text = ""
-    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
-        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(tmp_path / "out"), *extra)
-        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
-        text += completed.stdout + completed.stderr
+    text = "".join(helpers.run_stages(model, tmp_path / "out", torch_options=helpers.NO_AOT))
     assert "Verification PASSED" in text and "Float64 proof, second path" in text
     source = (tmp_path / "out" / "tf_functions" / "native" / "model.py").read_text()
     assert "channels_first(channels_last(tf_concat).mean(dim=(1, 2), keepdim=False))" in source

@@ -49,10 +49,7 @@ def mixed_model(tmp_path_factory):
         if flavour not in built:
             model, out = folder / f"mixed_{flavour}{SUFFIX[flavour]}", folder / f"artifacts_{flavour}"
             helpers.run_tf_script(BUILD_SCRIPT, flavour, str(model))
-            for stage in ("onnx", "torch"):
-                extra = ("--no-aot",) if stage == "torch" else ()
-                completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
-                assert completed.returncode == 0, completed.stderr[-2000:]
+            helpers.run_stages(model, out, ("onnx", "torch"), helpers.NO_AOT)
             built[flavour] = (model, out)
         return built[flavour]
 

@@ -24,12 +24,7 @@ def nested_verified(tmp_path_factory):
     def run(flavour: str):
         (built,) = keras_runtime.build_trained(folder / flavour, flavour, ["nested_transfer"])
         model, out = Path(built["file"]), folder / flavour / "out"
-        text = ""
-        for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
-            completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
-            assert completed.returncode == 0, f"{flavour} {stage}: {completed.stderr[-3000:]}"
-            text += completed.stdout + completed.stderr
-        return flavour, (model, out, text)
+        return flavour, (model, out, "".join(helpers.run_stages(model, out, torch_options=helpers.NO_AOT)))
 
     with ThreadPoolExecutor(len(families.FLAVOURS)) as pool:  # one TensorFlow process per flavour (CI has two cores)
         return dict(pool.map(run, families.FLAVOURS))

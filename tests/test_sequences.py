@@ -53,12 +53,7 @@ def lstm_verified(tmp_path_factory):
 
 def _through_verify(model, out, *torch_options: str, stages=("onnx", "torch", "verify")) -> str:
     """`stages` run on `model` into `out`; what the last two said."""
-    said = []
-    for stage, extra in ((stage, torch_options if stage == "torch" else ()) for stage in stages):
-        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
-        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
-        said.append(completed.stdout + completed.stderr)
-    return "".join(said[-2:])
+    return "".join(helpers.run_stages(model, out, stages, torch_options)[-2:])
 
 
 def test_embedding_lstm_h5_verified_with_the_float64_proof(lstm_verified):

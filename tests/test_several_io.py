@@ -80,12 +80,7 @@ def two_heads_verified(tmp_path_factory):
     folder = tmp_path_factory.mktemp("several_io")
     model = folder / "two_heads.keras"
     shutil.copy(SEVERAL_IO / model.name, model)
-    texts = []
-    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
-        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(folder / "out"), *extra)
-        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
-        texts.append(completed.stdout + completed.stderr)
-    return folder / "out", texts
+    return folder / "out", helpers.run_stages(model, folder / "out", torch_options=helpers.NO_AOT)
 
 
 def test_two_inputs_and_two_outputs_verified_output_by_output(two_heads_verified):
@@ -138,14 +133,12 @@ def test_bench_times_a_model_of_several_inputs_and_outputs(two_heads_verified):
 
 
 def _through_verify(name: str, tmp_path) -> tuple:
-    """tests/data/several_io's `name` through onnx, torch (no AOTInductor package), native and verify: (its
-    artifacts folder, verify.json), every stage exiting 0."""
+    """tests/data/several_io's `name`, copied into `tmp_path`, through onnx, torch (no AOTInductor package), native
+    and verify: (the copy, its artifacts folder, verify.json), every stage exiting 0."""
     model = tmp_path / name
     shutil.copy(SEVERAL_IO / name, model)
     out = tmp_path / "out"
-    for stage, extra in (("onnx", ()), ("torch", ("--no-aot",)), ("native", ()), ("verify", ())):
-        completed = helpers.run_cli(stage, "--model", str(model), "--out", str(out), *extra)
-        assert completed.returncode == 0, f"{stage}: {completed.stderr[-3000:]}"
+    helpers.run_stages(model, out, torch_options=helpers.NO_AOT)
     return model, out / model.stem, json.loads((out / model.stem / "verify.json").read_text())
 
 

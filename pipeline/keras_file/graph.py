@@ -69,20 +69,26 @@ def dtype_name(value) -> str | None:
 
 
 def _inbound_names(nodes) -> list[str]:
-    """Layer names referenced by `inbound_nodes`, in Keras 2 ([[name, i, j, kw]]) or Keras 3 (keras_history) form."""
-    names: list[str] = []
+    """Layer names referenced by `inbound_nodes` (the layers of its `_refs`)."""
+    return [name for name, _, _ in _refs(nodes)]
+
+
+def _refs(nodes) -> tuple[Ref, ...]:
+    """The tensors referenced by `nodes` — `inbound_nodes`, or one call's item of it — as (layer, node, tensor
+    index), in order, in Keras 2 ([[name, i, j, kw]]) or Keras 3 (keras_history) form."""
+    refs: list[Ref] = []
 
     def walk(item):
         if isinstance(item, dict):
             history = item.get("config", {}).get("keras_history") if item.get("class_name") == "__keras_tensor__" else None
             if history:
-                names.append(history[0])
+                refs.append(_ref(history))
                 return
             for value in item.values():
                 walk(value)
         elif isinstance(item, list):
             if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int):
-                names.append(item[0])  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
+                refs.append(_ref(item))  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
                 if len(item) > 3 and isinstance(item[3], dict):
                     walk(item[3])  # tensors passed by keyword: a MultiHeadAttention's value, a TFOpLambda's y
                 return
@@ -90,32 +96,15 @@ def _inbound_names(nodes) -> list[str]:
                 walk(value)
 
     walk(nodes)
-    return names
-
-
-def _refs(node) -> tuple[Ref, ...]:
-    """The tensors one call (`inbound_nodes` item) takes, as (layer, node, tensor index), in `_inbound_names`'s order."""
-    refs: list[Ref] = []
-
-    def walk(item):
-        if isinstance(item, dict):
-            history = item.get("config", {}).get("keras_history") if item.get("class_name") == "__keras_tensor__" else None
-            if history:
-                refs.append((history[0], int(history[1]), int(history[2])))
-                return
-            for value in item.values():
-                walk(value)
-        elif isinstance(item, list):
-            if len(item) >= 3 and isinstance(item[0], str) and isinstance(item[1], int) and isinstance(item[2], int):
-                refs.append((item[0], item[1], item[2]))  # Keras 2: [layer_name, node_index, tensor_index, kwargs]
-                if len(item) > 3 and isinstance(item[3], dict):
-                    walk(item[3])
-                return
-            for value in item:
-                walk(value)
-
-    walk(node)
     return tuple(refs)
+
+
+def _ref(triple: list) -> Ref:
+    """(layer, node, tensor index) of a keras_history or Keras 2 entry; an index the file does not give as a number, 0."""
+    def index(at: int) -> int:
+        return triple[at] if len(triple) > at and isinstance(triple[at], int) else 0
+
+    return triple[0], index(1), index(2)
 
 
 def _operands(entry: dict) -> tuple[str | float, ...] | None:

@@ -144,11 +144,11 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         else:
             emitted = emitters.emit(layer, weights.get(layer.name, {}), sources, context)
         if call:
+            if emitted.mask is not None and not emitted.mask.isidentifier():
+                raise emitters.unsupported(layer, "a shared layer that makes a mask")
             lines, _ = _statement(var, emitted, layer, context)
             lines[-1] += comment
             forward_lines.extend(_with_states(lines, var, emitted, key, call, tensors, taken))
-            if emitted.mask is not None and not emitted.mask.isidentifier():
-                raise emitters.unsupported(layer, "a shared layer that makes a mask")
             tensors[_key(key, call)] = Tensor(var, emitted.rank, emitted.mask)
             return tensors[_key(key, call)]
         if emitted.module is not None:
@@ -207,10 +207,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         if layer.calls > 1 or shared & set(layer.inbound) or later_output:
             _add_calls(layer, var, comment, add, tensors, layer_outputs, taken, logits_of, names, shared)
             continue
-        sources = _sources(layer, layer.inbound or (("",) if index == 0 else ()), tensors)
-        if layer.mask is not None:  # passed as `mask=` (Keras 3 writes it so): the mask the layer takes
-            mask = _sources(layer, (layer.mask,), tensors)[0]
-            sources = [replace(sources[0], mask=mask.var), *sources[1:]]
+        sources = _masked(layer, _sources(layer, layer.inbound or (("",) if index == 0 else ()), tensors), tensors)
         if nested_layers(layer):
             _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names)
             continue
@@ -249,6 +246,13 @@ def _sources(layer: KerasLayer, inbound: tuple[str, ...], tensors: dict[str, Ten
         raise BadInput(f"layer {layer.name} ({layer.class_name}): its inputs {list(layer.inbound)} are not outputs of "
                        "earlier layers; the native model needs a plain layer graph")
     return sources
+
+
+def _masked(layer: KerasLayer, sources: list[Tensor], tensors: dict[str, Tensor]) -> list[Tensor]:
+    """`sources` with the mask `layer` is passed as `mask=` (Keras 3 writes it so) on the first, where it is."""
+    if layer.mask is None:
+        return sources
+    return [replace(sources[0], mask=_sources(layer, (layer.mask,), tensors)[0].var), *sources[1:]]
 
 
 def _key(name: str, call: int, index: int = 0) -> str:
@@ -301,9 +305,7 @@ def _add_calls(layer: KerasLayer, var: str, comment: str, add, tensors: dict[str
         if nested_layers(layer):
             _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names, call=call, keys=keys)
         elif call == 0:
-            if layer.mask is not None:  # passed as `mask=` (Keras 3 writes it so): the mask the layer takes
-                sources = [replace(sources[0], mask=_sources(layer, (layer.mask,), tensors)[0].var), *sources[1:]]
-            add(layer, var, sources, comment)
+            add(layer, var, _masked(layer, sources, tensors), comment)
         else:
             add(layer, _identifier(f"{layer.name}_call{call + 1}", taken), sources, f"{comment}, call {call + 1}: the same module",
                 call=call, attr=var)

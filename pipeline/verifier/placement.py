@@ -171,20 +171,18 @@ def _choose(layers: list[KerasLayer], references: dict[str, np.ndarray], hits: d
         after = max((reached[name] for name in layer.inbound if name in reached), default=-1)
         found = hits.get(layer.name, [])
         later = [hit for hit in found if hit.position > after] + [hit for hit in found if hit.position == after]
-        if layer.inbound and all(name.startswith(f"{layer.name}/") for name in layer.inbound):
+        nested = layer.inbound and all(name.startswith(f"{layer.name}/") for name in layer.inbound)
+        if nested:
             # a nested model laid out as its own layers (`graph.with_nested`) computes nothing after them: its
             # output is its last layer's tensor, not a later one that happens to equal it (a residual add
             # of a block that adds almost nothing, as ConvNeXt's LayerScale at 1e-6 does)
             later = [hit for hit in found if hit.position == after] + [hit for hit in found if hit.position > after]
-            if later:
-                placed[layer.name] = later[0]
-        else:
-            if layer.name in references and float(np.ptp(references[layer.name])) == 0.0:
-                later = [hit for hit in later if hit.position in (after, after + 1)]
-            if later:
-                # the closest, the first of equals: within a float16 model's wide bound a Dense's MatMul equals its
-                # output before the bias is added (a float32 bound leaves ≥ 3,000× between the right tensor and any other)
-                placed[layer.name] = min(later, key=lambda hit: (hit.error, later.index(hit)))
+        if layer.name in references and float(np.ptp(references[layer.name])) == 0.0:
+            later = [hit for hit in later if hit.position in (after, after + 1)]
+        if later:
+            # else the closest, the first of equals: within a float16 model's wide bound a Dense's MatMul equals its
+            # output before the bias is added (a float32 bound leaves ≥ 3,000× between the right tensor and any other)
+            placed[layer.name] = later[0] if nested else min(later, key=lambda hit: (hit.error, later.index(hit)))
         reached[layer.name] = placed[layer.name].position if layer.name in placed else after
     return placed
 
