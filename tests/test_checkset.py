@@ -68,3 +68,22 @@ def test_layer_inputs_shrink_to_the_memory_bound():
     few = checkset.layer_inputs(layout, tests, per_sample=checkset.CHECK_COPY_BYTES // 10)
     assert len(few) == 5 + 3 * 1  # half the room to test images, one random input per range at least
     assert len(checkset.layer_inputs(layout, None, per_sample=checkset.CHECK_COPY_BYTES)) == 3
+
+
+def test_a_model_of_open_length_gets_sets_at_the_other_lengths_kept_apart_from_the_check_sets(tmp_path):
+    """Sets at `OTHER_LENGTHS` for an input of open length, token ids drawn as at the check length, none for a fixed
+    input; a reference file holding them gives them apart (`length_sets`), never among the check sets the artifacts
+    converted at one length are run on."""
+    from pipeline.verifier.keras_reference import KerasReference
+
+    tokens = {"input": checkset.TokenIds(50, mask_zero=True)}
+    sets = checkset.length_sets((None,), ((0.0, 49.0),), tokens)
+    assert sorted(sets) == ["length50_random_7_0_49", "length9_random_7_0_49"]
+    assert sets["length9_random_7_0_49"].shape == (7, 9) and (sets["length50_random_7_0_49"][1:] == 0).any()
+    assert checkset.length_sets((20,), ((0.0, 49.0),), tokens) == {}
+    arrays = {f"{name}/{part}": np.zeros((7, 2), np.float32) for name in ("random_7_0_1", *sets) for part in ("inputs", "probs")}
+    np.savez(tmp_path / "reference.npz", **arrays)
+    reference = KerasReference(tmp_path / "reference.npz")
+    assert reference.set_names() == ["random_7_0_1"] and list(reference.outputs()) == ["random_7_0_1"]
+    assert sorted(reference.length_sets()) == [9, 50] and list(reference.length_sets()[9]) == ["length9_random_7_0_49"]
+    assert sorted(reference.length_outputs()) == sorted(sets)

@@ -125,13 +125,32 @@ def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(ma
     converted = helpers.run_cli("onnx", "--model", str(masked_gru), "--out", str(out))
     assert converted.returncode == 0, converted.stderr[-3000:]
     assert "leaves input dimension(s) 1 open; checked and converted at length 32" in converted.stderr
+    assert "the native model, which takes any length, is checked at 9 and 50 too" in converted.stderr
     text = _through_verify(masked_gru, out, "--no-aot", stages=("torch", "native", "verify"))
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
+    summary = json.loads((out / masked_gru.stem / "verify.json").read_text())
+    assert [p["a"] for p in summary["length_pairs"]] == ["native@9", "native64@9", "native@50", "native64@50"]
+    assert all(p["passed"] for p in summary["length_pairs"]) and "onnxruntime" in summary["fixed_length"]
+    assert "checked at 9 and 50 too" in text
+    _assert_a_fault_beyond_32_steps_fails_at_50(masked_gru, out, tmp_path)
     source = (out / masked_gru.stem / "native" / "model.py").read_text()
     assert "self.gru(embedding, not_equal)" in source and "reset_after" not in source.split("class Model")[1]
     parity = json.loads((out / masked_gru.stem / "native" / "parity.json").read_text())
     assert parity["passed"] and "padded with 0" in parity["inputs"]
     _assert_wrong_reset_after_fails(masked_gru, out / masked_gru.stem / "native", tmp_path)
+
+
+def _assert_a_fault_beyond_32_steps_fails_at_50(model_path, out, scratch) -> None:
+    """The planted fault: a native model that reads only the last 32 steps — equal to Keras at the converted length
+    and at 9, not at 50 — fails verify there, named by length."""
+    planted = scratch / "planted"
+    shutil.copytree(out, planted)
+    source = planted / model_path.stem / "native" / "model.py"
+    line = "input_layer = channels_first(input_layer)"
+    assert line in source.read_text()
+    source.write_text(source.read_text().replace(line, f"{line}[:, -32:]"))
+    failed = helpers.run_cli("verify", "--model", str(model_path), "--out", str(planted))
+    assert failed.returncode != 0 and "verification failed — native@50 vs keras@50" in failed.stderr, failed.stderr[-2000:]
 
 
 def _assert_wrong_reset_after_fails(model_path, native, scratch) -> None:

@@ -29,11 +29,41 @@ Range = tuple[float, float]
 # length) is checked, converted and exported. A fixed choice, said in the onnx stage's line: the
 # converted models take that length. Long enough for a recurrence to carry state over many steps.
 OPEN_DIMENSION_LENGTH = 32
+# The lengths at which such a model is checked besides, on the backends that take any length (the native
+# model; `verify._other_lengths`): one shorter (odd, so a padded tail falls differently) and one longer.
+OTHER_LENGTHS = (9, 50)
+# A set at another length: one batch of this size per range, named `length_set_name`.
+OTHER_LENGTH_BATCH = 7
 
 
-def fill_open(shape) -> tuple[int, ...]:
-    """One sample's shape with every dimension left open (None) set to `OPEN_DIMENSION_LENGTH`."""
-    return tuple(OPEN_DIMENSION_LENGTH if dim is None else int(dim) for dim in shape)
+def fill_open(shape, length: int = OPEN_DIMENSION_LENGTH) -> tuple[int, ...]:
+    """One sample's shape with every dimension left open (None) set to `length`."""
+    return tuple(length if dim is None else int(dim) for dim in shape)
+
+
+def length_set_name(length: int, name: str) -> str:
+    """`length<L>_<name>`: check set `name` drawn with the open dimensions at `length` (`OTHER_LENGTHS`). Kept
+    apart from the check sets (`is_length_set`): the artifacts converted at `OPEN_DIMENSION_LENGTH` take no other."""
+    return f"length{length}_{name}"
+
+
+def is_length_set(name: str) -> bool:
+    return name.startswith("length")
+
+
+def length_of(name: str) -> int:
+    """The length of a set named by `length_set_name`."""
+    return int(name.split("_", 1)[0].removeprefix("length"))
+
+
+def length_sets(open_shape, ranges: tuple[Range, ...] = DEFAULT_RANGES, tokens: dict[str, TokenIds] | None = None) -> dict[str, np.ndarray]:
+    """The sets of a model of one input whose one-sample `open_shape` leaves dimensions open (None): one batch of
+    `OTHER_LENGTH_BATCH` per range at each of `OTHER_LENGTHS`, drawn as `random_sets` draws them; {} where none is open."""
+    if None not in tuple(open_shape):
+        return {}
+    return {length_set_name(length, name): inputs for length in OTHER_LENGTHS
+            for name, inputs in random_sets(Layout.of(["input"], [fill_open(open_shape, length)]), ranges, (OTHER_LENGTH_BATCH,),
+                                            tokens=tokens).items()}
 
 
 # The most memory one copy of the check inputs and outputs may take (float32): verify holds Keras's float32

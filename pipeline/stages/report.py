@@ -42,6 +42,7 @@ def verify_table(verify: dict) -> str:
                      if verify.get("classifier") else
                      f"Outputs are not probabilities: max |Δ| ≤ {describe_scaled()}{widened}; argmax not gated.")
     lines.extend(_float64_lines(verify))
+    lines.extend(_length_lines(verify))
     for name, why in verify.get("not_applicable", {}).items():
         lines.append(f"{name}: {why}." if why.startswith(NOT_BUILT) else f"Backend `{name}` not compared: {why}.")
     if verify.get("layer_warning"):
@@ -92,6 +93,22 @@ def _float64_lines(verify: dict) -> list[str]:
         if verify.get("no_evidence"):
             lines.append("**Every check sample is saturated or collapsed: this comparison is not evidence — give other inputs (--inputs).**")
     return lines
+
+
+def _length_lines(verify: dict) -> list[str]:
+    """A model that leaves a dimension open: the backends that take any length against Keras at the other lengths."""
+    pairs = verify.get("length_pairs") or []
+    if not verify.get("other_lengths"):
+        return []
+    lengths = " and ".join(map(str, verify["other_lengths"]))
+    if not pairs:
+        return [f"The model leaves its input's length open: checked at the converted length only — no backend here takes "
+                f"{lengths} (the native model would; it was not built)."]
+    checked = "; ".join(f"{p['a']} vs {p['b']} max |Δ| {p['max_abs_diff']:.2e} ({p['tolerance']:.1e}) {'✓' if p['passed'] else '✗'}"
+                        for p in pairs)
+    fixed = ", ".join(verify.get("fixed_length") or [])
+    fixed = f" {fixed} take the converted length only (model.onnx was converted at it)." if fixed else ""
+    return [f"The model leaves its input's length open: checked at {lengths} too — {checked}.{fixed}"]
 
 
 def layers_table(layers: dict) -> str:
@@ -294,4 +311,6 @@ def verdict_line(out_dir: Path) -> str:
     proven = (f"float64 proof passed ({', '.join(proofs)})" if proofs
               else f"no float64 proof ({verify.get('float64_note') or 'not run'})")
     inputs = verify["test_images"] + verify["random_images"] + (verify.get("user_inputs") or 0)
-    return f"PASSED — {checked} equal Keras on {inputs:,} inputs; {proven}"
+    lengths = (f"; native model equal at lengths {' and '.join(map(str, verify['other_lengths']))} too"
+               if verify.get("length_pairs") else "")
+    return f"PASSED — {checked} equal Keras on {inputs:,} inputs; {proven}{lengths}"

@@ -63,10 +63,15 @@ class VerifyResult:
     random_batch_sizes: list[int] = field(default_factory=lambda: list(checkset.RANDOM_BATCH_SIZES))  # as the check sets were drawn (their names say)
     inputs: str = ""  # a model of several inputs: each one's name and shape (`feeds.Layout.describe`); "" for one
     outputs: str = ""  # the same of its several outputs, each compared on its own (`compare`)
+    # A model that leaves a dimension open: the backends that take any length against Keras at `checkset.OTHER_LENGTHS`
+    # (float32 within the model's own noise at that length, and the native model's float64 proof), `_other_lengths`
+    other_lengths: list[int] = field(default_factory=list)  # the lengths Keras's reference holds sets at, besides the converted one
+    length_pairs: list[PairResult] = field(default_factory=list)
+    fixed_length: list[str] = field(default_factory=list)  # the backends that take the converted length only
 
     @property
     def outputs_passed(self) -> bool:
-        return all(pair.passed for pair in self.pairs)
+        return all(pair.passed for pair in (*self.pairs, *self.length_pairs))
 
     @property
     def no_evidence(self) -> bool:
@@ -107,6 +112,9 @@ class VerifyResult:
             "outputs": self.outputs,
             "user_inputs": self.user_inputs,
             "pairs": [pair.as_dict() for pair in self.pairs],
+            "other_lengths": self.other_lengths,
+            "length_pairs": [pair.as_dict() for pair in self.length_pairs],
+            "fixed_length": self.fixed_length,
             "outputs_passed": self.outputs_passed,
             "float64_proof": self.proof.as_dict() if self.proof else None,
             "float64_proof_native": self.native_proof.as_dict() if self.native_proof else None,
@@ -124,7 +132,8 @@ class VerifyResult:
     def raise_if_failed(self) -> None:
         """One CheckFailed naming the first failure (the first divergent layer where there is one) and how many
         more there are: the line must fit a terminal; verify.json and report.md list every one."""
-        failures = [f"{p.a} vs {p.b}: {p.breach()}, {p.decisive_disagreements} argmax disagreements" for p in self.pairs if not p.passed]
+        failures = [f"{p.a} vs {p.b}: {p.breach()}, {p.decisive_disagreements} argmax disagreements"
+                    for p in (*self.pairs, *self.length_pairs) if not p.passed]
         for proof in reversed(self.proofs):
             if not proof.passed:
                 failures.insert(0, f"float64 proof ({proof.a} vs {proof.b}): {proof.breach()}")
@@ -206,6 +215,7 @@ def _verify(artifacts: Artifacts, data: Path | None, out_dir: Path, progress: bo
         outputs=output_layout.describe() if output_layout else "",
     )
     _float64(result, found, sources, sets, outputs, noise, keras.classifier)
+    _other_lengths(result, found, sources, list(outputs), keras.classifier)
     _write(result, staged, plots)
     return result
 
@@ -220,8 +230,7 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
     result.keras_noise = noise.outputs
     result.noise_ratios = {name: precision.ratio(out, keras64, noise) for name, out in outputs.items() if name != "keras"}
     proof_sets = checkset.proof_subset(sets)  # the first PROOF_SAMPLES of each set (why: checkset)
-    proof_keras64 = {name: Outputs(*(None if part is None else part[:checkset.PROOF_SAMPLES] for part in (out.probs, out.logits)), out.layout)
-                     for name, out in keras64.items()}
+    proof_keras64 = _proof_rows(keras64)
     if "native" in outputs:
         result.native_proof = compare("native64", backends.run_sets(backends.native64(sources), proof_sets), "keras_f64",
                                       proof_keras64, classifier, proof=True)
@@ -230,6 +239,44 @@ def _float64(result: VerifyResult, found: KerasOutputs, sources: Sources, sets: 
         return
     proof_outputs = backends.run_sets(backends.fx64(sources), proof_sets)
     result.proof = compare("fx64", proof_outputs, "keras_f64", proof_keras64, classifier, proof=True)
+
+
+# The backends whose model takes a dimension the Keras model leaves open at any length: the native model, written
+# from the Keras config alone. The others come from model.onnx, converted with that dimension at its check length.
+ANY_LENGTH = ("native",)
+
+
+def _other_lengths(result: VerifyResult, found: KerasOutputs, sources: Sources, backends_run: list[str], classifier: bool) -> None:
+    """Where Keras's reference holds sets at `checkset.OTHER_LENGTHS` (a model of an open dimension), each backend of
+    `ANY_LENGTH` that ran, against Keras at each length — within the model's own float32 noise there, and in float64
+    (the native model's proof) where Keras float64 was written — into `result.length_pairs`; the rest are named
+    `result.fixed_length`."""
+    by_length = found.reference.length_sets()
+    if not by_length:
+        return
+    result.other_lengths = sorted(by_length)
+    takers = [name for name in backends_run if name in ANY_LENGTH]
+    result.fixed_length = [name for name in backends_run if name != "keras" and name not in ANY_LENGTH]
+    keras32 = found.reference.length_outputs()
+    result.saturation.update(precision.saturation(keras32, classifier))  # agreement on saturated samples there proves nothing either
+    keras64 = found.reference_f64.length_outputs() if found.reference_f64 is not None else {}
+    predictors = {name: backends.load(name, sources) for name in takers}
+    for length, sets in sorted(by_length.items()):
+        reference = {name: keras32[name] for name in sets}
+        reference64 = {name: keras64[name] for name in sets if name in keras64}
+        noise = precision.measure(reference, reference64) if len(reference64) == len(sets) else None
+        for name, predict in predictors.items():
+            result.length_pairs.append(compare(f"{name}@{length}", backends.run_sets(predict, sets), f"keras@{length}", reference,
+                                               classifier, noise))
+        if "native" in takers and noise is not None:
+            result.length_pairs.append(compare(f"native64@{length}", backends.run_sets(backends.native64(sources), checkset.proof_subset(sets)),
+                                               f"keras_f64@{length}", _proof_rows(reference64), classifier, proof=True))
+
+
+def _proof_rows(outputs: dict[str, Outputs]) -> dict[str, Outputs]:
+    """Keras float64's outputs on the rows the proof runs (`checkset.proof_subset`)."""
+    return {name: Outputs(*(None if part is None else part[:checkset.PROOF_SAMPLES] for part in (out.probs, out.logits)), out.layout)
+            for name, out in outputs.items()}
 
 
 def _keep_test_predictions(staged: ModelPaths, outputs: dict[str, dict[str, Outputs]], artifacts: Artifacts,

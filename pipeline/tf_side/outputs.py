@@ -85,8 +85,9 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
               ranges: tuple[checkset.Range, ...] = checkset.DEFAULT_RANGES, tokens: dict[str, checkset.TokenIds] | None = None) -> list[str]:
     """Write Keras's outputs on the check set: the test images (for CIFAR-10-shaped inputs), random
     batches over `ranges` (token ids for the inputs `tokens` names) and the user's own inputs (`--inputs`),
-    if given; with the layout of the model's inputs and outputs where it has several (`feeds`). Returns
-    the check sets' names."""
+    if given; for a model of one input that leaves a dimension open, batches at `checkset.OTHER_LENGTHS` too
+    (`checkset.length_sets`); with the layout of the model's inputs and outputs where it has several (`feeds`).
+    Returns the check sets' names."""
     from tqdm import tqdm
 
     layout = input_layout(model)
@@ -95,6 +96,9 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
     sets: dict[str, np.ndarray] = dict(checkset.random_sets(layout, ranges, sizes, tokens=tokens))
     if user_inputs is not None:
         sets[checkset.USER_SET] = user_inputs
+    open_shapes = _shapes(model.inputs)
+    if len(open_shapes) == 1:  # a model of several inputs is checked at its check length only
+        sets.update(checkset.length_sets(open_shapes[0], ranges, tokens))
     for name, inputs in sets.items():
         arrays[f"{name}/inputs"] = inputs
     test_images = _test_images(data, layout.shapes)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.errors import BadInput
-from pipeline.data import cifar, feeds
+from pipeline.data import checkset, cifar, feeds
 from pipeline.data.feeds import Layout
 from pipeline.verifier.backends import Outputs
 
@@ -49,15 +49,34 @@ class KerasReference:
         return feeds.read_stored(self._arrays, feeds.OUTPUTS_KEY)
 
     def set_names(self) -> list[str]:
-        return sorted({key.split("/")[0] for key in self._arrays if key.endswith("/probs")})
+        """The check sets, at the length the model was converted at (the sets at other lengths: `length_sets`)."""
+        return sorted(name for name in self._all_sets() if not checkset.is_length_set(name))
+
+    def _all_sets(self) -> set[str]:
+        return {key.split("/")[0] for key in self._arrays if key.endswith("/probs")}
+
+    def length_sets(self) -> dict[int, dict[str, np.ndarray]]:
+        """{length: {set: inputs}} of the sets at `checkset.OTHER_LENGTHS` (a model that leaves a dimension open);
+        {} for other models."""
+        found: dict[int, dict[str, np.ndarray]] = {}
+        for name in sorted(filter(checkset.is_length_set, self._all_sets())):
+            found.setdefault(checkset.length_of(name), {})[name] = self._arrays[f"{name}/inputs"]
+        return found
+
+    def _outputs_of(self, names) -> dict[str, Outputs]:
+        layout = self.output_layout
+        return {name: Outputs(self._arrays[f"{name}/probs"], self._arrays.get(f"{name}/logits"), layout) for name in names}
+
+    def length_outputs(self) -> dict[str, Outputs]:
+        """Keras's outputs on the sets of `length_sets`, by set name."""
+        return self._outputs_of(sorted(filter(checkset.is_length_set, self._all_sets())))
 
     def inputs(self, name: str) -> np.ndarray | None:
         """The inputs of check set `name`, where the file holds them (not for the test images: see `check_sets`)."""
         return self._arrays.get(f"{name}/inputs")
 
     def outputs(self) -> dict[str, Outputs]:
-        layout = self.output_layout
-        return {name: Outputs(self._arrays[f"{name}/probs"], self._arrays.get(f"{name}/logits"), layout) for name in self.set_names()}
+        return self._outputs_of(self.set_names())
 
     def check_sets(self, data: Path | None) -> dict[str, np.ndarray]:
         """The inputs behind every set: random batches and the user's from the file, test images from `data`."""
