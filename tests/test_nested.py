@@ -43,8 +43,12 @@ def test_the_nested_base_is_compared_layer_by_layer_under_its_nested_names(neste
     for name in inner:  # every layer of the base compared, sharing a compared tensor, or folded into a compared group
         assert rows[name]["diffs"] or rows[name]["shared_with"] or name in fused, rows[name]
     assert summary["layers"]["passed"]
-    # the native model writes the base in line, its layers under the same nested names: compared there too
+    # the native model writes the base as a class of its own, its layers under the same nested names: compared there too
     assert all(any(d["backend"] == "native" for d in rows[name]["diffs"]) for name in inner), [rows[n]["diffs"] for n in inner]
+    source = (out / model.stem / "native" / "model.py").read_text()
+    assert "class Base(nn.Module):" in source and "self.base = Base()" in source and "base = self.base(" in source
+    weights_map = json.loads((out / model.stem / "native" / "weights_map.json").read_text())
+    assert weights_map["conv2d_1/kernel"]["key"] == "base.conv2d_1.conv.weight", weights_map["conv2d_1/kernel"]  # state_dict keys nest
     assert summary["float64_proof_native"]["passed"] and any(p["a"] == "native" or p["b"] == "native" for p in summary["pairs"])
     assert "training parity with Keras" in text and "worst relative error" in text
 
@@ -151,6 +155,28 @@ def test_a_frozen_nested_base_trains_like_keras_and_unfrozen_it_fails(suffix, tm
     assert json.loads((native / "parity.json").read_text())["passed"]
     model, module = load.load(native / "model.py", native / "model.safetensors")
     model.requires_grad_(True)  # the planted fault: the base trains in torch
-    with pytest.raises(CheckFailed, match=r"the native model trains \w+\.\w+, which Keras keeps frozen"):
+    with pytest.raises(CheckFailed, match=r"the native model trains base\.[\w.]+, which Keras keeps frozen"):
         training.run(KerasModel.open(frozen), model, module, json.loads((native / "weights_map.json").read_text()), None,
                      tmp_path / "parity.json")
+
+
+_DOUBLY_NESTED = """
+    import sys
+    import keras
+    L = keras.layers
+    inner = keras.Input((8, 8, 3))
+    stem = keras.Sequential([L.Conv2D(4, 3, name="c1"), L.ReLU(name="r1")], name="stem")
+    base = keras.Model(inner, L.GlobalAveragePooling2D(name="gap")(stem(inner)), name="base")
+    image = keras.Input((8, 8, 3))
+    keras.Model(image, L.Dense(2, activation="softmax", name="head")(base(image))).save(sys.argv[1])
+"""
+
+
+def test_a_model_nested_in_a_nested_model_is_refused_by_the_native_stage_in_one_line(tmp_path):
+    """A Sequential stem inside a base inside the model: the native stage names the base and the stem, exit 2 (it
+    ended in `weights kernel missing`)."""
+    model = tmp_path / "doubly_nested.keras"
+    helpers.run_tf_script(_DOUBLY_NESTED, str(model))
+    completed = helpers.run_cli("native", "--model", str(model), "--out", str(tmp_path / "out"))
+    assert completed.returncode == 2 and "layer base (Functional): a model nested in a nested model (base/stem)" in completed.stderr, \
+        completed.stderr[-2000:]

@@ -177,14 +177,16 @@ def test_a_seq2seq_model_gets_a_native_model_whose_decoder_starts_from_the_encod
 @pytest.mark.parametrize("suffix", [".h5", pytest.param(".keras", marks=pytest.mark.zoo)])
 def test_a_siamese_model_gets_a_native_model_calling_its_shared_modules_once_per_branch(tmp_path, suffix):
     """An encoder nested as a layer and called on both inputs, and a Dense shared by both branches: one module
-    each, called once per branch, each call fed its own branch (the (layer, call, tensor) triples of the config;
+    each (the encoder's of a class of its own), called once per branch, each call fed its own branch (the (layer, call, tensor) triples of the config;
     tf-keras counts a nested model's calls from 1). Every pair, both float64 proofs and training parity pass, every
     layer compared; the native model with its second branch wired to the first's output fails."""
     model, folder, summary = _through_verify(f"siamese{suffix}", tmp_path)
     _assert_proven(summary, folder)
     assert all(row["diffs"] for row in summary["layers"]["layers"])
     source = (folder / "native" / "model.py").read_text()
-    forward = source.split("def forward", 1)[1]
+    forward = source.split("class Model", 1)[1].split("def forward", 1)[1]
     assert source.count("self.project = ") == 1 and forward.count("self.project(") == 2, forward
-    assert "project_call2 = self.project(dense_call2)" in forward and "dense_1_call2 = self.dense_1(right)" in forward
-    _assert_native_fault_named(model, folder, "self.project(dense_call2)", "self.project(dense)", "concatenate")  # both branches meet there
+    # the encoder: a class of its own, one module called on each branch
+    assert "class Encoder(nn.Module):" in source and source.count("self.encoder = Encoder()") == 1
+    assert "encoder_call2 = self.encoder(right)" in forward and "project_call2 = self.project(encoder_call2)" in forward
+    _assert_native_fault_named(model, folder, "self.project(encoder_call2)", "self.project(encoder)", "concatenate")  # both branches meet there

@@ -232,6 +232,11 @@ def with_nested(graph: list[KerasLayer], captured: Collection[str] | None = None
     return result
 
 
+def nested_inputs(layer: KerasLayer) -> list[str]:
+    """The input layers' names of a model nested as a layer, in its own order (`_input_names`)."""
+    return _input_names(layer, nested_layers(layer))
+
+
 def _input_names(layer: KerasLayer, inner: list[KerasLayer]) -> list[str]:
     """The nested model's input layers in its own order (`input_layers` of its config: `[name, 0, 0]` each,
     or one such triple), else in config order."""

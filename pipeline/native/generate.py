@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.common.errors import BadInput
-from pipeline.keras_file.graph import KerasLayer, nested_layers, with_nested
+from pipeline.keras_file.graph import KerasLayer, nested_inputs, nested_layers, with_nested
 from pipeline.keras_file.model import KerasModel
 from pipeline.native import emitters, keras_ops
 from pipeline.native.emitters import Context, Tensor
@@ -41,6 +41,28 @@ class NativeModel:
     weights_map: dict[str, dict]
     not_carried: list[str]
     notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class _Body:
+    """The lines of one class of the generated source: `Model`, or a Keras model nested as a layer (`_add_nested`),
+    with the identifiers its methods use. `prefix`: the nested module's attribute in `Model` and a dot — its
+    state_dict keys, and the `LAYER_OUTPUTS` entries of its layers (read from its forward's locals), start with it."""
+
+    init: list[str] = field(default_factory=list)
+    forward: list[str] = field(default_factory=list)
+    taken: set[str] = field(default_factory=set)
+    prefix: str = ""
+
+
+@dataclass
+class _Nested:
+    """A nested Keras model's class in the source: its name, the Keras model's name, its forward's parameters and body."""
+
+    name: str
+    keras_name: str
+    params: list[str]
+    body: _Body
 
 
 def _text(value: str) -> str:
@@ -117,11 +139,11 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             generated model does not take.
     """
     weights = model.weights
-    taken: set[str] = set()
+    main = _Body()
+    taken = main.taken
     tensors: dict[str, Tensor] = {}
     inputs: list[str] = []
-    init_lines: list[str] = []
-    forward_lines: list[str] = []
+    classes: list[_Nested] = []
     state_dict: dict[str, np.ndarray] = {}
     weights_map: dict[str, dict] = {}
     layer_outputs: dict[str, str] = {}
@@ -130,13 +152,14 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     notes: list[str] = []
 
     def add(layer: KerasLayer, var: str, sources: list[Tensor], comment: str, key: str | None = None, call: int = 0,
-            attr: str | None = None) -> Tensor:
-        """`layer`, taking `sources`, into the source lines, state_dict and weights map; its output, known
-        as `key` (a nested model's layer: `outer/inner`; its weights are filed under its own name). A layer
-        Keras keeps frozen (trainable=False in its config) is frozen: `requires_grad_(False)`, and a BatchNorm
-        in inference mode. A later `call` of a shared layer is a forward line only: its output in `var`, from the
-        module `self.<attr>` its first call made; known as `key#call`."""
+            attr: str | None = None, body: _Body = main) -> Tensor:
+        """`layer`, taking `sources`, into the lines of `body` (`Model`'s, or a nested model's class), the state_dict
+        and the weights map; its output, known as `key` (a nested model's layer: `outer/inner`; its weights are filed
+        under its own name). A layer Keras keeps frozen (trainable=False in its config) is frozen: `requires_grad_(False)`,
+        and a BatchNorm in inference mode. A later `call` of a shared layer is a forward line only: its output in `var`,
+        from the module `self.<attr>` its first call made; known as `key#call`."""
         key = key or layer.name
+        init_lines, forward_lines = body.init, body.forward
         frozen = layer.config.get("trainable") is False
         context = Context(attr or var, keras2, legacy_h5=not zipfile.is_zipfile(model.path), frozen=frozen)
         if layer.operands is not None:
@@ -148,7 +171,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
                 raise emitters.unsupported(layer, "a shared layer that makes a mask")
             lines, _ = _statement(var, emitted, layer, context)
             lines[-1] += comment
-            forward_lines.extend(_with_states(lines, var, emitted, key, call, tensors, taken))
+            forward_lines.extend(_with_states(lines, var, emitted, key, call, tensors, body.taken))
             tensors[_key(key, call)] = Tensor(var, emitted.rank, emitted.mask)
             return tensors[_key(key, call)]
         if emitted.module is not None:
@@ -157,16 +180,16 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
                 init_lines.append(f"self.{var}.requires_grad_(False)  # frozen in Keras (trainable=False): not trained")
         lines, logits = _statement(var, emitted, layer, context)
         lines[-1] += comment
-        forward_lines.extend(_with_states(lines, var, emitted, key, 0, tensors, taken))
+        forward_lines.extend(_with_states(lines, var, emitted, key, 0, tensors, body.taken))
         if logits:
-            logits_of[key] = logits
+            logits_of[key] = body.prefix + logits
         mask = emitted.mask
         if mask is not None and not mask.isidentifier():  # computed here: an Embedding's `ids != 0`
-            name = _identifier(f"{var}_mask", taken)
+            name = _identifier(f"{var}_mask", body.taken)
             forward_lines.append(f"{name} = {mask}{_MASK_COMMENT}{_text(layer.name)}: True where a step counts")
             mask = name
         tensors[key] = Tensor(var, emitted.rank, mask)
-        layer_outputs[key] = var
+        layer_outputs[key] = body.prefix + var
         not_carried.extend(_not_carried(layer))
         notes.extend(_notes(layer, emitted.ignored))
         for weight in emitted.in_source:
@@ -176,10 +199,10 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             raise BadInput(f"layer {layer.name}: weight {unmatched[0]} has no place in the native model")
         for weight, rule in emitted.weights.items():
             for name, tensor in rule.tensors(np.asarray(weights[layer.name][weight], dtype=np.float32)).items():
-                state_dict[f"{var}.{name}"] = tensor
-            weights_map[f"{layer.name}/{weight}"] = rule.as_map(var)
+                state_dict[f"{body.prefix}{var}.{name}"] = tensor
+            weights_map[f"{layer.name}/{weight}"] = rule.as_map(body.prefix + var)
         for name, value in emitted.constants.items():
-            state_dict[f"{var}.{name}"] = np.asarray(value, dtype=np.float32)
+            state_dict[f"{body.prefix}{var}.{name}"] = np.asarray(value, dtype=np.float32)
         return tensors[key]
 
     if model.layers and model.layers[0].class_name != "InputLayer":
@@ -188,7 +211,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
         var = _identifier("inputs", taken)
         inputs.append(var)
         tensors[""] = Tensor(var, _input_rank(model.layers[0]))
-        forward_lines.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
+        main.forward.append(f"{var} = channels_first({var})  # channels-last in, channels-first inside")
     input_vars: dict[str, str] = {}
     names = set(model.layer_names)  # the model's own layers', and each nested layer's as it comes: weights are filed by name
     shared = {layer.name for layer in model.layers if layer.calls > 1}  # whose outputs only (layer, call) tells apart
@@ -200,21 +223,23 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
             input_vars[layer.name] = var
             tensors[layer.name] = Tensor(var, _input_rank(layer))
             notes.extend(_notes(layer, ()))
-            forward_lines.append(f"{var} = channels_first({var}){comment}: channels-last in, channels-first inside")
+            main.forward.append(f"{var} = channels_first({var}){comment}: channels-last in, channels-first inside")
             layer_outputs[layer.name] = var
             continue
         later_output = any(index for refs in layer.call_refs for _, _, index in refs)  # by its name alone: the first output
         if layer.calls > 1 or shared & set(layer.inbound) or later_output:
-            _add_calls(layer, var, comment, add, tensors, layer_outputs, taken, logits_of, names, shared)
+            _add_calls(layer, var, comment, add, tensors, layer_outputs, main, logits_of, names, shared, classes)
             continue
         sources = _masked(layer, _sources(layer, layer.inbound or (("",) if index == 0 else ()), tensors), tensors)
         if nested_layers(layer):
-            _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names)
+            _add_nested(layer, var, add, tensors, layer_outputs, main, logits_of, names, classes)
             continue
         add(layer, var, sources, comment)
     order = [input_vars[name] for name, _ in model.inputs if name in input_vars]  # `forward` takes them in Keras's order
     inputs = order + [var for var in inputs if var not in order]
-    forward_lines = _without_unused_masks(forward_lines, {tensor.mask for tensor in tensors.values() if tensor.mask})
+    masks = {tensor.mask for tensor in tensors.values() if tensor.mask}
+    for body in (main, *(nested.body for nested in classes)):
+        body.forward[:] = _without_unused_masks(body.forward, masks)
     outputs = model.output_names
     missing = [name for name in outputs if name not in tensors]
     if missing:
@@ -222,7 +247,7 @@ def generate(model: KerasModel, keras2: bool = False) -> NativeModel:
     # the pre-softmax logits: of the output, or of each output (None where it ends in no softmax)
     logits = logits_of.get(outputs[0]) if len(outputs) == 1 else [logits_of.get(name) for name in outputs]
     ranks = {name: tensors[name].rank for name in outputs}
-    source = _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes)
+    source = _source(model, inputs, outputs, ranks, main, classes, layer_outputs, logits, tensors, notes)
     return NativeModel(source, state_dict, weights_map, not_carried, notes)
 
 
@@ -293,69 +318,108 @@ def _call_keys(layer: KerasLayer, call: int, shared: set[str], tensors: dict[str
 
 
 def _add_calls(layer: KerasLayer, var: str, comment: str, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str],
-               taken: set[str], logits_of: dict[str, str], names: set[str], shared: set[str]) -> None:
+               main: _Body, logits_of: dict[str, str], names: set[str], shared: set[str], classes: list[_Nested]) -> None:
     """A layer called more than once (a shared layer: a siamese encoder's, a recommender's embedding), or one taking
     such a layer's output or a later output of a layer (an LSTM's states): one module, and one forward line per
     call, each on the tensors its call takes (the config's (layer, node, tensor) triples). A nested model called so
-    is written in line once per call, its layers' modules made by the first. `LAYER_OUTPUTS` names the first call's
-    outputs (the ones Keras reports)."""
+    is its class's one module, called once per call. `LAYER_OUTPUTS` names the first call's outputs (the ones Keras reports)."""
     for call in range(layer.calls):
         keys = _call_keys(layer, call, shared, tensors)
         sources = _sources(layer, keys, tensors)
         if nested_layers(layer):
-            _add_nested(layer, add, tensors, layer_outputs, taken, logits_of, names, call=call, keys=keys)
+            _add_nested(layer, var, add, tensors, layer_outputs, main, logits_of, names, classes, call=call, keys=keys)
         elif call == 0:
             add(layer, var, _masked(layer, sources, tensors), comment)
         else:
-            add(layer, _identifier(f"{layer.name}_call{call + 1}", taken), sources, f"{comment}, call {call + 1}: the same module",
+            add(layer, _identifier(f"{layer.name}_call{call + 1}", main.taken), sources, f"{comment}, call {call + 1}: the same module",
                 call=call, attr=var)
 
 
-def _add_nested(layer: KerasLayer, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str], taken: set[str],
-                logits_of: dict[str, str], names: set[str], call: int = 0, keys: tuple[str, ...] | None = None) -> None:
-    """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem), written in line: its layers in
-    its graph order, each under its own name in the source and as `outer/inner` in `LAYER_OUTPUTS` (the names the
-    verifier compares by: `keras_file.graph.with_nested`). A frozen base's layers are frozen by their own configs,
-    as Keras writes them (`base.trainable = False` sets each layer's). Called more than once (a siamese encoder):
-    `call` of them, fed the tensors `keys` name, each layer's forward line calling the first call's module."""
-    prefix = f"{layer.name}/"
-    flat = with_nested([replace(layer, calls=1, inbound=keys or layer.inbound)])  # fed this call's tensors
+def _add_nested(layer: KerasLayer, var: str, add, tensors: dict[str, Tensor], layer_outputs: dict[str, str], main: _Body,
+                logits_of: dict[str, str], names: set[str], classes: list[_Nested], call: int = 0,
+                keys: tuple[str, ...] | None = None) -> None:
+    """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem): a class of its own (`classes`), its
+    layers in its graph order in its `__init__` and `forward`, each under its own name there and as `outer/inner` in
+    `LAYER_OUTPUTS` (the names the verifier compares by: `keras_file.graph.with_nested`); `Model` holds it as
+    `self.<var>` and calls it. A frozen base's layers are frozen by their own configs, as Keras writes them
+    (`base.trainable = False` sets each layer's). Called more than once (a siamese encoder): the same module on `call`'s
+    tensors, which `keys` name."""
+    comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
+    fed = keys or layer.inbound
+    if call:
+        out = _identifier(f"{layer.name}_call{call + 1}", main.taken)
+        attr = layer_outputs[layer.name]
+        main.forward.append(f"{out} = self.{attr}({', '.join(t.var for t in _sources(layer, fed, tensors))}){comment}, call {call + 1}: "
+                            "the same module")
+        tensors[_key(layer.name, call)] = Tensor(out, tensors[layer.name].rank)
+        return
+    flat = with_nested([replace(layer, calls=1, inbound=fed)])  # fed this call's tensors
     inner, own = flat[:-1], flat[-1]
     if len(own.inbound) != 1:
         raise emitters.unsupported(layer, f"a nested model of {len(own.inbound)} outputs")
-    for entry in inner:
-        leaf = entry.name.rsplit("/", 1)[-1]
-        if entry.calls > 1:
-            raise emitters.unsupported(replace(entry, name=leaf), f"a layer called {entry.calls} times (shared between inputs)")
-        comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
-        if call:  # its module is the first call's: a forward line on this call's tensors
-            if entry.operands is not None:
-                raise emitters.unsupported(replace(entry, name=leaf), "an op inside a nested model called more than once")
-            sources = _sources(entry, tuple(_key(name, call) if name.startswith(prefix) else name for name in entry.inbound), tensors)
-            add(replace(entry, name=leaf), _identifier(f"{leaf}_call{call + 1}", taken), sources, f"{comment}, call {call + 1}",
-                key=entry.name, call=call, attr=layer_outputs[entry.name])
-            continue
-        if leaf in names:
-            # its weights are filed under its own name (`keras_file.weights`), which another layer has too
-            raise emitters.unsupported(layer, f"a layer {leaf} of the same name as another layer of the model")
-        names.add(leaf)
-        sources = _sources(entry, entry.inbound, tensors)
-        add(replace(entry, name=leaf), _identifier(leaf, taken), sources, comment, key=entry.name)
-    tensors[_key(layer.name, call)] = tensors[_key(own.inbound[0], call)]
-    if call:
-        return
-    layer_outputs[layer.name] = tensors[layer.name].var
+    deeper = next((entry.name for entry in inner if entry.name.count("/") > 1 or nested_layers(entry)), None)
+    if deeper is not None:
+        raise emitters.unsupported(layer, f"a model nested in a nested model ({deeper.rsplit('/', 1)[0]})")
+    body = _Body(prefix=f"{var}.")
+    outer = {name: tensors[name] for name in fed}
+    own_inputs = nested_inputs(layer)
+    params = [_identifier(own_inputs[i] if len(own_inputs) == len(fed) else "inputs", body.taken) for i in range(len(fed))]
+    tensors.update({name: Tensor(param, outer[name].rank) for name, param in zip(fed, params, strict=True)})  # inside: its parameters
+    try:
+        for entry in inner:
+            leaf = entry.name.rsplit("/", 1)[-1]
+            if entry.calls > 1:
+                raise emitters.unsupported(replace(entry, name=leaf), f"a layer called {entry.calls} times (shared between inputs)")
+            if leaf in names:
+                # its weights are filed under its own name (`keras_file.weights`), which another layer has too
+                raise emitters.unsupported(layer, f"a layer {leaf} of the same name as another layer of the model")
+            names.add(leaf)
+            inner_comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
+            add(replace(entry, name=leaf), _identifier(leaf, body.taken), _sources(entry, entry.inbound, tensors), inner_comment,
+                key=entry.name, body=body)
+        result = tensors[own.inbound[0]]
+    finally:
+        tensors.update(outer)  # outside: the model's own tensors again
+    body.forward.append(f"return {result.var}")
+    name = _class_name(layer.name, {nested.name for nested in classes})
+    classes.append(_Nested(name, layer.name, params, body))
+    frozen = "; frozen in Keras (trainable=False): its layers are frozen below" if layer.config.get("trainable") is False else ""
+    main.init.append(f"self.{var} = {name}(){comment}: a Keras model nested as a layer{frozen}")
+    main.forward.append(f"{var} = self.{var}({', '.join(t.var for t in outer.values())}){comment}")
+    tensors[layer.name] = Tensor(var, result.rank)
+    layer_outputs[layer.name] = var
     if own.inbound[0] in logits_of:  # a base ending in a softmax: the model's logits, where it is the output
         logits_of[layer.name] = logits_of[own.inbound[0]]
 
 
-def _source(model, inputs, outputs, ranks, init_lines, forward_lines, layer_outputs, logits, tensors, notes) -> str:
+def _class_name(name: str, taken: set[str]) -> str:
+    """A nested Keras model's name as a class name (`mobilenetv2_1.00_224` → `Mobilenetv2_1_00_224`), not `Model`,
+    a copied `keras_ops` class or one of `taken`."""
+    ident = re.sub(r"\W", "_", name)
+    ident = ident[:1].upper() + ident[1:] if ident[:1].isalpha() else f"Nested_{ident}"
+    while ident in taken or ident in _RESERVED or keyword.iskeyword(ident):
+        ident += "_"
+    return ident
+
+
+def _class(name: str, doc: str, params: list[str], body: _Body) -> str:
+    """One `nn.Module` class of the source: `body`'s lines as its `__init__` and its `forward(params)`."""
+    init = "\n".join(f"        {line}" for line in body.init) or "        pass"
+    steps = "\n".join(f"        {line}" for line in body.forward)
+    docstring = f'    """{doc}"""\n\n' if doc else ""
+    return (f"class {name}(nn.Module):\n{docstring}"
+            + f"    def __init__(self):\n        super().__init__()\n{init}\n\n"
+            + f"    def forward(self, {', '.join(params)}):\n{steps}\n")
+
+
+def _source(model, inputs, outputs, ranks, main: _Body, classes: list[_Nested], layer_outputs, logits, tensors, notes) -> str:
     ops = Path(keras_ops.__file__).read_text()
     ops = ops[ops.index('"""', 3) + 3:].lstrip("\n")  # keras_ops without its module docstring
     returns = [f"channels_last({tensors[name].var})" for name in outputs]
+    main = replace(main, forward=[*main.forward, f"return {', '.join(returns)}"])
     shapes = ", ".join(f"(N, {', '.join('…' for _ in range(ranks[name] - 1))})" for name in outputs)
-    body = "\n".join(f"        {line}" for line in init_lines) or "        pass"
-    steps = "\n".join(f"        {line}" for line in forward_lines)
+    nested = "".join(_class(c.name, f"The Keras model {_text(c.keras_name)}, nested as a layer: takes and returns channels-first tensors.",
+                            c.params, c.body) + "\n\n" for c in classes)
     ignored = "".join(f"    {_text(note)}\n" for note in notes)
     ignored = f"\nLeft out of the Keras config:\n{ignored}" if notes else ""
     header = f'''"""{_text(model.name)} as a PyTorch module, generated from its Keras config and weights alone.
@@ -378,7 +442,4 @@ Outputs: {shapes}.
             + "# The variable holding the pre-softmax logits of the output where it ends in a softmax (of several outputs: one\n"
             + "# such variable per output, in order, or None).\n"
             + f"LOGITS = {logits!r}\n\n\n"
-            + "class Model(nn.Module):\n"
-            + f"    def __init__(self):\n        super().__init__()\n{body}\n\n"
-            + f"    def forward(self, {', '.join(inputs)}):\n{steps}\n"
-            + f"        return {', '.join(returns)}\n")
+            + nested + _class("Model", "", inputs, main))

@@ -43,13 +43,21 @@ def load(source: Path, weights: Path) -> tuple[torch.nn.Module, ModuleType]:
 
 def run_with_locals(model: torch.nn.Module, *inputs: torch.Tensor) -> tuple[object, dict[str, torch.Tensor]]:
     """`model(*inputs)` and the local variables of its `forward` when it returns — each Keras layer's
-    output, by the names `LAYER_OUTPUTS` gives — read from the frame, so the source needs no hooks."""
-    code = type(model).forward.__code__
+    output, by the names `LAYER_OUTPUTS` gives — read from the frame, so the source needs no hooks. A Keras
+    model nested as a layer is a class of its own in the source (`self.base = Base()`): its forward's locals
+    are under its attribute (`base.conv2d`), of its first call where it is called more than once (a siamese encoder)."""
+    generated = _generated_modules(model)
     captured: dict[str, torch.Tensor] = {}
 
     def profile(frame, event, arg):
-        if event == "return" and frame.f_code is code:
-            captured.update({k: v for k, v in frame.f_locals.items() if isinstance(v, torch.Tensor)})
+        if event != "return" or frame.f_code.co_name != "forward":
+            return
+        path = generated.get(id(frame.f_locals.get("self")))
+        if path is not None:
+            prefix = f"{path}." if path else ""
+            for name, value in frame.f_locals.items():
+                if isinstance(value, torch.Tensor):
+                    captured.setdefault(prefix + name, value)
 
     previous = sys.getprofile()
     sys.setprofile(profile)
@@ -58,6 +66,17 @@ def run_with_locals(model: torch.nn.Module, *inputs: torch.Tensor) -> tuple[obje
     finally:
         sys.setprofile(previous)
     return result, captured
+
+
+def _generated_modules(model: torch.nn.Module) -> dict[int, str]:
+    """{id: attribute path} of `model` ("") and of the modules of classes its source generated for nested Keras
+    models — not of the layer classes it copies from `keras_ops` (SameConv, KerasRNN: their locals are no layer's)."""
+    from pipeline.native import keras_ops
+
+    copied = {name for name, value in vars(keras_ops).items() if isinstance(value, type)}
+    source = type(model).__module__
+    return {id(module): path for path, module in model.named_modules()
+            if path == "" or (type(module).__module__ == source and type(module).__name__ not in copied)}
 
 
 def layer_outputs(model: torch.nn.Module, module: ModuleType, *batch: np.ndarray, float64: bool = False) -> dict[str, np.ndarray]:
