@@ -12,6 +12,7 @@ ZOO    ?=## optional comma-separated architectures for `make zoo`, `trained` for
 FUZZ_SAMPLE ?=## optional number of cases of each base model for `make fuzz`, drawn with a fixed seed (default: every case)
 VARIANTS ?=## optional semicolon-separated settings for `make aot-options` (default: all)
 INPUT_RANGE ?=## optional LO,HI to draw the random check inputs from (default: the model's own range, else several)
+MODELS ?=## the Keras files `make floor` takes (space-separated)
 
 PY    := .venv/bin/python
 # The interpreter that creates .venv: Python 3.11, the version the pinned stack installs on.
@@ -25,7 +26,7 @@ CODE_MK  := .make/code.mk
 # `make all` or `make test` on a fresh clone installs first.
 VENV     := .venv/.installed
 
-.PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo sequences fuzz all test zoo-test clean
+.PHONY: help install fetch onnx torch native verify evaluate bench aot-options zoo sequences fuzz floor all test zoo-test clean
 .DEFAULT_GOAL := help
 # A target whose recipe fails is removed: never a half-written artifact that a rerun takes for done.
 .DELETE_ON_ERROR:
@@ -105,6 +106,9 @@ test: | $(VENV) ## run the test suite (real-model tests read the mirror at MIRRO
 
 sequences: | $(VENV) ## trained recurrent, text and attention models (tf-keras .h5, Keras 3 .keras) through onnx, torch, native, verify: rows of $(OUT)/zoo/summary.md
 	$(PY) -m pipeline zoo --out $(OUT) --models sequences
+
+floor: | $(VENV) ## MODELS through the bare tools (tf2onnx + onnx2torch, no checks) and `convert`: the pipeline must pass wherever they equal Keras: $(OUT)/floor/floor.md
+	$(PY) -m pipeline floor $(MODELS) --data $(DATA) --out $(OUT)/floor
 
 zoo-test: | $(VENV) ## the tests on large zoo models `make test` leaves out (EfficientNetV2B0 .h5; weight faults in EfficientNetB0, DenseNet121)
 	PIPELINE_MIRROR=$(MIRROR) $(PY) -m pytest -m zoo

@@ -339,6 +339,19 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_floor(args) -> int:
+    from pipeline.common.errors import BadInput
+    from pipeline.stages import floor
+
+    missing = [str(model) for model in args.models if not model.is_file()]
+    if missing:
+        raise BadInput(f"{', '.join(missing)} does not exist; give the paths of your Keras models (.keras or .h5)")
+    rows = floor.run(args.models, args.out, args.opset, _data(args.data), progress=_say)
+    print(floor.table(rows))
+    _say(f"floor: wrote {args.out / 'floor.md'} and floor.json")
+    return 1 if any(row.broken for row in rows) else 0
+
+
 def cmd_all(args) -> int:
     args.keep_going = True  # verify what was built: a model without a native model is still verified (`native --keep-going`)
     for step in (cmd_fetch, cmd_onnx, cmd_torch, cmd_native, cmd_verify, cmd_evaluate, cmd_report):
@@ -375,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="keras2torch", description="Keras .h5/.keras → ONNX → PyTorch, proven equal. "
                                      "`keras2torch convert MODEL` does it all; the other commands are its stages.")
     sub = parser.add_subparsers(dest="command", required=True,
-                                metavar="{convert,fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,fuzz,layers,all}")
+                                metavar="{convert,fetch,onnx,torch,native,verify,evaluate,bench,aot-options,report,zoo,fuzz,floor,layers,all}")
     device_opt = argparse.ArgumentParser(add_help=False)
     device_opt.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="where torch runs (default: %(default)s)")
     device_opt.add_argument("--allow-tf32", action="store_true",
@@ -432,6 +445,14 @@ def build_parser() -> argparse.ArgumentParser:
     fuzz_parser.add_argument("--cli-cases", type=int, help="cases run through the whole onnx stage (default: stages.fuzz's, 40)")
     fuzz_parser.add_argument("--seed", type=int, help="the draw's seed (default: stages.fuzz.FUZZ_SEED)")
     fuzz_parser.set_defaults(func=cmd_fuzz)
+    floor_parser = sub.add_parser("floor", help="each model through the bare tools (tf2onnx + onnx2torch, no checks) and through "
+                                  "`convert`: where the bare tools are equal to Keras the pipeline must pass (floor.md; exit 1 where not)")
+    floor_parser.add_argument("models", type=Path, nargs="+", help="Keras models, .keras or .h5")
+    floor_parser.add_argument("--out", type=Path, default=P.DEFAULT_OUT / "floor", help="where floor.md goes (default: %(default)s)")
+    floor_parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="the bare tf2onnx's opset (default: %(default)s)")
+    floor_parser.add_argument("--data", type=Path, default=P.DEFAULT_DATA, help="the CIFAR-10 folder `convert` is given (default: %(default)s)")
+    floor_parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    floor_parser.set_defaults(func=cmd_floor)
     sub.add_parser("layers", help="write docs/layers.md, the supported-layers table, from the code and the tests; print it"
                    ).set_defaults(func=cmd_layers, debug=False)
     sub.add_parser("all", parents=[common, mirror, opset, onnx_opt, torch_opt, device_opt],
@@ -446,7 +467,7 @@ def run(argv: list[str]) -> int:
 
 
 def _dispatch(args) -> int:
-    if args.command not in ("fetch", "zoo", "fuzz", "layers"):  # every other stage writes into OUT/<stem>/
+    if args.command not in ("fetch", "zoo", "fuzz", "layers", "floor"):  # every other stage writes into OUT/<stem>/
         from pipeline.common import atomic
 
         folder = _model_paths(args).dir

@@ -18,6 +18,8 @@ DEFAULT_OPSET = 15
 WORKER_MODULE = "pipeline.tf_side"
 ZOO_BUILDER_MODULE = f"{WORKER_MODULE}.zoo_build"
 TRAINED_BUILDER_MODULE = f"{WORKER_MODULE}.trained_build"
+BARE_TOOLS_MODULE = f"{WORKER_MODULE}.bare"  # the bare tools, the floor `stages.floor` measures the pipeline against
+BARE_ONNX, BARE_IO = "bare.onnx", "bare_io.npz"  # what it writes: their ONNX file; the inputs and Keras's outputs on them
 # The file each Keras writes the trained members as: tf-keras (the Keras 2 API users' files come from) the
 # legacy .h5, Keras 3 its own .keras (`tf_side.trained_build`, `stages.zoo`).
 TRAINED_FLAVOURS = {"keras2": ".h5", "keras3": ".keras"}

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from pipeline.common.errors import BadInput, PipelineError, WorkerCrashed
-from pipeline.common.keras_job import (ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX, TRAINED_BUILDER_MODULE, WORKER_MEMORY_SHARE, WORKER_MODULE,
-                                      WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE, KerasJob, KerasJobResult)
+from pipeline.common.keras_job import (BARE_TOOLS_MODULE, ERROR_PREFIX, REFUSAL_PREFIX, STEP_PREFIX, TRAINED_BUILDER_MODULE,
+                                      WORKER_MEMORY_SHARE, WORKER_MODULE, WORKER_TIMEOUT_S, ZOO_BUILDER_MODULE, KerasJob, KerasJobResult)
 from pipeline.common.paths import child_environment
 
 # How often the TensorFlow process's resident memory is read against its cap (`_run_watched`): a process
@@ -157,6 +157,21 @@ def build_trained(folder: Path, flavour: str, names: list[str] = ()) -> list[dic
         PipelineError: the builder failed (its last lines).
     """
     return _build([sys.executable, "-m", TRAINED_BUILDER_MODULE, str(folder), flavour, *names], "the trained models")
+
+
+def bare_tools(model: Path, folder: Path, opset: int) -> dict:
+    """The bare tools on `model` in a TensorFlow process of their own (`tf_side.bare`): how far they got
+    ({"loaded", "converted", "error", "keras"}), their files in `folder`. A crash or a hang is their error too."""
+    command = [sys.executable, "-m", BARE_TOOLS_MODULE, str(model), str(folder), str(opset)]
+    try:
+        completed = subprocess.run(command, env=child_environment(), capture_output=True, text=True, timeout=WORKER_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return {"loaded": False, "converted": False, "error": f"no result in {WORKER_TIMEOUT_S} s", "keras": ""}
+    found = [json.loads(line) for line in completed.stdout.splitlines() if line.startswith("{")]
+    if found:
+        return found[-1]
+    tail = " | ".join(completed.stderr.strip().splitlines()[-2:])
+    return {"loaded": False, "converted": False, "error": f"exit {completed.returncode}: {tail}"[:300], "keras": ""}
 
 
 def _build(command: list[str], what: str) -> list[dict]:
