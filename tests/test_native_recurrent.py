@@ -67,6 +67,31 @@ def test_initial_and_final_states_agree_between_the_step_loop_and_the_fused_kern
     assert (fused[0] - from_zeros[0]).abs().max() > 1e-2  # the initial state is used
 
 
+@pytest.mark.parametrize("cell", ["LSTM", "GRU"])
+def test_a_bidirectional_layers_states_are_each_directions_in_keras_order(cell):
+    """Bidirectional with `return_state`: the forward direction's states, then the backward's (h, and c for an LSTM),
+    as Keras returns them; each h is its direction's half of the output, the step loop and torch's kernel agree, and
+    `initial_state` in the same order starts each direction from its own — the backward start moves the backward
+    half alone."""
+    module = _module(cell, "concat", return_sequences=False)
+    module.return_state = True
+    x = torch.randn(BATCH, FEATURES, STEPS)
+    count = 2 if cell == "LSTM" else 1
+    start = [torch.randn(BATCH, UNITS) for _ in range(2 * count)]
+    moved = [*start[:count], *(state + 1 for state in start[count:])]
+    with torch.no_grad():
+        fused = module(x, initial_state=start)
+        stepped = module(x, torch.ones(BATCH, STEPS, dtype=torch.bool), initial_state=start)
+        backward_moved = module(x, initial_state=moved)
+    assert len(fused) == 1 + 2 * count
+    torch.testing.assert_close(fused[1], fused[0][:, :UNITS], atol=0, rtol=0)  # forward h: its last step's output
+    torch.testing.assert_close(fused[1 + count], fused[0][:, UNITS:], atol=0, rtol=0)  # backward h: its last, at step 0
+    for a, b in zip(fused, stepped, strict=True):
+        torch.testing.assert_close(b, a, atol=ATOL, rtol=0)
+    torch.testing.assert_close(backward_moved[0][:, :UNITS], fused[0][:, :UNITS], atol=0, rtol=0)
+    assert (backward_moved[0][:, UNITS:] - fused[0][:, UNITS:]).abs().max() > 100 * ATOL  # far above float32 rounding
+
+
 @pytest.mark.parametrize("cell", ["LSTM", "GRU", "SimpleRNN"])
 @pytest.mark.parametrize("merge_mode", [None, "concat"])
 def test_a_masked_padded_sequence_computes_what_the_sequence_cut_to_its_length_does(cell, merge_mode):

@@ -107,6 +107,7 @@ def test_readme_lstm_fine_tune_example_runs_as_written(lstm_verified, tmp_path):
     assert before > 0.9 and after > 0.9, completed.stdout  # the trained model, and still working after fine-tuning
 
 
+@pytest.mark.zoo  # ~30 s; CI's Keras 3 recurrent weights: the masked GRU's (`layers/gru/cell/vars`), read the same way
 def test_embedding_lstm_keras3_file_native_model_trains_like_keras(tmp_path):
     """The same model written by Keras 3: its LSTM's weights are its cell's in the `.keras` file
     (`layers/lstm/cell/vars/i`), its Embedding's `embeddings`; Keras's step on token ids of dtype int32."""

@@ -1,7 +1,7 @@
 """Models of several inputs and several outputs (`data.feeds`): an image and its metadata in, a class and a
 box out, trained a few hundred steps with our seed and written by Keras 3 (`.keras`; tf-keras's `.h5` beside
 it for `make`) — committed (55 kB each) to spare CI a TensorFlow process; made by
-`python -m pipeline.tf_side.trained_build tests/data/several_io keras2|keras3 two_heads siamese seq2seq`.
+`python -m pipeline.tf_side.trained_build tests/data/several_io keras2|keras3 two_heads siamese seq2seq seq2seq_bidirectional`.
 
 The `.keras` goes through the CLI (onnx, torch, verify) and must pass with each output compared on its own;
 a fault planted in its box head must fail, naming that output and that layer.
@@ -172,6 +172,20 @@ def test_a_seq2seq_model_gets_a_native_model_whose_decoder_starts_from_the_encod
     assert "encoder, encoder_h, encoder_c = self.encoder(source_embedding)" in source
     _assert_native_fault_named(model, folder, "self.decoder(target_embedding, initial_state=[encoder_h, encoder_c])",
                                "self.decoder(target_embedding)", "decoder")
+
+
+@pytest.mark.parametrize("suffix", [".h5", pytest.param(".keras", marks=pytest.mark.zoo)])
+def test_a_bidirectional_encoders_four_states_start_the_decoder_in_the_native_model(tmp_path, suffix):
+    """A Bidirectional LSTM encoder returning its states — forward h, c, then backward h, c, as Keras returns them —
+    joined per kind into the decoder's initial state (published translators' form): every pair, both float64
+    proofs, every layer and training parity pass; the decoder given the directions' states in the other order
+    fails, named at the join."""
+    model, folder, summary = _through_verify(f"seq2seq_bidirectional{suffix}", tmp_path)
+    _assert_proven(summary, folder)
+    source = (folder / "native" / "model.py").read_text()
+    assert "encoder, encoder_forward_h, encoder_forward_c, encoder_backward_h, encoder_backward_c = self.encoder(" in source
+    _assert_native_fault_named(model, folder, "torch.cat([encoder_forward_h, encoder_backward_h], dim=1)",
+                               "torch.cat([encoder_backward_h, encoder_forward_h], dim=1)", "h")
 
 
 @pytest.mark.parametrize("suffix", [".h5", pytest.param(".keras", marks=pytest.mark.zoo)])

@@ -215,8 +215,9 @@ class KerasRNN(nn.Module):
 
     Output: the last step's (N, units), or every step's (N, units, steps) with `return_sequences`; two
     directions merged as Keras's `merge_mode` (concat, sum, mul, ave). With `return_state`, followed by the final
-    states as Keras returns them — h, and c for an LSTM —; `initial_state` ([h] or [h, c], each (N, units)) starts
-    the recurrence where Keras's call is given one (a seq2seq decoder started from its encoder's states)."""
+    states as Keras returns them — h, and c for an LSTM; the forward direction's, then the backward's —;
+    `initial_state` (the same list, each (N, units)) starts the recurrence where Keras's call is given one (a seq2seq
+    decoder started from its encoder's states)."""
 
     def __init__(self, cell: str, features: int, units: int, return_sequences: bool, *, bias: bool = True,
                  go_backwards: bool = False, merge_mode: str | None = None, reset_after: bool = True,
@@ -244,17 +245,22 @@ class KerasRNN(nn.Module):
         if self.go_backwards:  # Keras reads the sequence last step first, and returns its steps in that order
             x, mask = x.flip(1), (None if mask is None else mask.flip(1))
         directions = 2 if self.merge_mode is not None else 1
+        per = 2 if self.cell == "LSTM" else 1  # states a direction carries: h, c
         if self.fused and mask is None:
             hx = None
-            if initial_state is not None:  # torch takes (layers, N, units)
-                hx = tuple(state.unsqueeze(0) for state in initial_state) if self.cell == "LSTM" else initial_state[0].unsqueeze(0)
+            if initial_state is not None:  # torch takes each state as (directions, N, units), forward first
+                stacked = [torch.stack(initial_state[k::per]) for k in range(per)]
+                hx = tuple(stacked) if self.cell == "LSTM" else stacked[0]
             out, final = self.rnn(x, hx)
             steps = list(out.split(self.units, dim=-1))
             lasts = [steps[0][:, -1]] if directions == 1 else [steps[0][:, -1], steps[1][:, 0]]  # the backward pass ends at step 0
-            states = [final[0][0], final[1][0]] if self.cell == "LSTM" else [final[0]]
+            finals = final if self.cell == "LSTM" else (final,)
+            states = [finals[k][d] for d in range(directions) for k in range(per)]
         else:
-            steps, lasts, finals = zip(*(self.scan(x, mask, reverse, initial_state) for reverse in (False, True)[:directions]), strict=True)
-            states = list(finals[0])
+            starts = [None if initial_state is None else initial_state[d * per:(d + 1) * per] for d in range(directions)]
+            runs = [self.scan(x, mask, reverse, start) for reverse, start in zip((False, True)[:directions], starts, strict=True)]
+            steps, lasts, finals = zip(*runs, strict=True)
+            states = [state for direction in finals for state in direction]
         y = self.merge(steps if self.return_sequences else lasts)
         y = channels_first(y) if self.return_sequences else y
         return (y, *states) if self.return_state else y

@@ -193,13 +193,26 @@ def _seq2seq(keras):
     source, target = keras.Input((12,), dtype="int32", name="source"), keras.Input((10,), dtype="int32", name="target")
     _, h, c = L.LSTM(16, return_state=True, name="encoder")(L.Embedding(30, 8, name="source_embedding")(source))
     x = L.LSTM(16, return_sequences=True, name="decoder")(L.Embedding(30, 8, name="target_embedding")(target), initial_state=[h, c])
+    return keras.Model([source, target], L.Dense(30, activation="softmax", name="next_token")(x)), _reversal, "sparse_categorical_crossentropy"
 
-    def data(rng, n):
-        ids = rng.integers(1, 30, (n, 12))
-        answer = ids[:, ::-1][:, :10]  # the source reversed
-        return [ids, np.concatenate([np.zeros((n, 1), ids.dtype), answer[:, :-1]], axis=1)], answer
 
-    return keras.Model([source, target], L.Dense(30, activation="softmax", name="next_token")(x)), data, "sparse_categorical_crossentropy"
+def _reversal(rng, n: int):
+    """The seq2seq task: 12 token ids in, the first 10 of them reversed out, the decoder fed the answer shifted by one."""
+    ids = rng.integers(1, 30, (n, 12))
+    answer = ids[:, ::-1][:, :10]  # the source reversed
+    return [ids, np.concatenate([np.zeros((n, 1), ids.dtype), answer[:, :-1]], axis=1)], answer
+
+
+def _seq2seq_bidirectional(keras):
+    """`_seq2seq` with a Bidirectional encoder: its four final states (forward h, c, then backward h, c) joined per
+    kind start the decoder, the common form of published translators."""
+    L = keras.layers
+    source, target = keras.Input((12,), dtype="int32", name="source"), keras.Input((10,), dtype="int32", name="target")
+    _, forward_h, forward_c, backward_h, backward_c = L.Bidirectional(L.LSTM(8, return_state=True), name="encoder")(
+        L.Embedding(30, 8, name="source_embedding")(source))
+    h, c = L.Concatenate(name="h")([forward_h, backward_h]), L.Concatenate(name="c")([forward_c, backward_c])
+    x = L.LSTM(16, return_sequences=True, name="decoder")(L.Embedding(30, 8, name="target_embedding")(target), initial_state=[h, c])
+    return keras.Model([source, target], L.Dense(30, activation="softmax", name="next_token")(x)), _reversal, "sparse_categorical_crossentropy"
 
 
 def _two_heads(keras):
@@ -297,7 +310,7 @@ MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_
 # Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`), and a
 # model of two inputs and two outputs (tests/test_several_io.py).
 KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads,
-         "siamese": _siamese, "seq2seq": _seq2seq}
+         "siamese": _siamese, "seq2seq": _seq2seq, "seq2seq_bidirectional": _seq2seq_bidirectional}
 # Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
 SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bigru_masked": _text_bigru_masked, "text_bilstm_stacked": _text_bilstm_stacked,
              "sensor_conv_gru": _sensor_conv_gru, "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,

@@ -8,13 +8,13 @@ torch's r, z, n (reordered: `GRU_GATES`, recorded in weights_map.json). Keras's 
 and 1 are torch's two biases. The backward direction of a Bidirectional layer is torch's `..._reverse`.
 A Keras mask (an Embedding's `mask_zero`) is taken: the masked steps keep the state, as in Keras.
 
-`return_state` returns the final states after the output (h, and c for an LSTM: `Emitted.states`), and a call
-given initial states (Keras 3's `initial_state=` keyword, Keras 2's extra inputs) starts from them: a seq2seq
+`return_state` returns the final states after the output (h, and c for an LSTM: `Emitted.states`; of a
+Bidirectional layer the forward direction's, then the backward's, as Keras returns them), and a call given initial
+states (Keras 3's `initial_state=` keyword, Keras 2's extra inputs; the same order) starts from them: a seq2seq
 encoder–decoder.
 
 Refused, naming the option: `stateful`, `time_major`, dropout inside the layer (its random masks cannot be
-Keras's), states in or out of a Bidirectional layer, a Bidirectional wrapper whose backward layer differs from
-its forward one but for its direction.
+Keras's), a Bidirectional wrapper whose backward layer differs from its forward one but for its direction.
 """
 
 from __future__ import annotations
@@ -62,11 +62,11 @@ def _rules(cell: str, weights: dict, prefix: str, suffix: str, use_bias: bool) -
 def _module(layer, cell: str, config, inputs, context, weights: dict, prefix: str, merge_mode: str | None,
             zero_output_for_mask: bool) -> Emitted:
     states = ("h", "c") if cell == "LSTM" else ("h",)  # what Keras returns after the output with return_state
+    if merge_mode is not None:  # the forward direction's, then the backward's
+        states = tuple(f"{direction}_{state}" for direction in ("forward", "backward") for state in states)
     if len(inputs) not in (1, 1 + len(states)):
         raise unsupported(layer, f"a call of {len(inputs)} inputs")
     x, initial = inputs[0], inputs[1:]
-    if merge_mode is not None and (initial or config.get("return_state")):
-        raise unsupported(layer, "states in or out of a Bidirectional layer")
     if x.rank != 3:
         raise unsupported(layer, f"an input of rank {x.rank}")
     _refuse_options(layer, config)
