@@ -85,8 +85,8 @@ def cmd_onnx(args) -> int:
     if keras.open_dimensions:
         _say(f"note: the model leaves input dimension(s) {', '.join(map(str, keras.open_dimensions))} open; checked and converted "
              f"at length {checkset.OPEN_DIMENSION_LENGTH}: the ONNX and torch models take inputs of shape {result.input_shape}"
-             + (f"; the native model, which takes any length, is checked at {' and '.join(map(str, checkset.OTHER_LENGTHS))} too"
-                if len(keras.inputs) == 1 else ""))
+             + (f"; the native model, which takes any length, is checked at {' and '.join(map(str, result.other_lengths))} too"
+                if result.other_lengths else ""))
     _say(f"onnx: wrote {result.onnx} and {result.reference.name} (loaded with {result.keras_version}, "
          f"{f'inputs {result.inputs}' if result.inputs else f'input {result.input_shape}'}); "
          f"onnxruntime vs Keras max |Δ| {result.validation.max_abs_diff:.2e} on {result.validation.images} inputs "

@@ -77,10 +77,12 @@ def test_a_model_of_open_length_gets_sets_at_the_other_lengths_kept_apart_from_t
     from pipeline.verifier.keras_reference import KerasReference
 
     tokens = {"input": checkset.TokenIds(50, mask_zero=True)}
-    sets = checkset.length_sets((None,), ((0.0, 49.0),), tokens)
+    sets = {name: inputs for length in checkset.OTHER_LENGTHS
+            for name, inputs in checkset.length_sets((None,), length, ((0.0, 49.0),), tokens).items()}
     assert sorted(sets) == ["length50_random_7_0_49", "length9_random_7_0_49"]
     assert sets["length9_random_7_0_49"].shape == (7, 9) and (sets["length50_random_7_0_49"][1:] == 0).any()
-    assert checkset.length_sets((20,), ((0.0, 49.0),), tokens) == {}
+    assert checkset.checks_other_lengths([(None,)], 1) and not checkset.checks_other_lengths([(20,)], 1)
+    assert not checkset.checks_other_lengths([(None,), (None,)], 1) and not checkset.checks_other_lengths([(None,)], 2)
     arrays = {f"{name}/{part}": np.zeros((7, 2), np.float32) for name in ("random_7_0_1", *sets) for part in ("inputs", "probs")}
     np.savez(tmp_path / "reference.npz", **arrays)
     reference = KerasReference(tmp_path / "reference.npz")

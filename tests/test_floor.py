@@ -31,9 +31,9 @@ def test_the_bare_tools_equal_on_the_tiny_model_and_a_failing_pipeline_breaks_th
 def test_the_floor_names_how_far_the_bare_tools_got(tmp_path):
     from pipeline.stages import floor
 
-    missing = tmp_path / "nothing.h5"
-    missing.write_bytes(b"not an HDF5 file")
-    equal, said = floor.bare_tools(missing, tmp_path / "bare", 15)
+    unreadable = tmp_path / "nothing.h5"
+    unreadable.write_bytes(b"not an HDF5 file")
+    equal, said = floor.bare_verdict(unreadable, tmp_path / "bare", 15)
     assert not equal and said.startswith("not loaded: "), said
 
 

@@ -6,6 +6,7 @@ every backend, the native model's included; a fault planted in the base's second
 from __future__ import annotations
 
 import json
+import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -180,3 +181,34 @@ def test_a_model_nested_in_a_nested_model_is_refused_by_the_native_stage_in_one_
     completed = helpers.run_cli("native", "--model", str(model), "--out", str(tmp_path / "out"))
     assert completed.returncode == 2 and "layer base (Functional): a model nested in a nested model (base/stem)" in completed.stderr, \
         completed.stderr[-2000:]
+
+
+# `python -m pipeline.tf_side.trained_build tests/data/several_io keras2|keras3 nested_masked` (trained; ~80 kB each).
+NESTED_MASKED = helpers.ROOT / "tests" / "data" / "several_io" / "nested_masked"
+
+
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_a_keras_mask_crosses_a_nested_models_boundary_as_a_tensor_of_its_own(suffix):
+    """The native source of a model whose nested encoder computes a mask (Embedding mask_zero → LSTM over every step)
+    that a GRU outside it takes, and whose nested reader takes an outer Embedding's mask: each mask passed out as a
+    second value and in as a parameter (it was dropped at the class's boundary, and Keras 3's mask op counted as a
+    second output of the encoder). Read from the file alone: no TensorFlow."""
+    from pipeline.keras_file.model import KerasModel
+    from pipeline.native import generate
+
+    source = generate.generate(KerasModel.open(NESTED_MASKED.with_suffix(suffix))).source
+    model = source.split("class Model(", 1)[1]
+    assert "encoder, encoder_mask = self.encoder(tokens)" in model and "self.outer_gru(encoder, encoder_mask)" in model
+    assert "reader = self.reader(outer_embedding, outer_embedding_mask)" in model
+    assert "def forward(self, vectors, vectors_mask):" in source and "self.inner_gru(vectors, vectors_mask)" in source
+
+
+@pytest.mark.zoo  # onnx, torch, native and verify on each (~2.5 min): `make zoo-test`
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
+def test_a_model_with_masks_across_nested_boundaries_is_proven_on_both_paths(suffix, tmp_path):
+    model = tmp_path / f"nested_masked{suffix}"
+    shutil.copy(NESTED_MASKED.with_suffix(suffix), model)
+    helpers.run_stages(model, tmp_path / "out", torch_options=helpers.NO_AOT)
+    summary = json.loads((tmp_path / "out" / model.stem / "verify.json").read_text())
+    assert summary["passed"] and "native" in summary["backends"] and summary["layer_warning"] is None
+    assert summary["float64_proof"]["passed"] and summary["float64_proof_native"]["passed"]

@@ -130,8 +130,9 @@ def test_masked_gru_keras_loop_of_open_length_verified_with_the_float64_proof(ma
     text = _through_verify(masked_gru, out, "--no-aot", stages=("torch", "native", "verify"))
     assert "Verification PASSED" in text and "Float64 proof" in text and "— ✓" in text
     summary = json.loads((out / masked_gru.stem / "verify.json").read_text())
-    assert [p["a"] for p in summary["length_pairs"]] == ["native@9", "native64@9", "native@50", "native64@50"]
-    assert all(p["passed"] for p in summary["length_pairs"]) and "onnxruntime" in summary["fixed_length"]
+    assert [p["a"] for p in summary["length_pairs"]] == ["native@9", "native@50"]
+    assert [p["a"] for p in summary["length_proofs"]] == ["native64@9", "native64@50"]
+    assert all(p["passed"] for p in summary["length_pairs"] + summary["length_proofs"]) and "onnxruntime" in summary["fixed_length"]
     assert "checked at 9 and 50 too" in text
     _assert_a_fault_beyond_32_steps_fails_at_50(masked_gru, out, tmp_path)
     source = (out / masked_gru.stem / "native" / "model.py").read_text()
@@ -151,7 +152,9 @@ def _assert_a_fault_beyond_32_steps_fails_at_50(model_path, out, scratch) -> Non
     assert line in source.read_text()
     source.write_text(source.read_text().replace(line, f"{line}[:, -32:]"))
     failed = helpers.run_cli("verify", "--model", str(model_path), "--out", str(planted))
-    assert failed.returncode != 0 and "verification failed — native@50 vs keras@50" in failed.stderr, failed.stderr[-2000:]
+    assert failed.returncode == 1 and "verification failed — float64 proof (native64@50 vs keras_f64@50)" in failed.stderr, failed.stderr[-2000:]
+    summary = json.loads((planted / model_path.stem / "verify.json").read_text())
+    assert [p["a"] for p in summary["length_pairs"] if not p["passed"]] == ["native@50"] and summary["outputs_passed"] is False
 
 
 def _assert_wrong_reset_after_fails(model_path, native, scratch) -> None:

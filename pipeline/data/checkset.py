@@ -34,6 +34,8 @@ OPEN_DIMENSION_LENGTH = 32
 OTHER_LENGTHS = (9, 50)
 # A set at another length: one batch of this size per range, named `length_set_name`.
 OTHER_LENGTH_BATCH = 7
+# The key of a Keras reference file saying why it holds no sets at an other length (Keras refused to run there).
+LENGTHS_UNAVAILABLE_KEY = "lengths_unavailable"
 
 
 def fill_open(shape, length: int = OPEN_DIMENSION_LENGTH) -> tuple[int, ...]:
@@ -56,14 +58,20 @@ def length_of(name: str) -> int:
     return int(name.split("_", 1)[0].removeprefix("length"))
 
 
-def length_sets(open_shape, ranges: tuple[Range, ...] = DEFAULT_RANGES, tokens: dict[str, TokenIds] | None = None) -> dict[str, np.ndarray]:
-    """The sets of a model of one input whose one-sample `open_shape` leaves dimensions open (None): one batch of
-    `OTHER_LENGTH_BATCH` per range at each of `OTHER_LENGTHS`, drawn as `random_sets` draws them; {} where none is open."""
-    if None not in tuple(open_shape):
-        return {}
-    return {length_set_name(length, name): inputs for length in OTHER_LENGTHS
-            for name, inputs in random_sets(Layout.of(["input"], [fill_open(open_shape, length)]), ranges, (OTHER_LENGTH_BATCH,),
-                                            tokens=tokens).items()}
+def checks_other_lengths(input_shapes, outputs: int) -> bool:
+    """Whether a model is checked at `OTHER_LENGTHS` too: one input leaving a dimension open (one-sample `input_shapes`,
+    None where open) and one output. Several are packed by a layout of one length (`feeds`): those are checked at
+    `OPEN_DIMENSION_LENGTH` only."""
+    shapes = [tuple(shape) for shape in input_shapes]
+    return len(shapes) == 1 and None in shapes[0] and outputs == 1
+
+
+def length_sets(open_shape, length: int, ranges: tuple[Range, ...] = DEFAULT_RANGES,
+                tokens: dict[str, TokenIds] | None = None) -> dict[str, np.ndarray]:
+    """The sets of a model whose one input's one-sample `open_shape` leaves dimensions open (None), at `length`: one
+    batch of `OTHER_LENGTH_BATCH` per range, drawn as `random_sets` draws them, named `length_set_name`."""
+    layout = Layout.of(["input"], [fill_open(open_shape, length)])
+    return {length_set_name(length, name): inputs for name, inputs in random_sets(layout, ranges, (OTHER_LENGTH_BATCH,), tokens=tokens).items()}
 
 
 # The most memory one copy of the check inputs and outputs may take (float32): verify holds Keras's float32

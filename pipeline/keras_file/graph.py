@@ -220,13 +220,14 @@ def with_nested(graph: list[KerasLayer], captured: Collection[str] | None = None
             continue
         feeds = iter(layer.inbound)
         fed = {name: (next(feeds, None),) for name in _input_names(layer, inner)}
-        consumed = {source for entry in entries for source in entry.inbound}
+        consumed = {source for entry in entries for source in (*entry.inbound, entry.mask) if source}  # a mask op is read too
         for entry in entries:
             inbound = (tuple(name for source in entry.inbound for name in fed.get(source, (f"{layer.name}/{source}",)) if name)
                        if entry.inbound else layer.inbound)
             operands = None if entry.operands is None else tuple(  # "?": an operand the config does not say, kept so
                 fed.get(op, (f"{layer.name}/{op}",))[0] if isinstance(op, str) and op != "?" else op for op in entry.operands)
-            result.append(replace(entry, name=f"{layer.name}/{entry.name}", inbound=inbound, operands=operands))
+            mask = None if entry.mask is None else fed.get(entry.mask, (f"{layer.name}/{entry.mask}",))[0]
+            result.append(replace(entry, name=f"{layer.name}/{entry.name}", inbound=inbound, operands=operands, mask=mask))
         # the nested model's own row takes its inner outputs, so that a chain folded into it passes through
         result.append(replace(layer, inbound=tuple(f"{layer.name}/{e.name}" for e in entries if e.name not in consumed)))
     return result

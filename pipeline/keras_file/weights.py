@@ -81,8 +81,8 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
 
             def visit_keras(name, obj):
                 parts = name.split("/")
-                if len(parts) == 5 and parts[0] in inner and parts[1] == "layers" and parts[2] in inner[parts[0]]:
-                    owner, parts = inner[parts[0]], parts[2:]  # layers/<nested model>/layers/<layer>/vars/<i>
+                if len(parts) >= 5 and parts[0] in inner and parts[1] == "layers" and parts[2] in inner[parts[0]]:
+                    owner, parts = inner[parts[0]], parts[2:]  # layers/<nested model>/layers/<layer>/[cell/]vars/<i>
                 else:
                     owner = by_path
                 direction = ""
@@ -113,8 +113,9 @@ def read(path: Path, graph: list[KerasLayer]) -> dict[str, dict[str, np.ndarray]
             if isinstance(obj, h5py.Dataset):
                 parts = name.split("/")
                 layer, leaf = parts[0], weight_leaf(parts[-1])
-                if layer in nested and len(parts) >= 3 and parts[-2] in nested[layer]:
-                    layer = parts[-2]  # <nested model>/<nested model>/<layer>/<weight>
+                if layer in nested and len(parts) >= 3:
+                    # <nested model>/<nested model>/<layer>/<weight>, or a recurrent layer's <nested model>/<layer>/<cell>/<weight>
+                    layer = next((part for part in parts[1:-1] if part in nested[layer]), layer)
                 if layer in bidirectional:  # <layer>/<layer>/forward_<inner>/<cell>/<weight>
                     direction = next((d for d in DIRECTIONS for part in parts[1:-1] if part.startswith(f"{d}_")), None)
                     leaf = f"{direction}/{leaf}" if direction else leaf

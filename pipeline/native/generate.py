@@ -341,17 +341,22 @@ def _add_nested(layer: KerasLayer, var: str, add, tensors: dict[str, Tensor], la
     """A model nested as a layer (a pretrained base, ConvNeXt's Sequential stem): a class of its own (`classes`), its
     layers in its graph order in its `__init__` and `forward`, each under its own name there and as `outer/inner` in
     `LAYER_OUTPUTS` (the names the verifier compares by: `keras_file.graph.with_nested`); `Model` holds it as
-    `self.<var>` and calls it. A frozen base's layers are frozen by their own configs, as Keras writes them
-    (`base.trainable = False` sets each layer's). Called more than once (a siamese encoder): the same module on `call`'s
-    tensors, which `keys` name."""
+    `self.<var>` and calls it. A Keras mask crosses its boundary as a tensor of its own: a parameter after the input
+    it belongs to, a second value returned. A frozen base's layers are frozen by their own configs, as Keras writes
+    them (`base.trainable = False` sets each layer's). Called more than once (a siamese encoder): the same module on
+    `call`'s tensors, which `keys` name."""
     comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
-    fed = keys or layer.inbound
+    fed = tuple(dict.fromkeys(keys or layer.inbound))  # a tensor fed to two of its inputs is one parameter
+    outer = dict(zip(fed, _sources(layer, fed, tensors), strict=True))
+    arguments = ", ".join(v for tensor in outer.values() for v in (tensor.var, tensor.mask) if v)
     if call:
+        first = next(nested for nested in classes if nested.keras_name == layer.name)
+        if len(arguments.split(", ")) != len(first.params):
+            raise emitters.unsupported(layer, "a nested model called once with a mask and once without")
         out = _identifier(f"{layer.name}_call{call + 1}", main.taken)
-        attr = layer_outputs[layer.name]
-        main.forward.append(f"{out} = self.{attr}({', '.join(t.var for t in _sources(layer, fed, tensors))}){comment}, call {call + 1}: "
-                            "the same module")
-        tensors[_key(layer.name, call)] = Tensor(out, tensors[layer.name].rank)
+        mask = _identifier(f"{out}_mask", main.taken) if tensors[layer.name].mask else None
+        main.forward.append(f"{', '.join(filter(None, (out, mask)))} = self.{var}({arguments}){comment}, call {call + 1}: the same module")
+        tensors[_key(layer.name, call)] = Tensor(out, tensors[layer.name].rank, mask)
         return
     flat = with_nested([replace(layer, calls=1, inbound=fed)])  # fed this call's tensors
     inner, own = flat[:-1], flat[-1]
@@ -361,32 +366,34 @@ def _add_nested(layer: KerasLayer, var: str, add, tensors: dict[str, Tensor], la
     if deeper is not None:
         raise emitters.unsupported(layer, f"a model nested in a nested model ({deeper.rsplit('/', 1)[0]})")
     body = _Body(prefix=f"{var}.")
-    outer = {name: tensors[name] for name in fed}
     own_inputs = nested_inputs(layer)
-    params = [_identifier(own_inputs[i] if len(own_inputs) == len(fed) else "inputs", body.taken) for i in range(len(fed))]
-    tensors.update({name: Tensor(param, outer[name].rank) for name, param in zip(fed, params, strict=True)})  # inside: its parameters
-    try:
-        for entry in inner:
-            leaf = entry.name.rsplit("/", 1)[-1]
-            if entry.calls > 1:
-                raise emitters.unsupported(replace(entry, name=leaf), f"a layer called {entry.calls} times (shared between inputs)")
-            if leaf in names:
-                # its weights are filed under its own name (`keras_file.weights`), which another layer has too
-                raise emitters.unsupported(layer, f"a layer {leaf} of the same name as another layer of the model")
-            names.add(leaf)
-            inner_comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
-            add(replace(entry, name=leaf), _identifier(leaf, body.taken), _sources(entry, entry.inbound, tensors), inner_comment,
-                key=entry.name, body=body)
-        result = tensors[own.inbound[0]]
-    finally:
-        tensors.update(outer)  # outside: the model's own tensors again
-    body.forward.append(f"return {result.var}")
+    params = []
+    for index, (name, tensor) in enumerate(outer.items()):  # its inputs (and their masks) are its forward's parameters
+        param = _identifier(own_inputs[index] if len(own_inputs) == len(outer) else "inputs", body.taken)
+        mask = _identifier(f"{param}_mask", body.taken) if tensor.mask else None
+        params += filter(None, (param, mask))
+        tensors[name] = Tensor(param, tensor.rank, mask)
+    for entry in inner:
+        leaf = entry.name.rsplit("/", 1)[-1]
+        if entry.calls > 1:
+            raise emitters.unsupported(replace(entry, name=leaf), f"a layer called {entry.calls} times (shared between inputs)")
+        if leaf in names:
+            # its weights are filed under its own name (`keras_file.weights`), which another layer has too
+            raise emitters.unsupported(layer, f"a layer {leaf} of the same name as another layer of the model")
+        names.add(leaf)
+        inner_comment = f"  # {_text(leaf)} ({_text(entry.class_name)}, in {_text(entry.name.rsplit('/', 1)[0])})"
+        add(replace(entry, name=leaf), _identifier(leaf, body.taken), _masked(entry, _sources(entry, entry.inbound, tensors), tensors),
+            inner_comment, key=entry.name, body=body)
+    result = tensors[own.inbound[0]]
+    tensors.update(outer)  # the names the nested model's inputs had inside it are the outer model's tensors again
+    body.forward.append(f"return {', '.join(filter(None, (result.var, result.mask)))}")
     name = _class_name(layer.name, {nested.name for nested in classes})
     classes.append(_Nested(name, layer.name, params, body))
     frozen = "; frozen in Keras (trainable=False): its layers are frozen below" if layer.config.get("trainable") is False else ""
     main.init.append(f"self.{var} = {name}(){comment}: a Keras model nested as a layer{frozen}")
-    main.forward.append(f"{var} = self.{var}({', '.join(t.var for t in outer.values())}){comment}")
-    tensors[layer.name] = Tensor(var, result.rank)
+    mask = _identifier(f"{var}_mask", main.taken) if result.mask else None
+    main.forward.append(f"{', '.join(filter(None, (var, mask)))} = self.{var}({arguments}){comment}")
+    tensors[layer.name] = Tensor(var, result.rank, mask)
     layer_outputs[layer.name] = var
     if own.inbound[0] in logits_of:  # a base ending in a softmax: the model's logits, where it is the output
         logits_of[layer.name] = logits_of[own.inbound[0]]

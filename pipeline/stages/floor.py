@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.common import atomic
 from pipeline.common.keras_job import BARE_IO, BARE_ONNX
 from pipeline.common.messages import one_line
 from pipeline.common.paths import child_environment
@@ -27,15 +28,17 @@ from pipeline.common.paths import child_environment
 # The bare tools' outputs count as equal to Keras within this share of the output's scale (max(1, max|Keras|)):
 # looser than the pipeline's own bound (1e-5, or the model's own float32 noise), so that a model the bare tools
 # convert nearly right is held to the floor rather than left out of it.
-BARE_RTOL = 1e-4
+BARE_TOLERANCE = 1e-4
+# Longest one `convert` may take: a hang is a verdict too (the longest measured: a zoo model at 224 px, ~10 min).
+CONVERT_TIMEOUT_S = 3600
 
 
 @dataclass
 class FloorRow:
     model: str
-    bare_equal: bool  # the bare tools converted it, their outputs equal to Keras's (`BARE_RTOL`)
+    bare_equal: bool  # the bare tools converted it, their outputs equal to Keras's (`BARE_TOLERANCE`)
     bare: str  # what the bare tools did, in words
-    pipeline_passed: bool  # `keras2torch convert` exited 0: PASSED
+    pipeline_passed: bool  # `keras2torch convert` exited 0: PASSED (1: not equal, 2: refused)
     pipeline: str  # its last line: the verdict, or why it stopped
     exit_code: int
 
@@ -44,7 +47,7 @@ class FloorRow:
         return self.bare_equal and not self.pipeline_passed
 
 
-def bare_tools(model: Path, folder: Path, opset: int) -> tuple[bool, str]:
+def bare_verdict(model: Path, folder: Path, opset: int) -> tuple[bool, str]:
     """(equal, what happened) of the bare tools on `model`, their files in `folder`."""
     import torch
 
@@ -69,16 +72,21 @@ def bare_tools(model: Path, folder: Path, opset: int) -> tuple[bool, str]:
     if [o.shape for o in outputs] != [e.shape for e in expected]:
         return False, f"outputs of shapes {[o.shape for o in outputs]}, Keras's {[e.shape for e in expected]}"
     worst = max(float(np.abs(o.astype(np.float64) - e).max()) / max(1.0, float(np.abs(e).max())) for o, e in zip(outputs, expected, strict=True))
-    equal = worst <= BARE_RTOL
+    equal = worst <= BARE_TOLERANCE
     return equal, f"{'equal' if equal else 'differ'}: max |Δ| {worst:.1e} of the output's scale ({got['keras']})"
 
 
 def pipeline_verdict(model: Path, out: Path, data: Path | None) -> tuple[int, str]:
-    """`keras2torch convert MODEL` in a process of its own, as a user runs it: (exit code, its last line)."""
+    """`keras2torch convert MODEL` in a process of its own, as a user runs it: (exit code, its verdict line — the
+    `keras2torch:` summary, else the last `error:` line, else the last line; -1 for a hang)."""
     command = [sys.executable, "-m", "pipeline", "convert", str(model), "--out", str(out)] + (["--data", str(data)] if data else [])
-    completed = subprocess.run(command, env=child_environment(), capture_output=True, text=True)
-    lines = [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip() and not line.startswith("  ")]
-    return completed.returncode, (lines[-1] if lines else "")[:300]
+    try:
+        completed = subprocess.run(command, env=child_environment(), capture_output=True, text=True, timeout=CONVERT_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return -1, f"no verdict in {CONVERT_TIMEOUT_S} s"
+    lines = [line for line in (completed.stdout + completed.stderr).splitlines() if line.strip()]
+    said = [line for line in lines if line.startswith(("keras2torch:", "error:"))] or lines
+    return completed.returncode, (said[-1] if said else "")[:300]
 
 
 def run(models: list[Path], out: Path, opset: int, data: Path | None = None, progress=print) -> list[FloorRow]:
@@ -89,12 +97,12 @@ def run(models: list[Path], out: Path, opset: int, data: Path | None = None, pro
         progress(f"[{number}/{len(models)}] {model}")
         folder = out / "bare" / f"{number:03d}_{model.stem}"
         folder.mkdir(parents=True, exist_ok=True)
-        equal, bare = bare_tools(model, folder, opset)
+        equal, bare = bare_verdict(model, folder, opset)
         code, verdict = pipeline_verdict(model, out / "pipeline" / f"{number:03d}", data)
-        rows.append(FloorRow(str(model), equal, bare, code == 0 and "PASSED" in verdict, verdict, code))
+        rows.append(FloorRow(str(model), equal, bare, code == 0, verdict, code))
         progress(f"    bare tools: {bare}\n    pipeline:   {verdict}")
-    (out / "floor.json").write_text(json.dumps([{**asdict(row), "broken": row.broken} for row in rows], indent=2) + "\n")
-    (out / "floor.md").write_text(table(rows))
+    atomic.write_text(out / "floor.json", json.dumps([{**asdict(row), "broken": row.broken} for row in rows], indent=2) + "\n")
+    atomic.write_text(out / "floor.md", table(rows))
     return rows
 
 
@@ -104,7 +112,7 @@ def table(rows: list[FloorRow]) -> str:
     passed = sum(row.pipeline_passed for row in rows)
     broken = [Path(row.model).name for row in rows if row.broken]
     lines = [f"# The floor: the bare tools against the pipeline on {len(rows)} model(s)\n",
-             f"Bare tools (load, tf2onnx, onnx2torch; outputs within {BARE_RTOL:g} of the output's scale): **{bare} of {len(rows)}** equal "
+             f"Bare tools (load, tf2onnx, onnx2torch; outputs within {BARE_TOLERANCE:g} of the output's scale): **{bare} of {len(rows)}** equal "
              f"to Keras. Pipeline (`keras2torch convert`): **{passed} of {len(rows)}** PASSED. "
              + (f"**Floor broken on {len(broken)}: {', '.join(broken)}.**" if broken
                 else "Floor held: the pipeline passes every model the bare tools convert."),

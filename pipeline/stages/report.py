@@ -97,18 +97,19 @@ def _float64_lines(verify: dict) -> list[str]:
 
 def _length_lines(verify: dict) -> list[str]:
     """A model that leaves a dimension open: the backends that take any length against Keras at the other lengths."""
-    pairs = verify.get("length_pairs") or []
+    pairs = (verify.get("length_pairs") or []) + (verify.get("length_proofs") or [])
+    note = f" Not checked: {verify['lengths_note']}." if verify.get("lengths_note") else ""
     if not verify.get("other_lengths"):
-        return []
+        return [f"The model leaves its input's length open: checked at the converted length only.{note}"] if note else []
     lengths = " and ".join(map(str, verify["other_lengths"]))
     if not pairs:
         return [f"The model leaves its input's length open: checked at the converted length only — no backend here takes "
-                f"{lengths} (the native model would; it was not built)."]
+                f"{lengths} (the native model would; it was not built).{note}"]
     checked = "; ".join(f"{p['a']} vs {p['b']} max |Δ| {p['max_abs_diff']:.2e} ({p['tolerance']:.1e}) {'✓' if p['passed'] else '✗'}"
                         for p in pairs)
     fixed = ", ".join(verify.get("fixed_length") or [])
     fixed = f" {fixed} take the converted length only (model.onnx was converted at it)." if fixed else ""
-    return [f"The model leaves its input's length open: checked at {lengths} too — {checked}.{fixed}"]
+    return [f"The model leaves its input's length open: checked at {lengths} too — {checked}.{fixed}{note}"]
 
 
 def layers_table(layers: dict) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.common import manifest
@@ -45,6 +45,7 @@ class OnnxResult:
     validation: PairResult  # onnxruntime against Keras on the check set
     float64_note: str = ""  # why there is no float64 rebuild; "" where there is
     inputs: str = ""  # a model of several inputs: each one's name and shape; "" for one (`input_shape`)
+    other_lengths: list[int] = field(default_factory=list)  # where an open length is checked besides (`checkset.OTHER_LENGTHS`)
 
 
 def check_inputs(model: KerasModel, options: OnnxOptions) -> None:
@@ -99,7 +100,9 @@ def run(model: Path | KerasModel, out: Path, data: Path | None, options: OnnxOpt
                                  paths.keras_layers_f64, paths.keras_training_step) if path.is_file()]
     manifest.record(paths.dir, "onnx", keras.path, written, started,
                     data_file=cifar.locate(data) if data is not None else None, opset=options.opset, keras_loader=summary.keras_version)
-    return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64, summary.inputs)
+    other_lengths = sorted({checkset.length_of(name) for name in summary.reference_sets if checkset.is_length_set(name)})
+    return OnnxResult(paths.onnx, paths.keras_reference, summary.keras_version, summary.input_shape, validation, summary.float64, summary.inputs,
+                      other_lengths)
 
 
 def validate(onnx_path: Path, reference: KerasReference, classifier: bool, noise: Float32Noise | None = None) -> PairResult:

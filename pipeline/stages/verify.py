@@ -67,7 +67,9 @@ class VerifyResult:
     # (float32 within the model's own noise at that length, and the native model's float64 proof), `_other_lengths`
     other_lengths: list[int] = field(default_factory=list)  # the lengths Keras's reference holds sets at, besides the converted one
     length_pairs: list[PairResult] = field(default_factory=list)
+    length_proofs: list[PairResult] = field(default_factory=list)  # the native model's float64 proof at each
     fixed_length: list[str] = field(default_factory=list)  # the backends that take the converted length only
+    lengths_note: str = ""  # a length not checked, and why
 
     @property
     def outputs_passed(self) -> bool:
@@ -95,7 +97,7 @@ class VerifyResult:
 
     @property
     def proofs(self) -> list[PairResult]:
-        return [proof for proof in (self.proof, self.native_proof) if proof is not None]
+        return [proof for proof in (self.proof, self.native_proof, *self.length_proofs) if proof is not None]
 
     def as_dict(self) -> dict:
         return {
@@ -114,7 +116,9 @@ class VerifyResult:
             "pairs": [pair.as_dict() for pair in self.pairs],
             "other_lengths": self.other_lengths,
             "length_pairs": [pair.as_dict() for pair in self.length_pairs],
+            "length_proofs": [proof.as_dict() for proof in self.length_proofs],
             "fixed_length": self.fixed_length,
+            "lengths_note": self.lengths_note,
             "outputs_passed": self.outputs_passed,
             "float64_proof": self.proof.as_dict() if self.proof else None,
             "float64_proof_native": self.native_proof.as_dict() if self.native_proof else None,
@@ -248,29 +252,33 @@ ANY_LENGTH = ("native",)
 
 def _other_lengths(result: VerifyResult, found: KerasOutputs, sources: Sources, backends_run: list[str], classifier: bool) -> None:
     """Where Keras's reference holds sets at `checkset.OTHER_LENGTHS` (a model of an open dimension), each backend of
-    `ANY_LENGTH` that ran, against Keras at each length — within the model's own float32 noise there, and in float64
-    (the native model's proof) where Keras float64 was written — into `result.length_pairs`; the rest are named
-    `result.fixed_length`."""
+    `ANY_LENGTH` that ran, against Keras at each length — within the model's own float32 noise there
+    (`result.length_pairs`), and the native model in float64 (`result.length_proofs`) —; the other backends are
+    named `result.fixed_length`. A length without Keras float64 outputs where the model has them is left out, said
+    in `result.lengths_note` with those Keras did not run at."""
     by_length = found.reference.length_sets()
-    if not by_length:
-        return
-    result.other_lengths = sorted(by_length)
-    takers = [name for name in backends_run if name in ANY_LENGTH]
+    notes = [found.reference.lengths_unavailable] if found.reference.lengths_unavailable else []
     result.fixed_length = [name for name in backends_run if name != "keras" and name not in ANY_LENGTH]
+    takers = [name for name in backends_run if name in ANY_LENGTH]
     keras32 = found.reference.length_outputs()
     result.saturation.update(precision.saturation(keras32, classifier))  # agreement on saturated samples there proves nothing either
-    keras64 = found.reference_f64.length_outputs() if found.reference_f64 is not None else {}
+    keras64 = found.reference_f64.length_outputs() if found.reference_f64 is not None else None
     predictors = {name: backends.load(name, sources) for name in takers}
     for length, sets in sorted(by_length.items()):
         reference = {name: keras32[name] for name in sets}
-        reference64 = {name: keras64[name] for name in sets if name in keras64}
-        noise = precision.measure(reference, reference64) if len(reference64) == len(sets) else None
+        if keras64 is not None and not set(sets) <= set(keras64):  # its own noise unmeasured: no bound to judge it by
+            notes.append(f"length {length}: no Keras float64 outputs")
+            continue
+        result.other_lengths.append(length)
+        reference64 = {name: keras64[name] for name in sets} if keras64 is not None else None
+        noise = precision.measure(reference, reference64) if reference64 is not None else None
         for name, predict in predictors.items():
             result.length_pairs.append(compare(f"{name}@{length}", backends.run_sets(predict, sets), f"keras@{length}", reference,
                                                classifier, noise))
-        if "native" in takers and noise is not None:
-            result.length_pairs.append(compare(f"native64@{length}", backends.run_sets(backends.native64(sources), checkset.proof_subset(sets)),
-                                               f"keras_f64@{length}", _proof_rows(reference64), classifier, proof=True))
+        if "native" in predictors and reference64 is not None:
+            result.length_proofs.append(compare(f"native64@{length}", backends.run_sets(backends.native64(sources), checkset.proof_subset(sets)),
+                                                f"keras_f64@{length}", _proof_rows(reference64), classifier, proof=True))
+    result.lengths_note = "; ".join(notes)
 
 
 def _proof_rows(outputs: dict[str, Outputs]) -> dict[str, Outputs]:

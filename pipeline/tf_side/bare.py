@@ -42,15 +42,26 @@ def _inputs(model) -> list[np.ndarray]:
     """Seeded inputs of each of the model's inputs (open dimensions at `checkset.OPEN_DIMENSION_LENGTH`): token ids
     below the smallest Embedding vocabulary for an integer input or one an Embedding reads, else uniform in [0, 1)."""
     rng = np.random.default_rng(checkset.RANDOM_SEED)
-    vocabularies = [int(layer.input_dim) for layer in _layers(model) if hasattr(layer, "input_dim")]
+    embeddings = [layer for layer in _layers(model) if hasattr(layer, "input_dim")]
+    read = {id(_input_of(layer)) for layer in embeddings}
     arrays = []
     for tensor in model.inputs:
         shape = (BARE_BATCH, *checkset.fill_open(tuple(tensor.shape)[1:]))
         dtype = str(getattr(tensor.dtype, "name", tensor.dtype))  # Keras 3 names it; tf-keras gives a tf.DType
-        integer = "int" in dtype or bool(vocabularies)
-        array = rng.integers(0, min(vocabularies, default=BARE_VOCABULARY), shape) if integer else rng.uniform(0, 1, shape)
+        if "int" in dtype or id(tensor) in read:
+            array = rng.integers(0, min((int(layer.input_dim) for layer in embeddings), default=BARE_VOCABULARY), shape)
+        else:
+            array = rng.uniform(0, 1, shape)
         arrays.append(array.astype(dtype if "int" in dtype else np.float32))
     return arrays
+
+
+def _input_of(layer):
+    """The tensor `layer` was called on; None for a layer called more than once (Keras raises then)."""
+    try:
+        return layer.input
+    except (AttributeError, ValueError, RuntimeError):
+        return None
 
 
 def _layers(model):

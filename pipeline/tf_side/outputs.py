@@ -86,8 +86,8 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
     """Write Keras's outputs on the check set: the test images (for CIFAR-10-shaped inputs), random
     batches over `ranges` (token ids for the inputs `tokens` names) and the user's own inputs (`--inputs`),
     if given; for a model of one input that leaves a dimension open, batches at `checkset.OTHER_LENGTHS` too
-    (`checkset.length_sets`); with the layout of the model's inputs and outputs where it has several (`feeds`).
-    Returns the check sets' names."""
+    (`checkset.checks_other_lengths`, `_at_other_lengths`); with the layout of the model's inputs and outputs where it
+    has several (`feeds`). Returns the sets' names."""
     from tqdm import tqdm
 
     layout = input_layout(model)
@@ -96,9 +96,6 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
     sets: dict[str, np.ndarray] = dict(checkset.random_sets(layout, ranges, sizes, tokens=tokens))
     if user_inputs is not None:
         sets[checkset.USER_SET] = user_inputs
-    open_shapes = _shapes(model.inputs)
-    if len(open_shapes) == 1:  # a model of several inputs is checked at its check length only
-        sets.update(checkset.length_sets(open_shapes[0], ranges, tokens))
     for name, inputs in sets.items():
         arrays[f"{name}/inputs"] = inputs
     test_images = _test_images(data, layout.shapes)
@@ -109,8 +106,29 @@ def reference(model, model_path: Path, reference_path: Path, data: Path | None, 
         for key, value in _predict(outputs, layout, inputs, checkset.batch_size_of(name), results).items():
             arrays[f"{name}/{key}"] = value
     arrays.update(feeds.stored(layout, results))
+    if checkset.checks_other_lengths(_shapes(model.inputs), len(model.outputs)):
+        arrays.update(_at_other_lengths(outputs, layout, _shapes(model.inputs)[0], ranges, tokens))
     _save(reference_path, arrays, model_path, data)
-    return sorted(sets)
+    return sorted(sets) + sorted(name.split("/")[0] for name in arrays if checkset.is_length_set(name) and name.endswith("/probs"))
+
+
+def _at_other_lengths(outputs, layout: Layout, open_shape, ranges, tokens) -> dict[str, np.ndarray]:
+    """The inputs and Keras's outputs of the sets at `checkset.OTHER_LENGTHS`; a length Keras does not run at (stacked
+    'valid' convolutions shorter than their kernels, a positional table shorter than 50) is left out, and why said."""
+    arrays, unavailable = {}, []
+    for length in checkset.OTHER_LENGTHS:
+        sets = checkset.length_sets(open_shape, length, ranges, tokens)
+        try:
+            predicted = {name: _predict(outputs, layout, inputs, checkset.OTHER_LENGTH_BATCH) for name, inputs in sets.items()}
+        except Exception as exc:  # noqa: BLE001 — Keras's own refusal of that length: not this model's conversion's fault
+            unavailable.append(f"length {length}: {' '.join(str(exc).split())[:160]}")
+            continue
+        for name, inputs in sets.items():
+            arrays[f"{name}/inputs"] = inputs
+            arrays.update({f"{name}/{key}": value for key, value in predicted[name].items()})
+    if unavailable:
+        arrays[checkset.LENGTHS_UNAVAILABLE_KEY] = np.array("; ".join(unavailable))
+    return arrays
 
 
 def _node_in(model, layer) -> list:

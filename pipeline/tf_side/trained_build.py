@@ -215,6 +215,31 @@ def _seq2seq_bidirectional(keras):
     return keras.Model([source, target], L.Dense(30, activation="softmax", name="next_token")(x)), _reversal, "sparse_categorical_crossentropy"
 
 
+def _nested_masked(keras):
+    """Keras masks across a nested model's boundary: padded token ids into an encoder model of its own (Embedding with
+    `mask_zero` → LSTM over every step) whose output keeps the mask for a GRU outside it, and an outer Embedding's mask
+    into a reader model of its own (a GRU): the native model passes each mask in and out as a tensor of its own."""
+    L = keras.layers
+    inner = keras.Input((None,), name="inner_tokens")
+    embedded = L.Embedding(20, 5, mask_zero=True, name="inner_embedding")(inner)
+    encoder = keras.Model(inner, L.LSTM(6, return_sequences=True, name="inner_lstm")(embedded), name="encoder")
+    vectors = keras.Input((None, 5), name="vectors")
+    reader = keras.Model(vectors, L.GRU(4, name="inner_gru")(vectors), name="reader")
+    tokens = keras.Input((12,), name="tokens")
+    joined = L.Concatenate(name="join")([L.GRU(4, name="outer_gru")(encoder(tokens)),
+                                         reader(L.Embedding(20, 5, mask_zero=True, name="outer_embedding")(tokens))])
+    return keras.Model(tokens, L.Dense(2, activation="softmax", name="head")(joined)), _padded, "sparse_categorical_crossentropy"
+
+
+def _padded(rng, n: int):
+    """`_tokens` over 12 steps (a vocabulary of 20) with a padded tail of up to 3 zeros (none on the first row)."""
+    x, labels = _tokens(rng, n, 12, 20)
+    tails = rng.integers(0, 4, n)
+    tails[0] = 0
+    x[np.arange(12) >= 12 - tails[:, None]] = 0
+    return x, labels
+
+
 def _two_heads(keras):
     """An image and its metadata in; a class and a box out (BatchNorm between): two inputs and two outputs."""
     L = keras.layers
@@ -310,7 +335,8 @@ MEMBERS = {"conv_bn_relu": _conv_bn_stack, "separable96": _separable96, "signal_
 # Kinds beyond image classifiers, trained the same way: the fuzz suite's base models (`pipeline.fuzz`), and a
 # model of two inputs and two outputs (tests/test_several_io.py).
 KINDS = {"nested_transfer": _nested_transfer, "recurrent_text": _recurrent_text, "two_inputs": _two_inputs, "two_heads": _two_heads,
-         "siamese": _siamese, "seq2seq": _seq2seq, "seq2seq_bidirectional": _seq2seq_bidirectional}
+         "siamese": _siamese, "seq2seq": _seq2seq, "seq2seq_bidirectional": _seq2seq_bidirectional,
+         "nested_masked": _nested_masked}
 # Sequence models of the kinds users bring: `make sequences` (the zoo's `sequences` group) and tests/test_sequences.py.
 SEQUENCES = {"text_gru_masked": _text_gru_masked, "text_bigru_masked": _text_bigru_masked, "text_bilstm_stacked": _text_bilstm_stacked,
              "sensor_conv_gru": _sensor_conv_gru, "sensor_lstm_hard_sigmoid": _sensor_lstm_hard_sigmoid, "sensor_simple_rnn": _sensor_simple_rnn,

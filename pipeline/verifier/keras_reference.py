@@ -55,6 +55,11 @@ class KerasReference:
     def _all_sets(self) -> set[str]:
         return {key.split("/")[0] for key in self._arrays if key.endswith("/probs")}
 
+    @property
+    def lengths_unavailable(self) -> str:
+        """Why Keras gave no outputs at an other length (`tf_side.outputs._at_other_lengths`); "" where it gave them all."""
+        return str(self._arrays.get(checkset.LENGTHS_UNAVAILABLE_KEY, ""))
+
     def length_sets(self) -> dict[int, dict[str, np.ndarray]]:
         """{length: {set: inputs}} of the sets at `checkset.OTHER_LENGTHS` (a model that leaves a dimension open);
         {} for other models."""
