@@ -174,7 +174,8 @@ def test_a_seq2seq_model_gets_a_native_model_whose_decoder_starts_from_the_encod
                                "self.decoder(target_embedding)", "decoder")
 
 
-@pytest.mark.parametrize("suffix", [".h5", pytest.param(".keras", marks=pytest.mark.zoo)])
+@pytest.mark.zoo  # ~70 s each (CI's 30 minutes): `make zoo-test`; CI holds the states' order in tests/test_native_recurrent.py
+@pytest.mark.parametrize("suffix", [".h5", ".keras"])
 def test_a_bidirectional_encoders_four_states_start_the_decoder_in_the_native_model(tmp_path, suffix):
     """A Bidirectional LSTM encoder returning its states — forward h, c, then backward h, c, as Keras returns them —
     joined per kind into the decoder's initial state (published translators' form): every pair, both float64
