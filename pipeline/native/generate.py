@@ -348,10 +348,11 @@ def _add_nested(layer: KerasLayer, var: str, add, tensors: dict[str, Tensor], la
     comment = f"  # {_text(layer.name)} ({_text(layer.class_name)})"
     fed = tuple(dict.fromkeys(keys or layer.inbound))  # a tensor fed to two of its inputs is one parameter
     outer = dict(zip(fed, _sources(layer, fed, tensors), strict=True))
-    arguments = ", ".join(v for tensor in outer.values() for v in (tensor.var, tensor.mask) if v)
+    passed = [v for tensor in outer.values() for v in (tensor.var, tensor.mask) if v]
+    arguments = ", ".join(passed)
     if call:
         first = next(nested for nested in classes if nested.keras_name == layer.name)
-        if len(arguments.split(", ")) != len(first.params):
+        if len(passed) != len(first.params):
             raise emitters.unsupported(layer, "a nested model called once with a mask and once without")
         out = _identifier(f"{layer.name}_call{call + 1}", main.taken)
         mask = _identifier(f"{out}_mask", main.taken) if tensors[layer.name].mask else None
